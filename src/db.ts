@@ -1,0 +1,77 @@
+// Where the PostgreSQL to watch is, resolved the way libpq does it: the URL
+// first, then PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGSSLMODE, then
+// the local socket directory. postgres.js alone would default to TCP localhost.
+import { existsSync, readFileSync } from "node:fs";
+import { userInfo } from "node:os";
+import { ConfigError } from "./config.ts";
+
+export interface DbTarget {
+  /** Hostname, IP address, or a socket directory (starts with "/"). */
+  host: string;
+  port: number;
+  user: string;
+  database: string;
+  password: string | undefined;
+  sslmode: string | undefined;
+  /** For logs: never contains the password. */
+  display: string;
+}
+
+/** libpq's compiled-in socket directories: Debian's first, upstream's second. */
+const SOCKET_DIRS = ["/var/run/postgresql", "/tmp"];
+
+export function defaultSocketDir(port: number): string {
+  const live = SOCKET_DIRS.find((dir) => existsSync(`${dir}/.s.PGSQL.${port}`));
+  return live ?? SOCKET_DIRS.find((dir) => existsSync(dir)) ?? "/tmp";
+}
+
+const SSLMODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+export function resolveTarget(url: string | undefined, env: Record<string, string | undefined>): DbTarget {
+  let host = "";
+  let portText = "";
+  let user = "";
+  let database = "";
+  let password: string | undefined;
+  let sslmode: string | undefined;
+  if (url !== undefined) {
+    const u = new URL(url);
+    host = decodeURIComponent(u.hostname).replace(/^\[(.*)\]$/, "$1") || (u.searchParams.get("host") ?? "");
+    portText = u.port || (u.searchParams.get("port") ?? "");
+    user = decodeURIComponent(u.username);
+    password = u.password ? decodeURIComponent(u.password) : undefined;
+    database = decodeURIComponent(u.pathname.slice(1));
+    sslmode = u.searchParams.get("sslmode") ?? undefined;
+  }
+  portText ||= env.PGPORT || "5432";
+  const port = Number(portText);
+  if (!/^\d+$/.test(portText) || port < 1 || port > 65535) {
+    throw new ConfigError(
+      `invalid PostgreSQL port: ${JSON.stringify(portText)} (expected an integer 1..65535, from --db or PGPORT)`,
+    );
+  }
+  host ||= env.PGHOST || defaultSocketDir(port);
+  user ||= env.PGUSER || osUser();
+  database ||= env.PGDATABASE || user;
+  password ??= env.PGPASSWORD || undefined;
+  sslmode ??= env.PGSSLMODE || undefined;
+  if (sslmode !== undefined && !SSLMODES.includes(sslmode)) {
+    throw new ConfigError(`invalid sslmode: ${JSON.stringify(sslmode)} (expected one of ${SSLMODES.join(", ")})`);
+  }
+  const where = host.startsWith("/")
+    ? `${host}/.s.PGSQL.${port}`
+    : `${host.includes(":") ? `[${host}]` : host}:${port}`;
+  return { host, port, user, database, password, sslmode, display: `${user}@${where}/${database}` };
+}
+
+/** The OS user name, as libpq takes it from getpwuid(). */
+export function osUser(): string {
+  const uid = process.getuid?.();
+  try {
+    const line = readFileSync("/etc/passwd", "utf8")
+      .split("\n")
+      .find((l) => l.split(":")[2] === String(uid));
+    if (line) return line.split(":")[0]!;
+  } catch {}
+  return userInfo().username;
+}

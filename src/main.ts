@@ -1,0 +1,84 @@
+#!/usr/bin/env bun
+// argv + environment -> config -> listeners and poller. The only place that
+// prints fatal errors and exits: 2 for a bad configuration, 1 for a start-up
+// failure (an address that cannot be served).
+import pkg from "../package.json";
+import { buildConfig, ConfigError, formatAddress, formatDuration, helpText, parseArgv, redactUrl } from "./config.ts";
+import { resolveTarget } from "./db.ts";
+import { listen, ListenError, rawHandler, type Listener } from "./listeners.ts";
+import { createLogger } from "./log.ts";
+import { startPoller } from "./poller.ts";
+import { createStatus, rawResponses, STATE_NAMES } from "./states.ts";
+
+function fatal(message: string, hint: string | undefined, exitCode: number): never {
+  process.stderr.write(`replstatus: ${message}\n${hint ? `hint: ${hint}\n` : ""}`);
+  process.exit(exitCode);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const env = process.env;
+  let raw;
+  let config;
+  let target;
+  try {
+    raw = parseArgv(argv);
+    if (raw.has("help")) {
+      process.stdout.write(helpText(pkg.version));
+      return;
+    }
+    if (raw.has("version")) {
+      process.stdout.write(`replstatus ${pkg.version} (bun ${Bun.version})\n`);
+      return;
+    }
+    config = buildConfig(raw, env);
+    target = resolveTarget(config.db, env);
+  } catch (err) {
+    if (err instanceof ConfigError) fatal(err.message, undefined, 2);
+    throw err;
+  }
+
+  const log = createLogger();
+  const status = createStatus((from, to, reason) => log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`));
+  const handler = rawHandler(status.cell, rawResponses(config.texts));
+
+  const listeners: Listener[] = [];
+  try {
+    for (const address of config.listen) listeners.push(listen(address, handler));
+  } catch (err) {
+    for (const l of listeners) l.stop();
+    if (err instanceof ListenError) fatal(err.message, err.hint, 1);
+    throw err;
+  }
+
+  log.info(
+    `replstatus ${pkg.version} serving ${listeners.map((l) => `${l.address.mode} ${formatAddress(l.address)}`).join(", ")}; ` +
+      `database ${redactUrl(target.display)}; poll every ${formatDuration(config.pollIntervalMs)}, ` +
+      `stale after ${formatDuration(config.staleAfterMs)}`,
+  );
+
+  const poller = startPoller({
+    target,
+    pollIntervalMs: config.pollIntervalMs,
+    staleAfterMs: config.staleAfterMs,
+    connectTimeoutMs: config.connectTimeoutMs,
+    channel: config.channel,
+    status,
+    log,
+  });
+
+  // Stop accepting first, so no client is told anything after the poller is
+  // gone; then close the database connection politely.
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${signal}: shutting down`);
+    for (const l of listeners) l.stop();
+    await poller.stop();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+await main(process.argv.slice(2));

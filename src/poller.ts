@@ -1,0 +1,286 @@
+// The role source: one PostgreSQL connection, one query per tick, and the
+// freshness rule that turns silence into UNKNOWN. It never says primary unless
+// a poll that started less than staleAfterMs ago saw pg_is_in_recovery() false.
+import postgres from "postgres";
+import type { DbTarget } from "./db.ts";
+import type { Logger } from "./log.ts";
+import { formatDuration } from "./config.ts";
+import { PRIMARY, STANDBY, UNKNOWN, type Status } from "./states.ts";
+
+/** What the last successful poll saw. Lag facts are null on a primary. */
+export interface PollFacts {
+  inRecovery: boolean;
+  /** pg_stat_wal_receiver.status; null without pg_read_all_stats or on a primary. */
+  receiverStatus: string | null;
+  /** Bytes between the primary's last reported position and our replay position. */
+  lagBytes: number | null;
+  /** Seconds since the last replayed transaction's commit. */
+  replayAgeSeconds: number | null;
+  /** performance.now() when the poll started. */
+  startedAt: number;
+  durationMs: number;
+}
+
+// One round trip a tick. The receiver columns need pg_read_all_stats (e.g.
+// pg_monitor); without it they are null and the role is still right.
+export const POLL_QUERY = `select pg_is_in_recovery() as in_recovery,
+  w.status as receiver_status,
+  pg_wal_lsn_diff(w.latest_end_lsn, pg_last_wal_replay_lsn())::float8 as lag_bytes,
+  extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 as replay_age_s
+from (select 1) as one left join pg_stat_wal_receiver w on true`;
+
+export const BACKOFF_MIN_MS = 100;
+export const BACKOFF_MAX_MS = 2000;
+/** A NOTIFY flood must not turn into a poll flood. */
+const NOTIFY_MIN_GAP_MS = 5;
+
+export interface PollerOptions {
+  target: DbTarget;
+  pollIntervalMs: number;
+  staleAfterMs: number;
+  connectTimeoutMs: number;
+  channel: string;
+  status: Status;
+  log: Logger;
+}
+
+export interface Poller {
+  readonly facts: PollFacts | undefined;
+  /** Polls that failed since the last success (0 when healthy). */
+  readonly failures: number;
+  stop(): Promise<void>;
+}
+
+export function startPoller(opts: PollerOptions): Poller {
+  const { target, status, log } = opts;
+  let sql: postgres.Sql | undefined;
+  // Bumped whenever a connection is dropped, so late events of an old
+  // connection (close, notify, a rejected query) are recognised and ignored.
+  let session = 0;
+  let fresh = true;
+  let listening = false;
+  let stopped = false;
+  let failures = 0;
+  // Reasons already logged in this outage: a flapping reason is logged once.
+  const logged = new Set<string>();
+  let facts: PollFacts | undefined;
+  let staleTimer: Timer | undefined;
+  let lastPollAt = 0;
+  let poked = false;
+  let wake: (() => void) | undefined;
+
+  function open(): postgres.Sql {
+    const id = ++session;
+    fresh = true;
+    // onnotify and onclose are read by postgres.js but missing from its types.
+    const options: postgres.Options<{}> & { onnotify(): void; onclose(): void } = {
+      host: target.host,
+      port: target.port,
+      user: target.user,
+      database: target.database,
+      ...(target.password !== undefined && { password: target.password }),
+      ...(target.sslmode !== undefined && {
+        ssl: target.sslmode === "disable" ? false : (target.sslmode as "require"),
+      }),
+      max: 1,
+      // postgres.js defaults that are wrong for a monitor (DESIGN.md section 7):
+      // no recycling of the connection, no 30 s connect wait, no notices on stdout.
+      idle_timeout: 0,
+      max_lifetime: null,
+      connect_timeout: opts.connectTimeoutMs / 1000,
+      fetch_types: false,
+      onnotice: () => {},
+      onnotify: () => id === session && poke(),
+      onclose: () => id === session && fail("connection lost"),
+      connection: { application_name: "replstatus" },
+    };
+    return postgres(options);
+  }
+
+  function drop(): void {
+    session++;
+    listening = false;
+    const old = sql;
+    sql = undefined;
+    old?.end({ timeout: 0 }).catch(() => {});
+  }
+
+  function fail(reason: string): void {
+    drop();
+    clearTimeout(staleTimer);
+    failures++;
+    status.set(UNKNOWN, reason);
+    if (!logged.has(reason)) {
+      logged.add(reason);
+      log.warning(
+        `poll failed: ${reason} (retrying every ${formatDuration(BACKOFF_MIN_MS)}..${formatDuration(BACKOFF_MAX_MS)})`,
+      );
+    }
+  }
+
+  function succeed(row: Record<string, unknown>, startedAt: number): void {
+    const now = performance.now();
+    facts = {
+      inRecovery: row.in_recovery === true,
+      receiverStatus: (row.receiver_status as string | null) ?? null,
+      lagBytes: (row.lag_bytes as number | null) ?? null,
+      replayAgeSeconds: (row.replay_age_s as number | null) ?? null,
+      startedAt,
+      durationMs: now - startedAt,
+    };
+    // Fresh until staleAfterMs after the poll *started*: the answer may be
+    // that old by the time it arrives.
+    clearTimeout(staleTimer);
+    staleTimer = setTimeout(onStale, Math.max(0, startedAt + opts.staleAfterMs - now));
+    failures = 0;
+    logged.clear();
+    const from = status.state;
+    const to = facts.inRecovery ? STANDBY : PRIMARY;
+    status.set(
+      to,
+      from === STANDBY && to === PRIMARY
+        ? "promoted"
+        : from === PRIMARY && to === STANDBY
+          ? "now in recovery"
+          : "poll ok",
+    );
+    if (to === PRIMARY && !listening && sql) listen(sql);
+  }
+
+  // Standbys cannot LISTEN ("cannot execute LISTEN during recovery"), so it is
+  // only tried once per connection, on a primary. A NOTIFY only shortens the
+  // wait for the next poll; it never sets the state (anyone can NOTIFY).
+  function listen(conn: postgres.Sql): void {
+    const id = session;
+    listening = true;
+    conn.unsafe(`listen "${opts.channel}"`).catch((err: unknown) => {
+      if (id === session) log.warning(`could not LISTEN on channel "${opts.channel}": ${describe(err)}; polling only`);
+    });
+  }
+
+  function onStale(): void {
+    status.set(UNKNOWN, `no successful poll for ${formatDuration(opts.staleAfterMs)}`);
+  }
+
+  function poke(): void {
+    poked = true;
+    wake?.();
+  }
+
+  function nap(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wake = undefined;
+        resolve();
+      }
+      wake = done;
+    });
+  }
+
+  function backoffMs(): number {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(failures - 1, 10));
+    return base * (0.8 + Math.random() * 0.4);
+  }
+
+  // One poll at a time: connect if needed, query under a deadline, then wait
+  // for the next tick (or the backoff after a failure). A hung server never
+  // answers and server-side timeouts never fire there, hence the deadline.
+  async function run(): Promise<void> {
+    while (!stopped) {
+      poked = false;
+      const startedAt = performance.now();
+      lastPollAt = startedAt;
+      const conn = (sql ??= open());
+      const id = session;
+      const deadlineMs = opts.staleAfterMs + (fresh ? opts.connectTimeoutMs : 0);
+      let ok = false;
+      try {
+        const rows = await withDeadline(conn.unsafe(POLL_QUERY, [], { prepare: true }), deadlineMs);
+        if (id === session && !stopped) {
+          fresh = false;
+          succeed(rows[0]!, startedAt);
+          ok = true;
+        }
+      } catch (err) {
+        if (id === session && !stopped) fail(describe(err));
+      }
+      if (stopped) break;
+      if (ok && poked) {
+        await nap(Math.max(0, lastPollAt + NOTIFY_MIN_GAP_MS - performance.now()));
+      } else if (ok) {
+        await nap(Math.max(0, startedAt + opts.pollIntervalMs - performance.now()));
+        if (poked) await nap(Math.max(0, lastPollAt + NOTIFY_MIN_GAP_MS - performance.now()));
+      } else {
+        await nap(backoffMs());
+      }
+    }
+  }
+
+  const running = run();
+
+  return {
+    get facts() {
+      return facts;
+    },
+    get failures() {
+      return failures;
+    },
+    async stop() {
+      stopped = true;
+      wake?.();
+      clearTimeout(staleTimer);
+      await running;
+      const conn = sql;
+      session++;
+      sql = undefined;
+      await conn?.end({ timeout: 1 }).catch(() => {});
+    },
+  };
+}
+
+class DeadlineError extends Error {
+  readonly code = "POLL_TIMEOUT";
+}
+
+function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: Timer | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DeadlineError(`no answer within ${formatDuration(ms)}`)), ms);
+  });
+  promise.catch(() => {});
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** One line for a log: what failed, and for the usual mistakes what to do. */
+export function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const e = err as Error & { code?: string; address?: string; port?: number };
+  switch (e.code) {
+    case "CONNECTION_CLOSED":
+    case "CONNECTION_ENDED":
+    case "CONNECTION_DESTROYED":
+      return "connection lost";
+    case "CONNECT_TIMEOUT":
+      return "connect timed out";
+    case "ECONNRESET":
+      return "connection reset by the server";
+    case "ENOENT":
+      return `no server socket at ${e.address ?? "the socket path"} (is PostgreSQL running? set PGHOST/PGPORT or --db)`;
+    case "ECONNREFUSED":
+      return `${oneLine(e.message)} (is PostgreSQL running and listening there? set PGHOST/PGPORT or --db)`;
+    case "28P01":
+      return `${oneLine(e.message)} (set PGPASSWORD or the password in --db)`;
+    case "28000":
+      return `${oneLine(e.message)} (add a pg_hba.conf entry for this user and host)`;
+    case "3D000":
+      return `${oneLine(e.message)} (set PGDATABASE or the database in --db)`;
+    default:
+      return oneLine(e.message);
+  }
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, " ").trim();
+}

@@ -25,7 +25,8 @@ export function defaultSocketDir(port: number): string {
   return live ?? SOCKET_DIRS.find((dir) => existsSync(dir)) ?? "/tmp";
 }
 
-const SSLMODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+// The modes postgres.js implements (no verify-ca).
+const SSLMODES = ["disable", "allow", "prefer", "require", "verify-full"];
 
 export function resolveTarget(url: string | undefined, env: Record<string, string | undefined>): DbTarget {
   let host = "";

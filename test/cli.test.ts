@@ -1,0 +1,176 @@
+// The CLI as a user meets it: every bad input is one line on stderr, nothing
+// on stdout, and the documented exit code.
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { OPTIONS } from "../src/config.ts";
+import { waitFor } from "./fixture/pg.ts";
+import { answer, cleanEnv, MAIN, startResponder } from "./helpers.ts";
+
+function run(args: string[], env: Record<string, string> = {}) {
+  const r = Bun.spawnSync([process.execPath, MAIN, ...args], { env: { ...cleanEnv(), ...env }, stdin: "ignore" });
+  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+}
+
+describe("bad configuration: one line on stderr, exit 2", () => {
+  test.each([
+    [["--port", "99999"], 'replstatus: invalid value for --port: "99999" (expected an integer 1025..65535)'],
+    [["--port", "80"], 'replstatus: invalid value for --port: "80" (expected an integer 1025..65535)'],
+    [["--port=5x"], 'replstatus: invalid value for --port: "5x" (expected an integer 1025..65535)'],
+    [["--port"], "replstatus: missing value for --port (expected PORT)"],
+    [["--bind", "localhost"], 'replstatus: invalid value for --bind: "localhost" (expected an IPv4 or IPv6 address)'],
+    [["--frobnicate"], "replstatus: unknown flag: --frobnicate (see --help)"],
+    [["master"], 'replstatus: unexpected argument: "master" (see --help)'],
+    [["--help=yes"], "replstatus: flag --help takes no value"],
+    [["--port", "5401", "--port", "5402"], "replstatus: flag --port given more than once"],
+    [
+      ["--poll-interval", "5x"],
+      'replstatus: invalid value for --poll-interval: "5x" (expected a duration 1ms..60s such as 250ms or 2s)',
+    ],
+    [
+      ["--stale-after", "0"],
+      'replstatus: invalid value for --stale-after: "0" (expected a duration 10ms..3600s such as 250ms or 2s)',
+    ],
+    [
+      ["--stale-after", "50ms"],
+      "replstatus: --stale-after (50ms) must be longer than --poll-interval (50ms), or every answer would be UNKNOWN",
+    ],
+    [
+      ["--text-primary", ""],
+      'replstatus: invalid value for --text-primary: "" (expected printable ASCII, 1..64 bytes)',
+    ],
+    [
+      ["--text-standby", "STAND\tBY"],
+      'replstatus: invalid value for --text-standby: "STAND\\tBY" (expected printable ASCII, 1..64 bytes)',
+    ],
+    [
+      ["--text-unknown", "MASTER_DOWN"],
+      'replstatus: the unknown text "MASTER_DOWN" contains the primary text "MASTER"; haproxy\'s "expect string" would match both',
+    ],
+    [
+      ["--text-standby", "STANDBY_LAGGING", "--text-unknown", "LAGGING"],
+      'replstatus: the standby text "STANDBY_LAGGING" contains the unknown text "LAGGING"; haproxy\'s "expect string" would match both',
+    ],
+    [
+      ["--listen", "1.2.3:5400"],
+      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [raw:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+    ],
+    [
+      ["--listen", "::1:5400"],
+      'replstatus: invalid value for --listen: "::1:5400" (expected [raw:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+    ],
+    [
+      ["--listen", "tls:127.0.0.1:5400"],
+      'replstatus: invalid value for --listen: "tls:127.0.0.1:5400" (expected [raw:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+    ],
+    [
+      ["--listen", "127.0.0.1:5400", "--port", "5401"],
+      "replstatus: --port and --bind set the default listener and cannot be combined with --listen; add that address to --listen instead",
+    ],
+    [
+      ["--db", "mysql://u:secret@h/db"],
+      'replstatus: invalid value for --db: "mysql://u:***@h/db" (expected a URL postgres://[user[:password]@][host][:port][/dbname])',
+    ],
+    [
+      ["--channel", "Bad-Name"],
+      'replstatus: invalid value for --channel: "Bad-Name" (expected a lowercase identifier of 1..63 characters: a-z, 0-9, _)',
+    ],
+  ])("%j", (args, line) => {
+    const r = run(args);
+    expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({ code: 2, stdout: "", stderr: line + "\n" });
+  });
+
+  test.each([
+    [{ REPLSTATUS_PORT: "1" }, 'replstatus: invalid value for REPLSTATUS_PORT: "1" (expected an integer 1025..65535)'],
+    [
+      { REPLSTATUS_POLL_INTERVAL: "fast" },
+      'replstatus: invalid value for REPLSTATUS_POLL_INTERVAL: "fast" (expected a duration 1ms..60s such as 250ms or 2s)',
+    ],
+    [{ PGPORT: "x" }, 'replstatus: invalid PostgreSQL port: "x" (expected an integer 1..65535, from --db or PGPORT)'],
+    [
+      { PGSSLMODE: "maybe" },
+      'replstatus: invalid sslmode: "maybe" (expected one of disable, allow, prefer, require, verify-full)',
+    ],
+  ])("environment %j", (env, line) => {
+    const r = run([], env);
+    expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({ code: 2, stdout: "", stderr: line + "\n" });
+  });
+});
+
+test("--help lists every flag with its default and variable", () => {
+  const r = run(["--help"]);
+  expect(r.code).toBe(0);
+  expect(r.stderr).toBe("");
+  for (const o of OPTIONS) {
+    expect(r.stdout).toContain(`--${o.name}`);
+    if (o.default !== undefined) expect(r.stdout).toContain(`(default: ${o.default})`);
+  }
+  expect(r.stdout).toContain("REPLSTATUS_POLL_INTERVAL");
+});
+
+test("--version", () => {
+  const r = run(["--version"]);
+  expect(r.code).toBe(0);
+  expect(r.stderr).toBe("");
+  expect(r.stdout).toMatch(/^replstatus \d+\.\d+\.\d+ \(bun \d+\.\d+\.\d+\)\n$/);
+});
+
+test("a port in use is one line, a hint, and exit 1", () => {
+  using busy = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const r = run(["--listen", `127.0.0.1:${busy.port}`]);
+  expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
+    code: 1,
+    stdout: "",
+    stderr:
+      `replstatus: could not listen on 127.0.0.1:${busy.port}: address in use\n` +
+      "hint: another process (bgw_replstatus, another replstatus) serves that port; stop it or choose another --port/--listen\n",
+  });
+});
+
+test("an address this host does not have is one line and exit 1", () => {
+  const r = run(["--listen", "192.0.2.1:5400"]);
+  expect({ code: r.code, stdout: r.stdout, stderr: r.stderr.split("\n")[0] }).toEqual({
+    code: 1,
+    stdout: "",
+    stderr: "replstatus: could not listen on 192.0.2.1:5400: address not available on this host",
+  });
+});
+
+test("no PostgreSQL is not a start-up error: it serves UNKNOWN and says why", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "replstatus-nopg-"));
+  try {
+    await using r = await startResponder(["--listen", "127.0.0.1:0", "--listen", "[::1]:0"], {
+      PGHOST: dir,
+      PGPORT: "5999",
+    });
+    await r.waitForLog(/poll failed: no server socket at .*\.s\.PGSQL\.5999 \(is PostgreSQL running/, "the poll error");
+    expect(await answer(r.ports[0]!)).toBe("UNKNOWN");
+    expect(await answer(r.ports[1]!, "::1")).toBe("UNKNOWN");
+    expect(await r.stop()).toBe(0);
+    expect(r.log).toContain("SIGTERM: shutting down");
+    expect(await new Response(r.proc.stdout).text()).toBe("");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("retries are not logged one by one: a line per change of reason", async () => {
+  // A TCP peer that accepts and resets: every connection attempt is counted.
+  let attempts = 0;
+  using fake = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(s) {
+        attempts++;
+        s.terminate();
+      },
+      data() {},
+    },
+  });
+  await using r = await startResponder(["--listen", "127.0.0.1:0"], { PGHOST: "127.0.0.1", PGPORT: String(fake.port) });
+  await waitFor("five connection attempts", () => attempts >= 5);
+  expect(await answer(r.ports[0]!)).toBe("UNKNOWN");
+  expect(r.log.match(/poll failed/g), r.log).toHaveLength(1);
+});

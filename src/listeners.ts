@@ -2,6 +2,7 @@
 // write the current state's text and close; no request is read or needed.
 import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
 import { formatAddress, type ListenAddress } from "./config.ts";
+import type { Responses } from "./states.ts";
 
 /** Thrown when an address cannot be served; main.ts prints it and exits 1. */
 export class ListenError extends Error {
@@ -25,13 +26,13 @@ export const DRAIN_LIMIT_BYTES = 64 * 1024;
 type Drained = number;
 
 /**
- * The hot path. `responses` is indexed by state and built once; `cell[0]` is
- * the current state. One lookup, one write, one shutdown.
+ * The hot path. `responses.raw` is indexed by state and prebuilt; `cell[0]`
+ * is the current state. One lookup, one write, one shutdown.
  */
-export function rawHandler(cell: Int32Array, responses: readonly Uint8Array[]): SocketHandler<Drained> {
+export function rawHandler(cell: Int32Array, responses: Responses): SocketHandler<Drained> {
   return {
     open(socket) {
-      socket.write(responses[cell[0]!]!);
+      socket.write(responses.raw[cell[0]!]!);
       socket.shutdown();
       socket.timeout(DRAIN_TIMEOUT_S);
     },

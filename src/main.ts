@@ -8,7 +8,7 @@ import { resolveTarget } from "./db.ts";
 import { listen, ListenError, rawHandler, type Listener } from "./listeners.ts";
 import { createLogger } from "./log.ts";
 import { startPoller } from "./poller.ts";
-import { createStatus, rawResponses, STATE_NAMES } from "./states.ts";
+import { buildResponses, createStatus, STATE_NAMES } from "./states.ts";
 
 function fatal(message: string, hint: string | undefined, exitCode: number): never {
   process.stderr.write(`replstatus: ${message}\n${hint ? `hint: ${hint}\n` : ""}`);
@@ -39,7 +39,8 @@ async function main(argv: string[]): Promise<void> {
 
   const log = createLogger();
   const status = createStatus((from, to, reason) => log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`));
-  const handler = rawHandler(status.cell, rawResponses(config.texts));
+  const responses = buildResponses(config.texts);
+  const handler = rawHandler(status.cell, responses);
 
   const listeners: Listener[] = [];
   try {

@@ -11,10 +11,18 @@ export type State = typeof PRIMARY | typeof STANDBY | typeof UNKNOWN;
 export const STATE_NAMES = ["primary", "standby", "unknown"] as const satisfies Record<State, string>;
 export const STATE_COUNT = STATE_NAMES.length;
 
-/** Raw-mode responses indexed by state: the bytes written on every connection. */
-export function rawResponses(texts: Texts): Uint8Array[] {
+/**
+ * Every prebuilt answer, per protocol, indexed by state. Built from the
+ * configuration; a reload replaces the fields of the same object, so
+ * listeners holding it see the new answers on their next connection.
+ */
+export interface Responses {
+  raw: Uint8Array[];
+}
+
+export function buildResponses(texts: Texts): Responses {
   const encode = (text: string) => new Uint8Array(Buffer.from(text, "latin1"));
-  return [encode(texts.primary), encode(texts.standby), encode(texts.unknown)];
+  return { raw: [encode(texts.primary), encode(texts.standby), encode(texts.unknown)] };
 }
 
 export interface Status {

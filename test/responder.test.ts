@@ -6,6 +6,8 @@ import { initNode, startPair, waitFor, type PgPair } from "./fixture/pg.ts";
 import { answer, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
 
 const STALE_AFTER_MS = 1000;
+/** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
+const HOOK_TIMEOUT_MS = 90_000;
 
 let pg: PgPair;
 let onPrimary: Responder;
@@ -18,13 +20,13 @@ beforeAll(async () => {
   onStandby = await startResponder(["--listen", "127.0.0.1:0", "--db", pg.standby.url]);
   await waitForAnswer(onPrimary.ports[0]!, "MASTER");
   await waitForAnswer(onStandby.ports[0]!, "STANDBY");
-});
+}, HOOK_TIMEOUT_MS);
 
 afterAll(async () => {
   await onPrimary?.[Symbol.asyncDispose]();
   await onStandby?.[Symbol.asyncDispose]();
   await pg?.stop();
-});
+}, HOOK_TIMEOUT_MS);
 
 describe("answers", () => {
   test("exact bytes, no newline, closed with a FIN", async () => {
@@ -103,7 +105,7 @@ describe("failures end MASTER", () => {
     try {
       await waitForAnswer(port, "UNKNOWN", STALE_AFTER_MS + 1500);
       // Fresh means the poll *started* less than stale-after ago: never UNKNOWN much earlier than that.
-      expect(performance.now() - t0).toBeGreaterThan(STALE_AFTER_MS - 100);
+      expect(performance.now() - t0).toBeGreaterThan(STALE_AFTER_MS - 200);
     } finally {
       pg.primary.signalAll("SIGCONT");
     }

@@ -1,0 +1,71 @@
+// The floor: the least a Bun server can do per connection (write a fixed banner and close).
+// Every replstatus figure is read against this, measured in the same run with the same client.
+// It runs in its own process; the first stdout line is `port=N` so a parent can find it.
+//
+//   bun bench/floor.ts [--port 0] [--host 127.0.0.1] [--text MASTER] [--backlog N]
+//
+// --backlog raises the listen backlog past Bun's fixed 512 (see backlog.ts); the default
+// leaves the socket exactly as Bun.listen made it.
+import { parseArgs } from "node:util";
+import { listenerFd, raiseBacklog } from "./backlog.ts";
+
+const { values } = parseArgs({
+  options: {
+    port: { type: "string", default: "0" },
+    host: { type: "string", default: "127.0.0.1" },
+    text: { type: "string", default: "MASTER" },
+    backlog: { type: "string", default: "0" },
+  },
+  strict: true,
+});
+
+const port = Number(values.port);
+const backlog = Number(values.backlog);
+if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  console.error(`floor: invalid value for --port: "${values.port}" (expected an integer 0..65535)`);
+  process.exit(1);
+}
+if (!Number.isInteger(backlog) || backlog < 0) {
+  console.error(`floor: invalid value for --backlog: "${values.backlog}" (expected an integer >= 0)`);
+  process.exit(1);
+}
+
+const banner = Buffer.from(values.text);
+
+// The data handler is a no-op on purpose: input is ignored, as in the raw protocol.
+function listen() {
+  try {
+    return Bun.listen({
+      hostname: values.host,
+      port,
+      socket: {
+        open(socket) {
+          socket.end(banner);
+        },
+        data() {},
+      },
+    });
+  } catch (e) {
+    console.error(`floor: could not listen on ${values.host}:${port}: ${(e as Error).message}`);
+    process.exit(1);
+  }
+}
+const listener = listen();
+
+if (backlog > 0) {
+  try {
+    raiseBacklog(listenerFd(listener), backlog);
+  } catch (e) {
+    console.error(`floor: ${(e as Error).message}`);
+    process.exit(1);
+  }
+}
+
+console.log(`port=${listener.port}`);
+
+const stop = () => {
+  listener.stop(true);
+  process.exit(0);
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);

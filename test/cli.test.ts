@@ -54,15 +54,15 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     ],
     [
       ["--listen", "1.2.3:5400"],
-      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [raw:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "::1:5400"],
-      'replstatus: invalid value for --listen: "::1:5400" (expected [raw:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "::1:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "tls:127.0.0.1:5400"],
-      'replstatus: invalid value for --listen: "tls:127.0.0.1:5400" (expected [raw:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "tls:127.0.0.1:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "127.0.0.1:5400", "--port", "5401"],
@@ -71,6 +71,28 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     [
       ["--db", "mysql://u:secret@h/db"],
       'replstatus: invalid value for --db: "mysql://u:***@h/db" (expected a URL postgres://[user[:password]@][host][:port][/dbname])',
+    ],
+    [
+      ["--listen", "http2:127.0.0.1:5400"],
+      'replstatus: invalid value for --listen: "http2:127.0.0.1:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+    ],
+    [
+      ["--agent-role", "replica"],
+      'replstatus: invalid value for --agent-role: "replica" (expected primary or standby)',
+    ],
+    [
+      ["--agent-lag-for-min-weight", "64 MiB"],
+      'replstatus: invalid value for --agent-lag-for-min-weight: "64 MiB" (expected a size of at least 1 byte such as 512kB, 64MB or 1GB)',
+    ],
+    [
+      ["--control-socket", "replstatus.sock"],
+      'replstatus: invalid value for --control-socket: "replstatus.sock" (expected an absolute path of at most 107 bytes)',
+    ],
+    [["drain", "--promote-after", "1s"], "replstatus: unknown flag: --promote-after (see --help)"],
+    [["demo", "--port", "5400"], "replstatus: unknown flag: --port for replstatus demo (see --help)"],
+    [
+      ["demo", "--duration", "soon"],
+      'replstatus: invalid value for --duration: "soon" (expected a duration 0s..86400s such as 500ms or 10s)',
     ],
     [
       ["--channel", "Bad-Name"],
@@ -107,6 +129,8 @@ test("--help lists every flag with its default and variable", () => {
     if (o.default !== undefined) expect(r.stdout).toContain(`(default: ${o.default})`);
   }
   expect(r.stdout).toContain("REPLSTATUS_POLL_INTERVAL");
+  expect(r.stdout).toContain("replstatus drain|maint|ready [flags]");
+  expect(r.stdout).toContain("replstatus demo [demo flags]");
 });
 
 test("--version", () => {

@@ -265,6 +265,7 @@ test("failover: haproxy follows the promotion and never marks the old primary UP
     expect(await throughHaproxy()).toEqual({ port: pg.standby.port, inRecovery: false });
     expect(await answer(onStandby.ports[1]!)).toBe("up ready\n");
     expect(await answer(onPrimary.ports[1]!)).toBe("down ready #unknown\n");
+    await waitForLine(reader.ports[0]!, "down ready #primary\n");
     // A while longer: the old primary stays down.
     await Bun.sleep(500);
   } finally {

@@ -44,7 +44,8 @@ export async function runDemo(config: DemoConfig): Promise<number> {
   try {
     pair = await startPair();
   } catch (err) {
-    process.stderr.write(`replstatus: could not start the demo cluster: ${(err as Error).message}\n`);
+    const message = (err as Error).message.replace(/^fixture: /, "");
+    process.stderr.write(`replstatus: could not start the demo cluster: ${message}\n`);
     return 1;
   }
   say(`everything lives in ${pair.dir}`);

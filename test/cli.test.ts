@@ -1,7 +1,7 @@
 // The CLI as a user meets it: every bad input is one line on stderr, nothing
 // on stdout, and the documented exit code.
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { OPTIONS } from "../src/config.ts";
@@ -197,4 +197,21 @@ test("retries are not logged one by one: a line per change of reason", async () 
   await waitFor("five connection attempts", () => attempts >= 5);
   expect(await answer(r.ports[0]!)).toBe("UNKNOWN");
   expect(r.log.match(/poll failed/g), r.log).toHaveLength(1);
+});
+
+test("a control socket dir that other users can write to is refused: one line, a hint, exit 1", () => {
+  const dir = mkdtempSync(join(tmpdir(), "replstatus-ctl-"));
+  try {
+    chmodSync(dir, 0o777);
+    const r = run(["--listen", "127.0.0.1:0", "--control-socket", join(dir, "c.sock")]);
+    expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
+      code: 1,
+      stdout: "",
+      stderr:
+        `replstatus: could not use control socket directory ${dir}: mode 777 lets other users replace the socket\n` +
+        "hint: chmod 700 it, or choose another --control-socket\n",
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -245,12 +245,25 @@ export function parseArgv(argv: readonly string[], scope: "server" | "demo" = "s
 export function mergeEnv(raw: Raw, env: Record<string, string | undefined>): Raw {
   const merged: Raw = new Map(raw);
   for (const option of OPTIONS) {
-    if (!option.arg || option.demo || merged.has(option.name)) continue;
+    if (!hasEnv(option) || merged.has(option.name)) continue;
     const value = env[envName(option.name)];
     if (value === undefined || value === "") continue;
+    if (!option.arg) {
+      // A switch: REPLSTATUS_AGENT_WEIGHT_BY_LAG=1 turns it on.
+      if (/^(1|true|yes|on)$/i.test(value)) merged.set(option.name, [""]);
+      else if (!/^(0|false|no|off)$/i.test(value)) {
+        throw invalid(option.name, value, "1, true, yes, on, 0, false, no or off", true);
+      }
+      continue;
+    }
     merged.set(option.name, option.repeatable ? value.split(",").map((v) => v.trim()) : [value]);
   }
   return merged;
+}
+
+/** Every server flag has a REPLSTATUS_* variable, but --help, --version and the demo's flags. */
+function hasEnv(option: Option): boolean {
+  return !option.demo && option.name !== "help" && option.name !== "version";
 }
 
 function invalid(name: string, value: string, expected: string, fromEnv: boolean): ConfigError {
@@ -487,7 +500,7 @@ export function helpText(version: string): string {
   const row = (o: Option) => {
     const left = `  --${o.name}${o.arg ? " " + o.arg : ""}`;
     const def = o.default !== undefined ? ` (default: ${o.default === "" ? '""' : o.default})` : "";
-    const env = o.arg && !o.demo ? ` [${envName(o.name)}]` : "";
+    const env = hasEnv(o) ? ` [${envName(o.name)}${o.arg ? "" : "=1"}]` : "";
     return `${left.padEnd(34)} ${o.help}${def}${env}`;
   };
   return [

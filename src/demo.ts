@@ -97,7 +97,11 @@ export async function runDemo(config: DemoConfig): Promise<number> {
     };
     const started = performance.now();
     const promoteTimer = promoteAfter === undefined ? undefined : setTimeout(promote, promoteAfter);
-    const onKey = () => promote();
+    // The terminal echoes the Enter: one more line to move up over at the next redraw.
+    const onKey = () => {
+      if (tty && drawn > 0) drawn++;
+      promote();
+    };
     if (process.stdin.isTTY) process.stdin.on("data", onKey);
 
     // The status loop: probe every listener, ask PostgreSQL for the lag, haproxy for its view.

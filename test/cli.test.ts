@@ -4,7 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { OPTIONS } from "../src/config.ts";
+import { buildConfig, OPTIONS } from "../src/config.ts";
 import { waitFor } from "./fixture/pg.ts";
 import { answer, cleanEnv, MAIN, startResponder } from "./helpers.ts";
 
@@ -109,6 +109,10 @@ describe("bad configuration: one line on stderr, exit 2", () => {
       { REPLSTATUS_POLL_INTERVAL: "fast" },
       'replstatus: invalid value for REPLSTATUS_POLL_INTERVAL: "fast" (expected a duration 1ms..60s such as 250ms or 2s)',
     ],
+    [
+      { REPLSTATUS_AGENT_WEIGHT_BY_LAG: "maybe" },
+      'replstatus: invalid value for REPLSTATUS_AGENT_WEIGHT_BY_LAG: "maybe" (expected 1, true, yes, on, 0, false, no or off)',
+    ],
     [{ PGPORT: "x" }, 'replstatus: invalid PostgreSQL port: "x" (expected an integer 1..65535, from --db or PGPORT)'],
     [
       { PGSSLMODE: "maybe" },
@@ -118,6 +122,16 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     const r = run([], env);
     expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({ code: 2, stdout: "", stderr: line + "\n" });
   });
+});
+
+test.each([
+  ["1", true],
+  ["on", true],
+  ["TRUE", true],
+  ["0", false],
+  ["off", false],
+])("REPLSTATUS_AGENT_WEIGHT_BY_LAG=%s turns the switch %p", (value, on) => {
+  expect(buildConfig(new Map(), { REPLSTATUS_AGENT_WEIGHT_BY_LAG: value }).agent.weightByLag).toBe(on);
 });
 
 test("--help lists every flag with its default and variable", () => {

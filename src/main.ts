@@ -1,7 +1,8 @@
 #!/usr/bin/env bun
 // argv + environment -> config -> listeners and poller. The only place that
 // prints fatal errors and exits: 2 for a bad configuration, 1 for a start-up
-// failure (an address that cannot be served).
+// failure (an address or control socket that cannot be served) and for a
+// drain|maint|ready that finds no replstatus. demo exits with its own code.
 import pkg from "../package.json";
 import { agentHandler, weightBucket } from "./agent.ts";
 import {

@@ -8,8 +8,12 @@ export class ConfigError extends Error {
   readonly code = "CONFIG_INVALID";
 }
 
-export type ListenMode = "raw";
-export const LISTEN_MODES: readonly ListenMode[] = ["raw"];
+export type ListenMode = "raw" | "agent";
+export const LISTEN_MODES: readonly ListenMode[] = ["raw", "agent"];
+
+/** The role an agent listener reports as "up" (haproxy agent-check). */
+export type AgentRole = "primary" | "standby";
+export const AGENT_ROLES: readonly AgentRole[] = ["primary", "standby"];
 
 export interface ListenAddress {
   mode: ListenMode;
@@ -34,6 +38,27 @@ export interface Config {
   connectTimeoutMs: number;
   channel: string;
   texts: Texts;
+  agent: AgentConfig;
+  /**
+   * Path of the unix socket that `replstatus drain|maint|ready` talk to;
+   * undefined for the default, which depends on the listener's port.
+   */
+  controlSocket: string | undefined;
+}
+
+export interface AgentConfig {
+  role: AgentRole;
+  /** Report a weight that falls as a standby's replay lag grows. */
+  weightByLag: boolean;
+  /** Replay lag at (and above) which the weight reaches its floor. */
+  lagForMinWeightBytes: number;
+}
+
+export interface DemoConfig {
+  /** Promote the standby this long after start; undefined: only on Enter. */
+  promoteAfterMs: number | undefined;
+  /** End by itself after this long; undefined: run until interrupted. */
+  durationMs: number | undefined;
 }
 
 // Defaults, as bgw_replstatus has them where it has them.
@@ -45,6 +70,13 @@ export const DEFAULT_CONNECT_TIMEOUT = "2s";
 export const DEFAULT_CHANNEL = "replstatus";
 export const DEFAULT_TEXTS: Texts = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN" };
 export const MAX_TEXT_BYTES = 64;
+export const DEFAULT_AGENT_ROLE: AgentRole = "primary";
+export const DEFAULT_AGENT_LAG_FOR_MIN_WEIGHT = "64MB";
+export const DEFAULT_PROMOTE_AFTER = "10s";
+
+/** The first word of argv when it is one of these; flags follow it. */
+export const SUBCOMMANDS = ["drain", "maint", "ready", "demo"] as const;
+export type Subcommand = (typeof SUBCOMMANDS)[number];
 
 interface Option {
   /** Flag name without the leading dashes. */
@@ -54,6 +86,8 @@ interface Option {
   /** Default as the user would type it; undefined means "none". */
   default?: string;
   repeatable?: boolean;
+  /** Only accepted by `replstatus demo` (which accepts nothing else but --help). */
+  demo?: true;
   help: string;
 }
 
@@ -123,6 +157,40 @@ export const OPTIONS: readonly Option[] = [
     default: DEFAULT_TEXTS.unknown,
     help: "raw answer when the role is not known (PostgreSQL down, hung, refusing)",
   },
+  {
+    name: "agent-role",
+    arg: "ROLE",
+    default: DEFAULT_AGENT_ROLE,
+    help: `role that agent listeners report as "up ready" (${AGENT_ROLES.join("|")}); any other state is "down"`,
+  },
+  {
+    name: "agent-weight-by-lag",
+    help: 'agent listeners add a weight to "up": 100% at no replay lag, falling to 10% at --agent-lag-for-min-weight',
+  },
+  {
+    name: "agent-lag-for-min-weight",
+    arg: "SIZE",
+    default: DEFAULT_AGENT_LAG_FOR_MIN_WEIGHT,
+    help: "replay lag at which the agent weight reaches its floor of 10% (kB, MB, GB or bytes)",
+  },
+  {
+    name: "control-socket",
+    arg: "PATH",
+    help: "unix socket (mode 0600) for replstatus drain|maint|ready (default: $XDG_RUNTIME_DIR/replstatus-PORT.sock, else /tmp/replstatus-UID/replstatus-PORT.sock, PORT of the first listener)",
+  },
+  {
+    name: "promote-after",
+    arg: "DURATION",
+    default: DEFAULT_PROMOTE_AFTER,
+    demo: true,
+    help: "demo: stop the primary and promote the standby this long after start (Enter does it at once)",
+  },
+  {
+    name: "duration",
+    arg: "DURATION",
+    demo: true,
+    help: "demo: clean up and exit after this long (default: run until Ctrl-C)",
+  },
   { name: "help", help: "print this help and exit" },
   { name: "version", help: "print the version and exit" },
 ];
@@ -136,8 +204,11 @@ export function envName(name: string): string {
 
 export type Raw = Map<string, string[]>;
 
-/** Splits argv into flag -> values; only the syntax is checked here. */
-export function parseArgv(argv: readonly string[]): Raw {
+/**
+ * Splits argv into flag -> values; only the syntax is checked here. `demo`
+ * accepts the demo's flags and --help; everything else the server's flags.
+ */
+export function parseArgv(argv: readonly string[], scope: "server" | "demo" = "server"): Raw {
   const raw: Raw = new Map();
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
@@ -147,7 +218,9 @@ export function parseArgv(argv: readonly string[]): Raw {
     const eq = word.indexOf("=");
     const name = word.slice(2, eq === -1 ? undefined : eq);
     const option = BY_NAME.get(name);
-    if (!option) throw new ConfigError(`unknown flag: --${name} (see --help)`);
+    if (!option || (option.name !== "help" && (option.demo === true) !== (scope === "demo"))) {
+      throw new ConfigError(`unknown flag: --${name}${scope === "demo" ? " for replstatus demo" : ""} (see --help)`);
+    }
     let value: string;
     if (!option.arg) {
       if (eq !== -1) throw new ConfigError(`flag --${name} takes no value`);
@@ -172,12 +245,25 @@ export function parseArgv(argv: readonly string[]): Raw {
 export function mergeEnv(raw: Raw, env: Record<string, string | undefined>): Raw {
   const merged: Raw = new Map(raw);
   for (const option of OPTIONS) {
-    if (!option.arg || merged.has(option.name)) continue;
+    if (!hasEnv(option) || merged.has(option.name)) continue;
     const value = env[envName(option.name)];
     if (value === undefined || value === "") continue;
+    if (!option.arg) {
+      // A switch: REPLSTATUS_AGENT_WEIGHT_BY_LAG=1 turns it on.
+      if (/^(1|true|yes|on)$/i.test(value)) merged.set(option.name, [""]);
+      else if (!/^(0|false|no|off)$/i.test(value)) {
+        throw invalid(option.name, value, "1, true, yes, on, 0, false, no or off", true);
+      }
+      continue;
+    }
     merged.set(option.name, option.repeatable ? value.split(",").map((v) => v.trim()) : [value]);
   }
   return merged;
+}
+
+/** Every server flag has a REPLSTATUS_* variable, but --help, --version and the demo's flags. */
+function hasEnv(option: Option): boolean {
+  return !option.demo && option.name !== "help" && option.name !== "version";
 }
 
 function invalid(name: string, value: string, expected: string, fromEnv: boolean): ConfigError {
@@ -196,6 +282,30 @@ export function parseDurationMs(text: string): number | undefined {
 
 export function formatDuration(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+const SIZE_UNITS: Record<string, number> = { "": 1, B: 1, kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3 };
+
+/** `16MB`, `512kB`, `1GB` or a bare number of bytes; units are PostgreSQL's (1kB = 1024 bytes). */
+export function parseSizeBytes(text: string): number | undefined {
+  const m = /^(\d+)\s*(B|kB|MB|GB)?$/.exec(text.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * SIZE_UNITS[m[2] ?? ""]!;
+}
+
+/** Longest unix socket path: sun_path (108 bytes on Linux) minus its terminating NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/**
+ * Where the control socket is when --control-socket is not given: the
+ * user's runtime dir (systemd's per-user 0700 tmpfs), else a 0700 dir of
+ * this user's under /tmp. One socket per listener port, so several
+ * responders on one host (one per PostgreSQL instance) do not collide.
+ */
+export function defaultControlSocket(port: number, env: Record<string, string | undefined>): string {
+  const runtimeDir = env.XDG_RUNTIME_DIR;
+  if (runtimeDir && runtimeDir.startsWith("/")) return `${runtimeDir}/replstatus-${port}.sock`;
+  return `/tmp/replstatus-${process.getuid?.() ?? 0}/replstatus-${port}.sock`;
 }
 
 function parsePort(text: string, min: number): number | undefined {
@@ -327,7 +437,54 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>): 
   const clash = textClash({ ...texts });
   if (clash) throw new ConfigError(`${clash}; haproxy's "expect string" would match both`);
 
-  return { listen, db, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel, texts };
+  const roleText = value("agent-role")!;
+  if (!(AGENT_ROLES as readonly string[]).includes(roleText)) {
+    throw invalid("agent-role", roleText, AGENT_ROLES.join(" or "), fromEnv("agent-role"));
+  }
+  const lagText = value("agent-lag-for-min-weight")!;
+  const lagForMinWeightBytes = parseSizeBytes(lagText);
+  if (lagForMinWeightBytes === undefined || lagForMinWeightBytes < 1) {
+    throw invalid(
+      "agent-lag-for-min-weight",
+      lagText,
+      "a size of at least 1 byte such as 512kB, 64MB or 1GB",
+      fromEnv("agent-lag-for-min-weight"),
+    );
+  }
+  const agent: AgentConfig = {
+    role: roleText as AgentRole,
+    weightByLag: merged.has("agent-weight-by-lag"),
+    lagForMinWeightBytes,
+  };
+
+  const controlSocket = value("control-socket");
+  if (
+    controlSocket !== undefined &&
+    (!controlSocket.startsWith("/") || Buffer.byteLength(controlSocket) > MAX_SOCKET_PATH_BYTES)
+  ) {
+    throw invalid(
+      "control-socket",
+      controlSocket,
+      `an absolute path of at most ${MAX_SOCKET_PATH_BYTES} bytes`,
+      fromEnv("control-socket"),
+    );
+  }
+
+  return { listen, db, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel, texts, agent, controlSocket };
+}
+
+/** The flags of `replstatus demo`; throws ConfigError. */
+export function buildDemoConfig(raw: Raw): DemoConfig {
+  const duration = (name: string): number | undefined => {
+    const text = raw.get(name)?.[0] ?? BY_NAME.get(name)!.default;
+    if (text === undefined) return undefined;
+    const ms = parseDurationMs(text);
+    if (ms === undefined || ms > 86_400_000) {
+      throw invalid(name, text, "a duration 0s..86400s such as 500ms or 10s", false);
+    }
+    return ms;
+  };
+  return { promoteAfterMs: duration("promote-after"), durationMs: duration("duration") };
 }
 
 export function formatAddress(l: { host: string; port: number }): string {
@@ -340,22 +497,28 @@ export function redactUrl(text: string): string {
 }
 
 export function helpText(version: string): string {
-  const rows = OPTIONS.map((o) => {
+  const row = (o: Option) => {
     const left = `  --${o.name}${o.arg ? " " + o.arg : ""}`;
     const def = o.default !== undefined ? ` (default: ${o.default === "" ? '""' : o.default})` : "";
-    const env = o.arg ? ` [${envName(o.name)}]` : "";
+    const env = hasEnv(o) ? ` [${envName(o.name)}${o.arg ? "" : "=1"}]` : "";
     return `${left.padEnd(34)} ${o.help}${def}${env}`;
-  });
+  };
   return [
     `replstatus ${version}: tells a load balancer whether this PostgreSQL node is the primary`,
     "",
-    "Usage: replstatus [flags]",
+    "Usage: replstatus [flags]                    serve (the default)",
+    "       replstatus drain|maint|ready [flags]  set the override of the replstatus started with the same",
+    "                                             --port/--listen/--control-socket; ready clears it",
+    "       replstatus demo [demo flags]          a throwaway primary + standby (+ haproxy) and a failover",
     "",
     "Every connection gets the current state's text, then the server closes:",
     `${DEFAULT_TEXTS.primary} (primary), ${DEFAULT_TEXTS.standby} (standby) or ${DEFAULT_TEXTS.unknown} (no fresh answer from PostgreSQL).`,
     "",
     "Flags (environment variable in brackets; durations as 250ms, 2s, or milliseconds):",
-    ...rows,
+    ...OPTIONS.filter((o) => !o.demo).map(row),
+    "",
+    "Flags of replstatus demo:",
+    ...OPTIONS.filter((o) => o.demo).map(row),
     "",
   ].join("\n");
 }

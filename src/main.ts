@@ -1,9 +1,25 @@
 #!/usr/bin/env bun
 // argv + environment -> config -> listeners and poller. The only place that
 // prints fatal errors and exits: 2 for a bad configuration, 1 for a start-up
-// failure (an address that cannot be served).
+// failure (an address or control socket that cannot be served) and for a
+// drain|maint|ready that finds no replstatus. demo exits with its own code.
 import pkg from "../package.json";
-import { buildConfig, ConfigError, formatAddress, formatDuration, helpText, parseArgv, redactUrl } from "./config.ts";
+import { agentHandler, weightBucket } from "./agent.ts";
+import {
+  buildConfig,
+  buildDemoConfig,
+  ConfigError,
+  defaultControlSocket,
+  formatAddress,
+  formatDuration,
+  helpText,
+  parseArgv,
+  redactUrl,
+  SUBCOMMANDS,
+  type Config,
+  type Subcommand,
+} from "./config.ts";
+import { ControlError, sendControl, startControl, type Control } from "./control.ts";
 import { resolveTarget } from "./db.ts";
 import { listen, ListenError, rawHandler, type Listener } from "./listeners.ts";
 import { createLogger } from "./log.ts";
@@ -17,11 +33,13 @@ function fatal(message: string, hint: string | undefined, exitCode: number): nev
 
 async function main(argv: string[]): Promise<void> {
   const env = process.env;
+  // A sub-command is the first word; the flags after it use the same table.
+  const command = (SUBCOMMANDS as readonly string[]).includes(argv[0] ?? "") ? (argv[0] as Subcommand) : undefined;
   let raw;
   let config;
   let target;
   try {
-    raw = parseArgv(argv);
+    raw = parseArgv(command ? argv.slice(1) : argv, command === "demo" ? "demo" : "server");
     if (raw.has("help")) {
       process.stdout.write(helpText(pkg.version));
       return;
@@ -30,7 +48,14 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(`replstatus ${pkg.version} (bun ${Bun.version})\n`);
       return;
     }
+    if (command === "demo") {
+      const demo = buildDemoConfig(raw);
+      // Loaded only here: it brings the cluster helpers and their exit hooks.
+      const { runDemo } = await import("./demo.ts");
+      process.exit(await runDemo(demo));
+    }
     config = buildConfig(raw, env);
+    if (command) return await setOverride(command, config);
     target = resolveTarget(config.db, env);
   } catch (err) {
     if (err instanceof ConfigError) fatal(err.message, undefined, 2);
@@ -39,22 +64,28 @@ async function main(argv: string[]): Promise<void> {
 
   const log = createLogger();
   const status = createStatus((from, to, reason) => log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`));
-  const responses = buildResponses(config.texts);
-  const handler = rawHandler(status.cell, responses);
+  const responses = buildResponses(config.texts, config.agent);
+  const handlers = { raw: rawHandler(status.cell, responses), agent: agentHandler(status.cell, responses) };
 
   const listeners: Listener[] = [];
+  let control: Control;
   try {
-    for (const address of config.listen) listeners.push(listen(address, handler));
+    for (const address of config.listen) listeners.push(listen(address, handlers[address.mode]));
+    control = await startControl(
+      config.controlSocket ?? defaultControlSocket(listeners[0]!.address.port, env),
+      status,
+      log,
+    );
   } catch (err) {
     for (const l of listeners) l.stop();
-    if (err instanceof ListenError) fatal(err.message, err.hint, 1);
+    if (err instanceof ListenError || err instanceof ControlError) fatal(err.message, err.hint, 1);
     throw err;
   }
 
   log.info(
     `replstatus ${pkg.version} serving ${listeners.map((l) => `${l.address.mode} ${formatAddress(l.address)}`).join(", ")}; ` +
       `database ${redactUrl(target.display)}; poll every ${formatDuration(config.pollIntervalMs)}, ` +
-      `stale after ${formatDuration(config.staleAfterMs)}`,
+      `stale after ${formatDuration(config.staleAfterMs)}; control socket ${control.path}`,
   );
 
   const poller = startPoller({
@@ -65,6 +96,7 @@ async function main(argv: string[]): Promise<void> {
     channel: config.channel,
     status,
     log,
+    ...(config.agent.weightByLag && { onFacts: (facts) => status.setWeightBucket(weightBucket(config.agent, facts)) }),
   });
 
   // Stop accepting first, so no client is told anything after the poller is
@@ -75,11 +107,26 @@ async function main(argv: string[]): Promise<void> {
     stopping = true;
     log.info(`${signal}: shutting down`);
     for (const l of listeners) l.stop();
+    control.stop();
     await poller.stop();
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+/** `replstatus drain|maint|ready`: one line on stdout and exit 0, or one error line and exit 1. */
+async function setOverride(word: Subcommand, config: Config): Promise<void> {
+  const path = config.controlSocket ?? defaultControlSocket(config.listen[0]!.port, process.env);
+  let reply;
+  try {
+    reply = await sendControl(path, word);
+  } catch (err) {
+    if (err instanceof ControlError) fatal(err.message, err.hint, 1);
+    throw err;
+  }
+  if (reply !== word) fatal(`unexpected answer on ${path}: ${JSON.stringify(reply)}`, undefined, 1);
+  process.stdout.write(`replstatus: override set to ${word}\n`);
 }
 
 await main(process.argv.slice(2));

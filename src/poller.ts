@@ -42,6 +42,8 @@ export interface PollerOptions {
   channel: string;
   status: Status;
   log: Logger;
+  /** Called with every successful poll's facts, before the state is set. */
+  onFacts?: (facts: PollFacts) => void;
 }
 
 export interface Poller {
@@ -134,6 +136,7 @@ export function startPoller(opts: PollerOptions): Poller {
     staleTimer = setTimeout(onStale, Math.max(0, startedAt + opts.staleAfterMs - now));
     failures = 0;
     logged.clear();
+    opts.onFacts?.(facts);
     const from = status.state;
     const to = facts.inRecovery ? STANDBY : PRIMARY;
     status.set(

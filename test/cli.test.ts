@@ -1,10 +1,10 @@
 // The CLI as a user meets it: every bad input is one line on stderr, nothing
 // on stdout, and the documented exit code.
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { OPTIONS } from "../src/config.ts";
+import { buildConfig, OPTIONS } from "../src/config.ts";
 import { waitFor } from "./fixture/pg.ts";
 import { answer, cleanEnv, MAIN, startResponder } from "./helpers.ts";
 
@@ -54,15 +54,15 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     ],
     [
       ["--listen", "1.2.3:5400"],
-      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [raw:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "::1:5400"],
-      'replstatus: invalid value for --listen: "::1:5400" (expected [raw:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "::1:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "tls:127.0.0.1:5400"],
-      'replstatus: invalid value for --listen: "tls:127.0.0.1:5400" (expected [raw:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "tls:127.0.0.1:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "127.0.0.1:5400", "--port", "5401"],
@@ -71,6 +71,28 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     [
       ["--db", "mysql://u:secret@h/db"],
       'replstatus: invalid value for --db: "mysql://u:***@h/db" (expected a URL postgres://[user[:password]@][host][:port][/dbname])',
+    ],
+    [
+      ["--listen", "http2:127.0.0.1:5400"],
+      'replstatus: invalid value for --listen: "http2:127.0.0.1:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+    ],
+    [
+      ["--agent-role", "replica"],
+      'replstatus: invalid value for --agent-role: "replica" (expected primary or standby)',
+    ],
+    [
+      ["--agent-lag-for-min-weight", "64 MiB"],
+      'replstatus: invalid value for --agent-lag-for-min-weight: "64 MiB" (expected a size of at least 1 byte such as 512kB, 64MB or 1GB)',
+    ],
+    [
+      ["--control-socket", "replstatus.sock"],
+      'replstatus: invalid value for --control-socket: "replstatus.sock" (expected an absolute path of at most 107 bytes)',
+    ],
+    [["drain", "--promote-after", "1s"], "replstatus: unknown flag: --promote-after (see --help)"],
+    [["demo", "--port", "5400"], "replstatus: unknown flag: --port for replstatus demo (see --help)"],
+    [
+      ["demo", "--duration", "soon"],
+      'replstatus: invalid value for --duration: "soon" (expected a duration 0s..86400s such as 500ms or 10s)',
     ],
     [
       ["--channel", "Bad-Name"],
@@ -87,6 +109,10 @@ describe("bad configuration: one line on stderr, exit 2", () => {
       { REPLSTATUS_POLL_INTERVAL: "fast" },
       'replstatus: invalid value for REPLSTATUS_POLL_INTERVAL: "fast" (expected a duration 1ms..60s such as 250ms or 2s)',
     ],
+    [
+      { REPLSTATUS_AGENT_WEIGHT_BY_LAG: "maybe" },
+      'replstatus: invalid value for REPLSTATUS_AGENT_WEIGHT_BY_LAG: "maybe" (expected 1, true, yes, on, 0, false, no or off)',
+    ],
     [{ PGPORT: "x" }, 'replstatus: invalid PostgreSQL port: "x" (expected an integer 1..65535, from --db or PGPORT)'],
     [
       { PGSSLMODE: "maybe" },
@@ -98,6 +124,16 @@ describe("bad configuration: one line on stderr, exit 2", () => {
   });
 });
 
+test.each([
+  ["1", true],
+  ["on", true],
+  ["TRUE", true],
+  ["0", false],
+  ["off", false],
+])("REPLSTATUS_AGENT_WEIGHT_BY_LAG=%s turns the switch %p", (value, on) => {
+  expect(buildConfig(new Map(), { REPLSTATUS_AGENT_WEIGHT_BY_LAG: value }).agent.weightByLag).toBe(on);
+});
+
 test("--help lists every flag with its default and variable", () => {
   const r = run(["--help"]);
   expect(r.code).toBe(0);
@@ -107,6 +143,8 @@ test("--help lists every flag with its default and variable", () => {
     if (o.default !== undefined) expect(r.stdout).toContain(`(default: ${o.default})`);
   }
   expect(r.stdout).toContain("REPLSTATUS_POLL_INTERVAL");
+  expect(r.stdout).toContain("replstatus drain|maint|ready [flags]");
+  expect(r.stdout).toContain("replstatus demo [demo flags]");
 });
 
 test("--version", () => {
@@ -173,4 +211,21 @@ test("retries are not logged one by one: a line per change of reason", async () 
   await waitFor("five connection attempts", () => attempts >= 5);
   expect(await answer(r.ports[0]!)).toBe("UNKNOWN");
   expect(r.log.match(/poll failed/g), r.log).toHaveLength(1);
+});
+
+test("a control socket dir that other users can write to is refused: one line, a hint, exit 1", () => {
+  const dir = mkdtempSync(join(tmpdir(), "replstatus-ctl-"));
+  try {
+    chmodSync(dir, 0o777);
+    const r = run(["--listen", "127.0.0.1:0", "--control-socket", join(dir, "c.sock")]);
+    expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
+      code: 1,
+      stdout: "",
+      stderr:
+        `replstatus: could not use control socket directory ${dir}: mode 777 lets other users replace the socket\n` +
+        "hint: chmod 700 it, or choose another --control-socket\n",
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

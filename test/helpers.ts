@@ -56,9 +56,12 @@ export async function startResponder(args: string[], env: Record<string, string>
     ports,
     waitForLog,
     stop,
+    // SIGTERM first, so it removes its control socket; SIGKILL if it does not exit.
     async [Symbol.asyncDispose]() {
-      if (proc.exitCode === null) proc.kill("SIGKILL");
+      if (proc.exitCode === null) proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
       await proc.exited;
+      clearTimeout(timer);
     },
   };
 }

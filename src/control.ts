@@ -1,0 +1,177 @@
+// The operator override reaches the running process through a unix socket
+// that only its own user can use: the socket file is 0600 and, by default,
+// lives in a 0700 directory of that user's. One request per connection: a
+// word ("drain", "maint", "ready") and a newline; the reply is the override
+// now in force, or "error ..." for anything else.
+import type { UnixSocketListener } from "bun";
+import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
+import { connect } from "node:net";
+import { dirname } from "node:path";
+import type { Logger } from "./log.ts";
+import { OVERRIDE_NAMES, type Override, type Status } from "./states.ts";
+
+/** Thrown when the control socket cannot be served or reached; main.ts prints it and exits 1. */
+export class ControlError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+  }
+}
+
+const REQUEST_LIMIT_BYTES = 64;
+export const CONTROL_TIMEOUT_MS = 2000;
+
+export interface Control {
+  path: string;
+  /** Stops listening and removes the socket file. */
+  stop(): void;
+}
+
+export async function startControl(path: string, status: Status, log: Logger): Promise<Control> {
+  prepareDir(dirname(path));
+  if (existsSync(path)) {
+    if (!lstatSync(path).isSocket()) {
+      throw new ControlError(
+        `could not use control socket ${path}: a file that is not a socket is in the way`,
+        "EEXIST",
+      );
+    }
+    // A live socket means another replstatus; a dead one is left over from a kill -9.
+    if (await reachable(path)) {
+      throw new ControlError(
+        `could not listen on control socket ${path}: another replstatus is using it`,
+        "EADDRINUSE",
+        "give each replstatus its own --control-socket (the default includes the port)",
+      );
+    }
+    unlinkSync(path);
+  }
+  let server: UnixSocketListener<string>;
+  // The file gets 0600 from the umask at bind(); there is no window with a looser mode.
+  const umask = process.umask(0o077);
+  try {
+    server = Bun.listen<string>({
+      unix: path,
+      data: "",
+      socket: {
+        data(socket, chunk) {
+          socket.data += chunk.toString("latin1");
+          const end = socket.data.indexOf("\n");
+          if (end === -1 && socket.data.length <= REQUEST_LIMIT_BYTES) return;
+          socket.end(reply(socket.data.slice(0, end === -1 ? REQUEST_LIMIT_BYTES : end).trim()));
+        },
+        error() {},
+      },
+    });
+  } catch (err) {
+    throw new ControlError(`could not listen on control socket ${path}: ${(err as Error).message}`, "ELISTEN");
+  } finally {
+    process.umask(umask);
+  }
+  chmodSync(path, 0o600);
+
+  function reply(word: string): string {
+    const override = OVERRIDE_NAMES.indexOf(word as (typeof OVERRIDE_NAMES)[number]);
+    if (override === -1)
+      return `error unknown command ${JSON.stringify(word)} (expected ${OVERRIDE_NAMES.join(", ")})\n`;
+    const from = status.override;
+    if (status.setOverride(override as Override)) {
+      log.info(`override ${OVERRIDE_NAMES[from]} -> ${word} (replstatus ${word})`);
+    }
+    return `${word}\n`;
+  }
+
+  return {
+    path,
+    stop() {
+      server.stop(true);
+      try {
+        unlinkSync(path);
+      } catch {}
+    },
+  };
+}
+
+// The default directory under /tmp is shared ground: refuse one that another
+// user made or could write to, since its owner could stand in for us.
+function prepareDir(dir: string): void {
+  if (!existsSync(dir)) {
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new ControlError(`could not create control socket directory ${dir}: ${(err as Error).message}`, "EMKDIR");
+    }
+    return;
+  }
+  const st = lstatSync(dir);
+  const uid = process.getuid?.();
+  if (!st.isDirectory()) {
+    throw new ControlError(`could not use control socket directory ${dir}: not a directory`, "ENOTDIR");
+  }
+  if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
+    throw new ControlError(
+      `could not use control socket directory ${dir}: owned by uid ${st.uid}, not by this user (uid ${uid})`,
+      "EPERM",
+      "remove it, or choose another --control-socket",
+    );
+  }
+  if (st.uid === uid && (st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
+    throw new ControlError(
+      `could not use control socket directory ${dir}: mode ${(st.mode & 0o777).toString(8)} lets other users replace the socket`,
+      "EPERM",
+      "chmod 700 it, or choose another --control-socket",
+    );
+  }
+}
+
+function reachable(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ path });
+    s.on("connect", () => (s.destroy(), resolve(true)));
+    s.on("error", () => resolve(false));
+  });
+}
+
+/** Sends one override word to a running replstatus; resolves to its reply line. */
+export function sendControl(path: string, word: string, timeoutMs = CONTROL_TIMEOUT_MS): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const s = connect({ path });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new ControlError(`no answer on control socket ${path} within ${timeoutMs}ms`, "ETIMEDOUT"));
+    }, timeoutMs);
+    s.on("connect", () => s.write(`${word}\n`));
+    s.on("data", (d: Buffer) => (text += d.toString("latin1")));
+    s.on("end", () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(text.trim());
+    });
+    s.on("error", (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(unreachable(path, err));
+    });
+  });
+}
+
+function unreachable(path: string, err: NodeJS.ErrnoException): ControlError {
+  const hint = "start replstatus first, or give the same --port/--listen/--control-socket as the running one";
+  switch (err.code) {
+    case "ENOENT":
+      return new ControlError(`no replstatus is listening on ${path}: no such socket`, err.code, hint);
+    case "ECONNREFUSED":
+      return new ControlError(`no replstatus is listening on ${path}: connection refused`, err.code, hint);
+    case "EACCES":
+      return new ControlError(
+        `could not reach ${path}: permission denied`,
+        err.code,
+        "run as the user that runs replstatus",
+      );
+    default:
+      return new ControlError(`could not reach ${path}: ${err.message}`, err.code ?? "EUNKNOWN");
+  }
+}

@@ -1,0 +1,283 @@
+// replstatus demo: a throwaway primary and standby, a replstatus for each, haproxy in front when it
+// is installed, a status line per node, and a failover to watch. Everything lives in one temp dir
+// and goes away at the end, on Ctrl-C and on SIGTERM (then through the cluster's exit hook, which
+// stops PostgreSQL and removes the dir, and ours, which kills the child processes).
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { formatDuration, type DemoConfig } from "./config.ts";
+import { freePort, startPair, waitFor, type PgNode, type PgPair } from "./pgcluster.ts";
+
+interface Child {
+  name: string;
+  proc: Bun.Subprocess<"ignore", "ignore", "pipe">;
+}
+
+interface Node {
+  pg: PgNode;
+  /** Name of the node at the start: "node1" is the primary, "node2" the standby. */
+  name: string;
+  rawPort: number;
+  agentPort: number;
+}
+
+/** Runs the demo; resolves to the exit code. */
+export async function runDemo(config: DemoConfig): Promise<number> {
+  const t0 = performance.now();
+  const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(1).padStart(5)}s`;
+  const tty = process.stdout.isTTY === true;
+  let drawn = 0;
+  const say = (line: string) => {
+    // On a terminal the status block is redrawn in place; event lines go above it.
+    if (tty && drawn > 0) process.stdout.write(`\x1b[${drawn}A\x1b[J`);
+    drawn = 0;
+    process.stdout.write(`${elapsed()}  ${line}\n`);
+  };
+
+  const children: Child[] = [];
+  process.on("exit", () => {
+    for (const c of children) c.proc.kill("SIGKILL");
+  });
+
+  say("starting a PostgreSQL primary and a streaming standby (initdb, pg_basebackup)...");
+  let pair: PgPair;
+  try {
+    pair = await startPair();
+  } catch (err) {
+    const message = (err as Error).message.replace(/^fixture: /, "");
+    process.stderr.write(`replstatus: could not start the demo cluster: ${message}\n`);
+    return 1;
+  }
+  say(`everything lives in ${pair.dir}`);
+
+  try {
+    // Ours, not PostgreSQL's: the cluster dir belongs to the postgres OS user when run as root,
+    // and replstatus refuses a control socket dir that another user owns.
+    const runDir = join(pair.dir, "run");
+    mkdirSync(runDir, { mode: 0o700 });
+    const nodes: Node[] = [];
+    for (const [name, pg] of [
+      ["node1", pair.primary],
+      ["node2", pair.standby],
+    ] as const) {
+      const { child, ports } = await startResponder(name, pg, runDir, say);
+      children.push(child);
+      nodes.push({ pg, name, rawPort: ports[0]!, agentPort: ports[1]! });
+      say(`${name}: PostgreSQL on 127.0.0.1:${pg.port}, replstatus raw on :${ports[0]}, agent on :${ports[1]}`);
+    }
+
+    const haproxy = await startHaproxy(nodes, runDir, children);
+    if (haproxy) {
+      say(`haproxy: clients connect to 127.0.0.1:${haproxy.port}; it routes to the node that answers MASTER`);
+      say(
+        `  try: psql -h 127.0.0.1 -p ${haproxy.port} -U ${pair.primary.user} postgres -c 'select inet_server_port()'`,
+      );
+    } else {
+      say("haproxy is not installed: no routing to show (apt-get install haproxy)");
+    }
+
+    const promoteAfter = config.promoteAfterMs;
+    say(
+      `failover ${promoteAfter === undefined ? "on Enter" : `in ${formatDuration(promoteAfter)}, or on Enter`}` +
+        (config.durationMs === undefined
+          ? "; Ctrl-C ends the demo"
+          : `; the demo ends in ${formatDuration(config.durationMs)}`),
+    );
+
+    let promoting: Promise<void> | undefined;
+    const promote = () => {
+      promoting ??= (async () => {
+        say(
+          `failover: stopping ${nodes[0]!.name} (pg_ctl stop -m fast), then promoting ${nodes[1]!.name} (pg_ctl promote)`,
+        );
+        await pair.primary.stop("fast");
+        await pair.standby.promote();
+        say(`failover: ${nodes[1]!.name} was promoted; watch its answer turn MASTER and haproxy follow`);
+      })().catch((err: Error) => say(`failover failed: ${err.message}`));
+    };
+    const started = performance.now();
+    const promoteTimer = promoteAfter === undefined ? undefined : setTimeout(promote, promoteAfter);
+    // The terminal echoes the Enter: one more line to move up over at the next redraw.
+    const onKey = () => {
+      if (tty && drawn > 0) drawn++;
+      promote();
+    };
+    if (process.stdin.isTTY) process.stdin.on("data", onKey);
+
+    // The status loop: probe every listener, ask PostgreSQL for the lag, haproxy for its view.
+    const stepMs = tty ? 500 : 1000;
+    for (;;) {
+      const lines = await Promise.all(nodes.map((n) => statusLine(n, haproxy?.statsSocket)));
+      if (tty && drawn > 0) process.stdout.write(`\x1b[${drawn}A\x1b[J`);
+      for (const line of lines) process.stdout.write(`${elapsed()}  ${line}\n`);
+      drawn = tty ? lines.length : 0;
+      if (config.durationMs !== undefined && performance.now() - started >= config.durationMs) break;
+      await Bun.sleep(stepMs);
+    }
+    clearTimeout(promoteTimer);
+    process.stdin.off("data", onKey);
+    if (process.stdin.isTTY) process.stdin.pause();
+    await promoting;
+  } catch (err) {
+    say(`demo failed: ${(err as Error).message}`);
+    await cleanUp(children, pair, say);
+    return 1;
+  }
+  await cleanUp(children, pair, say);
+  return 0;
+}
+
+async function cleanUp(children: Child[], pair: PgPair, say: (line: string) => void): Promise<void> {
+  say("cleaning up: stopping haproxy, replstatus and PostgreSQL, removing the temp dir");
+  for (const c of children) c.proc.kill("SIGTERM");
+  await Promise.all(children.map((c) => c.proc.exited));
+  children.length = 0;
+  await pair.stop();
+}
+
+/** The command that runs this program: `bun main.ts`, or the compiled binary alone. */
+function self(): string[] {
+  return Bun.main.startsWith("/$bunfs/") ? [process.execPath] : [process.execPath, Bun.main];
+}
+
+async function startResponder(
+  name: string,
+  pg: PgNode,
+  dir: string,
+  say: (line: string) => void,
+): Promise<{ child: Child; ports: number[] }> {
+  const args = ["--listen", "127.0.0.1:0", "--listen", "agent:127.0.0.1:0", "--db", pg.url];
+  const proc = Bun.spawn([...self(), ...args, "--control-socket", join(dir, `${name}.control.sock`)], {
+    env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("REPLSTATUS_"))),
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  const child = { name, proc };
+  let ports: number[] | undefined;
+  let log = "";
+  // Its log lines, without the timestamp, are the demo's events: state changes and their reasons.
+  void (async () => {
+    const decoder = new TextDecoder();
+    let pending = "";
+    for await (const chunk of proc.stderr) {
+      pending += decoder.decode(chunk, { stream: true });
+      let end;
+      while ((end = pending.indexOf("\n")) !== -1) {
+        const line = pending.slice(0, end);
+        pending = pending.slice(end + 1);
+        log += line + "\n";
+        if (line.includes(" serving ")) {
+          ports = [...line.matchAll(/:(\d+)(?=[,;])/g)].map((m) => Number(m[1]));
+        } else {
+          say(`${name} replstatus: ${line.replace(/^\S+ /, "")}`);
+        }
+      }
+    }
+  })();
+  const deadline = performance.now() + 30_000;
+  while (!ports) {
+    if (proc.exitCode !== null) throw new Error(`replstatus of ${name} exited with ${proc.exitCode}: ${log.trim()}`);
+    if (performance.now() > deadline) throw new Error(`replstatus of ${name} did not start within 30s: ${log.trim()}`);
+    await Bun.sleep(10);
+  }
+  return { child, ports };
+}
+
+/** haproxy in front of both nodes with the tcp-check configuration of the README; undefined when not installed. */
+async function startHaproxy(
+  nodes: Node[],
+  dir: string,
+  children: Child[],
+): Promise<{ port: number; statsSocket: string } | undefined> {
+  const bin = Bun.which("haproxy") ?? (existsSync("/usr/sbin/haproxy") ? "/usr/sbin/haproxy" : undefined);
+  if (!bin) return undefined;
+  const port = await freePort();
+  const statsSocket = join(dir, "haproxy.sock");
+  const cfg = join(dir, "haproxy.cfg");
+  writeFileSync(
+    cfg,
+    [
+      "global",
+      `  stats socket ${statsSocket} mode 600 level admin`,
+      "defaults",
+      "  mode tcp",
+      "  timeout connect 1s",
+      "  timeout client 1h",
+      "  timeout server 1h",
+      "frontend pg",
+      `  bind 127.0.0.1:${port}`,
+      "  default_backend pgcluster",
+      "backend pgcluster",
+      "  option tcp-check",
+      "  tcp-check expect string MASTER",
+      "  default-server inter 200ms fastinter 100ms rise 2 fall 2 on-marked-down shutdown-sessions",
+      ...nodes.map((n) => `  server ${n.name} 127.0.0.1:${n.pg.port} check port ${n.rawPort}`),
+      "",
+    ].join("\n"),
+  );
+  const proc = Bun.spawn([bin, "-db", "-f", cfg], { cwd: dir, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  children.push({ name: "haproxy", proc });
+  let stderr = "";
+  void (async () => {
+    for await (const chunk of proc.stderr) stderr += new TextDecoder().decode(chunk);
+  })();
+  await waitFor("haproxy's stats socket", async () => {
+    if (proc.exitCode !== null) throw new Error(`haproxy exited with ${proc.exitCode}: ${stderr.trim()}`);
+    return (await request({ path: statsSocket }, "show info\n")).includes("Name: HAProxy");
+  });
+  // haproxy 2.6 starts every server UP until its checks say otherwise (it has no init-state):
+  // wait for its first verdicts, so the first status lines do not show the standby as a target.
+  await waitFor("haproxy's first checks", async () => {
+    const states = await Promise.all(nodes.map((n) => haproxyStatus(statsSocket, n.name)));
+    return states.every((s) => s === "DOWN" || s.startsWith("UP ("));
+  });
+  return { port, statsSocket };
+}
+
+async function statusLine(node: Node, statsSocket: string | undefined): Promise<string> {
+  const [raw, agent, lag, routed] = await Promise.all([
+    request({ host: "127.0.0.1", port: node.rawPort }).catch(() => "(no answer)"),
+    request({ host: "127.0.0.1", port: node.agentPort }).catch(() => "(no answer)"),
+    node.pg
+      .sql(
+        "select case when pg_is_in_recovery() then pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) end",
+      )
+      .then((bytes) => (bytes === "" ? "-" : `${bytes} B`))
+      .catch(() => "down"),
+    statsSocket ? haproxyStatus(statsSocket, node.name) : Promise.resolve(""),
+  ]);
+  const cells = [
+    node.name.padEnd(6),
+    `raw ${raw.padEnd(8)}`,
+    `agent ${JSON.stringify(agent).padEnd(24)}`,
+    `replay lag ${lag.padEnd(8)}`,
+  ];
+  if (statsSocket) cells.push(`haproxy ${routed}`);
+  return cells.join("  ");
+}
+
+async function haproxyStatus(statsSocket: string, server: string): Promise<string> {
+  try {
+    const [header, ...rows] = (await request({ path: statsSocket }, "show stat\n")).trim().split("\n");
+    const keys = header!.replace(/^# /, "").split(",");
+    const row = rows.map((r) => r.split(",")).find((r) => r[0] === "pgcluster" && r[1] === server);
+    const status = row?.[keys.indexOf("status")] ?? "?";
+    return status.startsWith("UP") ? `${status} (routes here)` : status;
+  } catch {
+    return "?";
+  }
+}
+
+/** Connects, optionally sends a request, reads until the peer closes; rejects after 2 s. */
+function request(where: { host: string; port: number } | { path: string }, send?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const s = connect(where as { path: string });
+    const timer = setTimeout(() => (s.destroy(), reject(new Error("timeout"))), 2000);
+    s.on("connect", () => send !== undefined && s.write(send));
+    s.on("data", (d: Buffer) => (text += d.toString("latin1")));
+    s.on("end", () => (clearTimeout(timer), s.destroy(), resolve(text.trim())));
+    s.on("error", (err) => (clearTimeout(timer), reject(err)));
+  });
+}

@@ -1,0 +1,100 @@
+// The prebuilt answers and the cell that picks them: pure functions, no processes.
+import { describe, expect, test } from "bun:test";
+import { weightBucket } from "../src/agent.ts";
+import type { AgentConfig } from "../src/config.ts";
+import type { PollFacts } from "../src/poller.ts";
+import {
+  AGENT_SLOT,
+  buildResponses,
+  createStatus,
+  DRAIN,
+  MAINT,
+  OVERRIDE_SLOT,
+  PRIMARY,
+  READY,
+  STANDBY,
+  STATE_SLOT,
+  UNKNOWN,
+  type Override,
+  type State,
+} from "../src/states.ts";
+
+const TEXTS = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN" };
+const MB = 1024 ** 2;
+const agent = (role: AgentConfig["role"], weightByLag = false): AgentConfig => ({
+  role,
+  weightByLag,
+  lagForMinWeightBytes: 64 * MB,
+});
+
+/** What raw and agent listeners answer for a state, override and weight bucket. */
+function answers(config: AgentConfig, state: State, override: Override, bucket = 0) {
+  const status = createStatus(() => {});
+  const responses = buildResponses(TEXTS, config);
+  status.set(state, "test");
+  status.setOverride(override);
+  status.setWeightBucket(bucket);
+  const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
+  return [text(responses.raw[status.cell[STATE_SLOT]!]!), text(responses.agent[status.cell[AGENT_SLOT]!]!)];
+}
+
+describe("answers per state and override", () => {
+  test.each([
+    ["primary", PRIMARY, READY, 0, ["MASTER", "up ready\n"]],
+    ["primary", STANDBY, READY, 0, ["STANDBY", "down ready #standby\n"]],
+    ["primary", UNKNOWN, READY, 0, ["UNKNOWN", "down ready #unknown\n"]],
+    ["primary", PRIMARY, DRAIN, 0, ["MASTER", "up drain\n"]],
+    ["primary", STANDBY, DRAIN, 0, ["STANDBY", "down drain #standby\n"]],
+    ["primary", PRIMARY, MAINT, 0, ["UNKNOWN", "maint\n"]],
+    ["primary", STANDBY, MAINT, 0, ["UNKNOWN", "maint\n"]],
+    ["standby", STANDBY, READY, 0, ["STANDBY", "up ready\n"]],
+    ["standby", PRIMARY, READY, 0, ["MASTER", "down ready #primary\n"]],
+    ["standby+weight", STANDBY, READY, 0, ["STANDBY", "up ready 100%\n"]],
+    ["standby+weight", STANDBY, READY, 3, ["STANDBY", "up ready 70%\n"]],
+    ["standby+weight", STANDBY, READY, 9, ["STANDBY", "up ready 10%\n"]],
+    ["standby+weight", STANDBY, DRAIN, 9, ["STANDBY", "up drain\n"]],
+    ["standby+weight", UNKNOWN, READY, 9, ["UNKNOWN", "down ready #unknown\n"]],
+  ] as const)("%s, state %d, override %d, bucket %d", (role, state, override, bucket, want) => {
+    const config = role === "standby+weight" ? agent("standby", true) : agent(role);
+    expect(answers(config, state, override, bucket)).toEqual([...want]);
+  });
+
+  test("the override does not change the state the poller saw, and is published", () => {
+    const status = createStatus(() => {});
+    status.set(PRIMARY, "test");
+    expect(status.setOverride(MAINT)).toBe(true);
+    expect(status.setOverride(MAINT)).toBe(false);
+    expect([status.state, status.override, status.cell[STATE_SLOT], status.cell[OVERRIDE_SLOT]]).toEqual([
+      PRIMARY,
+      MAINT,
+      UNKNOWN,
+      MAINT,
+    ]);
+  });
+});
+
+describe("weight bucket by replay lag", () => {
+  const facts = (over: Partial<PollFacts>): PollFacts => ({
+    inRecovery: true,
+    receiverStatus: "streaming",
+    lagBytes: 0,
+    replayAgeSeconds: null,
+    startedAt: 0,
+    durationMs: 0,
+    ...over,
+  });
+  test.each([
+    ["no lag", facts({ lagBytes: 0 }), 0],
+    ["a little", facts({ lagBytes: 3 * MB }), 0],
+    ["a quarter", facts({ lagBytes: 16 * MB }), 2],
+    ["half", facts({ lagBytes: 32 * MB }), 5],
+    ["at the limit", facts({ lagBytes: 64 * MB }), 9],
+    ["far past it", facts({ lagBytes: 10_000 * MB }), 9],
+    ["not known yet while streaming", facts({ lagBytes: null }), 0],
+    ["receiver not streaming", facts({ receiverStatus: "stopping", lagBytes: 0 }), 9],
+    ["receiver not visible", facts({ receiverStatus: null, lagBytes: null }), 9],
+    ["a primary", facts({ inRecovery: false, receiverStatus: null, lagBytes: null }), 0],
+  ] as const)("%s", (_, f, bucket) => {
+    expect(weightBucket(agent("standby", true), f)).toBe(bucket);
+  });
+});

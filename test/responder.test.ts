@@ -1,5 +1,5 @@
 // End to end: the real CLI against a real primary and streaming standby.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import { initNode, startPair, waitFor, type PgPair } from "./fixture/pg.ts";
@@ -8,6 +8,9 @@ import { answer, probe, startResponder, waitForAnswer, type Responder } from "./
 const STALE_AFTER_MS = 1000;
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
+
+// For a plain `bun test` too (npm test passes --timeout): restarts and failovers on a busy machine.
+setDefaultTimeout(60_000);
 
 let pg: PgPair;
 let onPrimary: Responder;

@@ -2,13 +2,16 @@
 // The poller writes the cell; listeners read it and pick a response that was
 // built when the configuration was loaded. Nothing else is shared.
 import type { Texts } from "./config.ts";
+import { buildHttpResponses, type HttpResponses } from "./http.ts";
 
 export const PRIMARY = 0;
 export const STANDBY = 1;
 export const UNKNOWN = 2;
-export type State = typeof PRIMARY | typeof STANDBY | typeof UNKNOWN;
+/** A standby over a configured lag limit (--max-lag-bytes, --max-lag-seconds). */
+export const LAGGING = 3;
+export type State = typeof PRIMARY | typeof STANDBY | typeof UNKNOWN | typeof LAGGING;
 
-export const STATE_NAMES = ["primary", "standby", "unknown"] as const satisfies Record<State, string>;
+export const STATE_NAMES = ["primary", "standby", "unknown", "lagging"] as const satisfies Record<State, string>;
 export const STATE_COUNT = STATE_NAMES.length;
 
 /**
@@ -18,11 +21,15 @@ export const STATE_COUNT = STATE_NAMES.length;
  */
 export interface Responses {
   raw: Uint8Array[];
+  http: HttpResponses;
 }
 
 export function buildResponses(texts: Texts): Responses {
   const encode = (text: string) => new Uint8Array(Buffer.from(text, "latin1"));
-  return { raw: [encode(texts.primary), encode(texts.standby), encode(texts.unknown)] };
+  return {
+    raw: [encode(texts.primary), encode(texts.standby), encode(texts.unknown), encode(texts.lagging)],
+    http: buildHttpResponses(),
+  };
 }
 
 export interface Status {

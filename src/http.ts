@@ -358,6 +358,10 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
       if (end >= 0) reply(socket, answer(d.buf, end));
       else if (d.len >= HEAD_LIMIT_BYTES) reply(socket, responses.http.tooLarge);
     },
+    // The client closed its side before the head was complete: it will send no more.
+    end(socket) {
+      if (typeof socket.data !== "number" || socket.data >= 0) reply(socket, responses.http.badRequest);
+    },
     close(socket) {
       pending.delete(socket);
     },

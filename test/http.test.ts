@@ -124,6 +124,21 @@ describe("bad requests: exact status line, then a clean close", () => {
     expect(statusLine(text)).toBe(line);
   });
 
+  test("a client that closes its side mid-head gets 400 at once, not 408 later", async () => {
+    const t0 = performance.now();
+    const text = await new Promise<string>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      const socket = connect({ port: primaryHttp, host: "127.0.0.1", allowHalfOpen: true }, () =>
+        socket.end("GET /pri"),
+      );
+      socket.on("data", (d: Buffer) => chunks.push(d));
+      socket.on("end", () => resolve(Buffer.concat(chunks).toString("latin1")));
+      socket.on("error", reject);
+    });
+    expect(statusLine(text)).toBe("HTTP/1.1 400 Bad Request");
+    expect(performance.now() - t0).toBeLessThan(1000);
+  });
+
   test("405 says what is allowed", async () => {
     expect(await request(primaryHttp, "DELETE / HTTP/1.1\r\n\r\n")).toContain("\r\nAllow: GET, HEAD, OPTIONS\r\n");
   });

@@ -1,14 +1,16 @@
 // The http mode and lag limits, end to end: the real CLI against a real primary
 // and streaming standby, probed with raw TCP clients so every byte is checked.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect } from "node:net";
 import { startPair, waitFor, type PgPair } from "./fixture/pg.ts";
 import { answer, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
-/** Tests get 5 s as well; these wait for PostgreSQL restarts and deadlines of seconds. */
-const SLOW_TEST_MS = 60_000;
+// Tests get 5 s as well (bunfig.toml's `timeout` is not read, and the default
+// resets for every file): some here wait for PostgreSQL restarts and deadlines
+// of seconds, each wait bounded on its own.
+setDefaultTimeout(60_000);
 
 let pg: PgPair;
 let onPrimary: Responder;
@@ -213,45 +215,33 @@ function drip(port: number, pieces: string[], gapMs: number): Promise<string> {
 }
 
 describe("slow clients", () => {
-  test(
-    "a head dripped past 2 s gets 408, about when the deadline passes",
-    async () => {
-      const t0 = performance.now();
-      const text = await drip(primaryHttp, [...("GET /primary HTTP/1.0\r\nX-Slow: " + "y".repeat(100))], 100);
-      const elapsedMs = performance.now() - t0;
-      expect(statusLine(text)).toBe("HTTP/1.1 408 Request Timeout");
-      expect(elapsedMs).toBeGreaterThanOrEqual(1900);
-      expect(elapsedMs).toBeLessThan(4000);
-    },
-    SLOW_TEST_MS,
-  );
+  test("a head dripped past 2 s gets 408, about when the deadline passes", async () => {
+    const t0 = performance.now();
+    const text = await drip(primaryHttp, [...("GET /primary HTTP/1.0\r\nX-Slow: " + "y".repeat(100))], 100);
+    const elapsedMs = performance.now() - t0;
+    expect(statusLine(text)).toBe("HTTP/1.1 408 Request Timeout");
+    expect(elapsedMs).toBeGreaterThanOrEqual(1900);
+    expect(elapsedMs).toBeLessThan(4000);
+  });
 
-  test(
-    "silent and slow clients do not hold up the others",
-    async () => {
-      const sockets = Array.from({ length: 100 }, (_, i) => {
-        const s = connect({ port: primaryHttp, host: "127.0.0.1" });
-        s.on("error", () => {});
-        s.resume();
-        // Half say nothing, half start a request and stop.
-        if (i % 2) s.on("connect", () => s.write("GET /pri"));
-        return s;
-      });
-      await waitFor("all slow sockets connected", () => sockets.every((s) => !s.connecting));
-      const t0 = performance.now();
-      expect(statusLine(await request(primaryHttp, get("/primary")))).toBe(OK);
-      expect(performance.now() - t0).toBeLessThan(500);
-      // Every one of them is answered 408 and closed by the server.
-      await waitFor(
-        "the slow sockets to be closed",
-        () => sockets.every((s) => s.readableEnded || s.destroyed),
-        10_000,
-      );
-      for (const s of sockets) s.destroy();
-      expect(onPrimary.proc.exitCode).toBeNull();
-    },
-    SLOW_TEST_MS,
-  );
+  test("silent and slow clients do not hold up the others", async () => {
+    const sockets = Array.from({ length: 100 }, (_, i) => {
+      const s = connect({ port: primaryHttp, host: "127.0.0.1" });
+      s.on("error", () => {});
+      s.resume();
+      // Half say nothing, half start a request and stop.
+      if (i % 2) s.on("connect", () => s.write("GET /pri"));
+      return s;
+    });
+    await waitFor("all slow sockets connected", () => sockets.every((s) => !s.connecting));
+    const t0 = performance.now();
+    expect(statusLine(await request(primaryHttp, get("/primary")))).toBe(OK);
+    expect(performance.now() - t0).toBeLessThan(500);
+    // Every one of them is answered 408 and closed by the server.
+    await waitFor("the slow sockets to be closed", () => sockets.every((s) => s.readableEnded || s.destroyed), 10_000);
+    for (const s of sockets) s.destroy();
+    expect(onPrimary.proc.exitCode).toBeNull();
+  });
 });
 
 describe("lag limits", () => {
@@ -264,112 +254,96 @@ describe("lag limits", () => {
     );
   const lagBytes = async (port: number) => JSON.parse(body(await request(port, get("/status")))).lag_bytes as number;
 
-  test(
-    "over --max-lag-bytes: LAGGING, /replica 503; back to STANDBY once replayed",
-    async () => {
-      await using r = await startResponder(
-        ["--listen", "127.0.0.1:0", "--listen", "http:127.0.0.1:0", "--max-lag-bytes", "1MB", "--lag-grace", "200ms"],
-        pg.standby.env,
-      );
-      const [raw, http] = [r.ports[0]!, r.ports[1]!];
-      await waitForAnswer(raw, "STANDBY");
-      await pause();
-      try {
-        await writeWal();
-        await waitForAnswer(raw, "LAGGING", 10_000);
-        expect(statusLine(await request(http, get("/replica")))).toBe(UNAVAILABLE);
-        expect(statusLine(await request(http, get("/read-only")))).toBe(UNAVAILABLE);
-        expect(statusLine(await request(http, get("/health")))).toBe(OK);
-        expect(statusLine(await request(http, get("/replica?lag=1GB")))).toBe(OK);
-        expect(JSON.parse(body(await request(http, get("/status"))))).toMatchObject({
-          state: "lagging",
-          role: "standby",
-        });
-      } finally {
-        await resume();
-      }
-      await waitForAnswer(raw, "STANDBY", 10_000);
-      await r.waitForLog(/standby -> lagging \(replay \d+(\.\d)? MB behind, limit 1 MB\)/);
-      await r.waitForLog(/lagging -> standby \(replay \d+(\.\d)? (bytes|kB) behind, limit 1 MB\)/);
-    },
-    SLOW_TEST_MS,
-  );
+  test("over --max-lag-bytes: LAGGING, /replica 503; back to STANDBY once replayed", async () => {
+    await using r = await startResponder(
+      ["--listen", "127.0.0.1:0", "--listen", "http:127.0.0.1:0", "--max-lag-bytes", "1MB", "--lag-grace", "200ms"],
+      pg.standby.env,
+    );
+    const [raw, http] = [r.ports[0]!, r.ports[1]!];
+    await waitForAnswer(raw, "STANDBY");
+    await pause();
+    try {
+      await writeWal();
+      await waitForAnswer(raw, "LAGGING", 10_000);
+      expect(statusLine(await request(http, get("/replica")))).toBe(UNAVAILABLE);
+      expect(statusLine(await request(http, get("/read-only")))).toBe(UNAVAILABLE);
+      expect(statusLine(await request(http, get("/health")))).toBe(OK);
+      expect(statusLine(await request(http, get("/replica?lag=1GB")))).toBe(OK);
+      expect(JSON.parse(body(await request(http, get("/status"))))).toMatchObject({
+        state: "lagging",
+        role: "standby",
+      });
+    } finally {
+      await resume();
+    }
+    await waitForAnswer(raw, "STANDBY", 10_000);
+    await r.waitForLog(/standby -> lagging \(replay \d+(\.\d)? MB behind, limit 1 MB\)/);
+    await r.waitForLog(/lagging -> standby \(replay \d+(\.\d)? (bytes|kB) behind, limit 1 MB\)/);
+  });
 
-  test(
-    "--lag-grace: a standby over the limit for less than the grace stays STANDBY",
-    async () => {
-      await using r = await startResponder(
-        ["--listen", "127.0.0.1:0", "--max-lag-bytes", "1MB", "--lag-grace", "60s", "--listen", "http:127.0.0.1:0"],
-        pg.standby.env,
-      );
-      await waitForAnswer(r.ports[0]!, "STANDBY");
-      await pause();
-      try {
-        await writeWal();
-        await waitFor("the lag to show", async () => (await lagBytes(r.ports[1]!)) > 1024 * 1024, 10_000);
-        expect(await answer(r.ports[0]!)).toBe("STANDBY");
-        // The per-request limit applies at once, whatever the grace.
-        expect(statusLine(await request(r.ports[1]!, get("/replica?lag=1MB")))).toBe(UNAVAILABLE);
-      } finally {
-        await resume();
-      }
-      expect(r.log).not.toContain("-> lagging");
-    },
-    SLOW_TEST_MS,
-  );
+  test("--lag-grace: a standby over the limit for less than the grace stays STANDBY", async () => {
+    await using r = await startResponder(
+      ["--listen", "127.0.0.1:0", "--max-lag-bytes", "1MB", "--lag-grace", "60s", "--listen", "http:127.0.0.1:0"],
+      pg.standby.env,
+    );
+    await waitForAnswer(r.ports[0]!, "STANDBY");
+    await pause();
+    try {
+      await writeWal();
+      await waitFor("the lag to show", async () => (await lagBytes(r.ports[1]!)) > 1024 * 1024, 10_000);
+      expect(await answer(r.ports[0]!)).toBe("STANDBY");
+      // The per-request limit applies at once, whatever the grace.
+      expect(statusLine(await request(r.ports[1]!, get("/replica?lag=1MB")))).toBe(UNAVAILABLE);
+    } finally {
+      await resume();
+    }
+    expect(r.log).not.toContain("-> lagging");
+  });
 
-  test(
-    "without pg_read_all_stats: the role, and one warning",
-    async () => {
-      await pg.primary.sql("drop role if exists lagless; create role lagless login");
+  test("without pg_read_all_stats: the role, and one warning", async () => {
+    await pg.primary.sql("drop role if exists lagless; create role lagless login");
+    await waitFor(
+      "the role on the standby",
+      async () => (await pg.standby.sql("select count(*) from pg_roles where rolname = 'lagless'")) === "1",
+    );
+    await using r = await startResponder(
+      ["--listen", "127.0.0.1:0", "--listen", "http:127.0.0.1:0", "--max-lag-bytes", "1MB", "--lag-grace", "0"],
+      { ...pg.standby.env, PGUSER: "lagless" },
+    );
+    await waitForAnswer(r.ports[0]!, "STANDBY");
+    await r.waitForLog(/warning: cannot read the standby's lag: .*GRANT pg_monitor/);
+    // Lag cannot be judged: a per-request limit is not met, the configured one is not applied.
+    expect(statusLine(await request(r.ports[1]!, get("/replica?lag=1GB")))).toBe(UNAVAILABLE);
+    expect(statusLine(await request(r.ports[1]!, get("/replica")))).toBe(OK);
+    await pause();
+    try {
+      await writeWal();
+      // Many polls later: still the role, still one warning.
       await waitFor(
-        "the role on the standby",
-        async () => (await pg.standby.sql("select count(*) from pg_roles where rolname = 'lagless'")) === "1",
+        "the write to reach the standby",
+        async () => (await pg.standby.sql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")) === "t",
       );
-      await using r = await startResponder(
-        ["--listen", "127.0.0.1:0", "--listen", "http:127.0.0.1:0", "--max-lag-bytes", "1MB", "--lag-grace", "0"],
-        { ...pg.standby.env, PGUSER: "lagless" },
-      );
-      await waitForAnswer(r.ports[0]!, "STANDBY");
-      await r.waitForLog(/warning: cannot read the standby's lag: .*GRANT pg_monitor/);
-      // Lag cannot be judged: a per-request limit is not met, the configured one is not applied.
-      expect(statusLine(await request(r.ports[1]!, get("/replica?lag=1GB")))).toBe(UNAVAILABLE);
-      expect(statusLine(await request(r.ports[1]!, get("/replica")))).toBe(OK);
-      await pause();
-      try {
-        await writeWal();
-        // Many polls later: still the role, still one warning.
-        await waitFor(
-          "the write to reach the standby",
-          async () => (await pg.standby.sql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")) === "t",
-        );
-        expect(await answer(r.ports[0]!)).toBe("STANDBY");
-      } finally {
-        await resume();
-      }
-      expect(r.log.match(/cannot read the standby's lag/g)).toHaveLength(1);
-    },
-    SLOW_TEST_MS,
-  );
+      expect(await answer(r.ports[0]!)).toBe("STANDBY");
+    } finally {
+      await resume();
+    }
+    expect(r.log.match(/cannot read the standby's lag/g)).toHaveLength(1);
+  });
 
-  test(
-    "with a limit, a standby whose WAL receiver stops streaming is LAGGING",
-    async () => {
-      await using r = await startResponder(
-        ["--listen", "127.0.0.1:0", "--max-lag-bytes", "16MB", "--lag-grace", "0"],
-        pg.standby.env,
-      );
-      await waitForAnswer(r.ports[0]!, "STANDBY");
-      await pg.primary.stop("fast");
-      try {
-        await waitForAnswer(r.ports[0]!, "LAGGING", 10_000);
-        await r.waitForLog(/standby -> lagging \((no WAL receiver running|WAL receiver \w+, not streaming)\)/);
-      } finally {
-        await pg.primary.start();
-      }
-      // The receiver retries every wal_retrieve_retry_interval (5 s).
-      await waitForAnswer(r.ports[0]!, "STANDBY", 20_000);
-    },
-    SLOW_TEST_MS,
-  );
+  test("with a limit, a standby whose WAL receiver stops streaming is LAGGING", async () => {
+    await using r = await startResponder(
+      ["--listen", "127.0.0.1:0", "--max-lag-bytes", "16MB", "--lag-grace", "0"],
+      pg.standby.env,
+    );
+    await waitForAnswer(r.ports[0]!, "STANDBY");
+    await pg.primary.stop("fast");
+    try {
+      await waitForAnswer(r.ports[0]!, "LAGGING", 10_000);
+      await r.waitForLog(/standby -> lagging \((no WAL receiver running|WAL receiver \w+, not streaming)\)/);
+    } finally {
+      await pg.primary.start();
+    }
+    // The receiver retries every wal_retrieve_retry_interval (5 s).
+    await waitForAnswer(r.ports[0]!, "STANDBY", 20_000);
+  });
 });

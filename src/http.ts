@@ -51,7 +51,7 @@ const OK: boolean[][] = [
   [true, true, false, true], // readiness: the state is known
 ];
 
-export const ROUTES: Record<string, number> = {
+const ROUTES: Record<string, number> = {
   "/": CHECK_PRIMARY,
   "/primary": CHECK_PRIMARY,
   "/master": CHECK_PRIMARY,
@@ -188,7 +188,7 @@ function tokens(buf: Uint8Array, from: number, to: number): boolean {
 }
 
 /** Index just past the blank line that ends the head, or -1. */
-export function headEnd(buf: Uint8Array, from: number, to: number): number {
+function headEnd(buf: Uint8Array, from: number, to: number): number {
   for (let i = from; i < to - 1; i++) {
     if (buf[i] !== LF) continue;
     if (buf[i + 1] === LF) return i + 2;

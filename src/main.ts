@@ -52,15 +52,15 @@ async function main(argv: string[]): Promise<void> {
   const log = createLogger();
   const status = createStatus((from, to, reason) => log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`));
   const responses = buildResponses(config.texts);
-  const rawSocket = rawHandler(status.cell, responses);
+  const rawMode = rawHandler(status.cell, responses);
   // The poller starts after the listeners; until then there are no facts.
   let poller: Poller | undefined;
-  const http = httpHandler({ status, facts: () => poller?.facts }, responses);
+  const httpMode = httpHandler({ status, facts: () => poller?.facts }, responses);
 
   const listeners: Listener[] = [];
   try {
     for (const address of config.listen) {
-      listeners.push(address.mode === "http" ? listen(address, http) : listen(address, rawSocket));
+      listeners.push(address.mode === "http" ? listen(address, httpMode) : listen(address, rawMode));
     }
   } catch (err) {
     for (const l of listeners) l.stop();
@@ -103,7 +103,7 @@ async function main(argv: string[]): Promise<void> {
 
 function lagLimits(config: Config): string {
   const limits = [
-    config.maxLagBytes !== undefined && `${formatBytes(config.maxLagBytes)}`,
+    config.maxLagBytes !== undefined && formatBytes(config.maxLagBytes),
     config.maxLagSeconds !== undefined && `${config.maxLagSeconds} s`,
   ].filter(Boolean);
   return limits.length ? `; lagging over ${limits.join(" or ")} for ${formatDuration(config.lagGraceMs)}` : "";

@@ -8,8 +8,8 @@ export class ConfigError extends Error {
   readonly code = "CONFIG_INVALID";
 }
 
-export type ListenMode = "raw" | "agent";
-export const LISTEN_MODES: readonly ListenMode[] = ["raw", "agent"];
+export type ListenMode = "raw" | "http" | "agent";
+export const LISTEN_MODES: readonly ListenMode[] = ["raw", "http", "agent"];
 
 /** The role an agent listener reports as "up" (haproxy agent-check). */
 export type AgentRole = "primary" | "standby";
@@ -27,6 +27,7 @@ export interface Texts {
   primary: string;
   standby: string;
   unknown: string;
+  lagging: string;
 }
 
 export interface Config {
@@ -38,6 +39,12 @@ export interface Config {
   connectTimeoutMs: number;
   channel: string;
   texts: Texts;
+  /** Replay lag over which a standby turns lagging; undefined: no limit. */
+  maxLagBytes: number | undefined;
+  /** Seconds since the last replayed transaction, counted only while there is WAL to replay. */
+  maxLagSeconds: number | undefined;
+  /** How long a standby must stay over a limit before it turns lagging. */
+  lagGraceMs: number;
   agent: AgentConfig;
   /**
    * Path of the unix socket that `replstatus drain|maint|ready` talk to;
@@ -68,7 +75,8 @@ export const DEFAULT_POLL_INTERVAL = "50ms";
 export const DEFAULT_STALE_AFTER = "1s";
 export const DEFAULT_CONNECT_TIMEOUT = "2s";
 export const DEFAULT_CHANNEL = "replstatus";
-export const DEFAULT_TEXTS: Texts = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN" };
+export const DEFAULT_TEXTS: Texts = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN", lagging: "LAGGING" };
+export const DEFAULT_LAG_GRACE = "1s";
 export const MAX_TEXT_BYTES = 64;
 export const DEFAULT_AGENT_ROLE: AgentRole = "primary";
 export const DEFAULT_AGENT_LAG_FOR_MIN_WEIGHT = "64MB";
@@ -191,6 +199,28 @@ export const OPTIONS: readonly Option[] = [
     demo: true,
     help: "demo: clean up and exit after this long (default: run until Ctrl-C)",
   },
+  {
+    name: "text-lagging",
+    arg: "TEXT",
+    default: DEFAULT_TEXTS.lagging,
+    help: "raw answer of a standby over --max-lag-bytes or --max-lag-seconds",
+  },
+  {
+    name: "max-lag-bytes",
+    arg: "SIZE",
+    help: "a standby whose replay is further behind the primary than this (bytes, or with kB, MB, GB), or whose WAL receiver is not streaming, is lagging (default: no limit)",
+  },
+  {
+    name: "max-lag-seconds",
+    arg: "SECONDS",
+    help: "a standby with WAL left to replay whose last replayed transaction is older than this is lagging (default: no limit)",
+  },
+  {
+    name: "lag-grace",
+    arg: "DURATION",
+    default: DEFAULT_LAG_GRACE,
+    help: "how long a standby must stay over a lag limit before it turns lagging; it is back to standby as soon as it is under",
+  },
   { name: "help", help: "print this help and exit" },
   { name: "version", help: "print the version and exit" },
 ];
@@ -284,13 +314,28 @@ export function formatDuration(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
 
-const SIZE_UNITS: Record<string, number> = { "": 1, B: 1, kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3 };
+const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
 
-/** `16MB`, `512kB`, `1GB` or a bare number of bytes; units are PostgreSQL's (1kB = 1024 bytes). */
+/**
+ * `16MB`, `512kB`, `1GB` or a bare number of bytes; units are 1024-based as in
+ * PostgreSQL's settings and taken in any case. Used by --max-lag-bytes and `?lag=`.
+ */
 export function parseSizeBytes(text: string): number | undefined {
-  const m = /^(\d+)\s*(B|kB|MB|GB)?$/.exec(text.trim());
+  const m = /^(\d{1,15})\s?([kmgt]?b)?$/i.exec(text);
   if (!m) return undefined;
-  return Number(m[1]) * SIZE_UNITS[m[2] ?? ""]!;
+  const n = Number(m[1]) * SIZE_UNITS[(m[2] ?? "b").toLowerCase()]!;
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** `20 MB`, `1.5 GB`, `512 bytes`: for log lines. */
+export function formatBytes(n: number): string {
+  if (Math.abs(n) < 1024) return `${n} bytes`;
+  let unit = 0;
+  while (Math.abs(n) >= 1024 && unit < 4) {
+    n /= 1024;
+    unit++;
+  }
+  return `${Math.round(n * 10) / 10} ${["bytes", "kB", "MB", "GB", "TB"][unit]}`;
 }
 
 /** Longest unix socket path: sun_path (108 bytes on Linux) minus its terminating NUL. */
@@ -314,7 +359,7 @@ function parsePort(text: string, min: number): number | undefined {
   return n >= min && n <= 65535 ? n : undefined;
 }
 
-/** `[raw:]HOST:PORT`, IPv6 in brackets. Returns an error text on failure. */
+/** `[MODE:]HOST:PORT`, IPv6 in brackets. Returns an error text on failure. */
 export function parseListen(text: string): ListenAddress | string {
   const expected = `[${LISTEN_MODES.join("|")}:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535`;
   let rest = text;
@@ -427,7 +472,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>): 
     throw invalid("channel", channel, "a lowercase identifier of 1..63 characters: a-z, 0-9, _", fromEnv("channel"));
   }
 
-  const texts = { primary: "", standby: "", unknown: "" } as Texts;
+  const texts = { primary: "", standby: "", unknown: "", lagging: "" } as Texts;
   for (const state of Object.keys(texts) as (keyof Texts)[]) {
     const name = "text-" + state;
     const text = value(name)!;
@@ -436,6 +481,34 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>): 
   }
   const clash = textClash({ ...texts });
   if (clash) throw new ConfigError(`${clash}; haproxy's "expect string" would match both`);
+
+  let maxLagBytes: number | undefined;
+  const maxLagBytesText = value("max-lag-bytes");
+  if (maxLagBytesText !== undefined) {
+    maxLagBytes = parseSizeBytes(maxLagBytesText);
+    if (maxLagBytes === undefined) {
+      throw invalid(
+        "max-lag-bytes",
+        maxLagBytesText,
+        "a size in bytes such as 1048576, 512kB, 16MB or 1GB",
+        fromEnv("max-lag-bytes"),
+      );
+    }
+  }
+  let maxLagSeconds: number | undefined;
+  const maxLagSecondsText = value("max-lag-seconds");
+  if (maxLagSecondsText !== undefined) {
+    maxLagSeconds = /^\d+(\.\d+)?$/.test(maxLagSecondsText) ? Number(maxLagSecondsText) : undefined;
+    if (maxLagSeconds === undefined || maxLagSeconds <= 0 || maxLagSeconds > 86_400) {
+      throw invalid(
+        "max-lag-seconds",
+        maxLagSecondsText,
+        "a number of seconds above 0 and at most 86400, such as 30 or 2.5",
+        fromEnv("max-lag-seconds"),
+      );
+    }
+  }
+  const lagGraceMs = duration("lag-grace", 0, 3_600_000);
 
   const roleText = value("agent-role")!;
   if (!(AGENT_ROLES as readonly string[]).includes(roleText)) {
@@ -470,7 +543,20 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>): 
     );
   }
 
-  return { listen, db, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel, texts, agent, controlSocket };
+  return {
+    listen,
+    db,
+    pollIntervalMs,
+    staleAfterMs,
+    connectTimeoutMs,
+    channel,
+    texts,
+    maxLagBytes,
+    maxLagSeconds,
+    lagGraceMs,
+    agent,
+    controlSocket,
+  };
 }
 
 /** The flags of `replstatus demo`; throws ConfigError. */
@@ -512,7 +598,9 @@ export function helpText(version: string): string {
     "       replstatus demo [demo flags]          a throwaway primary + standby (+ haproxy) and a failover",
     "",
     "Every connection gets the current state's text, then the server closes:",
-    `${DEFAULT_TEXTS.primary} (primary), ${DEFAULT_TEXTS.standby} (standby) or ${DEFAULT_TEXTS.unknown} (no fresh answer from PostgreSQL).`,
+    `${DEFAULT_TEXTS.primary} (primary), ${DEFAULT_TEXTS.standby} (standby) or ${DEFAULT_TEXTS.unknown} (no fresh answer from PostgreSQL),`,
+    `or ${DEFAULT_TEXTS.lagging} for a standby over a lag limit. An http listener answers haproxy's option httpchk on`,
+    "/primary, /replica[?lag=16MB], /read-only, /health, /liveness, /readiness and /status (see README.md).",
     "",
     "Flags (environment variable in brackets; durations as 250ms, 2s, or milliseconds):",
     ...OPTIONS.filter((o) => !o.demo).map(row),

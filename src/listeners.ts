@@ -53,9 +53,10 @@ export interface Listener {
   stop(): void;
 }
 
-export function listen(address: ListenAddress, handler: SocketHandler<Drained>): Listener {
+/** `data` is each new socket's socket.data before the handler's open() runs. */
+export function listen<T = Drained>(address: ListenAddress, handler: SocketHandler<T>, data = 0 as T): Listener {
   // ipv6Only is honoured by Bun.listen but missing from its listen types.
-  const options: TCPSocketListenOptions<Drained> & { ipv6Only: boolean } = {
+  const options: TCPSocketListenOptions<T> & { ipv6Only: boolean } = {
     hostname: address.host,
     port: address.port,
     // Two responders on one port would split the checks between two nodes.
@@ -63,12 +64,12 @@ export function listen(address: ListenAddress, handler: SocketHandler<Drained>):
     // [::] and 0.0.0.0 can then both be listed, each serving its own family.
     ipv6Only: address.host.includes(":"),
     allowHalfOpen: true,
-    data: 0,
+    data,
     socket: handler,
   };
-  let server: TCPSocketListener<Drained>;
+  let server: TCPSocketListener<T>;
   try {
-    server = Bun.listen<Drained>(options);
+    server = Bun.listen<T>(options);
   } catch (err) {
     throw listenError(address, err);
   }

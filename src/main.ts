@@ -11,6 +11,7 @@ import {
   ConfigError,
   defaultControlSocket,
   formatAddress,
+  formatBytes,
   formatDuration,
   helpText,
   parseArgv,
@@ -21,9 +22,11 @@ import {
 } from "./config.ts";
 import { ControlError, sendControl, startControl, type Control } from "./control.ts";
 import { resolveTarget } from "./db.ts";
+import { httpHandler } from "./http.ts";
+import { createLagJudge } from "./lag.ts";
 import { listen, ListenError, rawHandler, type Listener } from "./listeners.ts";
 import { createLogger } from "./log.ts";
-import { startPoller } from "./poller.ts";
+import { startPoller, type Poller } from "./poller.ts";
 import { buildResponses, createStatus, STATE_NAMES } from "./states.ts";
 
 function fatal(message: string, hint: string | undefined, exitCode: number): never {
@@ -65,7 +68,13 @@ async function main(argv: string[]): Promise<void> {
   const log = createLogger();
   const status = createStatus((from, to, reason) => log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`));
   const responses = buildResponses(config.texts, config.agent);
-  const handlers = { raw: rawHandler(status.cell, responses), agent: agentHandler(status.cell, responses) };
+  // The poller starts after the listeners; until then there are no facts.
+  let poller: Poller | undefined;
+  const handlers = {
+    raw: rawHandler(status.cell, responses),
+    http: httpHandler({ status, facts: () => poller?.facts }, responses),
+    agent: agentHandler(status.cell, responses),
+  };
 
   const listeners: Listener[] = [];
   let control: Control;
@@ -85,16 +94,19 @@ async function main(argv: string[]): Promise<void> {
   log.info(
     `replstatus ${pkg.version} serving ${listeners.map((l) => `${l.address.mode} ${formatAddress(l.address)}`).join(", ")}; ` +
       `database ${redactUrl(target.display)}; poll every ${formatDuration(config.pollIntervalMs)}, ` +
-      `stale after ${formatDuration(config.staleAfterMs)}; control socket ${control.path}`,
+      `stale after ${formatDuration(config.staleAfterMs)}` +
+      lagLimits(config) +
+      `; control socket ${control.path}`,
   );
 
-  const poller = startPoller({
+  poller = startPoller({
     target,
     pollIntervalMs: config.pollIntervalMs,
     staleAfterMs: config.staleAfterMs,
     connectTimeoutMs: config.connectTimeoutMs,
     channel: config.channel,
     status,
+    lag: createLagJudge(config, log),
     log,
     ...(config.agent.weightByLag && { onFacts: (facts) => status.setWeightBucket(weightBucket(config.agent, facts)) }),
   });
@@ -108,7 +120,7 @@ async function main(argv: string[]): Promise<void> {
     log.info(`${signal}: shutting down`);
     for (const l of listeners) l.stop();
     control.stop();
-    await poller.stop();
+    await poller?.stop();
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
@@ -127,6 +139,14 @@ async function setOverride(word: Subcommand, config: Config): Promise<void> {
   }
   if (reply !== word) fatal(`unexpected answer on ${path}: ${JSON.stringify(reply)}`, undefined, 1);
   process.stdout.write(`replstatus: override set to ${word}\n`);
+}
+
+function lagLimits(config: Config): string {
+  const limits = [
+    config.maxLagBytes !== undefined && formatBytes(config.maxLagBytes),
+    config.maxLagSeconds !== undefined && `${config.maxLagSeconds} s`,
+  ].filter(Boolean);
+  return limits.length ? `; lagging over ${limits.join(" or ")} for ${formatDuration(config.lagGraceMs)}` : "";
 }
 
 await main(process.argv.slice(2));

@@ -5,14 +5,17 @@ import postgres from "postgres";
 import type { DbTarget } from "./db.ts";
 import type { Logger } from "./log.ts";
 import { formatDuration } from "./config.ts";
-import { PRIMARY, STANDBY, UNKNOWN, type Status } from "./states.ts";
+import type { LagJudge } from "./lag.ts";
+import { LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "./states.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
 export interface PollFacts {
   inRecovery: boolean;
-  /** pg_stat_wal_receiver.status; null without pg_read_all_stats or on a primary. */
+  /** pg_stat_wal_receiver.pid: null when no WAL receiver runs (a primary, or a standby not fed by streaming). */
+  receiverPid: number | null;
+  /** pg_stat_wal_receiver.status; null without pg_read_all_stats (while receiverPid is set) or with no receiver. */
   receiverStatus: string | null;
-  /** Bytes between the primary's last reported position and our replay position. */
+  /** Bytes between the primary's last reported position and our replay position, at least 0. */
   lagBytes: number | null;
   /** Seconds since the last replayed transaction's commit. */
   replayAgeSeconds: number | null;
@@ -22,10 +25,16 @@ export interface PollFacts {
 }
 
 // One round trip a tick. The receiver columns need pg_read_all_stats (e.g.
-// pg_monitor); without it they are null and the role is still right.
+// pg_monitor); without it they are null but for the pid, and the role is still
+// right. latest_end_lsn is the primary's WAL end as last reported by its WAL
+// sender, so the difference is the replay lag against the primary. It stays
+// null until the sender's first message after a (re)connect, which on an idle
+// primary is a keepalive up to wal_sender_timeout / 2 later; until then the
+// receiver's own flushed position is the best known end.
 export const POLL_QUERY = `select pg_is_in_recovery() as in_recovery,
+  w.pid as receiver_pid,
   w.status as receiver_status,
-  pg_wal_lsn_diff(w.latest_end_lsn, pg_last_wal_replay_lsn())::float8 as lag_bytes,
+  pg_wal_lsn_diff(coalesce(w.latest_end_lsn, w.flushed_lsn), pg_last_wal_replay_lsn())::float8 as lag_bytes,
   extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 as replay_age_s
 from (select 1) as one left join pg_stat_wal_receiver w on true`;
 
@@ -41,6 +50,7 @@ export interface PollerOptions {
   connectTimeoutMs: number;
   channel: string;
   status: Status;
+  lag: LagJudge;
   log: Logger;
   /** Called with every successful poll's facts, before the state is set. */
   onFacts?: (facts: PollFacts) => void;
@@ -111,6 +121,7 @@ export function startPoller(opts: PollerOptions): Poller {
     drop();
     clearTimeout(staleTimer);
     failures++;
+    opts.lag.reset();
     status.set(UNKNOWN, reason);
     if (!logged.has(reason)) {
       logged.add(reason);
@@ -122,10 +133,13 @@ export function startPoller(opts: PollerOptions): Poller {
 
   function succeed(row: Record<string, unknown>, startedAt: number): void {
     const now = performance.now();
+    const lagBytes = (row.lag_bytes as number | null) ?? null;
     facts = {
       inRecovery: row.in_recovery === true,
+      receiverPid: (row.receiver_pid as number | null) ?? null,
       receiverStatus: (row.receiver_status as string | null) ?? null,
-      lagBytes: (row.lag_bytes as number | null) ?? null,
+      // latest_end_lsn only moves with the sender's messages: replay can be past it.
+      lagBytes: lagBytes === null ? null : Math.max(0, lagBytes),
       replayAgeSeconds: (row.replay_age_s as number | null) ?? null,
       startedAt,
       durationMs: now - startedAt,
@@ -138,15 +152,15 @@ export function startPoller(opts: PollerOptions): Poller {
     logged.clear();
     opts.onFacts?.(facts);
     const from = status.state;
-    const to = facts.inRecovery ? STANDBY : PRIMARY;
-    status.set(
-      to,
-      from === STANDBY && to === PRIMARY
-        ? "promoted"
-        : from === PRIMARY && to === STANDBY
-          ? "now in recovery"
-          : "poll ok",
-    );
+    if (facts.inRecovery) {
+      const verdict = opts.lag.judge(facts, from === STANDBY, Date.now());
+      if (verdict.lagging) status.set(LAGGING, verdict.reason);
+      else status.set(STANDBY, from === PRIMARY ? "now in recovery" : from === LAGGING ? verdict.reason : "poll ok");
+    } else {
+      opts.lag.reset();
+      status.set(PRIMARY, from === STANDBY || from === LAGGING ? "promoted" : "poll ok");
+    }
+    const to = status.state;
     if (to === PRIMARY && !listening && sql) listen(sql);
   }
 
@@ -162,6 +176,7 @@ export function startPoller(opts: PollerOptions): Poller {
   }
 
   function onStale(): void {
+    opts.lag.reset();
     status.set(UNKNOWN, `no successful poll for ${formatDuration(opts.staleAfterMs)}`);
   }
 

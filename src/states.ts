@@ -2,13 +2,16 @@
 // The poller writes the cell; listeners read it and pick a response that was
 // built when the configuration was loaded. Nothing else is shared.
 import type { AgentConfig, Texts } from "./config.ts";
+import { buildHttpResponses, type HttpResponses } from "./http.ts";
 
 export const PRIMARY = 0;
 export const STANDBY = 1;
 export const UNKNOWN = 2;
-export type State = typeof PRIMARY | typeof STANDBY | typeof UNKNOWN;
+/** A standby over a configured lag limit (--max-lag-bytes, --max-lag-seconds). */
+export const LAGGING = 3;
+export type State = typeof PRIMARY | typeof STANDBY | typeof UNKNOWN | typeof LAGGING;
 
-export const STATE_NAMES = ["primary", "standby", "unknown"] as const satisfies Record<State, string>;
+export const STATE_NAMES = ["primary", "standby", "unknown", "lagging"] as const satisfies Record<State, string>;
 export const STATE_COUNT = STATE_NAMES.length;
 
 // The operator override (`replstatus drain|maint|ready`), on top of the state.
@@ -64,6 +67,7 @@ export interface Responses {
   raw: Uint8Array[];
   /** Indexed by agentIndex(state, override, bucket). */
   agent: Uint8Array[];
+  http: HttpResponses;
 }
 
 export const DEFAULT_AGENT: AgentConfig = { role: "primary", weightByLag: false, lagForMinWeightBytes: 64 * 1024 ** 2 };
@@ -78,7 +82,11 @@ export function buildResponses(texts: Texts, agent: AgentConfig = DEFAULT_AGENT)
       }
     }
   }
-  return { raw: [encode(texts.primary), encode(texts.standby), encode(texts.unknown)], agent: agentLines };
+  return {
+    raw: [encode(texts.primary), encode(texts.standby), encode(texts.unknown), encode(texts.lagging)],
+    agent: agentLines,
+    http: buildHttpResponses(),
+  };
 }
 
 export interface Status {

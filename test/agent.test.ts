@@ -45,19 +45,18 @@ beforeAll(async () => {
   // are not rounded to 0 (haproxy scales the configured weight, whose default is 1). agent-send,
   // because without it haproxy 2.6 delays each agent check by about 200 ms (haproxy issue #1839),
   // more than an agent-inter of 100ms allows.
-  haproxy = await startHaproxy((port) =>
-    [
-      "frontend rw",
-      `  bind 127.0.0.1:${port}`,
-      "  default_backend pg_rw",
-      "backend pg_rw",
-      "  default-server inter 100ms rise 1 fall 1 on-marked-down shutdown-sessions",
-      `  server s1 127.0.0.1:${pg.primary.port} check agent-check agent-port ${onPrimary.ports[1]} agent-inter 100ms ${SEND}`,
-      `  server s2 127.0.0.1:${pg.standby.port} check agent-check agent-port ${onStandby.ports[1]} agent-inter 100ms ${SEND}`,
-      "backend pg_ro",
-      `  server r2 127.0.0.1:${pg.standby.port} weight 100 check inter 100ms agent-check agent-port ${reader.ports[0]} agent-inter 100ms ${SEND}`,
-    ].join("\n"),
-  );
+  haproxy = await startHaproxy({
+    proxies: {
+      rw: [
+        "default-server inter 100ms rise 1 fall 1 on-marked-down shutdown-sessions",
+        `server s1 127.0.0.1:${pg.primary.port} check agent-check agent-port ${onPrimary.ports[1]} agent-inter 100ms ${SEND}`,
+        `server s2 127.0.0.1:${pg.standby.port} check agent-check agent-port ${onStandby.ports[1]} agent-inter 100ms ${SEND}`,
+      ],
+      ro: [
+        `server r2 127.0.0.1:${pg.standby.port} weight 100 check inter 100ms agent-check agent-port ${reader.ports[0]} agent-inter 100ms ${SEND}`,
+      ],
+    },
+  });
   await waitForAnswer(onPrimary.ports[0]!, "MASTER");
   await waitForAnswer(onStandby.ports[0]!, "STANDBY");
 }, HOOK_TIMEOUT_MS);
@@ -124,7 +123,7 @@ async function waitForServers(backend: string, want: Record<string, string>, tim
 async function throughHaproxy(): Promise<{ port: number; inRecovery: boolean }> {
   const sql = postgres({
     host: "127.0.0.1",
-    port: haproxy.port,
+    port: haproxy.ports.rw!,
     user: superuser,
     database: "postgres",
     max: 1,
@@ -156,8 +155,8 @@ describe("agent lines", () => {
   });
 
   test("haproxy routes the write pool to the primary and the read pool to the standby", async () => {
-    await waitForServers("pg_rw", { s1: "UP", s2: "DOWN" });
-    await waitForServers("pg_ro", { r2: "UP/100" });
+    await waitForServers("rw", { s1: "UP", s2: "DOWN" });
+    await waitForServers("ro", { r2: "UP/100" });
     expect(await throughHaproxy()).toEqual({ port: pg.primary.port, inRecovery: false });
   });
 });
@@ -172,7 +171,7 @@ describe("operator override", () => {
     expect(r).toEqual({ code: 0, stdout: "replstatus: override set to drain\n", stderr: "" });
     expect(await answer(onPrimary.ports[1]!)).toBe("up drain\n");
     expect(await answer(onPrimary.ports[0]!)).toBe("MASTER");
-    await waitForServers("pg_rw", { s1: "DRAIN", s2: "DOWN" });
+    await waitForServers("rw", { s1: "DRAIN", s2: "DOWN" });
     await onPrimary.waitForLog(/info: override ready -> drain \(replstatus drain\)\n/);
 
     expect(await cli(["ready", "--control-socket", sock("primary")])).toEqual({
@@ -181,21 +180,21 @@ describe("operator override", () => {
       stderr: "",
     });
     expect(await answer(onPrimary.ports[1]!)).toBe("up ready\n");
-    await waitForServers("pg_rw", { s1: "UP", s2: "DOWN" });
+    await waitForServers("rw", { s1: "UP", s2: "DOWN" });
   });
 
   test("maint: agent says maint, raw says UNKNOWN, haproxy puts the server in maintenance; ready undoes it", async () => {
     expect((await cli(["maint", "--control-socket", sock("primary")])).code).toBe(0);
     expect(await answer(onPrimary.ports[1]!)).toBe("maint\n");
     expect(await answer(onPrimary.ports[0]!)).toBe("UNKNOWN");
-    await waitForServers("pg_rw", { s1: "MAINT", s2: "DOWN" });
+    await waitForServers("rw", { s1: "MAINT", s2: "DOWN" });
     // Repeating an override changes nothing and logs nothing.
     expect((await cli(["maint", "--control-socket", sock("primary")])).code).toBe(0);
     expect(onPrimary.log.match(/-> maint/g)).toHaveLength(1);
 
     expect((await cli(["ready", "--control-socket", sock("primary")])).code).toBe(0);
     expect(await answer(onPrimary.ports[0]!)).toBe("MASTER");
-    await waitForServers("pg_rw", { s1: "UP", s2: "DOWN" });
+    await waitForServers("rw", { s1: "UP", s2: "DOWN" });
     expect(await throughHaproxy()).toEqual({ port: pg.primary.port, inRecovery: false });
   });
 
@@ -238,12 +237,12 @@ test("weight by lag: paused replay lowers the standby's weight in haproxy, resum
       "create table agent_lag as select g, repeat('x', 100) as pad from generate_series(1, 30000) g",
     );
     await waitForLine(reader.ports[0]!, "up ready 10%\n");
-    await waitForServers("pg_ro", { r2: "UP/10" });
+    await waitForServers("ro", { r2: "UP/10" });
   } finally {
     await pg.standby.sql("select pg_wal_replay_resume()");
   }
   await waitForLine(reader.ports[0]!, "up ready 100%\n");
-  await waitForServers("pg_ro", { r2: "UP/100" });
+  await waitForServers("ro", { r2: "UP/100" });
 });
 
 test("failover: haproxy follows the promotion and never marks the old primary UP again", async () => {
@@ -252,7 +251,7 @@ test("failover: haproxy follows the promotion and never marks the old primary UP
   let watching = true;
   const watcher = (async () => {
     while (watching) {
-      const servers = await haproxy.showServers("pg_rw").catch(() => undefined);
+      const servers = await haproxy.showServers("rw").catch(() => undefined);
       if (servers) seen.push(`${servers.s1?.status?.split(" ")[0]} ${servers.s2?.status?.split(" ")[0]}`);
       await Bun.sleep(10);
     }
@@ -261,7 +260,7 @@ test("failover: haproxy follows the promotion and never marks the old primary UP
     await pg.primary.stop("fast");
     await pg.standby.promote();
     await pg.standby.waitPrimary();
-    await waitForServers("pg_rw", { s1: "DOWN", s2: "UP" });
+    await waitForServers("rw", { s1: "DOWN", s2: "UP" });
     expect(await throughHaproxy()).toEqual({ port: pg.standby.port, inRecovery: false });
     expect(await answer(onStandby.ports[1]!)).toBe("up ready\n");
     expect(await answer(onPrimary.ports[1]!)).toBe("down ready #unknown\n");

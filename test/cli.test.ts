@@ -54,15 +54,15 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     ],
     [
       ["--listen", "1.2.3:5400"],
-      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "::1:5400"],
-      'replstatus: invalid value for --listen: "::1:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "::1:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "tls:127.0.0.1:5400"],
-      'replstatus: invalid value for --listen: "tls:127.0.0.1:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "tls:127.0.0.1:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "127.0.0.1:5400", "--port", "5401"],
@@ -74,7 +74,7 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     ],
     [
       ["--listen", "http2:127.0.0.1:5400"],
-      'replstatus: invalid value for --listen: "http2:127.0.0.1:5400" (expected [raw|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "http2:127.0.0.1:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--agent-role", "replica"],
@@ -93,6 +93,26 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     [
       ["demo", "--duration", "soon"],
       'replstatus: invalid value for --duration: "soon" (expected a duration 0s..86400s such as 500ms or 10s)',
+    ],
+    [
+      ["--max-lag-bytes", "16XB"],
+      'replstatus: invalid value for --max-lag-bytes: "16XB" (expected a size in bytes such as 1048576, 512kB, 16MB or 1GB)',
+    ],
+    [
+      ["--max-lag-seconds", "0"],
+      'replstatus: invalid value for --max-lag-seconds: "0" (expected a number of seconds above 0 and at most 86400, such as 30 or 2.5)',
+    ],
+    [
+      ["--lag-grace", "soon"],
+      'replstatus: invalid value for --lag-grace: "soon" (expected a duration 0s..3600s such as 250ms or 2s)',
+    ],
+    [
+      ["--text-lagging", "STANDBY_LAG"],
+      'replstatus: the lagging text "STANDBY_LAG" contains the standby text "STANDBY"; haproxy\'s "expect string" would match both',
+    ],
+    [
+      ["--listen", "https:127.0.0.1:8008"],
+      'replstatus: invalid value for --listen: "https:127.0.0.1:8008" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--channel", "Bad-Name"],

@@ -2,7 +2,7 @@
 // itself or on SIGTERM, and leave no process and no temp dir behind.
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { haproxyBinary } from "./fixture/haproxy.ts";
+import { findHaproxy } from "./fixture/haproxy.ts";
 import { waitFor } from "./fixture/pg.ts";
 import { cleanEnv, MAIN } from "./helpers.ts";
 
@@ -64,7 +64,7 @@ test("the demo shows a failover, ends by itself with 0 and leaves nothing behind
   expect(after.some((l) => l.includes("node2 replstatus: info: standby -> primary (promoted)"))).toBe(true);
   expect(after.some((l) => /node2 +raw MASTER +agent "up ready"/.test(l))).toBe(true);
   expect(after.some((l) => /node1 +raw UNKNOWN/.test(l))).toBe(true);
-  if (haproxyBinary()) {
+  if (findHaproxy()) {
     expect(lines.slice(0, failover).some((l) => /node1 .*haproxy UP \(routes here\)/.test(l))).toBe(true);
     expect(after.some((l) => /node2 .*haproxy UP \(routes here\)/.test(l))).toBe(true);
     // Once node2 takes the traffic, node1 is never a target again.

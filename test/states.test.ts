@@ -19,7 +19,7 @@ import {
   type State,
 } from "../src/states.ts";
 
-const TEXTS = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN" };
+const TEXTS = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN", lagging: "LAGGING" };
 const MB = 1024 ** 2;
 const agent = (role: AgentConfig["role"], weightByLag = false): AgentConfig => ({
   role,
@@ -76,6 +76,7 @@ describe("answers per state and override", () => {
 describe("weight bucket by replay lag", () => {
   const facts = (over: Partial<PollFacts>): PollFacts => ({
     inRecovery: true,
+    receiverPid: 4242,
     receiverStatus: "streaming",
     lagBytes: 0,
     replayAgeSeconds: null,

@@ -2,6 +2,7 @@
 // the three cannot drift apart. Precedence: flags, then REPLSTATUS_* environment
 // variables, then the defaults below.
 import { isIP } from "node:net";
+import { buildAllowList, type AllowList } from "./allow.ts";
 
 /** Thrown for a bad flag or value; main.ts prints `message` and exits with 2. */
 export class ConfigError extends Error {
@@ -34,6 +35,14 @@ export interface Config {
   connectTimeoutMs: number;
   channel: string;
   texts: Texts;
+  /** listen(2) backlog asked for; the kernel caps it at net.core.somaxconn. */
+  backlog: number;
+  /** undefined: every peer is answered. */
+  allow: AllowList | undefined;
+  /** Before the open-file limit is taken into account (see main.ts). */
+  maxConnections: number;
+  /** Prometheus endpoint; undefined: none. */
+  metricsListen: { host: string; port: number } | undefined;
 }
 
 // Defaults, as bgw_replstatus has them where it has them.
@@ -45,6 +54,8 @@ export const DEFAULT_CONNECT_TIMEOUT = "2s";
 export const DEFAULT_CHANNEL = "replstatus";
 export const DEFAULT_TEXTS: Texts = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN" };
 export const MAX_TEXT_BYTES = 64;
+export const DEFAULT_BACKLOG = 4096;
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
 
 interface Option {
   /** Flag name without the leading dashes. */
@@ -122,6 +133,29 @@ export const OPTIONS: readonly Option[] = [
     arg: "TEXT",
     default: DEFAULT_TEXTS.unknown,
     help: "raw answer when the role is not known (PostgreSQL down, hung, refusing)",
+  },
+  {
+    name: "backlog",
+    arg: "N",
+    default: String(DEFAULT_BACKLOG),
+    help: "listen backlog of every listener, capped by net.core.somaxconn (Bun's own is a fixed 512)",
+  },
+  {
+    name: "allow",
+    arg: "CIDR",
+    repeatable: true,
+    help: "answer only peers in this network, repeatable (10.0.0.0/8, ::1/128, a bare address); others are closed without a byte (default: every peer)",
+  },
+  {
+    name: "max-connections",
+    arg: "N",
+    default: String(DEFAULT_MAX_CONNECTIONS),
+    help: "open sockets at most, across listeners; more are closed at once, unanswered; lowered to fit the open-file limit",
+  },
+  {
+    name: "metrics-listen",
+    arg: "HOST:PORT",
+    help: "serve Prometheus metrics over HTTP at /metrics on this address (default: none)",
   },
   { name: "help", help: "print this help and exit" },
   { name: "version", help: "print the version and exit" },
@@ -327,7 +361,58 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>): 
   const clash = textClash({ ...texts });
   if (clash) throw new ConfigError(`${clash}; haproxy's "expect string" would match both`);
 
-  return { listen, db, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel, texts };
+  const integer = (name: string, min: number, max: number): number => {
+    const text = value(name)!;
+    const n = /^\d{1,9}$/.test(text) ? Number(text) : NaN;
+    if (!(n >= min && n <= max)) throw invalid(name, text, `an integer ${min}..${max}`, fromEnv(name));
+    return n;
+  };
+  const backlog = integer("backlog", 1, 65535);
+  const maxConnections = integer("max-connections", 1, 1_000_000);
+
+  let allow: AllowList | undefined;
+  const allowTexts = merged.get("allow");
+  if (allowTexts !== undefined) {
+    const list = buildAllowList(allowTexts);
+    if ("bad" in list) {
+      throw invalid(
+        "allow",
+        list.bad,
+        "an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or fd00::/8, or an address",
+        fromEnv("allow"),
+      );
+    }
+    allow = list;
+  }
+
+  let metricsListen: Config["metricsListen"];
+  const metricsText = value("metrics-listen");
+  if (metricsText !== undefined) {
+    const parsed = parseListen(metricsText);
+    if (typeof parsed === "string" || parsed.mode !== "raw" || metricsText.startsWith("raw:")) {
+      throw invalid(
+        "metrics-listen",
+        metricsText,
+        "HOST:PORT with an IP address, IPv6 in brackets, port 0..65535",
+        fromEnv("metrics-listen"),
+      );
+    }
+    metricsListen = { host: parsed.host, port: parsed.port };
+  }
+
+  return {
+    listen,
+    db,
+    pollIntervalMs,
+    staleAfterMs,
+    connectTimeoutMs,
+    channel,
+    texts,
+    backlog,
+    allow,
+    maxConnections,
+    metricsListen,
+  };
 }
 
 export function formatAddress(l: { host: string; port: number }): string {

@@ -33,6 +33,7 @@ export const BACKOFF_MIN_MS = 100;
 export const BACKOFF_MAX_MS = 2000;
 /** A NOTIFY flood must not turn into a poll flood. */
 const NOTIFY_MIN_GAP_MS = 5;
+const CONNECTION_LOST = { code: "CONNECTION_CLOSED" };
 
 export interface PollerOptions {
   target: DbTarget;
@@ -42,6 +43,8 @@ export interface PollerOptions {
   channel: string;
   status: Status;
   log: Logger;
+  /** Told of every poll's duration and of every failure (metrics.ts). */
+  observer?: { observePoll(durationMs: number): void; pollError(err: unknown): void };
 }
 
 export interface Poller {
@@ -91,7 +94,11 @@ export function startPoller(opts: PollerOptions): Poller {
       fetch_types: false,
       onnotice: () => {},
       onnotify: () => id === session && poke(),
-      onclose: () => id === session && fail("connection lost"),
+      onclose: () => {
+        if (id !== session) return;
+        opts.observer?.pollError(CONNECTION_LOST);
+        fail("connection lost");
+      },
       connection: { application_name: "replstatus" },
     };
     return postgres(options);
@@ -130,6 +137,7 @@ export function startPoller(opts: PollerOptions): Poller {
     };
     // Fresh until staleAfterMs after the poll *started*: the answer may be
     // that old by the time it arrives.
+    opts.observer?.observePoll(facts.durationMs);
     clearTimeout(staleTimer);
     staleTimer = setTimeout(onStale, Math.max(0, startedAt + opts.staleAfterMs - now));
     failures = 0;
@@ -204,7 +212,10 @@ export function startPoller(opts: PollerOptions): Poller {
           ok = true;
         }
       } catch (err) {
-        if (id === session && !stopped) fail(describe(err));
+        if (id === session && !stopped) {
+          opts.observer?.pollError(err);
+          fail(describe(err));
+        }
       }
       if (stopped) break;
       if (ok && poked) {

@@ -17,9 +17,16 @@ export interface Responder extends AsyncDisposable {
   stop(): Promise<number>;
 }
 
-/** Starts `bun src/main.ts args` and waits for its start line. */
-export async function startResponder(args: string[], env: Record<string, string> = {}): Promise<Responder> {
-  const proc = Bun.spawn([process.execPath, MAIN, ...args], {
+/**
+ * Starts `bun src/main.ts args` and waits for its start line. `wrap` is a
+ * command that execs it (e.g. prlimit), so the pid stays the responder's.
+ */
+export async function startResponder(
+  args: string[],
+  env: Record<string, string> = {},
+  wrap: string[] = [],
+): Promise<Responder> {
+  const proc = Bun.spawn([...wrap, process.execPath, MAIN, ...args], {
     env: { ...cleanEnv(), ...env },
     stdin: "ignore",
     stdout: "pipe",

@@ -1,6 +1,6 @@
 // One option table drives the parser, the validation and the --help text, so
 // the three cannot drift apart. Precedence: flags, then REPLSTATUS_* environment
-// variables, then the defaults below.
+// variables, then the --config file, then the defaults below.
 import { isIP } from "node:net";
 import { buildAllowList, type AllowList } from "./allow.ts";
 
@@ -43,6 +43,7 @@ export interface Config {
   maxConnections: number;
   /** Prometheus endpoint; undefined: none. */
   metricsListen: { host: string; port: number } | undefined;
+  logFormat: "text" | "json";
 }
 
 // Defaults, as bgw_replstatus has them where it has them.
@@ -157,6 +158,17 @@ export const OPTIONS: readonly Option[] = [
     arg: "HOST:PORT",
     help: "serve Prometheus metrics over HTTP at /metrics on this address (default: none)",
   },
+  {
+    name: "config",
+    arg: "FILE",
+    help: 'TOML file of flag names and values (poll-interval = "100ms"), below flags and variables; re-read on SIGHUP (default: none)',
+  },
+  {
+    name: "log-format",
+    arg: "FORMAT",
+    default: "text",
+    help: "text, or json for JSON lines (time, level, msg)",
+  },
   { name: "help", help: "print this help and exit" },
   { name: "version", help: "print the version and exit" },
 ];
@@ -214,8 +226,9 @@ export function mergeEnv(raw: Raw, env: Record<string, string | undefined>): Raw
   return merged;
 }
 
-function invalid(name: string, value: string, expected: string, fromEnv: boolean): ConfigError {
-  const where = fromEnv ? envName(name) : "--" + name;
+/** `source`: false for a flag, true for its variable, or where in a file it was found. */
+function invalid(name: string, value: string, expected: string, source: boolean | string): ConfigError {
+  const where = source === true ? envName(name) : source === false ? "--" + name : source;
   return new ConfigError(`invalid value for ${where}: ${JSON.stringify(value)} (expected ${expected})`);
 }
 
@@ -279,10 +292,55 @@ export function textClash(texts: Record<string, string>): string | undefined {
   return undefined;
 }
 
-/** Turns argv and the environment into a validated Config; throws ConfigError. */
-export function buildConfig(raw: Raw, env: Record<string, string | undefined>): Config {
-  const merged = mergeEnv(raw, env);
-  const fromEnv = (name: string) => !raw.has(name) && merged.has(name);
+export interface ConfigFile {
+  path: string;
+  values: Raw;
+}
+
+/**
+ * Reads a TOML file whose keys are flag names (`poll-interval = "100ms"`,
+ * `allow = ["10.0.0.0/8"]`); throws ConfigError naming the file.
+ */
+export async function readConfigFile(path: string): Promise<ConfigFile> {
+  let table: Record<string, unknown>;
+  try {
+    table = Bun.TOML.parse(await Bun.file(path).text()) as Record<string, unknown>;
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    const why = e.code === "ENOENT" ? "no such file" : e.code === "EACCES" ? "permission denied" : oneLine(e.message);
+    throw new ConfigError(`could not read config file ${path}: ${why}`);
+  }
+  const values: Raw = new Map();
+  for (const [key, value] of Object.entries(table)) {
+    const option = BY_NAME.get(key);
+    if (!option || !option.arg || key === "config") {
+      throw new ConfigError(`unknown key "${key}" in ${path} (keys are flag names without dashes, see --help)`);
+    }
+    const list = Array.isArray(value) ? value : [value];
+    if (
+      (Array.isArray(value) && !option.repeatable) ||
+      list.some((v) => typeof v !== "string" && typeof v !== "number")
+    ) {
+      throw new ConfigError(
+        `invalid value for ${key} in ${path}: ${JSON.stringify(value)} (expected ${option.repeatable ? "a string or a list of strings" : "a string or a number"})`,
+      );
+    }
+    values.set(key, list.map(String));
+  }
+  return { path, values };
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, " ").trim();
+}
+
+/** Turns argv, the environment and the config file into a validated Config; throws ConfigError. */
+export function buildConfig(raw: Raw, env: Record<string, string | undefined>, file?: ConfigFile): Config {
+  const withEnv = mergeEnv(raw, env);
+  const merged: Raw = new Map(withEnv);
+  for (const [name, values] of file?.values ?? []) if (!merged.has(name)) merged.set(name, values);
+  const fromEnv = (name: string): boolean | string =>
+    raw.has(name) ? false : withEnv.has(name) ? true : merged.has(name) ? `${name} in ${file!.path}` : false;
   const value = (name: string): string | undefined => merged.get(name)?.[0] ?? BY_NAME.get(name)!.default;
 
   const duration = (name: string, minMs: number, maxMs: number): number => {
@@ -400,7 +458,13 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>): 
     metricsListen = { host: parsed.host, port: parsed.port };
   }
 
+  const logFormat = value("log-format")!;
+  if (logFormat !== "text" && logFormat !== "json") {
+    throw invalid("log-format", logFormat, "text or json", fromEnv("log-format"));
+  }
+
   return {
+    logFormat,
     listen,
     db,
     pollIntervalMs,

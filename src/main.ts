@@ -3,13 +3,25 @@
 // prints fatal errors and exits: 2 for a bad configuration, 1 for a start-up
 // failure (an address that cannot be served).
 import pkg from "../package.json";
-import { buildConfig, ConfigError, formatAddress, formatDuration, helpText, parseArgv, redactUrl } from "./config.ts";
+import {
+  buildConfig,
+  ConfigError,
+  envName,
+  formatAddress,
+  formatDuration,
+  helpText,
+  parseArgv,
+  readConfigFile,
+  redactUrl,
+  type Config,
+  type Raw,
+} from "./config.ts";
 import { raiseFdLimit, somaxconn } from "./backlog.ts";
 import { resolveTarget } from "./db.ts";
 import { listen, ListenError, listenError, rawHandler, type Gate, type Listener } from "./listeners.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMetrics, OVER_LIMIT, RESULTS } from "./metrics.ts";
-import { startPoller } from "./poller.ts";
+import { startPoller, type Poller } from "./poller.ts";
 import { buildResponses, createStatus, STATE_NAMES } from "./states.ts";
 
 function fatal(message: string, hint: string | undefined, exitCode: number): never {
@@ -19,8 +31,8 @@ function fatal(message: string, hint: string | undefined, exitCode: number): nev
 
 async function main(argv: string[]): Promise<void> {
   const env = process.env;
-  let raw;
-  let config;
+  let raw: Raw;
+  let config: Config;
   let target;
   try {
     raw = parseArgv(argv);
@@ -32,15 +44,21 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(`replstatus ${pkg.version} (bun ${Bun.version})\n`);
       return;
     }
-    config = buildConfig(raw, env);
+    config = buildConfig(raw, env, await configFile(raw, env));
     target = resolveTarget(config.db, env);
   } catch (err) {
     if (err instanceof ConfigError) fatal(err.message, undefined, 2);
     throw err;
   }
 
-  const log = createLogger();
-  const status = createStatus((from, to, reason) => log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`));
+  const log = createLogger(undefined, config.logFormat);
+  const status = createStatus((from, to, reason) =>
+    log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`, {
+      from: STATE_NAMES[from],
+      to: STATE_NAMES[to],
+      reason,
+    }),
+  );
   const responses = buildResponses(config.texts);
   const handler = rawHandler(status.cell, responses);
   const metrics = createMetrics(config.listen.length);
@@ -86,29 +104,6 @@ async function main(argv: string[]): Promise<void> {
     }
   }
 
-  log.info(
-    `replstatus ${pkg.version} serving ${listeners.map((l) => `${l.address.mode} ${formatAddress(l.address)}`).join(", ")}; ` +
-      `database ${redactUrl(target.display)}; poll every ${formatDuration(config.pollIntervalMs)}, ` +
-      `stale after ${formatDuration(config.staleAfterMs)}` +
-      (metricsServer
-        ? `; metrics http ${formatAddress({ host: config.metricsListen!.host, port: metricsServer.port! })}/metrics`
-        : ""),
-  );
-  log.info(
-    `listen backlog ${effectiveBacklog}` +
-      (effectiveBacklog < config.backlog ? ` (--backlog ${config.backlog} capped by net.core.somaxconn)` : "") +
-      `; max connections ${maxConnections}` +
-      (maxConnections < config.maxConnections ? ` (--max-connections ${config.maxConnections} lowered to fit)` : "") +
-      `; open-file limit ${fdLimit ?? "unknown"}` +
-      (config.allow ? `; answering only ${config.allow.cidrs.join(", ")}` : ""),
-  );
-  for (const l of listeners) {
-    if (l.backlogError) {
-      log.warning(
-        `could not set the listen backlog of ${formatAddress(l.address)}: ${l.backlogError}; it stays at 512`,
-      );
-    }
-  }
   const overLimitTimer = watchOverLimit(metrics.connections, gate, log);
 
   const poller = startPoller({
@@ -144,7 +139,109 @@ async function main(argv: string[]): Promise<void> {
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  // One reload at a time; a SIGHUP during one is taken after it.
+  let reloading: Promise<void> = Promise.resolve();
+  process.on("SIGHUP", () => {
+    reloading = reloading.then(async () => {
+      const next = await reload(raw, log);
+      if (next) {
+        apply(config, next, { responses, gate, poller, log, fdLimit });
+        config = next;
+      }
+    });
+  });
   process.on("SIGINT", () => void shutdown("SIGINT"));
+
+  // Last, once every handler is in place: tests and scripts take this line as "ready".
+  log.info(
+    `replstatus ${pkg.version} serving ${listeners.map((l) => `${l.address.mode} ${formatAddress(l.address)}`).join(", ")}; ` +
+      `database ${redactUrl(target.display)}; poll every ${formatDuration(config.pollIntervalMs)}, ` +
+      `stale after ${formatDuration(config.staleAfterMs)}` +
+      (metricsServer
+        ? `; metrics http ${formatAddress({ host: config.metricsListen!.host, port: metricsServer.port! })}/metrics`
+        : ""),
+  );
+  log.info(
+    `listen backlog ${effectiveBacklog}` +
+      (effectiveBacklog < config.backlog ? ` (--backlog ${config.backlog} capped by net.core.somaxconn)` : "") +
+      `; max connections ${maxConnections}` +
+      (maxConnections < config.maxConnections ? ` (--max-connections ${config.maxConnections} lowered to fit)` : "") +
+      `; open-file limit ${fdLimit ?? "unknown"}` +
+      (config.allow ? `; answering only ${config.allow.cidrs.join(", ")}` : ""),
+  );
+  for (const l of listeners) {
+    if (l.backlogError) {
+      log.warning(
+        `could not set the listen backlog of ${formatAddress(l.address)}: ${l.backlogError}; it stays at 512`,
+      );
+    }
+  }
+}
+
+async function configFile(raw: Raw, env: Record<string, string | undefined>) {
+  const path = raw.get("config")?.[0] ?? (env[envName("config")] || undefined);
+  return path === undefined ? undefined : await readConfigFile(path);
+}
+
+/** Reads the configuration again (the file; flags and variables cannot change); undefined when rejected. */
+async function reload(raw: Raw, log: Logger): Promise<Config | undefined> {
+  try {
+    const next = buildConfig(raw, process.env, await configFile(raw, process.env));
+    resolveTarget(next.db, process.env);
+    return next;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    log.error(`SIGHUP: reload rejected, keeping the running configuration: ${err.message}`);
+    return undefined;
+  }
+}
+
+interface Running {
+  responses: ReturnType<typeof buildResponses>;
+  gate: Gate;
+  poller: Poller;
+  log: Logger;
+  fdLimit: number | undefined;
+}
+
+// What can change in a running process is applied in place: the listeners
+// hold the same Responses object and Gate, the poller its options. Addresses,
+// the database and the channel belong to sockets and connections made at
+// start, so a change there is reported and waits for a restart.
+function apply(old: Config, next: Config, run: Running): void {
+  const changed: string[] = [];
+  const show = (v: unknown) => (typeof v === "string" ? v : JSON.stringify(v));
+  const note = (name: string, a: unknown, b: unknown) => {
+    if (JSON.stringify(a) !== JSON.stringify(b)) changed.push(`${name} ${show(a)} -> ${show(b)}`);
+  };
+  for (const state of Object.keys(next.texts) as (keyof Config["texts"])[]) {
+    note(`text-${state}`, old.texts[state], next.texts[state]);
+  }
+  note("allow", old.allow?.cidrs ?? "every peer", next.allow?.cidrs ?? "every peer");
+  note("max-connections", old.maxConnections, next.maxConnections);
+  note("poll-interval", formatDuration(old.pollIntervalMs), formatDuration(next.pollIntervalMs));
+  note("stale-after", formatDuration(old.staleAfterMs), formatDuration(next.staleAfterMs));
+  note("connect-timeout", formatDuration(old.connectTimeoutMs), formatDuration(next.connectTimeoutMs));
+  note("log-format", old.logFormat, next.logFormat);
+
+  Object.assign(run.responses, buildResponses(next.texts));
+  run.gate.allow = next.allow;
+  run.gate.maxConnections =
+    run.fdLimit === undefined ? next.maxConnections : fitFdLimit(next.maxConnections, run.fdLimit);
+  run.poller.retime(next);
+  run.log.format = next.logFormat;
+
+  const restart: string[] = [];
+  if (JSON.stringify(old.listen) !== JSON.stringify(next.listen)) restart.push("listen/port/bind");
+  if (old.db !== next.db) restart.push("db");
+  if (old.channel !== next.channel) restart.push("channel");
+  if (old.backlog !== next.backlog) restart.push("backlog");
+  if (JSON.stringify(old.metricsListen) !== JSON.stringify(next.metricsListen)) restart.push("metrics-listen");
+
+  run.log.info(`SIGHUP: reloaded; ${changed.length ? changed.join(", ") : "nothing changed"}`);
+  if (restart.length) {
+    run.log.warning(`SIGHUP: ${restart.join(", ")} changed but only take effect after a restart`);
+  }
 }
 
 /** Open files the process needs besides client sockets: runtime, database, metrics. */

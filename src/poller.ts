@@ -51,6 +51,8 @@ export interface Poller {
   readonly facts: PollFacts | undefined;
   /** Polls that failed since the last success (0 when healthy). */
   readonly failures: number;
+  /** Applies new timings from the next poll on (a reload). */
+  retime(timings: Pick<PollerOptions, "pollIntervalMs" | "staleAfterMs" | "connectTimeoutMs">): void;
   stop(): Promise<void>;
 }
 
@@ -237,6 +239,12 @@ export function startPoller(opts: PollerOptions): Poller {
     },
     get failures() {
       return failures;
+    },
+    retime(timings) {
+      opts.pollIntervalMs = timings.pollIntervalMs;
+      opts.staleAfterMs = timings.staleAfterMs;
+      opts.connectTimeoutMs = timings.connectTimeoutMs;
+      wake?.();
     },
     async stop() {
       stopped = true;

@@ -37,16 +37,14 @@ export async function startResponder(
     const decoder = new TextDecoder();
     for await (const chunk of proc.stderr) log += decoder.decode(chunk, { stream: true });
   })();
+  const exited = () => proc.exitCode !== null || proc.signalCode !== null;
   const waitForLog = async (pattern: RegExp, what = String(pattern), timeoutMs = 20_000) => {
-    await waitFor(
-      what,
-      () => {
-        if (proc.exitCode !== null)
-          throw new Error(`replstatus exited with ${proc.exitCode} while waiting for ${what}:\n${log}`);
-        return pattern.test(log);
-      },
-      timeoutMs,
-    );
+    await waitFor(what, () => exited() || pattern.test(log), timeoutMs).catch((err: Error) => {
+      throw new Error(`${err.message}\n--- replstatus log ---\n${log}`);
+    });
+    if (!pattern.test(log)) {
+      throw new Error(`replstatus exited with ${proc.exitCode ?? proc.signalCode} while waiting for ${what}:\n${log}`);
+    }
   };
   await waitForLog(/ serving /, "the start line");
   const line = log.split("\n").find((l) => l.includes(" serving "))!;

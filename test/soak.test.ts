@@ -1,0 +1,11 @@
+// The soak loop of bench/soak.ts with a count that fits in the suite.
+import { expect, test } from "bun:test";
+import { soak } from "../bench/soak.ts";
+import { startResponder } from "./helpers.ts";
+
+test("20,000 connections: every answer right, resident memory flat within 10% after warm-up", async () => {
+  await using r = await startResponder(["--listen", "127.0.0.1:0"], { PGHOST: "/nonexistent", PGPORT: "5999" });
+  const result = await soak(r.proc.pid, r.ports[0]!, "UNKNOWN", 20_000, 32);
+  expect(result.wrong).toBe(0);
+  expect(result.growth).toBeLessThanOrEqual(0.1);
+}, 90_000);

@@ -90,6 +90,19 @@ async function metric(name: string): Promise<number> {
   return Number(line!.split(" ")[1]);
 }
 
+test("metrics of a working primary", async () => {
+  await waitForAnswer(r.ports[0]!, "MASTER");
+  expect(await metric('replstatus_state{state="primary"}')).toBe(1);
+  expect(await metric('replstatus_state{state="unknown"}')).toBe(0);
+  expect(await metric("replstatus_poll_duration_seconds_count")).toBeGreaterThan(0);
+  expect(await metric('replstatus_poll_duration_seconds_bucket{le="+Inf"}')).toBe(
+    await metric("replstatus_poll_duration_seconds_count"),
+  );
+  expect(await metric("replstatus_last_poll_age_seconds")).toBeLessThan(STALE_AFTER_MS / 1000);
+  expect(await metric("replstatus_standby_lag_bytes")).toBeNaN();
+  expect(await metric("replstatus_state_changes_total")).toBeGreaterThanOrEqual(1);
+});
+
 describe("chaos", () => {
   // While PostgreSQL is down or hung no poll can succeed, so the only MASTER
   // answers allowed after a failure are those still inside the bound: the

@@ -2,6 +2,7 @@
 // limit and the metrics endpoint, against the real CLI. No PostgreSQL is
 // needed here: with none, every answer is UNKNOWN, which is enough to see who
 // gets an answer and who does not.
+import type { TCPSocketListenOptions } from "bun";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
@@ -9,6 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
 import { admits, buildAllowList, type AllowList } from "../src/allow.ts";
+import { guard, rawHandler, type Gate } from "../src/listeners.ts";
+import { buildResponses } from "../src/states.ts";
 import { waitFor } from "./fixture/pg.ts";
 import { answer, cleanEnv, MAIN, probe, startResponder, type Responder } from "./helpers.ts";
 
@@ -37,6 +40,17 @@ async function scrape(port: number): Promise<{ text: string; values: Map<string,
     if (m) values.set(m[1]!, m[2] === "+Inf" ? Infinity : Number(m[2]));
   }
   return { text, values };
+}
+
+/** The raw text a peer bound to `localAddress` gets ("" when closed unanswered). */
+function answerFrom(port: number, localAddress: string, host = "127.0.0.1"): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const s = connect({ port, host, localAddress });
+    s.on("data", (d: Buffer) => chunks.push(d));
+    s.on("close", () => resolve(Buffer.concat(chunks).toString()));
+    s.on("error", () => {});
+  });
 }
 
 /** Sockets that connect and then hold the connection open, reading nothing. */
@@ -94,14 +108,7 @@ describe("--allow", () => {
     const [v4, v6] = r.ports as [number, number];
     expect(await answer(v4)).toBe("UNKNOWN");
     // Another loopback address, through node:net's localAddress.
-    const other = await new Promise<{ text: string; close: string }>((resolve) => {
-      const chunks: Buffer[] = [];
-      const s = connect({ port: v4, host: "127.0.0.1", localAddress: "127.0.0.2" });
-      s.on("data", (d: Buffer) => chunks.push(d));
-      s.on("end", () => resolve({ text: Buffer.concat(chunks).toString(), close: "fin" }));
-      s.on("error", (e: NodeJS.ErrnoException) => resolve({ text: Buffer.concat(chunks).toString(), close: e.code! }));
-    });
-    expect(other.text).toBe("");
+    expect(await answerFrom(v4, "127.0.0.2")).toBe("");
     expect((await probe(v6, "::1")).text).toBe("");
     // A peer that sends first gets nothing either.
     expect((await probe(v6, "::1", "GET / HTTP/1.0\r\n\r\n")).text).toBe("");
@@ -120,6 +127,48 @@ describe("--allow", () => {
       noDb(),
     );
     expect(await answer(r.ports[0]!, "::1")).toBe("UNKNOWN");
+  });
+
+  // replstatus's own IPv6 listeners are IPv6-only; a dual-stack socket shows
+  // what the guard does with the ::ffff:a.b.c.d form Bun reports there.
+  test("on a dual-stack socket IPv4 peers are matched as their IPv4 address", async () => {
+    const gate: Gate = {
+      allow: buildAllowList(["127.0.0.1/32"]) as AllowList,
+      maxConnections: 100,
+      open: 0,
+      counters: new Float64Array(3),
+    };
+    const responses = buildResponses({ primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN" });
+    using server = Bun.listen({
+      hostname: "::",
+      port: 0,
+      ipv6Only: false,
+      allowHalfOpen: true,
+      data: 0,
+      socket: guard(rawHandler(new Int32Array([0]), responses), gate, 0),
+    } as TCPSocketListenOptions<number> & { ipv6Only: boolean });
+    const peer = await new Promise<string>((resolve) => {
+      const probeServer = Bun.listen({
+        hostname: "::",
+        port: 0,
+        ipv6Only: false,
+        socket: {
+          open(s) {
+            resolve(s.remoteAddress);
+            s.end();
+            probeServer.stop();
+          },
+          data() {},
+        },
+      } as TCPSocketListenOptions<undefined> & { ipv6Only: boolean });
+      connect({ port: probeServer.port, host: "127.0.0.1" }).on("error", () => {});
+    });
+    expect(peer).toBe("::ffff:127.0.0.1");
+    expect(await answer(server.port)).toBe("MASTER");
+    expect(await answerFrom(server.port, "127.0.0.2")).toBe("");
+    expect(await answerFrom(server.port, "::1", "::1")).toBe("");
+    expect([...gate.counters]).toEqual([1, 2, 0]);
+    await waitFor("every socket closed", () => gate.open === 0);
   });
 
   const list = (...cidrs: string[]) => buildAllowList(cidrs) as AllowList;

@@ -25,6 +25,8 @@ export interface SoakResult {
   /** Answers other than the expected text, and which (errors as <CODE>). */
   wrong: number;
   wrongTexts: Record<string, number>;
+  /** RSS at every tenth of the run, kB. */
+  samplesKb: number[];
 }
 
 export function rssKb(pid: number): number {
@@ -55,6 +57,7 @@ export async function soak(
   let next = 0;
   let wrong = 0;
   const wrongTexts = new Map<string, number>();
+  const samplesKb: number[] = [];
   let rssWarmKb = 0;
   let rssMaxKb = 0;
   const t0 = performance.now();
@@ -68,6 +71,7 @@ export async function soak(
       }
       if (i > 0 && i % step === 0) {
         const rss = rssKb(pid);
+        samplesKb.push(rss);
         if (i === step) rssWarmKb = rss;
         else rssMaxKb = Math.max(rssMaxKb, rss);
       }
@@ -88,6 +92,7 @@ export async function soak(
     growth: (rssMaxKb - rssWarmKb) / rssWarmKb,
     wrong,
     wrongTexts: Object.fromEntries(wrongTexts),
+    samplesKb,
   };
 }
 
@@ -108,6 +113,7 @@ if (import.meta.main) {
         `rss after warm-up ${(result.rssWarmKb / 1024).toFixed(1)} MB`,
         `rss max after     ${(result.rssMaxKb / 1024).toFixed(1)} MB (${(result.growth * 100).toFixed(1)}%)`,
         `rss at the end    ${(result.rssEndKb / 1024).toFixed(1)} MB`,
+        `rss every tenth   ${result.samplesKb.map((kb) => (kb / 1024).toFixed(1)).join(" ")} MB`,
         ok ? "ok: flat within 10%" : "FAILED: memory grew more than 10% or answers were wrong",
       ].join("\n"),
     );

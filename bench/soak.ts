@@ -45,7 +45,10 @@ function once(port: number): Promise<string> {
   });
 }
 
-/** Runs `total` connections, `concurrency` at a time, sampling RSS every tenth. */
+/**
+ * Runs `total` connections, `concurrency` at a time, sampling RSS every
+ * tenth; the first sample, after a tenth of the run, is the warm-up value.
+ */
 export async function soak(
   pid: number,
   port: number,

@@ -6,7 +6,8 @@ import type { SocketHandler } from "bun";
 import type { AgentConfig } from "./config.ts";
 import { DRAIN_TIMEOUT_S, rawHandler } from "./listeners.ts";
 import type { PollFacts } from "./poller.ts";
-import { AGENT_SLOT, WEIGHT_BUCKETS, type Responses } from "./states.ts";
+import type { Responses } from "./responses.ts";
+import { AGENT_SLOT, WEIGHT_BUCKETS } from "./states.ts";
 
 /**
  * The hot path of an agent listener: as raw mode, but the line comes from

@@ -1,7 +1,8 @@
 // One option table drives the parser, the validation and the --help text, so
 // the three cannot drift apart. Precedence: flags, then REPLSTATUS_* environment
-// variables, then the defaults below.
+// variables, then the --config file, then the defaults below.
 import { isIP } from "node:net";
+import { buildAllowList, type AllowList } from "./allow.ts";
 
 /** Thrown for a bad flag or value; main.ts prints `message` and exits with 2. */
 export class ConfigError extends Error {
@@ -51,6 +52,15 @@ export interface Config {
    * undefined for the default, which depends on the listener's port.
    */
   controlSocket: string | undefined;
+  /** listen(2) backlog asked for; the kernel caps it at net.core.somaxconn. */
+  backlog: number;
+  /** undefined: every peer is answered. */
+  allow: AllowList | undefined;
+  /** Before the open-file limit is taken into account (see main.ts). */
+  maxConnections: number;
+  /** Prometheus endpoint; undefined: none. */
+  metricsListen: { host: string; port: number } | undefined;
+  logFormat: "text" | "json";
 }
 
 export interface AgentConfig {
@@ -85,6 +95,8 @@ export const DEFAULT_PROMOTE_AFTER = "10s";
 /** The first word of argv when it is one of these; flags follow it. */
 export const SUBCOMMANDS = ["drain", "maint", "ready", "demo"] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number];
+export const DEFAULT_BACKLOG = 4096;
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
 
 interface Option {
   /** Flag name without the leading dashes. */
@@ -221,6 +233,40 @@ export const OPTIONS: readonly Option[] = [
     default: DEFAULT_LAG_GRACE,
     help: "how long a standby must stay over a lag limit before it turns lagging; it is back to standby as soon as it is under",
   },
+  {
+    name: "backlog",
+    arg: "N",
+    default: String(DEFAULT_BACKLOG),
+    help: "listen backlog of every listener, capped by net.core.somaxconn (Bun's own is a fixed 512)",
+  },
+  {
+    name: "allow",
+    arg: "CIDR",
+    repeatable: true,
+    help: "answer only peers in this network, repeatable (10.0.0.0/8, ::1/128, a bare address); others are closed without a byte (default: every peer)",
+  },
+  {
+    name: "max-connections",
+    arg: "N",
+    default: String(DEFAULT_MAX_CONNECTIONS),
+    help: "open sockets at most, across listeners; more are closed at once, unanswered; lowered to fit the open-file limit",
+  },
+  {
+    name: "metrics-listen",
+    arg: "HOST:PORT",
+    help: "serve Prometheus metrics over HTTP at /metrics on this address (default: none)",
+  },
+  {
+    name: "config",
+    arg: "FILE",
+    help: 'TOML file of flag names and values (poll-interval = "100ms"), below flags and variables; re-read on SIGHUP (default: none)',
+  },
+  {
+    name: "log-format",
+    arg: "FORMAT",
+    default: "text",
+    help: "text, or json for JSON lines (time, level, msg)",
+  },
   { name: "help", help: "print this help and exit" },
   { name: "version", help: "print the version and exit" },
 ];
@@ -296,8 +342,9 @@ function hasEnv(option: Option): boolean {
   return !option.demo && option.name !== "help" && option.name !== "version";
 }
 
-function invalid(name: string, value: string, expected: string, fromEnv: boolean): ConfigError {
-  const where = fromEnv ? envName(name) : "--" + name;
+/** `source`: false for a flag, true for its variable, or where in a file it was found. */
+function invalid(name: string, value: string, expected: string, source: boolean | string): ConfigError {
+  const where = source === true ? envName(name) : source === false ? "--" + name : source;
   return new ConfigError(`invalid value for ${where}: ${JSON.stringify(value)} (expected ${expected})`);
 }
 
@@ -400,10 +447,55 @@ export function textClash(texts: Record<string, string>): string | undefined {
   return undefined;
 }
 
-/** Turns argv and the environment into a validated Config; throws ConfigError. */
-export function buildConfig(raw: Raw, env: Record<string, string | undefined>): Config {
-  const merged = mergeEnv(raw, env);
-  const fromEnv = (name: string) => !raw.has(name) && merged.has(name);
+export interface ConfigFile {
+  path: string;
+  values: Raw;
+}
+
+/**
+ * Reads a TOML file whose keys are flag names (`poll-interval = "100ms"`,
+ * `allow = ["10.0.0.0/8"]`); throws ConfigError naming the file.
+ */
+export async function readConfigFile(path: string): Promise<ConfigFile> {
+  let table: Record<string, unknown>;
+  try {
+    table = Bun.TOML.parse(await Bun.file(path).text()) as Record<string, unknown>;
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    const why = e.code === "ENOENT" ? "no such file" : e.code === "EACCES" ? "permission denied" : oneLine(e.message);
+    throw new ConfigError(`could not read config file ${path}: ${why}`);
+  }
+  const values: Raw = new Map();
+  for (const [key, value] of Object.entries(table)) {
+    const option = BY_NAME.get(key);
+    if (!option || !option.arg || key === "config") {
+      throw new ConfigError(`unknown key "${key}" in ${path} (keys are flag names without dashes, see --help)`);
+    }
+    const list = Array.isArray(value) ? value : [value];
+    if (
+      (Array.isArray(value) && !option.repeatable) ||
+      list.some((v) => typeof v !== "string" && typeof v !== "number")
+    ) {
+      throw new ConfigError(
+        `invalid value for ${key} in ${path}: ${JSON.stringify(value)} (expected ${option.repeatable ? "a string or a list of strings" : "a string or a number"})`,
+      );
+    }
+    values.set(key, list.map(String));
+  }
+  return { path, values };
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, " ").trim();
+}
+
+/** Turns argv, the environment and the config file into a validated Config; throws ConfigError. */
+export function buildConfig(raw: Raw, env: Record<string, string | undefined>, file?: ConfigFile): Config {
+  const withEnv = mergeEnv(raw, env);
+  const merged: Raw = new Map(withEnv);
+  for (const [name, values] of file?.values ?? []) if (!merged.has(name)) merged.set(name, values);
+  const fromEnv = (name: string): boolean | string =>
+    raw.has(name) ? false : withEnv.has(name) ? true : merged.has(name) ? `${name} in ${file!.path}` : false;
   const value = (name: string): string | undefined => merged.get(name)?.[0] ?? BY_NAME.get(name)!.default;
 
   const duration = (name: string, minMs: number, maxMs: number): number => {
@@ -543,7 +635,52 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>): 
     );
   }
 
+  const integer = (name: string, min: number, max: number): number => {
+    const text = value(name)!;
+    const n = /^\d{1,9}$/.test(text) ? Number(text) : NaN;
+    if (!(n >= min && n <= max)) throw invalid(name, text, `an integer ${min}..${max}`, fromEnv(name));
+    return n;
+  };
+  const backlog = integer("backlog", 1, 65535);
+  const maxConnections = integer("max-connections", 1, 1_000_000);
+
+  let allow: AllowList | undefined;
+  const allowTexts = merged.get("allow");
+  if (allowTexts !== undefined) {
+    const list = buildAllowList(allowTexts);
+    if ("bad" in list) {
+      throw invalid(
+        "allow",
+        list.bad,
+        "an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or fd00::/8, or an address",
+        fromEnv("allow"),
+      );
+    }
+    allow = list;
+  }
+
+  let metricsListen: Config["metricsListen"];
+  const metricsText = value("metrics-listen");
+  if (metricsText !== undefined) {
+    const parsed = parseListen(metricsText);
+    if (typeof parsed === "string" || parsed.mode !== "raw" || metricsText.startsWith("raw:")) {
+      throw invalid(
+        "metrics-listen",
+        metricsText,
+        "HOST:PORT with an IP address, IPv6 in brackets, port 0..65535",
+        fromEnv("metrics-listen"),
+      );
+    }
+    metricsListen = { host: parsed.host, port: parsed.port };
+  }
+
+  const logFormat = value("log-format")!;
+  if (logFormat !== "text" && logFormat !== "json") {
+    throw invalid("log-format", logFormat, "text or json", fromEnv("log-format"));
+  }
+
   return {
+    logFormat,
     listen,
     db,
     pollIntervalMs,
@@ -551,6 +688,10 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>): 
     connectTimeoutMs,
     channel,
     texts,
+    backlog,
+    allow,
+    maxConnections,
+    metricsListen,
     maxLagBytes,
     maxLagSeconds,
     lagGraceMs,

@@ -15,7 +15,8 @@ import type { Socket, SocketHandler } from "bun";
 import { parseSizeBytes } from "./config.ts";
 import { DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S } from "./listeners.ts";
 import type { PollFacts } from "./poller.ts";
-import type { Responses, Status } from "./states.ts";
+import type { Responses } from "./responses.ts";
+import { LAGGING, OVERRIDE_NAMES, PRIMARY, STANDBY, STATE_NAMES, UNKNOWN, type Status } from "./states.ts";
 
 /** A request head (request line and headers) longer than this gets 431. */
 export const HEAD_LIMIT_BYTES = 4096;
@@ -25,14 +26,6 @@ export const READ_DEADLINE_MS = 2000;
 // too coarse for a 2 s deadline, so sockets still reading are swept by a timer.
 const SWEEP_MS = 250;
 
-// State numbers (src/states.ts), repeated here so the tables below need no
-// import at load time (states.ts imports this file).
-const PRIMARY = 0;
-const STANDBY = 1;
-const UNKNOWN = 2;
-const LAGGING = 3;
-const STATE_NAMES = ["primary", "standby", "unknown", "lagging"];
-
 // What a path checks. `ok[kind][state]` says whether the answer is 200 or 503.
 const CHECK_PRIMARY = 0;
 const CHECK_REPLICA = 1;
@@ -41,6 +34,7 @@ const CHECK_HEALTH = 3;
 const CHECK_LIVENESS = 4;
 const CHECK_READINESS = 5;
 const CHECK_STATUS = 6;
+const CHECK_METRICS = 7;
 //                 primary standby unknown lagging
 const OK: boolean[][] = [
   [true, false, false, false], // primary
@@ -64,6 +58,7 @@ const ROUTES: Record<string, number> = {
   "/liveness": CHECK_LIVENESS,
   "/readiness": CHECK_READINESS,
   "/status": CHECK_STATUS,
+  "/metrics": CHECK_METRICS,
 };
 const ROUTE_BYTES: [Uint8Array, number][] = Object.entries(ROUTES).map(([path, kind]) => [
   new Uint8Array(Buffer.from(path, "latin1")),
@@ -96,10 +91,10 @@ export interface HttpResponses {
   tooLarge: Uint8Array;
 }
 
-function render(code: number, body: string, withBody: boolean, extra = ""): string {
+function render(code: number, body: string, withBody: boolean, extra = "", type = "application/json"): string {
   return (
     `HTTP/1.1 ${code} ${REASONS[code]}\r\n` +
-    "Content-Type: application/json\r\n" +
+    `Content-Type: ${type}\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\n` +
     "Cache-Control: no-store\r\n" +
     extra +
@@ -209,6 +204,8 @@ export interface HttpContext {
   status: Status;
   /** The last successful poll's facts, or undefined before the first one. */
   facts(): PollFacts | undefined;
+  /** Prometheus text for /metrics (metrics.ts); without it /metrics is 404. */
+  metrics?(): string;
 }
 
 export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandler<HttpData> {
@@ -246,6 +243,7 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
       JSON.stringify({
         role: roleOf(state),
         state: STATE_NAMES[state],
+        override: OVERRIDE_NAMES[status.override],
         lag_bytes: standby ? facts.lagBytes : null,
         replay_age_seconds: standby ? facts.replayAgeSeconds : null,
         receiver: standby ? facts.receiverStatus : null,
@@ -322,6 +320,10 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
     }
     if (kind < 0) return isHead ? r.notFoundHead : r.notFound;
     if (kind === CHECK_STATUS) return live(200, !isHead);
+    if (kind === CHECK_METRICS) {
+      if (!ctx.metrics) return isHead ? r.notFoundHead : r.notFound;
+      return bytes(render(200, ctx.metrics(), !isHead, "", "text/plain; version=0.0.4"));
+    }
     if (kind === CHECK_REPLICA && q >= 0)
       return lagCheck(Buffer.from(buf.subarray(q + 1, sp2)).toString("latin1"), !isHead);
     return (isHead ? r.head : r.get)[kind]![cell[0]!]!;

@@ -1,8 +1,11 @@
 // Bun.listen per address. The raw protocol is bgw_replstatus's: on accept,
 // write the current state's text and close; no request is read or needed.
 import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
+import { admits, type AllowList } from "./allow.ts";
+import { setBacklog } from "./backlog.ts";
 import { formatAddress, type ListenAddress } from "./config.ts";
-import type { Responses } from "./states.ts";
+import { ANSWERED, OVER_LIMIT, REJECTED_PEER, RESULTS } from "./metrics.ts";
+import type { Responses } from "./responses.ts";
 
 /** Thrown when an address cannot be served; main.ts prints it and exits 1. */
 export class ListenError extends Error {
@@ -48,13 +51,77 @@ export function rawHandler(cell: Int32Array, responses: Responses): SocketHandle
   };
 }
 
+/**
+ * What every connection passes before its mode's handler sees it, whatever the
+ * mode: shared by all listeners, its fields replaced in place by a reload.
+ */
+export interface Gate {
+  /** Peers that get an answer; undefined: every peer. */
+  allow: AllowList | undefined;
+  /** Open sockets above this are closed at once, unanswered. */
+  maxConnections: number;
+  /** Sockets open now across listeners, rejected ones included until closed. */
+  open: number;
+  /** Metrics' per-listener counters, RESULTS.length slots per listener. */
+  counters: Float64Array;
+}
+
+/**
+ * Wraps a mode's handler once, at start-up, so that no mode can skip the
+ * checks. Per connection: a count, a compare, with --allow one address check,
+ * and one counter increment. A rejected socket is terminated before anything
+ * is written, so no byte of an answer can leave; the mode's `close` may then
+ * see a socket its `open` never saw, and must allow for that.
+ */
+export function guard<T>(handler: SocketHandler<T>, gate: Gate, index: number): SocketHandler<T> {
+  const modeOpen = handler.open;
+  const modeClose = handler.close;
+  const counters = gate.counters;
+  const slot = index * RESULTS.length;
+  return {
+    ...handler,
+    open(socket) {
+      if (++gate.open > gate.maxConnections) {
+        counters[slot + OVER_LIMIT]!++;
+        socket.terminate();
+        return;
+      }
+      const allow = gate.allow;
+      if (allow !== undefined && !admits(allow, socket.remoteAddress)) {
+        counters[slot + REJECTED_PEER]!++;
+        socket.terminate();
+        return;
+      }
+      counters[slot + ANSWERED]!++;
+      return modeOpen?.(socket);
+    },
+    close(socket, error) {
+      gate.open--;
+      return modeClose?.(socket, error);
+    },
+  };
+}
+
 export interface Listener {
   address: ListenAddress;
+  /** Why the listen backlog could not be set, if it could not. */
+  backlogError: string | undefined;
   stop(): void;
 }
 
-/** `data` is each new socket's socket.data before the handler's open() runs. */
-export function listen<T = Drained>(address: ListenAddress, handler: SocketHandler<T>, data = 0 as T): Listener {
+/**
+ * Serves `handler` (a mode's handler, guarded here by `gate`) on `address`.
+ * `index` is the listener's place in the metrics; `backlog` the listen(2)
+ * backlog to set after Bun's fixed 512.
+ */
+export function listen<T>(
+  address: ListenAddress,
+  handler: SocketHandler<T>,
+  gate: Gate,
+  index: number,
+  backlog: number,
+  data: T,
+): Listener {
   // ipv6Only is honoured by Bun.listen but missing from its listen types.
   const options: TCPSocketListenOptions<T> & { ipv6Only: boolean } = {
     hostname: address.host,
@@ -65,7 +132,7 @@ export function listen<T = Drained>(address: ListenAddress, handler: SocketHandl
     ipv6Only: address.host.includes(":"),
     allowHalfOpen: true,
     data,
-    socket: handler,
+    socket: guard(handler, gate, index),
   };
   let server: TCPSocketListener<T>;
   try {
@@ -73,13 +140,17 @@ export function listen<T = Drained>(address: ListenAddress, handler: SocketHandl
   } catch (err) {
     throw listenError(address, err);
   }
+  // The listener's fd is there at run time but missing from its types.
+  const fd = (server as unknown as { fd?: number }).fd;
+  const backlogError = typeof fd === "number" ? setBacklog(fd, backlog) : "the listener has no fd";
   return {
     address: { ...address, port: server.port },
+    backlogError,
     stop: () => server.stop(),
   };
 }
 
-function listenError(address: ListenAddress, err: unknown): ListenError {
+export function listenError(address: { host: string; port: number }, err: unknown): ListenError {
   const code = (err as { code?: string }).code ?? "EUNKNOWN";
   const where = formatAddress(address);
   switch (code) {

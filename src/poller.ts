@@ -42,6 +42,7 @@ export const BACKOFF_MIN_MS = 100;
 export const BACKOFF_MAX_MS = 2000;
 /** A NOTIFY flood must not turn into a poll flood. */
 const NOTIFY_MIN_GAP_MS = 5;
+const CONNECTION_LOST = { code: "CONNECTION_CLOSED" };
 
 export interface PollerOptions {
   target: DbTarget;
@@ -54,12 +55,16 @@ export interface PollerOptions {
   log: Logger;
   /** Called with every successful poll's facts, before the state is set. */
   onFacts?: (facts: PollFacts) => void;
+  /** Told of every poll's duration and of every failure (metrics.ts). */
+  observer?: { observePoll(durationMs: number): void; pollError(err: unknown): void };
 }
 
 export interface Poller {
   readonly facts: PollFacts | undefined;
   /** Polls that failed since the last success (0 when healthy). */
   readonly failures: number;
+  /** Applies new timings from the next poll on (a reload). */
+  retime(timings: Pick<PollerOptions, "pollIntervalMs" | "staleAfterMs" | "connectTimeoutMs">): void;
   stop(): Promise<void>;
 }
 
@@ -103,7 +108,11 @@ export function startPoller(opts: PollerOptions): Poller {
       fetch_types: false,
       onnotice: () => {},
       onnotify: () => id === session && poke(),
-      onclose: () => id === session && fail("connection lost"),
+      onclose: () => {
+        if (id !== session) return;
+        opts.observer?.pollError(CONNECTION_LOST);
+        fail("connection lost");
+      },
       connection: { application_name: "replstatus" },
     };
     return postgres(options);
@@ -146,6 +155,7 @@ export function startPoller(opts: PollerOptions): Poller {
     };
     // Fresh until staleAfterMs after the poll *started*: the answer may be
     // that old by the time it arrives.
+    opts.observer?.observePoll(facts.durationMs);
     clearTimeout(staleTimer);
     staleTimer = setTimeout(onStale, Math.max(0, startedAt + opts.staleAfterMs - now));
     failures = 0;
@@ -222,7 +232,10 @@ export function startPoller(opts: PollerOptions): Poller {
           ok = true;
         }
       } catch (err) {
-        if (id === session && !stopped) fail(describe(err));
+        if (id === session && !stopped) {
+          opts.observer?.pollError(err);
+          fail(describe(err));
+        }
       }
       if (stopped) break;
       if (ok && poked) {
@@ -244,6 +257,12 @@ export function startPoller(opts: PollerOptions): Poller {
     },
     get failures() {
       return failures;
+    },
+    retime(timings) {
+      opts.pollIntervalMs = timings.pollIntervalMs;
+      opts.staleAfterMs = timings.staleAfterMs;
+      opts.connectTimeoutMs = timings.connectTimeoutMs;
+      wake?.();
     },
     async stop() {
       stopped = true;

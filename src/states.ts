@@ -1,8 +1,7 @@
 // The states a node can be in, and the one cell that says which one it is now.
 // The poller writes the cell; listeners read it and pick a response that was
 // built when the configuration was loaded. Nothing else is shared.
-import type { AgentConfig, Texts } from "./config.ts";
-import { buildHttpResponses, type HttpResponses } from "./http.ts";
+import type { AgentConfig } from "./config.ts";
 
 export const PRIMARY = 0;
 export const STANDBY = 1;
@@ -56,37 +55,6 @@ export function agentLine(agent: AgentConfig, state: State, override: Override, 
   if (up && override === READY && agent.weightByLag) words.push(`${100 - 10 * bucket}%`);
   if (!up) words.push(`#${STATE_NAMES[state]}`);
   return words.join(" ") + "\n";
-}
-
-/**
- * Every prebuilt answer, per protocol, indexed by state. Built from the
- * configuration; a reload replaces the fields of the same object, so
- * listeners holding it see the new answers on their next connection.
- */
-export interface Responses {
-  raw: Uint8Array[];
-  /** Indexed by agentIndex(state, override, bucket). */
-  agent: Uint8Array[];
-  http: HttpResponses;
-}
-
-export const DEFAULT_AGENT: AgentConfig = { role: "primary", weightByLag: false, lagForMinWeightBytes: 64 * 1024 ** 2 };
-
-export function buildResponses(texts: Texts, agent: AgentConfig = DEFAULT_AGENT): Responses {
-  const encode = (text: string) => new Uint8Array(Buffer.from(text, "latin1"));
-  const agentLines: Uint8Array[] = [];
-  for (let o = 0; o < OVERRIDE_COUNT; o++) {
-    for (let s = 0; s < STATE_COUNT; s++) {
-      for (let b = 0; b < WEIGHT_BUCKETS; b++) {
-        agentLines[agentIndex(s as State, o as Override, b)] = encode(agentLine(agent, s as State, o as Override, b));
-      }
-    }
-  }
-  return {
-    raw: [encode(texts.primary), encode(texts.standby), encode(texts.unknown), encode(texts.lagging)],
-    agent: agentLines,
-    http: buildHttpResponses(),
-  };
 }
 
 export interface Status {

@@ -17,9 +17,16 @@ export interface Responder extends AsyncDisposable {
   stop(): Promise<number>;
 }
 
-/** Starts `bun src/main.ts args` and waits for its start line. */
-export async function startResponder(args: string[], env: Record<string, string> = {}): Promise<Responder> {
-  const proc = Bun.spawn([process.execPath, MAIN, ...args], {
+/**
+ * Starts `bun src/main.ts args` and waits for its start line. `wrap` is a
+ * command that execs it (e.g. prlimit), so the pid stays the responder's.
+ */
+export async function startResponder(
+  args: string[],
+  env: Record<string, string> = {},
+  wrap: string[] = [],
+): Promise<Responder> {
+  const proc = Bun.spawn([...wrap, process.execPath, MAIN, ...args], {
     env: { ...cleanEnv(), ...env },
     stdin: "ignore",
     stdout: "pipe",
@@ -30,16 +37,14 @@ export async function startResponder(args: string[], env: Record<string, string>
     const decoder = new TextDecoder();
     for await (const chunk of proc.stderr) log += decoder.decode(chunk, { stream: true });
   })();
+  const exited = () => proc.exitCode !== null || proc.signalCode !== null;
   const waitForLog = async (pattern: RegExp, what = String(pattern), timeoutMs = 20_000) => {
-    await waitFor(
-      what,
-      () => {
-        if (proc.exitCode !== null)
-          throw new Error(`replstatus exited with ${proc.exitCode} while waiting for ${what}:\n${log}`);
-        return pattern.test(log);
-      },
-      timeoutMs,
-    );
+    await waitFor(what, () => exited() || pattern.test(log), timeoutMs).catch((err: Error) => {
+      throw new Error(`${err.message}\n--- replstatus log ---\n${log}`);
+    });
+    if (!pattern.test(log)) {
+      throw new Error(`replstatus exited with ${proc.exitCode ?? proc.signalCode} while waiting for ${what}:\n${log}`);
+    }
   };
   await waitForLog(/ serving /, "the start line");
   const line = log.split("\n").find((l) => l.includes(" serving "))!;

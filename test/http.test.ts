@@ -88,7 +88,20 @@ describe("paths", () => {
     const lag = JSON.parse(body(await request(standbyHttp, get("/replica?lag=16MB"))));
     expect(lag).toMatchObject({ role: "standby", state: "standby", receiver: "streaming" });
     const onPrimaryStatus = JSON.parse(body(await request(primaryHttp, get("/status"))));
-    expect(onPrimaryStatus).toMatchObject({ role: "primary", state: "primary", lag_bytes: null, receiver: null });
+    expect(onPrimaryStatus).toMatchObject({
+      role: "primary",
+      state: "primary",
+      override: "ready",
+      lag_bytes: null,
+      receiver: null,
+    });
+  });
+
+  test("/metrics: the Prometheus text of the same process", async () => {
+    const text = await request(primaryHttp, get("/metrics"));
+    expect(statusLine(text)).toBe(OK);
+    expect(text).toContain("\r\nContent-Type: text/plain; version=0.0.4\r\n");
+    expect(body(text)).toContain('replstatus_state{state="primary"} 1\n');
   });
 });
 

@@ -3,9 +3,9 @@ import { describe, expect, test } from "bun:test";
 import { weightBucket } from "../src/agent.ts";
 import type { AgentConfig } from "../src/config.ts";
 import type { PollFacts } from "../src/poller.ts";
+import { buildResponses } from "../src/responses.ts";
 import {
   AGENT_SLOT,
-  buildResponses,
   createStatus,
   DRAIN,
   MAINT,

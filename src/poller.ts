@@ -310,7 +310,9 @@ export function describe(err: unknown): string {
     case "28P01":
       return `${oneLine(e.message)} (set PGPASSWORD or the password in --db)`;
     case "28000":
-      return `${oneLine(e.message)} (add a pg_hba.conf entry for this user and host)`;
+      // Both "role ... does not exist" and a refused peer/ident login: the
+      // user is the OS user unless PGUSER or --db says otherwise, as in libpq.
+      return `${oneLine(e.message)} (set PGUSER or the user in --db, or run as an OS user PostgreSQL lets in; see pg_hba.conf)`;
     case "3D000":
       return `${oneLine(e.message)} (set PGDATABASE or the database in --db)`;
     default:

@@ -2,12 +2,13 @@
 // Every replstatus figure is read against this, measured in the same run with the same client.
 // It runs in its own process; the first stdout line is `port=N` so a parent can find it.
 //
-//   bun bench/floor.ts [--port 0] [--host 127.0.0.1] [--text MASTER] [--backlog N]
+//   bun bench/floor.ts [--port 0] [--host 127.0.0.1] [--text MASTER] [--backlog N] [--tick-ms N]
 //
-// --backlog raises the listen backlog past Bun's fixed 512 (see backlog.ts); the default
-// leaves the socket exactly as Bun.listen made it.
+// --backlog raises the listen backlog past Bun's fixed 512 (src/backlog.ts); the default
+// leaves the socket exactly as Bun.listen made it. --tick-ms adds an empty timer at that
+// interval: the least a Bun process that polls something can cost when idle.
 import { parseArgs } from "node:util";
-import { listenerFd, raiseBacklog } from "./backlog.ts";
+import { setBacklog } from "../src/backlog.ts";
 
 const { values } = parseArgs({
   options: {
@@ -15,6 +16,7 @@ const { values } = parseArgs({
     host: { type: "string", default: "127.0.0.1" },
     text: { type: "string", default: "MASTER" },
     backlog: { type: "string", default: "0" },
+    "tick-ms": { type: "string", default: "0" },
   },
   strict: true,
 });
@@ -29,6 +31,13 @@ if (!Number.isInteger(backlog) || backlog < 0) {
   console.error(`floor: invalid value for --backlog: "${values.backlog}" (expected an integer >= 0)`);
   process.exit(1);
 }
+
+const tickMs = Number(values["tick-ms"]);
+if (!Number.isInteger(tickMs) || tickMs < 0) {
+  console.error(`floor: invalid value for --tick-ms: "${values["tick-ms"]}" (expected an integer >= 0)`);
+  process.exit(1);
+}
+if (tickMs > 0) setInterval(() => {}, tickMs);
 
 const banner = Buffer.from(values.text);
 
@@ -53,10 +62,10 @@ function listen() {
 const listener = listen();
 
 if (backlog > 0) {
-  try {
-    raiseBacklog(listenerFd(listener), backlog);
-  } catch (e) {
-    console.error(`floor: ${(e as Error).message}`);
+  // The same listen(2) call replstatus makes; `fd` is there at run time but not in Bun's types.
+  const failed = setBacklog((listener as unknown as { fd: number }).fd, backlog);
+  if (failed) {
+    console.error(`floor: could not set the listen backlog: ${failed}`);
     process.exit(1);
   }
 }

@@ -12,6 +12,7 @@
 // loopback: the server closes first, so its TIME_WAIT entries pile up per 4-tuple, and one
 // source address alone would run out of distinct tuples in a long run.
 import { parseArgs } from "node:util";
+import { track, untrack } from "./cleanup.ts";
 import { createHistogram, mergeSparse, quantileUs } from "./histogram.ts";
 import type { WorkerConfig, WorkerReport } from "./load-worker.ts";
 import { floorCommand, startServer } from "./server.ts";
@@ -179,13 +180,13 @@ export async function runLoad(partial: Partial<LoadOptions>): Promise<LoadResult
       waves: o.waves,
       waveGapMs: o.waveGapMs,
     };
-    workers.push(
-      Bun.spawn([process.execPath, WORKER, JSON.stringify(config)], {
-        stdin: "ignore",
-        stdout: "pipe",
-        stderr: "inherit",
-      }),
-    );
+    const worker = Bun.spawn([process.execPath, WORKER, JSON.stringify(config)], {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    track(worker.pid);
+    workers.push(worker);
   }
 
   // A worker that overruns its deadline by far is killed, so a run is always bounded.
@@ -208,7 +209,10 @@ export async function runLoad(partial: Partial<LoadOptions>): Promise<LoadResult
     }
   } finally {
     clearTimeout(hardStop);
-    for (const w of workers) w.kill("SIGKILL");
+    for (const w of workers) {
+      w.kill("SIGKILL");
+      untrack(w.pid);
+    }
   }
 
   const overflowsAfter = await readListenOverflows();

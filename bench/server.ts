@@ -1,6 +1,7 @@
 // Starts a server under test in its own process and learns its port from the first stdout
 // line, `port=N` (floor.ts prints it; so can any server started with port 0).
 import type { Subprocess } from "bun";
+import { track, untrack } from "./cleanup.ts";
 
 export interface ServerProcess extends AsyncDisposable {
   port: number;
@@ -13,12 +14,15 @@ export interface ServerProcess extends AsyncDisposable {
 /** Spawn `argv` and wait (at most `timeoutMs`) for its `port=N` line. */
 export async function startServer(argv: string[], timeoutMs = 10_000): Promise<ServerProcess> {
   const proc = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
+  track(proc.pid);
   const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill("SIGTERM");
-    const killer = setTimeout(() => proc.kill("SIGKILL"), 2000);
-    await proc.exited;
-    clearTimeout(killer);
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill("SIGTERM");
+      const killer = setTimeout(() => proc.kill("SIGKILL"), 2000);
+      await proc.exited;
+      clearTimeout(killer);
+    }
+    untrack(proc.pid);
   };
   const reader = proc.stdout.getReader();
   const decoder = new TextDecoder();

@@ -1,0 +1,220 @@
+// Role changes, timed from the outside with a probe every millisecond:
+// - promotion: from the start of `pg_ctl promote` on the standby until a responder answers
+//   MASTER; after each trial the old primary is rebuilt as a standby of the new one, so every
+//   trial promotes a fresh standby;
+// - failure: from the start of `pg_ctl stop -m fast`, or of a SIGKILL to the postmaster,
+//   until it stops answering MASTER; the node is started again after each trial.
+// One role change is watched by every responder at once: replstatus at the default poll
+// interval, replstatus at --poll-interval 10ms, and the C bgw_replstatus of that node.
+// Fresh replstatus processes are started for each trial, so no reconnect backoff from an
+// earlier trial carries over.
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { spread, type Spread } from "./stats.ts";
+import { probe, rebuildAsStandby, startReplstatus, waitAnswers, waitFor, type Pair, type PgNode } from "./targets.ts";
+
+export const FAST_POLL = "10ms";
+
+export interface FailoverCell {
+  /** promote | stop-fast | kill-9 */
+  event: string;
+  /** replstatus | replstatus-10ms | bgw */
+  key: string;
+  ms: Spread;
+}
+
+export interface FailoverResult {
+  trials: number;
+  cells: FailoverCell[];
+}
+
+interface Watched {
+  key: string;
+  port: number;
+}
+
+const PROBE_EVERY_MS = 1;
+const TRIAL_DEADLINE_MS = 15_000;
+
+/**
+ * Probes `port` every millisecond until `done(answer)` holds, and resolves to the time from
+ * `t0()` (read when it holds) to the answer, or NaN at the deadline.
+ */
+async function watch(port: number, done: (answer: string) => boolean, t0: () => number): Promise<number> {
+  const deadline = performance.now() + TRIAL_DEADLINE_MS;
+  while (performance.now() < deadline) {
+    const answer = await probe(port, 200);
+    if (done(answer)) return performance.now() - t0();
+    await Bun.sleep(PROBE_EVERY_MS);
+  }
+  return Number.NaN;
+}
+
+async function responders(pair: Pair, node: PgNode) {
+  const normal = await startReplstatus(node);
+  const fast = await startReplstatus(node, ["--poll-interval", FAST_POLL]);
+  const watched: Watched[] = [
+    { key: "replstatus", port: normal.port },
+    { key: "replstatus-10ms", port: fast.port },
+  ];
+  const bgw = pair.bgwPort.get(node.name);
+  if (bgw) watched.push({ key: "bgw", port: bgw });
+  return {
+    watched,
+    async stop() {
+      await Promise.all([normal.stop(), fast.stop()]);
+    },
+  };
+}
+
+/** Times one event on `node`: `act` starts it, `done` says when a responder has seen it. */
+async function trial(
+  pair: Pair,
+  node: PgNode,
+  before: string,
+  done: (answer: string) => boolean,
+  act: () => Promise<void>,
+): Promise<Map<string, number>> {
+  const r = await responders(pair, node);
+  try {
+    await waitAnswers(
+      r.watched.map((w) => w.port),
+      before,
+    );
+    let t0 = Number.NaN;
+    const started = () => t0;
+    // The probes start before the event, so the first one after it is at most 1 ms late.
+    let armed = false;
+    const timings = r.watched.map((w) => watch(w.port, (a) => armed && done(a), started));
+    await Bun.sleep(5);
+    t0 = performance.now();
+    armed = true;
+    await act();
+    const ms = await Promise.all(timings);
+    return new Map(r.watched.map((w, i) => [w.key, ms[i]!]));
+  } finally {
+    await r.stop();
+  }
+}
+
+// A postmaster killed with SIGKILL leaves its children to notice and exit; all of them (found
+// by their cwd, the data dir) must be gone before it can start again.
+function pidsUnder(dir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cwd = readlinkSync(`/proc/${entry}/cwd`);
+      if (cwd === dir || cwd.startsWith(`${dir}/`)) pids.push(Number(entry));
+    } catch {
+      // exited, or not ours to inspect
+    }
+  }
+  return pids;
+}
+
+// Whether a pid is gone or a zombie nobody has reaped yet (dead all the same).
+function dead(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return true;
+  }
+}
+
+async function restartAfterKill(node: PgNode, postmaster: number): Promise<void> {
+  await waitFor(`the processes of ${node.name} to exit`, () => {
+    for (const pid of pidsUnder(node.dataDir)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+    return pidsUnder(node.dataDir).length === 0 && dead(postmaster);
+  });
+  // A killed postmaster that is not reaped yet still has its pid, and PostgreSQL refuses to
+  // start while the pid in postmaster.pid (or in the socket's lock file) exists. Everything is
+  // dead: drop both lock files, and the shared memory segment postmaster.pid names (line 7:
+  // key and shmid), which would otherwise leak.
+  const pidFile = join(node.dataDir, "postmaster.pid");
+  if (existsSync(pidFile)) {
+    const shmid = readFileSync(pidFile, "utf8").split("\n")[6]?.trim().split(/\s+/)[1];
+    if (shmid && shmid !== "0") Bun.spawnSync(["ipcrm", "-m", shmid], { stdout: "ignore", stderr: "ignore" });
+    rmSync(pidFile, { force: true });
+  }
+  rmSync(join(node.socketDir, `.s.PGSQL.${node.port}.lock`), { force: true });
+  await node.start();
+}
+
+export async function measureFailover(
+  pair: Pair,
+  trials: number,
+  log: (line: string) => void,
+): Promise<FailoverResult> {
+  const times = new Map<string, number[]>();
+  const note = (event: string, m: Map<string, number>) => {
+    for (const [key, ms] of m) times.set(`${event}/${key}`, [...(times.get(`${event}/${key}`) ?? []), ms]);
+    log(`failover ${event}: ${[...m].map(([k, ms]) => `${k} ${ms.toFixed(1)}ms`).join(", ")}`);
+  };
+
+  let primary = pair.pair.primary;
+  let standby = pair.pair.standby;
+  for (let i = 0; i < trials; i++) {
+    const promoted = standby;
+    note(
+      "promote",
+      await trial(
+        pair,
+        promoted,
+        "STANDBY",
+        (a) => a === "MASTER",
+        () => promoted.promote(),
+      ),
+    );
+    await promoted.waitPrimary();
+    await rebuildAsStandby(primary, promoted);
+    standby = primary;
+    primary = promoted;
+  }
+
+  const node = primary;
+  for (let i = 0; i < trials; i++) {
+    note(
+      "stop-fast",
+      await trial(
+        pair,
+        node,
+        "MASTER",
+        (a) => a !== "MASTER",
+        () => node.stop("fast"),
+      ),
+    );
+    await node.start();
+  }
+  let postmaster = 0;
+  for (let i = 0; i < trials; i++) {
+    note(
+      "kill-9",
+      await trial(
+        pair,
+        node,
+        "MASTER",
+        (a) => a !== "MASTER",
+        async () => {
+          postmaster = node.pid();
+          process.kill(postmaster, "SIGKILL");
+        },
+      ),
+    );
+    await restartAfterKill(node, postmaster);
+  }
+
+  const cells: FailoverCell[] = [];
+  for (const [k, ms] of times) {
+    const [event, key] = k.split("/") as [string, string];
+    cells.push({ event, key, ms: spread(ms) });
+  }
+  return { trials, cells };
+}

@@ -1,0 +1,89 @@
+// Idle cost: CPU time of a process over a window with no client traffic, as a percentage of
+// one core, from utime + stime in /proc/PID/stat; and its resident memory at the end. All the
+// processes run side by side over the same window:
+// - replstatus at its default poll interval against a live primary;
+// - a bare Bun.listen with an empty 50 ms timer (the least a polling Bun process costs);
+// - the poll query every 50 ms through postgres.js, nothing else (idle-pg.ts);
+// - the same query every 50 ms as raw protocol bytes on a plain Bun socket (idle-pg.ts --client raw).
+import { readFileSync } from "node:fs";
+import { readRssKb } from "./loadgen.ts";
+import { floorCommand, startServer, type ServerProcess } from "./server.ts";
+import type { PgNode } from "./targets.ts";
+import { startReplstatus } from "./targets.ts";
+
+export interface IdleRow {
+  key: string;
+  label: string;
+  cpuPercent: number;
+  rssKb: number;
+}
+
+export interface IdleResult {
+  windowS: number;
+  rows: IdleRow[];
+}
+
+function clockTicks(): number {
+  const out = Bun.spawnSync(["getconf", "CLK_TCK"], { stderr: "ignore" });
+  const n = Number(out.stdout.toString().trim());
+  return Number.isInteger(n) && n > 0 ? n : 100;
+}
+
+/** utime + stime of a process, in seconds. */
+function cpuSeconds(pid: number, hz: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields 14 and 15 of stat(5), counted from the state field (3) after the command name.
+  return (Number(fields[11]) + Number(fields[12])) / hz;
+}
+
+const IDLE_PG = new URL("./idle-pg.ts", import.meta.url).pathname;
+
+export async function measureIdle(primary: PgNode, windowS: number, log: (line: string) => void): Promise<IdleResult> {
+  const hz = clockTicks();
+  await using replstatus = await startReplstatus(primary);
+  const others: { key: string; label: string; server: ServerProcess }[] = [];
+  try {
+    others.push({
+      key: "bun-timer",
+      label: "bare Bun.listen + 50 ms empty timer",
+      server: await startServer(floorCommand("--tick-ms", "50")),
+    });
+    others.push({
+      key: "postgres-js-loop",
+      label: "poll query every 50 ms via postgres.js only",
+      server: await startServer([process.execPath, IDLE_PG, "--db", primary.url]),
+    });
+    others.push({
+      key: "raw-protocol-loop",
+      label: "poll query every 50 ms, raw protocol on a Bun socket",
+      server: await startServer([process.execPath, IDLE_PG, "--db", primary.url, "--client", "raw"]),
+    });
+    const procs = [
+      { key: "replstatus", label: "replstatus, default poll interval", pid: replstatus.pid },
+      ...others.map((o) => ({ key: o.key, label: o.label, pid: o.server.pid })),
+    ];
+    // Start-up (module loading, JIT warm-up, connecting) is not idle time.
+    await Bun.sleep(2000);
+    const t0 = performance.now();
+    const before = procs.map((p) => cpuSeconds(p.pid, hz));
+    log(`idle: measuring ${procs.length} processes for ${windowS} s`);
+    await Bun.sleep(windowS * 1000);
+    const wallS = (performance.now() - t0) / 1000;
+    const rows: IdleRow[] = [];
+    for (const [i, p] of procs.entries()) {
+      const cpu = cpuSeconds(p.pid, hz) - before[i]!;
+      rows.push({
+        key: p.key,
+        label: p.label,
+        cpuPercent: (100 * cpu) / wallS,
+        rssKb: (await readRssKb(p.pid)) ?? Number.NaN,
+      });
+    }
+    for (const r of rows)
+      log(`idle ${r.key}: ${r.cpuPercent.toFixed(2)}% of a core, ${(r.rssKb / 1024).toFixed(1)} MB`);
+    return { windowS, rows };
+  } finally {
+    await Promise.all(others.map((o) => o.server.stop()));
+  }
+}

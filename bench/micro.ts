@@ -1,0 +1,86 @@
+// mitata micro-benchmarks of the per-connection code paths and of the poll round trip.
+//
+//   bun bench/micro.ts [--db URL] [--json]
+//
+// Per connection: the raw listener's open() (on a stand-in socket that records nothing, so
+// only the handler's own work is timed), the state lookup it does, and the --allow check
+// where src/allow.ts has one. Per poll: the poller's query (POLL_QUERY) through postgres.js,
+// prepared, against a real primary: --db, else a throwaway primary started here.
+// --json prints mitata's JSON (without samples) instead of its table (also MITATA_JSON=1).
+import { parseArgs } from "node:util";
+import { bench, do_not_optimize, group, run, summary } from "mitata";
+import postgres from "postgres";
+import { startPrimary, type PgPrimary } from "../test/fixture/pg.ts";
+import { rawHandler } from "../src/listeners.ts";
+import { POLL_QUERY } from "../src/poller.ts";
+import { buildResponses } from "../src/responses.ts";
+import { createStatus, PRIMARY } from "../src/states.ts";
+import { admits, buildAllowList, type AllowList } from "../src/allow.ts";
+import { DEFAULT_TEXTS } from "../src/config.ts";
+
+const { values } = parseArgs({
+  options: { db: { type: "string" }, json: { type: "boolean", default: false } },
+  strict: true,
+});
+const json = values.json || process.env.MITATA_JSON === "1";
+
+const status = createStatus(() => {});
+status.set(PRIMARY, "bench");
+const cell = status.cell;
+const responses = buildResponses(DEFAULT_TEXTS);
+const handler = rawHandler(cell, responses);
+
+// What open() touches on a real socket: write, shutdown, timeout.
+let written = 0;
+const socket = {
+  data: 0,
+  write(b: Uint8Array) {
+    written += b.byteLength;
+    return b.byteLength;
+  },
+  shutdown() {},
+  timeout() {},
+  terminate() {},
+  remoteAddress: "127.0.0.1",
+};
+type Open = (s: unknown) => void;
+const open = handler.open as unknown as Open;
+
+group("per connection", () => {
+  summary(() => {
+    bench("state lookup: responses.raw[cell[0]]", () => do_not_optimize(responses.raw[cell[0]!]));
+    bench("state lookup: Atomics.load", () => do_not_optimize(responses.raw[Atomics.load(cell, 0)]));
+    bench("rawHandler open(): write, shutdown, timeout", () => open(socket));
+  });
+});
+
+const list = buildAllowList(["10.0.0.0/8", "192.168.0.0/16", "127.0.0.1/32", "fd00::/8"]) as AllowList;
+group("allowlist (--allow, 4 CIDRs)", () => {
+  summary(() => {
+    bench("admits 127.0.0.1", () => do_not_optimize(admits(list, "127.0.0.1")));
+    bench("admits ::ffff:10.1.2.3", () => do_not_optimize(admits(list, "::ffff:10.1.2.3")));
+    bench("rejects 203.0.113.9", () => do_not_optimize(admits(list, "203.0.113.9")));
+    bench("admits fd00::1", () => do_not_optimize(admits(list, "fd00::1")));
+  });
+});
+
+let cluster: PgPrimary | undefined;
+let url = values.db;
+if (!url) {
+  cluster = await startPrimary();
+  url = cluster.primary.url;
+}
+const sql = postgres(url, { max: 1, idle_timeout: 0, max_lifetime: null, fetch_types: false, onnotice: () => {} });
+try {
+  await sql.unsafe(POLL_QUERY, [], { prepare: true });
+  group("per poll", () => {
+    bench("poll query round trip (postgres.js, prepared)", async () => {
+      await sql.unsafe(POLL_QUERY, [], { prepare: true });
+    });
+  });
+  await run(json ? { format: { json: { samples: false, debug: false } } } : { colors: process.stdout.isTTY === true });
+} finally {
+  await sql.end({ timeout: 1 });
+  await cluster?.stop();
+}
+do_not_optimize(written);

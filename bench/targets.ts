@@ -1,0 +1,198 @@
+// The servers the suite measures, all started here and each in its own process:
+// - a throwaway PostgreSQL primary + streaming standby with the C bgw_replstatus loaded (the
+//   baseline), each node's worker on its own port;
+// - replstatus (src/main.ts) against the same pair;
+// - the floor (floor.ts): a bare Bun.listen that writes the banner and closes.
+// When the C extension is not installed the pair starts without it, the baseline is marked
+// missing, and the install command is printed.
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { rebuildAsStandby, startPair, waitFor, type PgNode, type PgPair } from "../test/fixture/pg.ts";
+import { MAIN, startResponder, type Responder } from "../test/helpers.ts";
+import { track, untrack } from "./cleanup.ts";
+
+export { rebuildAsStandby, waitFor, type PgNode, type PgPair };
+
+/** Where the C extension would be, and the package that provides it. */
+export interface BgwInfo {
+  available: boolean;
+  pkglibdir: string;
+  /** e.g. `apt-get install -y postgresql-15-bgw-replstatus`. */
+  install: string;
+}
+
+export function findBgw(): BgwInfo {
+  let pkglibdir = "";
+  let major = "15";
+  if (Bun.which("pg_config")) {
+    const dir = Bun.spawnSync(["pg_config", "--pkglibdir"], { stderr: "ignore" });
+    pkglibdir = dir.stdout.toString().trim();
+    const version = Bun.spawnSync(["pg_config", "--version"], { stderr: "ignore" }).stdout.toString();
+    major = /PostgreSQL (\d+)/.exec(version)?.[1] ?? major;
+  }
+  if (!pkglibdir && existsSync("/usr/lib/postgresql")) {
+    const versions = readdirSync("/usr/lib/postgresql").sort((a, b) => Number(b) - Number(a));
+    if (versions[0]) {
+      major = versions[0];
+      pkglibdir = `/usr/lib/postgresql/${major}/lib`;
+    }
+  }
+  return {
+    available: pkglibdir !== "" && existsSync(join(pkglibdir, "bgw_replstatus.so")),
+    pkglibdir,
+    install: `apt-get install -y postgresql-${major}-bgw-replstatus`,
+  };
+}
+
+/** The listen backlog replstatus runs with, and whether it has the --backlog flag at all. */
+export interface BacklogSupport {
+  flag: boolean;
+  /** Its default as --help states it; 512 (Bun's fixed backlog) without the flag. */
+  backlog: number;
+}
+
+export function backlogSupport(): BacklogSupport {
+  const help = Bun.spawnSync([process.execPath, MAIN, "--help"], { stderr: "ignore" }).stdout.toString();
+  const line = help.split("\n").find((l) => /^\s*--backlog\b/.test(l));
+  if (!line) return { flag: false, backlog: 512 };
+  const def = /\(default: (\d+)\)/.exec(line)?.[1];
+  return { flag: true, backlog: def ? Number(def) : 512 };
+}
+
+export interface Pair {
+  pair: PgPair;
+  /** bgw_replstatus ports by node name; empty without the extension. */
+  bgwPort: Map<string, number>;
+  bgw: boolean;
+}
+
+async function freePort(): Promise<number> {
+  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = l.port;
+  l.stop(true);
+  return port;
+}
+
+/** A primary and a standby, each with the C bgw_replstatus on its own port when it is installed. */
+export async function startBgwPair(bgw: boolean): Promise<Pair> {
+  const bgwPort = new Map<string, number>();
+  if (!bgw) return { pair: await startPair(), bgwPort, bgw };
+  const primaryPort = await freePort();
+  const standbyPort = await freePort();
+  const pair = await startPair({
+    primaryConf: [
+      "shared_preload_libraries = 'bgw_replstatus'",
+      "bgw_replstatus.bind = '127.0.0.1'",
+      `bgw_replstatus.port = ${primaryPort}`,
+    ],
+    standbyConf: [`bgw_replstatus.port = ${standbyPort}`],
+  });
+  bgwPort.set("primary", primaryPort);
+  bgwPort.set("standby", standbyPort);
+  return { pair, bgwPort, bgw };
+}
+
+/**
+ * The pid of a node's bgw_replstatus worker: the postmaster's child whose command line names
+ * it (PostgreSQL sets it to "postgres: bgworker: bgw_replstatus" or similar); 0 when not found.
+ */
+export function bgwWorkerPid(node: PgNode): number {
+  let postmaster: number;
+  try {
+    postmaster = node.pid();
+  } catch {
+    return 0;
+  }
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid !== postmaster) continue;
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      if (cmdline.includes("bgw_replstatus")) return Number(entry);
+    } catch {
+      // exited while we looked
+    }
+  }
+  return 0;
+}
+
+export interface RunningResponder {
+  port: number;
+  pid: number;
+  /** The listen backlog it reports on its start line, else the one its --help promised. */
+  backlog: number;
+  responder: Responder;
+  stop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** replstatus in its own process on 127.0.0.1 (a free port), watching `node`. */
+export async function startReplstatus(node: PgNode, extra: string[] = []): Promise<RunningResponder> {
+  const args = ["--listen", "127.0.0.1:0", "--db", node.url, ...extra];
+  const responder = await startResponder(args);
+  track(responder.proc.pid);
+  const pid = responder.proc.pid;
+  const started = /listen backlog (\d+)/.exec(responder.log)?.[1];
+  const stop = async () => {
+    if (responder.proc.exitCode === null && responder.proc.signalCode === null) {
+      responder.proc.kill("SIGTERM");
+      const killer = setTimeout(() => responder.proc.kill("SIGKILL"), 2000);
+      await responder.proc.exited;
+      clearTimeout(killer);
+    }
+    untrack(pid);
+  };
+  return {
+    port: responder.ports[0]!,
+    pid,
+    backlog: started ? Number(started) : backlogSupport().backlog,
+    responder,
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
+
+/** One raw probe: the text the server sent before closing, or `<CODE>` on an error. */
+export function probe(port: number, timeoutMs = 500): Promise<string> {
+  return new Promise((resolve) => {
+    let text = "";
+    let done = false;
+    const finish = (result: string) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve(result);
+    };
+    const timer = setTimeout(() => finish("<ETIMEDOUT>"), timeoutMs);
+    Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        data(_s, chunk) {
+          text += chunk.toString("latin1");
+        },
+        close() {
+          finish(text);
+        },
+        error(_s, e) {
+          finish(text || `<${(e as NodeJS.ErrnoException).code ?? "EIO"}>`);
+        },
+        connectError(_s, e) {
+          finish(`<${(e as NodeJS.ErrnoException).code ?? "ECONNECT"}>`);
+        },
+        timeout(s) {
+          s.terminate();
+        },
+      },
+    }).catch((e: NodeJS.ErrnoException) => finish(`<${e.code ?? "ECONNECT"}>`));
+  });
+}
+
+/** Waits until every port answers `want` (at most timeoutMs). */
+export async function waitAnswers(ports: number[], want: string, timeoutMs = 30_000): Promise<void> {
+  for (const port of ports) {
+    await waitFor(`127.0.0.1:${port} to answer ${want}`, async () => (await probe(port)) === want, timeoutMs, 5);
+  }
+}

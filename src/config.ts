@@ -29,6 +29,7 @@ export interface Texts {
   standby: string;
   unknown: string;
   lagging: string;
+  fenced: string;
 }
 
 export interface Config {
@@ -61,6 +62,11 @@ export interface Config {
   /** Prometheus endpoint; undefined: none. */
   metricsListen: { host: string; port: number } | undefined;
   logFormat: "text" | "json";
+  /** Base URLs of the peers' http listeners (no trailing slash); empty: no split-brain guard. */
+  peers: string[];
+  peerIntervalMs: number;
+  /** Deadline of one /status request to a peer. */
+  peerTimeoutMs: number;
 }
 
 export interface AgentConfig {
@@ -85,12 +91,20 @@ export const DEFAULT_POLL_INTERVAL = "50ms";
 export const DEFAULT_STALE_AFTER = "1s";
 export const DEFAULT_CONNECT_TIMEOUT = "2s";
 export const DEFAULT_CHANNEL = "replstatus";
-export const DEFAULT_TEXTS: Texts = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN", lagging: "LAGGING" };
+export const DEFAULT_TEXTS: Texts = {
+  primary: "MASTER",
+  standby: "STANDBY",
+  unknown: "UNKNOWN",
+  lagging: "LAGGING",
+  fenced: "FENCED",
+};
 export const DEFAULT_LAG_GRACE = "1s";
 export const MAX_TEXT_BYTES = 64;
 export const DEFAULT_AGENT_ROLE: AgentRole = "primary";
 export const DEFAULT_AGENT_LAG_FOR_MIN_WEIGHT = "64MB";
 export const DEFAULT_PROMOTE_AFTER = "10s";
+export const DEFAULT_PEER_INTERVAL = "500ms";
+export const DEFAULT_PEER_TIMEOUT = "300ms";
 
 /** The first word of argv when it is one of these; flags follow it. */
 export const SUBCOMMANDS = ["drain", "maint", "ready", "demo"] as const;
@@ -218,6 +232,12 @@ export const OPTIONS: readonly Option[] = [
     help: "raw answer of a standby over --max-lag-bytes or --max-lag-seconds",
   },
   {
+    name: "text-fenced",
+    arg: "TEXT",
+    default: DEFAULT_TEXTS.fenced,
+    help: "raw answer of a primary fenced by a peer that is primary on a higher timeline (--peer)",
+  },
+  {
     name: "max-lag-bytes",
     arg: "SIZE",
     help: "a standby whose replay is further behind the primary than this (bytes, or with kB, MB, GB), or whose WAL receiver is not streaming, is lagging (default: no limit)",
@@ -255,6 +275,24 @@ export const OPTIONS: readonly Option[] = [
     name: "metrics-listen",
     arg: "HOST:PORT",
     help: "serve Prometheus metrics over HTTP at /metrics on this address (default: none)",
+  },
+  {
+    name: "peer",
+    arg: "URL",
+    repeatable: true,
+    help: "http listener of another node's replstatus (http://10.0.0.2:8008), repeatable; this node answers FENCED instead of MASTER while a peer of the same cluster is primary on a higher timeline (default: none)",
+  },
+  {
+    name: "peer-interval",
+    arg: "DURATION",
+    default: DEFAULT_PEER_INTERVAL,
+    help: "time between two requests for a peer's /status",
+  },
+  {
+    name: "peer-timeout",
+    arg: "DURATION",
+    default: DEFAULT_PEER_TIMEOUT,
+    help: "a peer that has not answered within this is unreachable, and no longer counts",
   },
   {
     name: "config",
@@ -564,7 +602,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     throw invalid("channel", channel, "a lowercase identifier of 1..63 characters: a-z, 0-9, _", fromEnv("channel"));
   }
 
-  const texts = { primary: "", standby: "", unknown: "", lagging: "" } as Texts;
+  const texts = { primary: "", standby: "", unknown: "", lagging: "", fenced: "" } as Texts;
   for (const state of Object.keys(texts) as (keyof Texts)[]) {
     const name = "text-" + state;
     const text = value(name)!;
@@ -674,6 +712,23 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     metricsListen = { host: parsed.host, port: parsed.port };
   }
 
+  const peers: string[] = [];
+  for (const text of merged.get("peer") ?? []) {
+    const url = parsePeer(text);
+    if (url === undefined) {
+      throw invalid(
+        "peer",
+        text,
+        "an http URL of another node's replstatus http listener, such as http://10.0.0.2:8008",
+        fromEnv("peer"),
+      );
+    }
+    if (peers.includes(url)) throw new ConfigError(`peer ${url} given more than once`);
+    peers.push(url);
+  }
+  const peerIntervalMs = duration("peer-interval", 10, 60_000);
+  const peerTimeoutMs = duration("peer-timeout", 10, 60_000);
+
   const logFormat = value("log-format")!;
   if (logFormat !== "text" && logFormat !== "json") {
     throw invalid("log-format", logFormat, "text or json", fromEnv("log-format"));
@@ -697,7 +752,27 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     lagGraceMs,
     agent,
     controlSocket,
+    peers,
+    peerIntervalMs,
+    peerTimeoutMs,
   };
+}
+
+/**
+ * `http://HOST:PORT` with an optional `/`, as the base of a peer's /status;
+ * undefined when it is not one. No credentials, path, query or fragment: the
+ * peer is a replstatus http listener, which has nothing else.
+ */
+export function parsePeer(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== "http:" || url.hostname === "" || url.username || url.password) return undefined;
+  if (url.pathname !== "/" || url.search || url.hash) return undefined;
+  return `http://${url.host}`;
 }
 
 /** The flags of `replstatus demo`; throws ConfigError. */
@@ -739,9 +814,10 @@ export function helpText(version: string): string {
     "       replstatus demo [demo flags]          a throwaway primary + standby (+ haproxy) and a failover",
     "",
     "Every connection gets the current state's text, then the server closes:",
-    `${DEFAULT_TEXTS.primary} (primary), ${DEFAULT_TEXTS.standby} (standby) or ${DEFAULT_TEXTS.unknown} (no fresh answer from PostgreSQL),`,
-    `or ${DEFAULT_TEXTS.lagging} for a standby over a lag limit. An http listener answers haproxy's option httpchk on`,
-    "/primary, /replica[?lag=16MB], /read-only, /health, /liveness, /readiness and /status (see README.md).",
+    `${DEFAULT_TEXTS.primary} (primary), ${DEFAULT_TEXTS.standby} (standby), ${DEFAULT_TEXTS.unknown} (no fresh answer from PostgreSQL),`,
+    `${DEFAULT_TEXTS.lagging} for a standby over a lag limit, or ${DEFAULT_TEXTS.fenced} for a primary while a --peer of the same`,
+    "cluster is primary on a higher timeline. An http listener answers haproxy's option httpchk on /primary,",
+    "/replica[?lag=16MB], /read-only, /health, /liveness, /readiness and /status (see README.md).",
     "",
     "Flags (environment variable in brackets; durations as 250ms, 2s, or milliseconds):",
     ...OPTIONS.filter((o) => !o.demo).map(row),

@@ -14,9 +14,10 @@
 import type { Socket, SocketHandler } from "bun";
 import { parseSizeBytes } from "./config.ts";
 import { DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S } from "./listeners.ts";
+import type { GuardStatus } from "./peers.ts";
 import type { PollFacts } from "./poller.ts";
 import type { Responses } from "./responses.ts";
-import { LAGGING, OVERRIDE_NAMES, PRIMARY, STANDBY, STATE_NAMES, UNKNOWN, type Status } from "./states.ts";
+import { FENCED, LAGGING, OVERRIDE_NAMES, PRIMARY, STANDBY, STATE_NAMES, UNKNOWN, type Status } from "./states.ts";
 
 /** A request head (request line and headers) longer than this gets 431. */
 export const HEAD_LIMIT_BYTES = 4096;
@@ -35,14 +36,16 @@ const CHECK_LIVENESS = 4;
 const CHECK_READINESS = 5;
 const CHECK_STATUS = 6;
 const CHECK_METRICS = 7;
-//                 primary standby unknown lagging
+// A fenced node is a primary that must take no traffic (peers.ts): PostgreSQL
+// answers, so /health and /readiness say 200, but no pool may use it.
+//                 primary standby unknown lagging fenced
 const OK: boolean[][] = [
-  [true, false, false, false], // primary
-  [false, true, false, false], // replica: a lagging standby is not a good replica
-  [true, true, false, false], // read-only: primary or a good replica
-  [true, true, false, true], // health: PostgreSQL answers
-  [true, true, true, true], // liveness: this process runs
-  [true, true, false, true], // readiness: the state is known
+  [true, false, false, false, false], // primary
+  [false, true, false, false, false], // replica: a lagging standby is not a good replica
+  [true, true, false, false, false], // read-only: primary or a good replica
+  [true, true, false, true, true], // health: PostgreSQL answers
+  [true, true, true, true, true], // liveness: this process runs
+  [true, true, false, true, true], // readiness: the state is known
 ];
 
 const ROUTES: Record<string, number> = {
@@ -107,15 +110,20 @@ function bytes(text: string): Uint8Array {
   return new Uint8Array(Buffer.from(text, "latin1"));
 }
 
+/** PostgreSQL's role: a fenced node is still a primary, and says so to its peers. */
 function roleOf(state: number): string | null {
-  return state === PRIMARY ? "primary" : state === UNKNOWN ? null : "standby";
+  return state === PRIMARY || state === FENCED ? "primary" : state === UNKNOWN ? null : "standby";
 }
+
+/** Why a fenced node answers 503; /status says which peer. */
+const FENCED_REASON = "a peer of the same cluster is primary on a higher timeline, see /status";
 
 export function buildHttpResponses(): HttpResponses {
   const table = (withBody: boolean) =>
     OK.map((row) =>
       row.map((ok, state) => {
-        const body = JSON.stringify({ role: roleOf(state), state: STATE_NAMES[state] }) + "\n";
+        const reason = state === FENCED ? { reason: FENCED_REASON } : {};
+        const body = JSON.stringify({ role: roleOf(state), state: STATE_NAMES[state], ...reason }) + "\n";
         return bytes(render(ok ? 200 : 503, body, withBody));
       }),
     );
@@ -206,6 +214,8 @@ export interface HttpContext {
   facts(): PollFacts | undefined;
   /** Prometheus text for /metrics (metrics.ts); without it /metrics is 404. */
   metrics?(): string;
+  /** The split-brain guard's view, for /status (peers.ts). */
+  guard?(): GuardStatus;
 }
 
 export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandler<HttpData> {
@@ -235,6 +245,8 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
     socket.timeout(DRAIN_TIMEOUT_S);
   }
 
+  // timeline and system_identifier are what peers read (peers.ts): shown only
+  // while the state is known, so a peer never counts an old answer.
   function live(code: number, withBody: boolean): Uint8Array {
     const state = cell[0]!;
     const facts = state === UNKNOWN ? undefined : ctx.facts();
@@ -244,11 +256,15 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
         role: roleOf(state),
         state: STATE_NAMES[state],
         override: OVERRIDE_NAMES[status.override],
+        timeline: facts?.timeline ?? null,
+        system_identifier: facts?.systemId ?? null,
         lag_bytes: standby ? facts.lagBytes : null,
         replay_age_seconds: standby ? facts.replayAgeSeconds : null,
         receiver: standby ? facts.receiverStatus : null,
         since_change_ms: Date.now() - status.changedAt,
+        changed_at: new Date(status.changedAt).toISOString(),
         poll_age_ms: facts ? Math.round(performance.now() - facts.startedAt) : null,
+        ...ctx.guard?.(),
       }) + "\n";
     return bytes(render(code, body, withBody));
   }

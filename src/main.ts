@@ -31,6 +31,7 @@ import { createLagJudge } from "./lag.ts";
 import { listen, ListenError, listenError, rawHandler, type Gate, type Listener } from "./listeners.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMetrics, OVER_LIMIT, RESULTS } from "./metrics.ts";
+import { startGuard } from "./peers.ts";
 import { startPoller, type Poller } from "./poller.ts";
 import { buildResponses } from "./responses.ts";
 import { createStatus, STATE_NAMES } from "./states.ts";
@@ -83,9 +84,23 @@ async function main(argv: string[]): Promise<void> {
   // The poller starts after the listeners; until then there are no facts.
   let poller: Poller | undefined;
   const metrics = createMetrics(config.listen.length);
+  const guard =
+    config.peers.length === 0
+      ? undefined
+      : startGuard({
+          peers: config.peers,
+          intervalMs: config.peerIntervalMs,
+          timeoutMs: config.peerTimeoutMs,
+          status,
+          facts: () => poller?.facts,
+          log,
+        });
   const handlers = {
     raw: rawHandler(status.cell, responses),
-    http: httpHandler({ status, facts: () => poller?.facts, metrics: () => metrics.render() }, responses),
+    http: httpHandler(
+      { status, facts: () => poller?.facts, metrics: () => metrics.render(), guard: guard && (() => guard.status()) },
+      responses,
+    ),
     agent: agentHandler(status.cell, responses),
   };
 
@@ -132,12 +147,18 @@ async function main(argv: string[]): Promise<void> {
     } catch (err) {
       for (const l of listeners) l.stop();
       control.stop();
+      guard?.stop();
       const e = listenError(config.metricsListen, err);
       fatal(e.message, e.hint, 1);
     }
   }
 
   const overLimitTimer = watchOverLimit(metrics.connections, gate, log);
+
+  // Every peer is asked once before this node's first poll (peers.ts): a
+  // restarted old primary must be fenced from its first answer. The requests
+  // end within --peer-timeout; the sleep only bounds a fetch that would not.
+  if (guard) await Promise.race([guard.firstRound, Bun.sleep(config.peerTimeoutMs + 1000)]);
 
   const running = (poller = startPoller({
     target,
@@ -149,7 +170,10 @@ async function main(argv: string[]): Promise<void> {
     lag: createLagJudge(config, log),
     log,
     observer: metrics,
-    ...(config.agent.weightByLag && { onFacts: (facts) => status.setWeightBucket(weightBucket(config.agent, facts)) }),
+    onFacts: (facts) => {
+      if (config.agent.weightByLag) status.setWeightBucket(weightBucket(config.agent, facts));
+      guard?.evaluate();
+    },
   }));
   metrics.attach({
     state: () => status.state,
@@ -158,6 +182,7 @@ async function main(argv: string[]): Promise<void> {
     openConnections: () => gate.open,
     maxConnections: () => gate.maxConnections,
     fdLimit: () => fdLimit,
+    guard: () => guard,
   });
 
   // Stop accepting first, so no client is told anything after the poller is
@@ -171,6 +196,7 @@ async function main(argv: string[]): Promise<void> {
     clearInterval(overLimitTimer);
     void metricsServer?.stop(true);
     control.stop();
+    guard?.stop();
     await running.stop();
     process.exit(0);
   };
@@ -207,6 +233,17 @@ async function main(argv: string[]): Promise<void> {
       `; open-file limit ${fdLimit ?? "unknown"}` +
       (config.allow ? `; answering only ${config.allow.cidrs.join(", ")}` : ""),
   );
+  if (guard) {
+    log.info(
+      `split-brain guard: asking ${config.peers.join(", ")} every ${formatDuration(config.peerIntervalMs)} ` +
+        `(timeout ${formatDuration(config.peerTimeoutMs)}); ${guard.reachable()} of ${config.peers.length} answered`,
+    );
+    if (!config.listen.some((l) => l.mode === "http")) {
+      log.warning(
+        "split-brain guard: this node has no http listener, so its peers cannot see its timeline; add --listen http:HOST:PORT and name it in their --peer",
+      );
+    }
+  }
   for (const l of listeners) {
     if (l.backlogError) {
       log.warning(
@@ -280,6 +317,13 @@ function apply(old: Config, next: Config, run: Running): void {
   if (JSON.stringify(old.metricsListen) !== JSON.stringify(next.metricsListen)) restart.push("metrics-listen");
   if (old.controlSocket !== next.controlSocket) restart.push("control-socket");
   if (old.agent.weightByLag !== next.agent.weightByLag) restart.push("agent-weight-by-lag");
+  if (
+    JSON.stringify(old.peers) !== JSON.stringify(next.peers) ||
+    old.peerIntervalMs !== next.peerIntervalMs ||
+    old.peerTimeoutMs !== next.peerTimeoutMs
+  ) {
+    restart.push("peer/peer-interval/peer-timeout");
+  }
   if (
     old.maxLagBytes !== next.maxLagBytes ||
     old.maxLagSeconds !== next.maxLagSeconds ||

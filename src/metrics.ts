@@ -1,6 +1,7 @@
 // Plain counters, rendered to Prometheus text on scrape. The hot path only
 // increments a slot of a Float64Array; every string is built here, per scrape.
 // Format: https://prometheus.io/docs/instrumenting/exposition_formats/
+import { PEER_RESULTS, type Guard } from "./peers.ts";
 import type { PollFacts } from "./poller.ts";
 import { STATE_NAMES, type State } from "./states.ts";
 
@@ -62,6 +63,8 @@ export interface MetricsSources {
   openConnections(): number;
   maxConnections(): number;
   fdLimit(): number | undefined;
+  /** The split-brain guard, when --peer is given. */
+  guard?(): Guard | undefined;
 }
 
 export interface Metrics {
@@ -161,12 +164,38 @@ export function createMetrics(listenerCount: number): Metrics {
         );
         family("replstatus_standby_lag_bytes", "gauge", "Replay lag behind the primary's last reported position");
         out.push(`replstatus_standby_lag_bytes ${number(facts?.lagBytes)}`);
+        family("replstatus_timeline", "gauge", "Timeline of this node's PostgreSQL as of the last successful poll");
+        out.push(`replstatus_timeline ${number(facts?.timeline)}`);
         family(
           "replstatus_standby_replay_age_seconds",
           "gauge",
           "Seconds since the last replayed transaction's commit",
         );
         out.push(`replstatus_standby_replay_age_seconds ${number(facts?.replayAgeSeconds)}`);
+      }
+      const guard = sources?.guard?.();
+      if (guard) {
+        const view = guard.status();
+        family(
+          "replstatus_guard_active",
+          "gauge",
+          "1 while a peer answers, 0 while answering from this node's own view (no peer reachable)",
+        );
+        out.push(`replstatus_guard_active ${view.guard === "active" ? 1 : 0}`);
+        family("replstatus_peers_reachable", "gauge", "Peers of this cluster that answered their last request");
+        out.push(`replstatus_peers_reachable ${guard.reachable()}`);
+        family("replstatus_peer_up", "gauge", "1 when the peer's last answer counts, 0 otherwise");
+        for (const p of view.peers) out.push(`replstatus_peer_up{peer="${label(p.url)}"} ${p.result === "ok" ? 1 : 0}`);
+        family("replstatus_peer_timeline", "gauge", "Timeline in the peer's last answer");
+        for (const p of view.peers) out.push(`replstatus_peer_timeline{peer="${label(p.url)}"} ${number(p.timeline)}`);
+        family("replstatus_peer_requests_total", "counter", "Requests for a peer's /status, by result");
+        guard.peers.forEach((p, i) => {
+          PEER_RESULTS.forEach((result, r) => {
+            out.push(
+              `replstatus_peer_requests_total{peer="${label(p.url)}",result="${result}"} ${guard.results[i * PEER_RESULTS.length + r]}`,
+            );
+          });
+        });
       }
       return out.join("\n") + "\n";
     },

@@ -19,6 +19,13 @@ export interface PollFacts {
   lagBytes: number | null;
   /** Seconds since the last replayed transaction's commit. */
   replayAgeSeconds: number | null;
+  /** pg_control_system().system_identifier, as text: it is a 64-bit number. */
+  systemId: string | null;
+  /**
+   * On a primary the timeline it writes WAL on; on a standby the timeline of
+   * the WAL it last received (without pg_read_all_stats: of its last restartpoint).
+   */
+  timeline: number | null;
   /** performance.now() when the poll started. */
   startedAt: number;
   durationMs: number;
@@ -31,12 +38,33 @@ export interface PollFacts {
 // null until the sender's first message after a (re)connect, which on an idle
 // primary is a keepalive up to wal_sender_timeout / 2 later; until then the
 // receiver's own flushed position is the best known end.
-export const POLL_QUERY = `select pg_is_in_recovery() as in_recovery,
+//
+// The timeline (section 8 of the design, the split-brain guard): on a primary,
+// the first 8 hex digits of the name of the WAL segment it writes, which since
+// PostgreSQL 15 is named after the insertion timeline (pg_walfile_name() uses
+// GetWALInsertionTimeLine()), so it is the new timeline from the moment a
+// promotion ends. pg_control_checkpoint().timeline_id would not do: it is the
+// last checkpoint's, and stays on the old timeline until the first checkpoint
+// after promotion. pg_walfile_name() refuses to run in recovery, hence the
+// case. On a standby, received_tli, else (no pg_read_all_stats) the last
+// restartpoint's, read from pg_control only then: an uncorrelated subquery is
+// an initplan, run only when coalesce() gets to it. system_identifier is read
+// from pg_control too (open, read and CRC of global/pg_control: it made the
+// poll about 45 us slower), so only when $1 asks for it, on the first poll of
+// a connection: it cannot change while the server runs, and a rebuilt node
+// restarts its server, which drops the connection. Every one of these
+// functions is executable by PUBLIC.
+export const POLL_QUERY = `select r.in_recovery,
   w.pid as receiver_pid,
   w.status as receiver_status,
   pg_wal_lsn_diff(coalesce(w.latest_end_lsn, w.flushed_lsn), pg_last_wal_replay_lsn())::float8 as lag_bytes,
-  extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 as replay_age_s
-from (select 1) as one left join pg_stat_wal_receiver w on true`;
+  extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 as replay_age_s,
+  case when $1::bool then (select system_identifier from pg_control_system())::text end as system_id,
+  case when r.in_recovery
+    then coalesce(w.received_tli, (select timeline_id from pg_control_checkpoint()))
+    else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+  end as timeline
+from (select pg_is_in_recovery() as in_recovery) as r left join pg_stat_wal_receiver w on true`;
 
 export const BACKOFF_MIN_MS = 100;
 export const BACKOFF_MAX_MS = 2000;
@@ -81,6 +109,8 @@ export function startPoller(opts: PollerOptions): Poller {
   // Reasons already logged in this outage: a flapping reason is logged once.
   const logged = new Set<string>();
   let facts: PollFacts | undefined;
+  /** Of the server this connection is to; read once per connection (POLL_QUERY). */
+  let systemId: string | null = null;
   let staleTimer: Timer | undefined;
   let lastPollAt = 0;
   let poked = false;
@@ -121,6 +151,7 @@ export function startPoller(opts: PollerOptions): Poller {
   function drop(): void {
     session++;
     listening = false;
+    systemId = null;
     const old = sql;
     sql = undefined;
     old?.end({ timeout: 0 }).catch(() => {});
@@ -150,6 +181,8 @@ export function startPoller(opts: PollerOptions): Poller {
       // latest_end_lsn only moves with the sender's messages: replay can be past it.
       lagBytes: lagBytes === null ? null : Math.max(0, lagBytes),
       replayAgeSeconds: (row.replay_age_s as number | null) ?? null,
+      systemId: (systemId ??= (row.system_id as string | null) ?? null),
+      timeline: (row.timeline as number | null) ?? null,
       startedAt,
       durationMs: now - startedAt,
     };
@@ -161,7 +194,7 @@ export function startPoller(opts: PollerOptions): Poller {
     failures = 0;
     logged.clear();
     opts.onFacts?.(facts);
-    const from = status.state;
+    const from = status.polled;
     if (facts.inRecovery) {
       const verdict = opts.lag.judge(facts, from === STANDBY, Date.now());
       if (verdict.lagging) status.set(LAGGING, verdict.reason);
@@ -170,8 +203,7 @@ export function startPoller(opts: PollerOptions): Poller {
       opts.lag.reset();
       status.set(PRIMARY, from === STANDBY || from === LAGGING ? "promoted" : "poll ok");
     }
-    const to = status.state;
-    if (to === PRIMARY && !listening && sql) listen(sql);
+    if (status.polled === PRIMARY && !listening && sql) listen(sql);
   }
 
   // Standbys cannot LISTEN ("cannot execute LISTEN during recovery"), so it is
@@ -225,7 +257,7 @@ export function startPoller(opts: PollerOptions): Poller {
       const deadlineMs = opts.staleAfterMs + (fresh ? opts.connectTimeoutMs : 0);
       let ok = false;
       try {
-        const rows = await withDeadline(conn.unsafe(POLL_QUERY, [], { prepare: true }), deadlineMs);
+        const rows = await withDeadline(conn.unsafe(POLL_QUERY, [systemId === null], { prepare: true }), deadlineMs);
         if (id === session && !stopped) {
           fresh = false;
           succeed(rows[0]!, startedAt);
@@ -298,6 +330,8 @@ export function describe(err: unknown): string {
     case "CONNECTION_CLOSED":
     case "CONNECTION_ENDED":
     case "CONNECTION_DESTROYED":
+    // A write to a connection the server has just closed.
+    case "EPIPE":
       return "connection lost";
     case "CONNECT_TIMEOUT":
       return "connect timed out";

@@ -38,7 +38,13 @@ export function buildResponses(texts: Texts, agent: AgentConfig = DEFAULT_AGENT)
     }
   }
   return {
-    raw: [encode(texts.primary), encode(texts.standby), encode(texts.unknown), encode(texts.lagging)],
+    raw: [
+      encode(texts.primary),
+      encode(texts.standby),
+      encode(texts.unknown),
+      encode(texts.lagging),
+      encode(texts.fenced),
+    ],
     agent: agentLines,
     http: buildHttpResponses(),
   };

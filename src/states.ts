@@ -8,9 +8,17 @@ export const STANDBY = 1;
 export const UNKNOWN = 2;
 /** A standby over a configured lag limit (--max-lag-bytes, --max-lag-seconds). */
 export const LAGGING = 3;
-export type State = typeof PRIMARY | typeof STANDBY | typeof UNKNOWN | typeof LAGGING;
+/**
+ * A primary while a reachable peer of the same cluster is primary on a higher
+ * timeline (peers.ts): never set by the poller, only laid over its primary.
+ */
+export const FENCED = 4;
+export type State = typeof PRIMARY | typeof STANDBY | typeof UNKNOWN | typeof LAGGING | typeof FENCED;
 
-export const STATE_NAMES = ["primary", "standby", "unknown", "lagging"] as const satisfies Record<State, string>;
+export const STATE_NAMES = ["primary", "standby", "unknown", "lagging", "fenced"] as const satisfies Record<
+  State,
+  string
+>;
 export const STATE_COUNT = STATE_NAMES.length;
 
 // The operator override (`replstatus drain|maint|ready`), on top of the state.
@@ -64,14 +72,27 @@ export interface Status {
    * Atomics.load; on the main thread a plain read is enough.
    */
   readonly cell: Int32Array;
-  /** The state as the poller saw it; under maint, cell[STATE_SLOT] says unknown instead. */
+  /**
+   * The state answered: the poller's, or fenced when the poller says primary
+   * and a fence is up. Under maint, cell[STATE_SLOT] says unknown instead.
+   */
   readonly state: State;
+  /** The state as the poller last set it (never fenced). */
+  readonly polled: State;
+  /** Why the node is fenced when it is a primary; undefined: no fence. */
+  readonly fence: string | undefined;
   readonly override: Override;
   /** Date.now() of the last change. */
   readonly changedAt: number;
   readonly changes: number;
-  /** Sets the state; logs and counts a change, does nothing if unchanged. */
+  /** Sets the poller's state; logs and counts a change of the answered state, does nothing if unchanged. */
   set(state: State, reason: string): void;
+  /**
+   * Raises (a reason) or lowers (undefined) the fence; `reason` is also the
+   * log's when lowering. Only a primary is fenced, but the fence stays up
+   * across other states, so a primary that comes back is fenced at once.
+   */
+  setFence(fence: string | undefined, reason: string): void;
   /** Sets the operator override; returns whether it changed. */
   setOverride(override: Override): boolean;
   /** Sets the agent weight bucket (0..WEIGHT_BUCKETS-1), from the last poll's lag. */
@@ -80,6 +101,8 @@ export interface Status {
 
 export function createStatus(onChange: (from: State, to: State, reason: string) => void): Status {
   const cell = new Int32Array(new SharedArrayBuffer(SLOTS * Int32Array.BYTES_PER_ELEMENT));
+  let polled: State = UNKNOWN;
+  let fence: string | undefined;
   let state: State = UNKNOWN;
   let override: Override = READY;
   let bucket = 0;
@@ -91,10 +114,26 @@ export function createStatus(onChange: (from: State, to: State, reason: string) 
     Atomics.store(cell, STATE_SLOT, override === MAINT ? UNKNOWN : state);
   };
   publish();
+  function update(reason: string): void {
+    const from = state;
+    const to = polled === PRIMARY && fence !== undefined ? FENCED : polled;
+    if (from === to) return;
+    state = to;
+    publish();
+    changedAt = Date.now();
+    changes++;
+    onChange(from, to, to === FENCED ? fence! : reason);
+  }
   return {
     cell,
     get state() {
       return state;
+    },
+    get polled() {
+      return polled;
+    },
+    get fence() {
+      return fence;
     },
     get override() {
       return override;
@@ -106,13 +145,12 @@ export function createStatus(onChange: (from: State, to: State, reason: string) 
       return changes;
     },
     set(to, reason) {
-      const from = state;
-      if (from === to) return;
-      state = to;
-      publish();
-      changedAt = Date.now();
-      changes++;
-      onChange(from, to, reason);
+      polled = to;
+      update(reason);
+    },
+    setFence(to, reason) {
+      fence = to;
+      update(to ?? reason);
     },
     setOverride(to) {
       if (to === override) return false;

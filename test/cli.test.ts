@@ -53,6 +53,26 @@ describe("bad configuration: one line on stderr, exit 2", () => {
       'replstatus: the standby text "STANDBY_LAGGING" contains the unknown text "LAGGING"; haproxy\'s "expect string" would match both',
     ],
     [
+      ["--text-fenced", "MASTER_FENCED"],
+      'replstatus: the fenced text "MASTER_FENCED" contains the primary text "MASTER"; haproxy\'s "expect string" would match both',
+    ],
+    [
+      ["--peer", "https://10.0.0.2:8008"],
+      'replstatus: invalid value for --peer: "https://10.0.0.2:8008" (expected an http URL of another node\'s replstatus http listener, such as http://10.0.0.2:8008)',
+    ],
+    [
+      ["--peer", "http://10.0.0.2:8008/status"],
+      'replstatus: invalid value for --peer: "http://10.0.0.2:8008/status" (expected an http URL of another node\'s replstatus http listener, such as http://10.0.0.2:8008)',
+    ],
+    [
+      ["--peer", "http://10.0.0.2:8008", "--peer", "http://10.0.0.2:8008/"],
+      "replstatus: peer http://10.0.0.2:8008 given more than once",
+    ],
+    [
+      ["--peer-timeout", "5ms"],
+      'replstatus: invalid value for --peer-timeout: "5ms" (expected a duration 10ms..60s such as 250ms or 2s)',
+    ],
+    [
       ["--listen", "1.2.3:5400"],
       'replstatus: invalid value for --listen: "1.2.3:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],

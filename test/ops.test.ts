@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
 import { admits, buildAllowList, type AllowList } from "../src/allow.ts";
+import { DEFAULT_TEXTS } from "../src/config.ts";
 import { guard, rawHandler, type Gate } from "../src/listeners.ts";
 import { buildResponses } from "../src/responses.ts";
 import { waitFor } from "./fixture/pg.ts";
@@ -138,7 +139,7 @@ describe("--allow", () => {
       open: 0,
       counters: new Float64Array(3),
     };
-    const responses = buildResponses({ primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN", lagging: "LAGGING" });
+    const responses = buildResponses(DEFAULT_TEXTS);
     using server = Bun.listen({
       hostname: "::",
       port: 0,
@@ -273,7 +274,11 @@ describe("limits", () => {
 
 describe("metrics", () => {
   test("the exposition parses, and follows the format's rules", async () => {
-    await using r = await startResponder(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"], noDb());
+    // With a peer that refuses, so the split-brain guard's families are there too.
+    await using r = await startResponder(
+      ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--peer", "http://127.0.0.1:1"],
+      noDb(),
+    );
     await answer(r.ports[0]!);
     await r.waitForLog(/poll failed/);
     const { text, values } = await scrape(metricsPort(r));
@@ -281,10 +286,15 @@ describe("metrics", () => {
     const byName = new Map(families.map((f) => [f.name, f]));
     expect([...byName.keys()].sort()).toEqual([
       "replstatus_connections_total",
+      "replstatus_guard_active",
       "replstatus_last_poll_age_seconds",
       "replstatus_max_connections",
       "replstatus_open_connections",
       "replstatus_open_files_limit",
+      "replstatus_peer_requests_total",
+      "replstatus_peer_timeline",
+      "replstatus_peer_up",
+      "replstatus_peers_reachable",
       "replstatus_poll_duration_seconds",
       "replstatus_poll_errors_total",
       "replstatus_rejected_peers_total",
@@ -292,6 +302,7 @@ describe("metrics", () => {
       "replstatus_standby_replay_age_seconds",
       "replstatus_state",
       "replstatus_state_changes_total",
+      "replstatus_timeline",
     ]);
     // Counters end in _total; every family has HELP and TYPE once, before its samples.
     for (const f of families) {
@@ -312,6 +323,7 @@ describe("metrics", () => {
       ["standby", "0"],
       ["unknown", "1"],
       ["lagging", "0"],
+      ["fenced", "0"],
     ]);
     expect(values.get('replstatus_poll_errors_total{reason="refused"}')).toBeGreaterThan(0);
     expect(values.get("replstatus_last_poll_age_seconds")).toBe(Infinity);

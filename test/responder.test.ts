@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
+import { POLL_QUERY } from "../src/poller.ts";
 import { initNode, startPair, waitFor, type PgPair } from "./fixture/pg.ts";
 import { answer, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
 
@@ -92,7 +93,7 @@ describe("the poller", () => {
     await pg.primary.sql("notify replstatus");
     await waitFor(
       "a poll after the NOTIFY",
-      async () => (await lastQuery()).startsWith("select pg_is_in_recovery()"),
+      async () => (await lastQuery()).startsWith(POLL_QUERY.split("\n")[0]!),
       5000,
     );
     expect(slow.log).not.toContain("could not LISTEN");

@@ -8,6 +8,7 @@ import {
   AGENT_SLOT,
   createStatus,
   DRAIN,
+  FENCED,
   MAINT,
   OVERRIDE_SLOT,
   PRIMARY,
@@ -19,7 +20,7 @@ import {
   type State,
 } from "../src/states.ts";
 
-const TEXTS = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN", lagging: "LAGGING" };
+const TEXTS = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN", lagging: "LAGGING", fenced: "FENCED" };
 const MB = 1024 ** 2;
 const agent = (role: AgentConfig["role"], weightByLag = false): AgentConfig => ({
   role,
@@ -59,6 +60,31 @@ describe("answers per state and override", () => {
     expect(answers(config, state, override, bucket)).toEqual([...want]);
   });
 
+  test("a fence is laid over a primary only, and stays up across other states", () => {
+    const changes: string[] = [];
+    const status = createStatus((from, to, reason) => changes.push(`${from} -> ${to} (${reason})`));
+    const responses = buildResponses(TEXTS, agent("primary"));
+    const raw = () => Buffer.from(responses.raw[status.cell[STATE_SLOT]!]!).toString("latin1");
+    const line = () => Buffer.from(responses.agent[status.cell[AGENT_SLOT]!]!).toString("latin1");
+    status.setFence("peer X is primary on timeline 2, we are on 1", "");
+    status.set(STANDBY, "poll ok");
+    expect([raw(), line()]).toEqual(["STANDBY", "down ready #standby\n"]);
+    status.set(PRIMARY, "promoted");
+    expect([raw(), line(), status.state, status.polled]).toEqual(["FENCED", "down ready #fenced\n", FENCED, PRIMARY]);
+    status.set(UNKNOWN, "connection lost");
+    status.set(PRIMARY, "poll ok");
+    expect(raw()).toBe("FENCED");
+    status.setFence(undefined, "peer X unreachable");
+    expect([raw(), line()]).toEqual(["MASTER", "up ready\n"]);
+    expect(changes).toEqual([
+      "2 -> 1 (poll ok)",
+      "1 -> 4 (peer X is primary on timeline 2, we are on 1)",
+      "4 -> 2 (connection lost)",
+      "2 -> 4 (peer X is primary on timeline 2, we are on 1)",
+      "4 -> 0 (peer X unreachable)",
+    ]);
+  });
+
   test("the override does not change the state the poller saw, and is published", () => {
     const status = createStatus(() => {});
     status.set(PRIMARY, "test");
@@ -80,6 +106,8 @@ describe("weight bucket by replay lag", () => {
     receiverStatus: "streaming",
     lagBytes: 0,
     replayAgeSeconds: null,
+    systemId: "7712175825285183157",
+    timeline: 1,
     startedAt: 0,
     durationMs: 0,
     ...over,

@@ -6,6 +6,7 @@ import type { DbTarget } from "./db.ts";
 import type { Logger } from "./log.ts";
 import { formatDuration } from "./config.ts";
 import type { LagJudge } from "./lag.ts";
+import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
 import { LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "./states.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
@@ -144,6 +145,10 @@ export function startPoller(opts: PollerOptions): Poller {
         fail("connection lost");
       },
       connection: { application_name: "replstatus" },
+      // Bun's own sockets under postgres.js, unless TLS is asked for (pgsocket.ts).
+      ...((target.sslmode === undefined || target.sslmode === "disable") && {
+        socket: (o: PgSocketOptions) => bunPgSocket(o),
+      }),
     };
     return postgres(options);
   }
@@ -255,9 +260,17 @@ export function startPoller(opts: PollerOptions): Poller {
       const conn = (sql ??= open());
       const id = session;
       const deadlineMs = opts.staleAfterMs + (fresh ? opts.connectTimeoutMs : 0);
+      // At the deadline the connection is dropped: the query then fails, as
+      // one of an old session, and the loop goes on to the backoff.
+      const deadline = setTimeout(() => {
+        if (id !== session || stopped) return;
+        const err = new DeadlineError(`no answer within ${formatDuration(deadlineMs)}`);
+        opts.observer?.pollError(err);
+        fail(err.message);
+      }, deadlineMs);
       let ok = false;
       try {
-        const rows = await withDeadline(conn.unsafe(POLL_QUERY, [systemId === null], { prepare: true }), deadlineMs);
+        const rows = await conn.unsafe(POLL_QUERY, [systemId === null], { prepare: true });
         if (id === session && !stopped) {
           fresh = false;
           succeed(rows[0]!, startedAt);
@@ -269,6 +282,7 @@ export function startPoller(opts: PollerOptions): Poller {
           fail(describe(err));
         }
       }
+      clearTimeout(deadline);
       if (stopped) break;
       if (ok && poked) {
         await nap(Math.max(0, lastPollAt + NOTIFY_MIN_GAP_MS - performance.now()));
@@ -311,15 +325,6 @@ export function startPoller(opts: PollerOptions): Poller {
 
 class DeadlineError extends Error {
   readonly code = "POLL_TIMEOUT";
-}
-
-function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: Timer | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DeadlineError(`no answer within ${formatDuration(ms)}`)), ms);
-  });
-  promise.catch(() => {});
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** One line for a log: what failed, and for the usual mistakes what to do. */

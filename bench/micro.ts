@@ -72,10 +72,10 @@ if (!url) {
 }
 const sql = postgres(url, { max: 1, idle_timeout: 0, max_lifetime: null, fetch_types: false, onnotice: () => {} });
 try {
-  await sql.unsafe(POLL_QUERY, [], { prepare: true });
+  await sql.unsafe(POLL_QUERY, [false], { prepare: true });
   group("per poll", () => {
     bench("poll query round trip (postgres.js, prepared)", async () => {
-      await sql.unsafe(POLL_QUERY, [], { prepare: true });
+      await sql.unsafe(POLL_QUERY, [false], { prepare: true });
     });
   });
   await run(json ? { format: { json: { samples: false, debug: false } } } : { colors: process.stdout.isTTY === true });

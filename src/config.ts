@@ -110,7 +110,10 @@ export const DEFAULT_PEER_TIMEOUT = "300ms";
 export const SUBCOMMANDS = ["drain", "maint", "ready", "demo"] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number];
 export const DEFAULT_BACKLOG = 4096;
-export const DEFAULT_MAX_CONNECTIONS = 10_000;
+// High on purpose: the open-file limit is the real bound (main.ts fits this
+// 32 below it), and answered sockets stay open until the peer closes (the
+// drain), so a slow or busy client fleet holds thousands at a time.
+export const DEFAULT_MAX_CONNECTIONS = 65_536;
 
 interface Option {
   /** Flag name without the leading dashes. */

@@ -248,7 +248,7 @@ describe("limits", () => {
       "prlimit",
       `--nofile=${limit}:${limit}`,
     ]);
-    await r.waitForLog(/; max connections 32 \(--max-connections 10000 lowered to fit\); open-file limit 64/);
+    await r.waitForLog(/; max connections 32 \(--max-connections 65536 lowered to fit\); open-file limit 64/);
     const port = r.ports[0]!;
     const before = cpuTicks(r.proc.pid);
     const t0 = performance.now();

@@ -7,7 +7,7 @@ import type { AgentConfig } from "./config.ts";
 import { DRAIN_TIMEOUT_S, rawHandler } from "./listeners.ts";
 import type { PollFacts } from "./poller.ts";
 import type { Responses } from "./responses.ts";
-import { AGENT_SLOT, WEIGHT_BUCKETS } from "./states.ts";
+import { WEIGHT_BUCKETS } from "./states.ts";
 
 /**
  * The hot path of an agent listener: as raw mode, but the line comes from
@@ -18,7 +18,8 @@ export function agentHandler(cell: Int32Array, responses: Responses): SocketHand
   return {
     ...rawHandler(cell, responses),
     open(socket) {
-      socket.write(responses.agent[cell[AGENT_SLOT]!]!);
+      // Bits 8-15 of the answer word (states.ts).
+      socket.write(responses.agent[(cell[0]! >> 8) & 0xff]!);
       socket.shutdown();
       socket.timeout(DRAIN_TIMEOUT_S);
     },

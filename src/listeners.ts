@@ -29,13 +29,14 @@ export const DRAIN_LIMIT_BYTES = 64 * 1024;
 type Drained = number;
 
 /**
- * The hot path. `responses.raw` is indexed by state and prebuilt; `cell[0]`
- * is the current state. One lookup, one write, one shutdown.
+ * The hot path. `responses.raw` is indexed by state and prebuilt; the low
+ * byte of `cell[0]` is the state to show (states.ts). One lookup, one write,
+ * one shutdown.
  */
 export function rawHandler(cell: Int32Array, responses: Responses): SocketHandler<Drained> {
   return {
     open(socket) {
-      socket.write(responses.raw[cell[0]!]!);
+      socket.write(responses.raw[cell[0]! & 0xff]!);
       socket.shutdown();
       socket.timeout(DRAIN_TIMEOUT_S);
     },

@@ -170,6 +170,7 @@ async function main(argv: string[]): Promise<void> {
     lag: createLagJudge(config, log),
     log,
     observer: metrics,
+    onWorkerDeath: (message) => fatal(`the poll worker stopped: ${message}`, "a service manager restarts it", 1),
     onFacts: (facts) => {
       if (config.agent.weightByLag) status.setWeightBucket(weightBucket(config.agent, facts));
       guard?.evaluate();

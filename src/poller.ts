@@ -7,7 +7,7 @@ import type { Logger } from "./log.ts";
 import { formatDuration } from "./config.ts";
 import type { LagJudge } from "./lag.ts";
 import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
-import { LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "./states.ts";
+import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "./states.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
 export interface PollFacts {
@@ -71,7 +71,6 @@ export const BACKOFF_MIN_MS = 100;
 export const BACKOFF_MAX_MS = 2000;
 /** A NOTIFY flood must not turn into a poll flood. */
 const NOTIFY_MIN_GAP_MS = 5;
-const CONNECTION_LOST = { code: "CONNECTION_CLOSED" };
 
 export interface PollerOptions {
   target: DbTarget;
@@ -84,6 +83,8 @@ export interface PollerOptions {
   log: Logger;
   /** Called with every successful poll's facts, before the state is set. */
   onFacts?: (facts: PollFacts) => void;
+  /** The poll worker died: nothing would make a stale answer UNKNOWN any more. */
+  onWorkerDeath(message: string): void;
   /** Told of every poll's duration and of every failure (metrics.ts). */
   observer?: { observePoll(durationMs: number): void; pollError(err: unknown): void };
 }
@@ -97,8 +98,38 @@ export interface Poller {
   stop(): Promise<void>;
 }
 
-export function startPoller(opts: PollerOptions): Poller {
-  const { target, status, log } = opts;
+/** What the poll loop needs; it runs in the poll worker (poll-worker.ts). */
+export interface LoopConfig {
+  target: DbTarget;
+  pollIntervalMs: number;
+  staleAfterMs: number;
+  connectTimeoutMs: number;
+  channel: string;
+}
+
+/** What the poll loop reports. Times are performance.now() of the loop's thread. */
+export interface LoopHooks {
+  ok(row: Record<string, unknown>, startedAt: number, durationMs: number): void;
+  fail(reason: string, code: string | undefined): void;
+  /** The last good poll started staleAfterMs ago and nothing newer came. */
+  stale(): void;
+  warn(message: string): void;
+}
+
+export interface Loop {
+  retime(timings: Pick<LoopConfig, "pollIntervalMs" | "staleAfterMs" | "connectTimeoutMs">): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * The poll loop: one connection, one query per tick under a deadline,
+ * backoff after a failure, LISTEN on a primary, and the stale timer. It runs
+ * on a thread of its own (poll-worker.ts), so a flood of connections on the
+ * listeners' thread cannot hold its timers up (measured: a Bun.listen loop
+ * under 15k connections/s ran 10 ms timers up to 3 s late; a worker's, 7 ms).
+ */
+export function pollLoop(opts: LoopConfig, hooks: LoopHooks): Loop {
+  const { target } = opts;
   let sql: postgres.Sql | undefined;
   // Bumped whenever a connection is dropped, so late events of an old
   // connection (close, notify, a rejected query) are recognised and ignored.
@@ -107,11 +138,8 @@ export function startPoller(opts: PollerOptions): Poller {
   let listening = false;
   let stopped = false;
   let failures = 0;
-  // Reasons already logged in this outage: a flapping reason is logged once.
-  const logged = new Set<string>();
-  let facts: PollFacts | undefined;
-  /** Of the server this connection is to; read once per connection (POLL_QUERY). */
-  let systemId: string | null = null;
+  /** Whether this connection's server has told its system_identifier (POLL_QUERY's $1). */
+  let knowsSystemId = false;
   let staleTimer: Timer | undefined;
   let lastPollAt = 0;
   let poked = false;
@@ -120,7 +148,7 @@ export function startPoller(opts: PollerOptions): Poller {
   function open(): postgres.Sql {
     const id = ++session;
     fresh = true;
-    // onnotify and onclose are read by postgres.js but missing from its types.
+    // onnotify, onclose and socket are read by postgres.js but missing from its types.
     const options: postgres.Options<{}> & { onnotify(): void; onclose(): void } = {
       host: target.host,
       port: target.port,
@@ -139,11 +167,7 @@ export function startPoller(opts: PollerOptions): Poller {
       fetch_types: false,
       onnotice: () => {},
       onnotify: () => id === session && poke(),
-      onclose: () => {
-        if (id !== session) return;
-        opts.observer?.pollError(CONNECTION_LOST);
-        fail("connection lost");
-      },
+      onclose: () => id === session && fail("connection lost", "CONNECTION_CLOSED"),
       connection: { application_name: "replstatus" },
       // Bun's own sockets under postgres.js, unless TLS is asked for (pgsocket.ts).
       ...((target.sslmode === undefined || target.sslmode === "disable") && {
@@ -156,59 +180,17 @@ export function startPoller(opts: PollerOptions): Poller {
   function drop(): void {
     session++;
     listening = false;
-    systemId = null;
+    knowsSystemId = false;
     const old = sql;
     sql = undefined;
     old?.end({ timeout: 0 }).catch(() => {});
   }
 
-  function fail(reason: string): void {
+  function fail(reason: string, code: string | undefined): void {
     drop();
     clearTimeout(staleTimer);
     failures++;
-    opts.lag.reset();
-    status.set(UNKNOWN, reason);
-    if (!logged.has(reason)) {
-      logged.add(reason);
-      log.warning(
-        `poll failed: ${reason} (retrying every ${formatDuration(BACKOFF_MIN_MS)}..${formatDuration(BACKOFF_MAX_MS)})`,
-      );
-    }
-  }
-
-  function succeed(row: Record<string, unknown>, startedAt: number): void {
-    const now = performance.now();
-    const lagBytes = (row.lag_bytes as number | null) ?? null;
-    facts = {
-      inRecovery: row.in_recovery === true,
-      receiverPid: (row.receiver_pid as number | null) ?? null,
-      receiverStatus: (row.receiver_status as string | null) ?? null,
-      // latest_end_lsn only moves with the sender's messages: replay can be past it.
-      lagBytes: lagBytes === null ? null : Math.max(0, lagBytes),
-      replayAgeSeconds: (row.replay_age_s as number | null) ?? null,
-      systemId: (systemId ??= (row.system_id as string | null) ?? null),
-      timeline: (row.timeline as number | null) ?? null,
-      startedAt,
-      durationMs: now - startedAt,
-    };
-    // Fresh until staleAfterMs after the poll *started*: the answer may be
-    // that old by the time it arrives.
-    opts.observer?.observePoll(facts.durationMs);
-    clearTimeout(staleTimer);
-    staleTimer = setTimeout(onStale, Math.max(0, startedAt + opts.staleAfterMs - now));
-    failures = 0;
-    logged.clear();
-    opts.onFacts?.(facts);
-    const from = status.polled;
-    if (facts.inRecovery) {
-      const verdict = opts.lag.judge(facts, from === STANDBY, Date.now());
-      if (verdict.lagging) status.set(LAGGING, verdict.reason);
-      else status.set(STANDBY, from === PRIMARY ? "now in recovery" : from === LAGGING ? verdict.reason : "poll ok");
-    } else {
-      opts.lag.reset();
-      status.set(PRIMARY, from === STANDBY || from === LAGGING ? "promoted" : "poll ok");
-    }
-    if (status.polled === PRIMARY && !listening && sql) listen(sql);
+    hooks.fail(reason, code);
   }
 
   // Standbys cannot LISTEN ("cannot execute LISTEN during recovery"), so it is
@@ -218,13 +200,8 @@ export function startPoller(opts: PollerOptions): Poller {
     const id = session;
     listening = true;
     conn.unsafe(`listen "${opts.channel}"`).catch((err: unknown) => {
-      if (id === session) log.warning(`could not LISTEN on channel "${opts.channel}": ${describe(err)}; polling only`);
+      if (id === session) hooks.warn(`could not LISTEN on channel "${opts.channel}": ${describe(err)}; polling only`);
     });
-  }
-
-  function onStale(): void {
-    opts.lag.reset();
-    status.set(UNKNOWN, `no successful poll for ${formatDuration(opts.staleAfterMs)}`);
   }
 
   function poke(): void {
@@ -263,24 +240,27 @@ export function startPoller(opts: PollerOptions): Poller {
       // At the deadline the connection is dropped: the query then fails, as
       // one of an old session, and the loop goes on to the backoff.
       const deadline = setTimeout(() => {
-        if (id !== session || stopped) return;
-        const err = new DeadlineError(`no answer within ${formatDuration(deadlineMs)}`);
-        opts.observer?.pollError(err);
-        fail(err.message);
+        if (id === session && !stopped) fail(`no answer within ${formatDuration(deadlineMs)}`, "POLL_TIMEOUT");
       }, deadlineMs);
       let ok = false;
       try {
-        const rows = await conn.unsafe(POLL_QUERY, [systemId === null], { prepare: true });
+        const rows = await conn.unsafe(POLL_QUERY, [!knowsSystemId], { prepare: true });
         if (id === session && !stopped) {
+          const now = performance.now();
           fresh = false;
-          succeed(rows[0]!, startedAt);
+          knowsSystemId = true;
+          failures = 0;
+          // Fresh until staleAfterMs after the poll *started*: the answer may
+          // be that old by the time it arrives.
+          clearTimeout(staleTimer);
+          staleTimer = setTimeout(hooks.stale, Math.max(0, startedAt + opts.staleAfterMs - now));
+          const row = rows[0]!;
+          hooks.ok(row, startedAt, now - startedAt);
+          if (row.in_recovery === false && !listening && sql) listen(sql);
           ok = true;
         }
       } catch (err) {
-        if (id === session && !stopped) {
-          opts.observer?.pollError(err);
-          fail(describe(err));
-        }
+        if (id === session && !stopped) fail(describe(err), (err as { code?: string }).code);
       }
       clearTimeout(deadline);
       if (stopped) break;
@@ -298,12 +278,6 @@ export function startPoller(opts: PollerOptions): Poller {
   const running = run();
 
   return {
-    get facts() {
-      return facts;
-    },
-    get failures() {
-      return failures;
-    },
     retime(timings) {
       opts.pollIntervalMs = timings.pollIntervalMs;
       opts.staleAfterMs = timings.staleAfterMs;
@@ -323,8 +297,145 @@ export function startPoller(opts: PollerOptions): Poller {
   };
 }
 
-class DeadlineError extends Error {
-  readonly code = "POLL_TIMEOUT";
+/** Messages from the poll worker (poll-worker.ts); `gen` is the answer word's generation (states.ts). */
+export type WorkerMessage =
+  | { t: "ok"; row: Record<string, unknown>; startedEpochMs: number; durationsMs: number[]; gen: number }
+  | { t: "fail"; reason: string; code: string | undefined; gen: number }
+  | { t: "stale"; gen: number }
+  | { t: "warn"; message: string }
+  | { t: "stopped" };
+
+/**
+ * The poller as the rest of the process sees it. The loop runs in the poll
+ * worker, which writes UNKNOWN into the shared cell itself on a failure or
+ * when the last poll goes stale; here its results become states, with the
+ * lag judge, the logs and the metrics.
+ */
+export function startPoller(opts: PollerOptions): Poller {
+  const { status, log } = opts;
+  const cell = status.cell;
+  // Reasons already logged in this outage: a flapping reason is logged once.
+  const logged = new Set<string>();
+  let facts: PollFacts | undefined;
+  /** Of the server this connection is to; read once per connection (POLL_QUERY). */
+  let systemId: string | null = null;
+  let failures = 0;
+  let stopped: (() => void) | undefined;
+  /** Written by the worker at every good poll (it sends only changes). */
+  const lastPoll = new Float64Array(new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT));
+  const worker = new Worker(new URL("./poll-worker.ts", import.meta.url).href);
+
+  function succeed(row: Record<string, unknown>, startedAt: number, durationsMs: number[]): void {
+    const lagBytes = (row.lag_bytes as number | null) ?? null;
+    facts = {
+      inRecovery: row.in_recovery === true,
+      receiverPid: (row.receiver_pid as number | null) ?? null,
+      receiverStatus: (row.receiver_status as string | null) ?? null,
+      // latest_end_lsn only moves with the sender's messages: replay can be past it.
+      lagBytes: lagBytes === null ? null : Math.max(0, lagBytes),
+      replayAgeSeconds: (row.replay_age_s as number | null) ?? null,
+      systemId: (systemId ??= (row.system_id as string | null) ?? null),
+      timeline: (row.timeline as number | null) ?? null,
+      startedAt,
+      durationMs: durationsMs.at(-1) ?? 0,
+    };
+    for (const ms of durationsMs) opts.observer?.observePoll(ms);
+    failures = 0;
+    logged.clear();
+    opts.onFacts?.(facts);
+    const from = status.polled;
+    if (facts.inRecovery) {
+      const verdict = opts.lag.judge(facts, from === STANDBY, Date.now());
+      if (verdict.lagging) status.set(LAGGING, verdict.reason);
+      else status.set(STANDBY, from === PRIMARY ? "now in recovery" : from === LAGGING ? verdict.reason : "poll ok");
+    } else {
+      opts.lag.reset();
+      status.set(PRIMARY, from === STANDBY || from === LAGGING ? "promoted" : "poll ok");
+    }
+  }
+
+  worker.onmessage = (event: MessageEvent<WorkerMessage>) => {
+    const m = event.data;
+    switch (m.t) {
+      case "ok":
+        // Overtaken by a forced UNKNOWN (the poll went stale, or the
+        // connection failed, before this thread got to it): dropped.
+        if (m.gen !== generation(Atomics.load(cell, ANSWER_SLOT))) return;
+        status.sync(m.gen);
+        succeed(m.row, m.startedEpochMs - performance.timeOrigin, m.durationsMs);
+        return;
+      case "fail":
+        status.sync(m.gen);
+        systemId = null;
+        failures++;
+        opts.observer?.pollError({ code: m.code });
+        opts.lag.reset();
+        status.set(UNKNOWN, m.reason);
+        if (!logged.has(m.reason)) {
+          logged.add(m.reason);
+          log.warning(
+            `poll failed: ${m.reason} (retrying every ${formatDuration(BACKOFF_MIN_MS)}..${formatDuration(BACKOFF_MAX_MS)})`,
+          );
+        }
+        return;
+      case "stale":
+        status.sync(m.gen);
+        opts.lag.reset();
+        status.set(UNKNOWN, `no successful poll for ${formatDuration(opts.staleAfterMs)}`);
+        return;
+      case "warn":
+        log.warning(m.message);
+        return;
+      case "stopped":
+        stopped?.();
+        return;
+    }
+  };
+  const config: LoopConfig = {
+    target: opts.target,
+    pollIntervalMs: opts.pollIntervalMs,
+    staleAfterMs: opts.staleAfterMs,
+    connectTimeoutMs: opts.connectTimeoutMs,
+    channel: opts.channel,
+  };
+  // Without the worker nothing turns a stale answer into UNKNOWN: answer
+  // UNKNOWN now and let the caller end the process (a service manager
+  // restarts it), rather than serve a frozen MASTER.
+  let ending = false;
+  const died = (message: string) => {
+    if (ending) return;
+    status.sync(forceUnknown(cell));
+    status.set(UNKNOWN, "poll worker stopped");
+    opts.onWorkerDeath(message);
+  };
+  worker.addEventListener("error", (event) => died((event as ErrorEvent).message || "error"));
+  worker.addEventListener("close", () => died("exited"));
+  worker.postMessage({ t: "start", config, cell, lastPoll });
+
+  return {
+    get facts() {
+      // The worker sends a poll that saw nothing new at most once a second;
+      // the start of the last good poll is kept up to date in shared memory.
+      if (facts && lastPoll[0]! > 0) facts.startedAt = Math.max(facts.startedAt, lastPoll[0]! - performance.timeOrigin);
+      return facts;
+    },
+    get failures() {
+      return failures;
+    },
+    retime(timings) {
+      opts.pollIntervalMs = timings.pollIntervalMs;
+      opts.staleAfterMs = timings.staleAfterMs;
+      opts.connectTimeoutMs = timings.connectTimeoutMs;
+      worker.postMessage({ t: "retime", timings });
+    },
+    async stop() {
+      ending = true;
+      const done = new Promise<void>((resolve) => (stopped = resolve));
+      worker.postMessage({ t: "stop" });
+      await Promise.race([done, Bun.sleep(3000)]);
+      worker.terminate();
+    },
+  };
 }
 
 /** One line for a log: what failed, and for the usual mistakes what to do. */

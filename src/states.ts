@@ -35,15 +35,52 @@ export const OVERRIDE_COUNT = OVERRIDE_NAMES.length;
 /** Agent weights are prebuilt per bucket: bucket b is a weight of 100 - 10 * b percent (100%..10%). */
 export const WEIGHT_BUCKETS = 10;
 
-// Slots of Status.cell. Each is written only when something changes, so a
-// listener's open() is one read and one table lookup.
-/** The state raw and http answers show: the state, or unknown under maint. */
-export const STATE_SLOT = 0;
-/** Index into Responses.agent, see agentIndex(). */
-export const AGENT_SLOT = 1;
+// Status.cell, shared with the poll worker (poll-worker.ts) and readable from
+// any thread. Slot 0 is what listeners read, packed into one word so that one
+// atomic write changes all of it: bits 0-7 the state raw and http show (the
+// state, unknown under maint), bits 8-15 the agent line's index (agentIndex()),
+// bits 16-30 a generation. The poll worker, whose timers run on their own
+// thread and are not held up by a flood of connections on this one, writes
+// UNKNOWN there itself the moment the last good poll goes stale or the
+// connection fails, and bumps the generation; this thread writes only with a
+// compare-and-swap against the generation it has heard of, so a poll result
+// that was overtaken by such a write can never bring MASTER back.
+export const ANSWER_SLOT = 0;
 /** The override in force. */
-export const OVERRIDE_SLOT = 2;
-const SLOTS = 3;
+export const OVERRIDE_SLOT = 1;
+const SLOTS = 2;
+
+/** The state raw and http answers show. */
+export function shownState(word: number): State {
+  return (word & 0xff) as State;
+}
+
+/** Index into Responses.agent. */
+export function agentSlot(word: number): number {
+  return (word >> 8) & 0xff;
+}
+
+export function generation(word: number): number {
+  return (word >>> 16) & 0x7fff;
+}
+
+function pack(gen: number, shown: State, agent: number): number {
+  return ((gen & 0x7fff) << 16) | (agent << 8) | shown;
+}
+
+/**
+ * The poll worker's write: UNKNOWN in every protocol, whatever this thread
+ * last published, and a new generation, which it returns.
+ */
+export function forceUnknown(cell: Int32Array): number {
+  for (;;) {
+    const old = Atomics.load(cell, ANSWER_SLOT);
+    const gen = (generation(old) + 1) & 0x7fff;
+    const override = Atomics.load(cell, OVERRIDE_SLOT) as Override;
+    const next = pack(gen, UNKNOWN, agentIndex(UNKNOWN, override, 0));
+    if (Atomics.compareExchange(cell, ANSWER_SLOT, old, next) === old) return gen;
+  }
+}
 
 export function agentIndex(state: State, override: Override, bucket: number): number {
   return (override * STATE_COUNT + state) * WEIGHT_BUCKETS + bucket;
@@ -67,14 +104,13 @@ export function agentLine(agent: AgentConfig, state: State, override: Override, 
 
 export interface Status {
   /**
-   * What listeners read, in the slots above (STATE_SLOT is 0). Backed by a
-   * SharedArrayBuffer so listeners on other threads can read it with
-   * Atomics.load; on the main thread a plain read is enough.
+   * What listeners read, in the slots above. Backed by a SharedArrayBuffer:
+   * the poll worker writes it too.
    */
   readonly cell: Int32Array;
   /**
    * The state answered: the poller's, or fenced when the poller says primary
-   * and a fence is up. Under maint, cell[STATE_SLOT] says unknown instead.
+   * and a fence is up. Under maint, the cell says unknown instead.
    */
   readonly state: State;
   /** The state as the poller last set it (never fenced). */
@@ -97,6 +133,8 @@ export interface Status {
   setOverride(override: Override): boolean;
   /** Sets the agent weight bucket (0..WEIGHT_BUCKETS-1), from the last poll's lag. */
   setWeightBucket(bucket: number): void;
+  /** The generation of the poll worker's last forced UNKNOWN that this thread has heard of. */
+  sync(gen: number): void;
 }
 
 export function createStatus(onChange: (from: State, to: State, reason: string) => void): Status {
@@ -108,10 +146,15 @@ export function createStatus(onChange: (from: State, to: State, reason: string) 
   let bucket = 0;
   let changedAt = Date.now();
   let changes = 0;
+  let gen = 0;
+  // Skipped when the worker forced UNKNOWN since: its message, on the way,
+  // brings this thread up to date and publishes again.
   const publish = () => {
     Atomics.store(cell, OVERRIDE_SLOT, override);
-    Atomics.store(cell, AGENT_SLOT, agentIndex(state, override, bucket));
-    Atomics.store(cell, STATE_SLOT, override === MAINT ? UNKNOWN : state);
+    const old = Atomics.load(cell, ANSWER_SLOT);
+    if (generation(old) !== gen) return;
+    const next = pack(gen, override === MAINT ? UNKNOWN : state, agentIndex(state, override, bucket));
+    Atomics.compareExchange(cell, ANSWER_SLOT, old, next);
   };
   publish();
   function update(reason: string): void {
@@ -161,6 +204,10 @@ export function createStatus(onChange: (from: State, to: State, reason: string) 
     setWeightBucket(to) {
       if (to === bucket) return;
       bucket = to;
+      publish();
+    },
+    sync(to) {
+      gen = to;
       publish();
     },
   };

@@ -48,6 +48,8 @@ test("serves, sets the backlog through libc, and stops on SIGTERM", async () => 
   })();
   await waitFor("the backlog line", () => log.includes("info: listen backlog 1234;"));
   expect(log).not.toContain("could not set the listen backlog");
+  // The poll runs in a worker, which the executable must carry (the build's second entrypoint).
+  await waitFor("the poll worker's first failure", () => log.includes("warning: poll failed: no server socket at "));
   const port = Number(/serving raw 127\.0\.0\.1:(\d+);/.exec(log)![1]);
   expect(await answer(port)).toBe("UNKNOWN");
   proc.kill("SIGTERM");

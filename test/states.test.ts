@@ -5,7 +5,7 @@ import type { AgentConfig } from "../src/config.ts";
 import type { PollFacts } from "../src/poller.ts";
 import { buildResponses } from "../src/responses.ts";
 import {
-  AGENT_SLOT,
+  agentSlot,
   createStatus,
   DRAIN,
   FENCED,
@@ -14,7 +14,7 @@ import {
   PRIMARY,
   READY,
   STANDBY,
-  STATE_SLOT,
+  shownState,
   UNKNOWN,
   type Override,
   type State,
@@ -36,7 +36,7 @@ function answers(config: AgentConfig, state: State, override: Override, bucket =
   status.setOverride(override);
   status.setWeightBucket(bucket);
   const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
-  return [text(responses.raw[status.cell[STATE_SLOT]!]!), text(responses.agent[status.cell[AGENT_SLOT]!]!)];
+  return [text(responses.raw[shownState(status.cell[0]!)]!), text(responses.agent[agentSlot(status.cell[0]!)]!)];
 }
 
 describe("answers per state and override", () => {
@@ -64,8 +64,8 @@ describe("answers per state and override", () => {
     const changes: string[] = [];
     const status = createStatus((from, to, reason) => changes.push(`${from} -> ${to} (${reason})`));
     const responses = buildResponses(TEXTS, agent("primary"));
-    const raw = () => Buffer.from(responses.raw[status.cell[STATE_SLOT]!]!).toString("latin1");
-    const line = () => Buffer.from(responses.agent[status.cell[AGENT_SLOT]!]!).toString("latin1");
+    const raw = () => Buffer.from(responses.raw[shownState(status.cell[0]!)]!).toString("latin1");
+    const line = () => Buffer.from(responses.agent[agentSlot(status.cell[0]!)]!).toString("latin1");
     status.setFence("peer X is primary on timeline 2, we are on 1", "");
     status.set(STANDBY, "poll ok");
     expect([raw(), line()]).toEqual(["STANDBY", "down ready #standby\n"]);
@@ -90,7 +90,7 @@ describe("answers per state and override", () => {
     status.set(PRIMARY, "test");
     expect(status.setOverride(MAINT)).toBe(true);
     expect(status.setOverride(MAINT)).toBe(false);
-    expect([status.state, status.override, status.cell[STATE_SLOT], status.cell[OVERRIDE_SLOT]]).toEqual([
+    expect([status.state, status.override, shownState(status.cell[0]!), status.cell[OVERRIDE_SLOT]]).toEqual([
       PRIMARY,
       MAINT,
       UNKNOWN,

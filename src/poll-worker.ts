@@ -1,0 +1,73 @@
+// The poll loop's own thread. The listeners' thread can be kept busy by a
+// flood of connections, and Bun then runs its timers late (seconds, at 15k
+// connections/s); here the deadline, the backoff and the stale timer keep
+// time. A failure or a stale poll is written into the shared answer word at
+// once (states.ts, forceUnknown), before the main thread hears of it.
+import { pollLoop, type Loop, type LoopConfig, type WorkerMessage } from "./poller.ts";
+import { ANSWER_SLOT, forceUnknown, generation } from "./states.ts";
+
+declare const self: Worker;
+
+let loop: Loop | undefined;
+let cell: Int32Array;
+/** Slot 0: performance.timeOrigin + now of the last good poll's start, for the main thread's ages. */
+let lastPoll: Float64Array;
+
+// A poll that saw what the last one saw is not sent on (the main thread wakes
+// for each message, which at 20 polls a second costs more than the poll):
+// only changes, and one message a second at least, carrying the durations.
+const QUIET_MS = 1000;
+const FIELDS = ["in_recovery", "receiver_pid", "receiver_status", "lag_bytes", "system_id", "timeline"];
+let last: Record<string, unknown> | undefined;
+let lastSentAt = 0;
+let durations: number[] = [];
+
+function changed(row: Record<string, unknown>): boolean {
+  // replay_age_s grows by itself; it matters only when it crosses a limit, checked at least every QUIET_MS.
+  return last === undefined || FIELDS.some((f) => row[f] !== last![f] && f !== "system_id");
+}
+
+const send = (m: WorkerMessage) => self.postMessage(m);
+
+self.onmessage = async (event: MessageEvent) => {
+  const m = event.data as
+    | { t: "start"; config: LoopConfig; cell: Int32Array; lastPoll: Float64Array }
+    | { t: "retime"; timings: Parameters<Loop["retime"]>[0] }
+    | { t: "stop" };
+  if (m.t === "start") {
+    cell = m.cell;
+    lastPoll = m.lastPoll;
+    loop = pollLoop(m.config, {
+      ok: (row, startedAt, durationMs) => {
+        const now = performance.now();
+        lastPoll[0] = performance.timeOrigin + startedAt;
+        durations.push(durationMs);
+        if (!changed(row) && now - lastSentAt < QUIET_MS) return;
+        send({
+          t: "ok",
+          row,
+          startedEpochMs: performance.timeOrigin + startedAt,
+          durationsMs: durations,
+          gen: generation(Atomics.load(cell, ANSWER_SLOT)),
+        });
+        last = row;
+        lastSentAt = now;
+        durations = [];
+      },
+      fail: (reason, code) => {
+        last = undefined;
+        send({ t: "fail", reason, code, gen: forceUnknown(cell) });
+      },
+      stale: () => {
+        last = undefined;
+        send({ t: "stale", gen: forceUnknown(cell) });
+      },
+      warn: (message) => send({ t: "warn", message }),
+    });
+  } else if (m.t === "retime") {
+    loop?.retime(m.timings);
+  } else if (m.t === "stop") {
+    await loop?.stop();
+    send({ t: "stopped" });
+  }
+};

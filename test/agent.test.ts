@@ -4,9 +4,8 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import postgres from "postgres";
-import { startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
-import { startPair, superuser, waitFor, type PgPair } from "./fixture/pg.ts";
+import { landsOn, startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
+import { startPair, waitFor, type PgPair } from "./fixture/pg.ts";
 import { answer, cleanEnv, MAIN, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
@@ -119,25 +118,6 @@ async function waitForServers(backend: string, want: Record<string, string>, tim
   });
 }
 
-/** Connects through haproxy's frontend: which PostgreSQL answers, and is it a primary? */
-async function throughHaproxy(): Promise<{ port: number; inRecovery: boolean }> {
-  const sql = postgres({
-    host: "127.0.0.1",
-    port: haproxy.ports.rw!,
-    user: superuser,
-    database: "postgres",
-    max: 1,
-    connect_timeout: 2,
-    onnotice: () => {},
-  });
-  try {
-    const [row] = await sql`select inet_server_port() as port, pg_is_in_recovery() as r`;
-    return { port: row!.port as number, inRecovery: row!.r as boolean };
-  } finally {
-    await sql.end({ timeout: 1 });
-  }
-}
-
 describe("agent lines", () => {
   test("one newline-terminated line, then a FIN, also after an agent-send string", async () => {
     for (const send of [undefined, "hello\n", "x".repeat(8192)]) {
@@ -157,7 +137,7 @@ describe("agent lines", () => {
   test("haproxy routes the write pool to the primary and the read pool to the standby", async () => {
     await waitForServers("rw", { s1: "UP", s2: "DOWN" });
     await waitForServers("ro", { r2: "UP/100" });
-    expect(await throughHaproxy()).toEqual({ port: pg.primary.port, inRecovery: false });
+    expect(await landsOn(haproxy.ports.rw!)).toEqual({ port: pg.primary.port, inRecovery: false });
   });
 });
 
@@ -195,7 +175,7 @@ describe("operator override", () => {
     expect((await cli(["ready", "--control-socket", sock("primary")])).code).toBe(0);
     expect(await answer(onPrimary.ports[0]!)).toBe("MASTER");
     await waitForServers("rw", { s1: "UP", s2: "DOWN" });
-    expect(await throughHaproxy()).toEqual({ port: pg.primary.port, inRecovery: false });
+    expect(await landsOn(haproxy.ports.rw!)).toEqual({ port: pg.primary.port, inRecovery: false });
   });
 
   test("a standby honours it too", async () => {
@@ -261,7 +241,7 @@ test("failover: haproxy follows the promotion and never marks the old primary UP
     await pg.standby.promote();
     await pg.standby.waitPrimary();
     await waitForServers("rw", { s1: "DOWN", s2: "UP" });
-    expect(await throughHaproxy()).toEqual({ port: pg.standby.port, inRecovery: false });
+    expect(await landsOn(haproxy.ports.rw!)).toEqual({ port: pg.standby.port, inRecovery: false });
     expect(await answer(onStandby.ports[1]!)).toBe("up ready\n");
     expect(await answer(onPrimary.ports[1]!)).toBe("down ready #unknown\n");
     await waitForLine(reader.ports[0]!, "down ready #primary\n");

@@ -5,14 +5,12 @@
 // small local servers started here: they stand in for the peer, not for
 // replstatus or PostgreSQL.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import postgres from "postgres";
-import { startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
+import { landsOn, startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
 import {
   freePort,
   rebuildAsStandby,
   startPair,
   startPrimary,
-  superuser,
   waitFor,
   type PgPair,
   type PgPrimary,
@@ -42,27 +40,6 @@ const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 async function getStatus(port: number): Promise<Record<string, any>> {
   return (await fetch(`http://127.0.0.1:${port}/status`)).json() as Promise<Record<string, any>>;
-}
-
-/** Connects through haproxy as a client would and asks where it landed. */
-async function landsOn(port: number): Promise<{ inRecovery: boolean; port: number }> {
-  const sql = postgres({
-    host: "127.0.0.1",
-    port,
-    user: superuser,
-    database: "postgres",
-    max: 1,
-    connect_timeout: 5,
-    idle_timeout: 0,
-    fetch_types: false,
-    onnotice: () => {},
-  });
-  try {
-    const [row] = await sql`select pg_is_in_recovery() as r, current_setting('port')::int as p`;
-    return { inRecovery: row!.r as boolean, port: row!.p as number };
-  } finally {
-    await sql.end({ timeout: 1 });
-  }
 }
 
 describe("failover with the old primary left running, then restarted as a primary, then rebuilt", () => {

@@ -2,9 +2,8 @@
 // each: haproxy routes clients to the primary, follows a failover within its
 // own rise/fall bounds, and a lag-bounded read pool drops a stalled replica.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import postgres from "postgres";
-import { startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
-import { startPair, superuser, waitFor, type PgPair } from "./fixture/pg.ts";
+import { landsOn, startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
+import { startPair, waitFor, type PgPair } from "./fixture/pg.ts";
 import { startResponder, waitForAnswer, type Responder } from "./helpers.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
@@ -63,27 +62,6 @@ afterAll(async () => {
   await onStandby?.[Symbol.asyncDispose]();
   await pg?.stop();
 }, HOOK_TIMEOUT_MS);
-
-/** Connects through haproxy as a client would and asks where it landed. */
-async function landsOn(port: number): Promise<{ inRecovery: boolean; port: number }> {
-  const sql = postgres({
-    host: "127.0.0.1",
-    port,
-    user: superuser,
-    database: "postgres",
-    max: 1,
-    connect_timeout: 5,
-    idle_timeout: 0,
-    fetch_types: false,
-    onnotice: () => {},
-  });
-  try {
-    const [row] = await sql`select pg_is_in_recovery() as r, current_setting('port')::int as p`;
-    return { inRecovery: row!.r as boolean, port: row!.p as number };
-  } finally {
-    await sql.end({ timeout: 1 });
-  }
-}
 
 test.each(WRITE_POOLS)("%s: clients land on the primary", async (pool) => {
   await hx.waitForServer(pool, "pg1", "UP");

@@ -19,7 +19,7 @@ export function agentHandler(cell: Int32Array, responses: Responses): SocketHand
     ...rawHandler(cell, responses),
     open(socket) {
       // Bits 8-15 of the answer word (states.ts).
-      socket.write(responses.agent[(cell[0]! >> 8) & 0xff]!);
+      socket.write(responses.agent[(Atomics.load(cell, 0) >> 8) & 0xff]!);
       socket.shutdown();
       socket.timeout(DRAIN_TIMEOUT_S);
     },

@@ -248,7 +248,7 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
   // timeline and system_identifier are what peers read (peers.ts): shown only
   // while the state is known, so a peer never counts an old answer.
   function live(code: number, withBody: boolean): Uint8Array {
-    const state = cell[0]! & 0xff;
+    const state = Atomics.load(cell, 0) & 0xff;
     const facts = state === UNKNOWN ? undefined : ctx.facts();
     const standby = facts?.inRecovery === true;
     const body =
@@ -281,7 +281,7 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
       maxBytes = parseSizeBytes(pair.slice(eq + 1));
       if (eq === -1 || maxBytes === undefined) return responses.http.badLag;
     }
-    const state = cell[0]! & 0xff;
+    const state = Atomics.load(cell, 0) & 0xff;
     if (maxBytes === undefined) return (withBody ? responses.http.get : responses.http.head)[CHECK_REPLICA]![state]!;
     const facts = ctx.facts();
     const ok =
@@ -342,7 +342,7 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
     }
     if (kind === CHECK_REPLICA && q >= 0)
       return lagCheck(Buffer.from(buf.subarray(q + 1, sp2)).toString("latin1"), !isHead);
-    return (isHead ? r.head : r.get)[kind]![cell[0]! & 0xff]!;
+    return (isHead ? r.head : r.get)[kind]![Atomics.load(cell, 0) & 0xff]!;
   }
 
   return {

@@ -91,8 +91,6 @@ export interface PollerOptions {
 
 export interface Poller {
   readonly facts: PollFacts | undefined;
-  /** Polls that failed since the last success (0 when healthy). */
-  readonly failures: number;
   /** Applies new timings from the next poll on (a reload). */
   retime(timings: Pick<PollerOptions, "pollIntervalMs" | "staleAfterMs" | "connectTimeoutMs">): void;
   stop(): Promise<void>;
@@ -319,7 +317,6 @@ export function startPoller(opts: PollerOptions): Poller {
   let facts: PollFacts | undefined;
   /** Of the server this connection is to; read once per connection (POLL_QUERY). */
   let systemId: string | null = null;
-  let failures = 0;
   let stopped: (() => void) | undefined;
   /** Written by the worker at every good poll (it sends only changes). */
   const lastPoll = new Float64Array(new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT));
@@ -340,7 +337,6 @@ export function startPoller(opts: PollerOptions): Poller {
       durationMs: durationsMs.at(-1) ?? 0,
     };
     for (const ms of durationsMs) opts.observer?.observePoll(ms);
-    failures = 0;
     logged.clear();
     opts.onFacts?.(facts);
     const from = status.polled;
@@ -367,7 +363,6 @@ export function startPoller(opts: PollerOptions): Poller {
       case "fail":
         status.sync(m.gen);
         systemId = null;
-        failures++;
         opts.observer?.pollError({ code: m.code });
         opts.lag.reset();
         status.set(UNKNOWN, m.reason);
@@ -418,9 +413,6 @@ export function startPoller(opts: PollerOptions): Poller {
       // the start of the last good poll is kept up to date in shared memory.
       if (facts && lastPoll[0]! > 0) facts.startedAt = Math.max(facts.startedAt, lastPoll[0]! - performance.timeOrigin);
       return facts;
-    },
-    get failures() {
-      return failures;
     },
     retime(timings) {
       opts.pollIntervalMs = timings.pollIntervalMs;

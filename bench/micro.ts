@@ -10,13 +10,13 @@
 import { parseArgs } from "node:util";
 import { bench, do_not_optimize, group, run, summary } from "mitata";
 import postgres from "postgres";
-import { startPrimary, type PgPrimary } from "../test/fixture/pg.ts";
-import { rawHandler } from "../src/listeners.ts";
-import { POLL_QUERY } from "../src/poller.ts";
-import { buildResponses } from "../src/responses.ts";
-import { createStatus, PRIMARY } from "../src/states.ts";
-import { admits, buildAllowList, type AllowList } from "../src/allow.ts";
-import { DEFAULT_TEXTS } from "../src/config.ts";
+import { startPrimary, type PgPrimary } from "../src/testkit/pg.ts";
+import { rawHandler } from "../src/listen/gate.ts";
+import { POLL_QUERY } from "../src/poll/poller.ts";
+import { buildResponses } from "../src/listen/answers.ts";
+import { createStatus, PRIMARY } from "../src/cell.ts";
+import { admits, buildAllowList, type AllowList } from "../src/listen/allow.ts";
+import { DEFAULT_TEXTS } from "../src/config/config.ts";
 
 const { values } = parseArgs({
   options: { db: { type: "string" }, json: { type: "boolean", default: false } },

@@ -7,7 +7,7 @@
 // missing, and the install command is printed.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { rebuildAsStandby, startPair, waitFor, type PgNode, type PgPair } from "../test/fixture/pg.ts";
+import { rebuildAsStandby, startPair, waitFor, type PgNode, type PgPair } from "../src/testkit/pg.ts";
 import { MAIN, startResponder, type Responder } from "../test/helpers.ts";
 import { track, untrack } from "./cleanup.ts";
 

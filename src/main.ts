@@ -4,8 +4,8 @@
 // failure (an address or control socket that cannot be served) and for a
 // drain|maint|ready that finds no replstatus. demo exits with its own code.
 import pkg from "../package.json";
-import { agentHandler, weightBucket } from "./agent.ts";
-import { raiseFdLimit, somaxconn } from "./backlog.ts";
+import { agentHandler, weightBucket } from "./listen/agent.ts";
+import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
 import {
   buildConfig,
   buildDemoConfig,
@@ -23,18 +23,18 @@ import {
   type Config,
   type Raw,
   type Subcommand,
-} from "./config.ts";
-import { ControlError, sendControl, startControl, type Control } from "./control.ts";
-import { resolveTarget } from "./db.ts";
-import { httpHandler } from "./http.ts";
-import { createLagJudge } from "./lag.ts";
-import { listen, ListenError, listenError, rawHandler, type Gate, type Listener } from "./listeners.ts";
+} from "./config/config.ts";
+import { ControlError, sendControl, startControl, type Control } from "./ops/control.ts";
+import { resolveTarget } from "./poll/target.ts";
+import { httpHandler } from "./listen/http/handler.ts";
+import { createLagJudge } from "./poll/lag.ts";
+import { listen, ListenError, listenError, rawHandler, type Gate, type Listener } from "./listen/gate.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { createMetrics, OVER_LIMIT, RESULTS } from "./metrics.ts";
-import { startGuard } from "./peers.ts";
-import { startPoller, type Poller } from "./poller.ts";
-import { buildResponses } from "./responses.ts";
-import { createStatus, STATE_NAMES } from "./states.ts";
+import { createMetrics, OVER_LIMIT, RESULTS } from "./ops/metrics.ts";
+import { startGuard } from "./cluster/peers.ts";
+import { startPoller, type Poller } from "./poll/poller.ts";
+import { buildResponses } from "./listen/answers.ts";
+import { createStatus, STATE_NAMES } from "./cell.ts";
 
 function fatal(message: string, hint: string | undefined, exitCode: number): never {
   process.stderr.write(`replstatus: ${message}\n${hint ? `hint: ${hint}\n` : ""}`);
@@ -61,7 +61,7 @@ async function main(argv: string[]): Promise<void> {
     if (command === "demo") {
       const demo = buildDemoConfig(raw);
       // Loaded only here: it brings the cluster helpers and their exit hooks.
-      const { runDemo } = await import("./demo.ts");
+      const { runDemo } = await import("./demo/demo.ts");
       process.exit(await runDemo(demo));
     }
     config = buildConfig(raw, env, await configFile(raw, env));

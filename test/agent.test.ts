@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { landsOn, startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
-import { startPair, waitFor, type PgPair } from "./fixture/pg.ts";
+import { landsOn, startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
+import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
 import { answer, cleanEnv, MAIN, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */

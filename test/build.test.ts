@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json";
-import { waitFor } from "./fixture/pg.ts";
+import { waitFor } from "../src/testkit/pg.ts";
 import { answer, cleanEnv, ROOT } from "./helpers.ts";
 
 /** Compiling takes a few seconds on a busy machine. */

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import postgres from "postgres";
-import { startPrimary, waitFor, type PgPrimary } from "./fixture/pg.ts";
+import { startPrimary, waitFor, type PgPrimary } from "../src/testkit/pg.ts";
 import { answer, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
 
 /** bun:test gives hooks and tests 5 s whatever bunfig.toml says; PostgreSQL on a busy machine needs more. */

@@ -4,8 +4,8 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildConfig, OPTIONS } from "../src/config.ts";
-import { waitFor } from "./fixture/pg.ts";
+import { buildConfig, OPTIONS } from "../src/config/config.ts";
+import { waitFor } from "../src/testkit/pg.ts";
 import { answer, cleanEnv, MAIN, startResponder } from "./helpers.ts";
 
 function run(args: string[], env: Record<string, string> = {}) {

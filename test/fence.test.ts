@@ -5,7 +5,7 @@
 // small local servers started here: they stand in for the peer, not for
 // replstatus or PostgreSQL.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { landsOn, startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
+import { landsOn, startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
 import {
   freePort,
   rebuildAsStandby,
@@ -14,7 +14,7 @@ import {
   waitFor,
   type PgPair,
   type PgPrimary,
-} from "./fixture/pg.ts";
+} from "../src/testkit/pg.ts";
 import { answer, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */

@@ -1,7 +1,7 @@
 // Test helpers: spawn the real CLI, probe it with a real TCP client.
 import { connect } from "node:net";
 import { join } from "node:path";
-import { waitFor } from "./fixture/pg.ts";
+import { waitFor } from "../src/testkit/pg.ts";
 
 export const ROOT = join(import.meta.dir, "..");
 export const MAIN = join(ROOT, "src", "main.ts");

@@ -2,7 +2,7 @@
 // and streaming standby, probed with raw TCP clients so every byte is checked.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect } from "node:net";
-import { startPair, waitFor, type PgPair } from "./fixture/pg.ts";
+import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
 import { answer, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */

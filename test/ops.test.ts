@@ -9,11 +9,11 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
-import { admits, buildAllowList, type AllowList } from "../src/allow.ts";
-import { DEFAULT_TEXTS } from "../src/config.ts";
-import { guard, rawHandler, type Gate } from "../src/listeners.ts";
-import { buildResponses } from "../src/responses.ts";
-import { waitFor } from "./fixture/pg.ts";
+import { admits, buildAllowList, type AllowList } from "../src/listen/allow.ts";
+import { DEFAULT_TEXTS } from "../src/config/config.ts";
+import { guard, rawHandler, type Gate } from "../src/listen/gate.ts";
+import { buildResponses } from "../src/listen/answers.ts";
+import { waitFor } from "../src/testkit/pg.ts";
 import { answer, cleanEnv, MAIN, probe, startResponder, type Responder } from "./helpers.ts";
 
 let noPg: string;

@@ -2,8 +2,8 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
-import { POLL_QUERY } from "../src/poller.ts";
-import { initNode, startPair, waitFor, type PgPair } from "./fixture/pg.ts";
+import { POLL_QUERY } from "../src/poll/poller.ts";
+import { initNode, startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
 import { answer, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
 
 const STALE_AFTER_MS = 1000;

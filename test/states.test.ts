@@ -1,9 +1,9 @@
 // The prebuilt answers and the cell that picks them: pure functions, no processes.
 import { describe, expect, test } from "bun:test";
-import { weightBucket } from "../src/agent.ts";
-import type { AgentConfig } from "../src/config.ts";
-import type { PollFacts } from "../src/poller.ts";
-import { buildResponses } from "../src/responses.ts";
+import { weightBucket } from "../src/listen/agent.ts";
+import type { AgentConfig } from "../src/config/config.ts";
+import type { PollFacts } from "../src/poll/poller.ts";
+import { buildResponses } from "../src/listen/answers.ts";
 import {
   agentSlot,
   createStatus,
@@ -18,7 +18,7 @@ import {
   UNKNOWN,
   type Override,
   type State,
-} from "../src/states.ts";
+} from "../src/cell.ts";
 
 const TEXTS = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN", lagging: "LAGGING", fenced: "FENCED" };
 const MB = 1024 ** 2;

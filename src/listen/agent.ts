@@ -3,11 +3,11 @@
 // "down ready #standby", "drain", "maint". The lines are prebuilt per state,
 // override and weight bucket (states.ts); open() only picks one.
 import type { SocketHandler } from "bun";
-import type { AgentConfig } from "./config.ts";
-import { DRAIN_TIMEOUT_S, rawHandler } from "./listeners.ts";
-import type { PollFacts } from "./poller.ts";
-import type { Responses } from "./responses.ts";
-import { WEIGHT_BUCKETS } from "./states.ts";
+import type { AgentConfig } from "../config/config.ts";
+import { DRAIN_TIMEOUT_S, rawHandler } from "./gate.ts";
+import type { PollFacts } from "../poll/poller.ts";
+import type { Responses } from "./answers.ts";
+import { WEIGHT_BUCKETS } from "../cell.ts";
 
 /**
  * The hot path of an agent listener: as raw mode, but the line comes from

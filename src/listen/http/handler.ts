@@ -12,12 +12,12 @@
 // that arrives in pieces gets a 4 KiB buffer. Line ends are CRLF or a bare LF
 // (RFC 9112 section 2.2 allows a recipient to accept a bare LF).
 import type { Socket, SocketHandler } from "bun";
-import { parseSizeBytes } from "./config.ts";
-import { DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S } from "./listeners.ts";
-import type { GuardStatus } from "./peers.ts";
-import type { PollFacts } from "./poller.ts";
-import type { Responses } from "./responses.ts";
-import { FENCED, LAGGING, OVERRIDE_NAMES, PRIMARY, STANDBY, STATE_NAMES, UNKNOWN, type Status } from "./states.ts";
+import { parseSizeBytes } from "../../config/config.ts";
+import { DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S } from "../gate.ts";
+import type { GuardStatus } from "../../cluster/peers.ts";
+import type { PollFacts } from "../../poll/poller.ts";
+import type { Responses } from "../answers.ts";
+import { FENCED, LAGGING, OVERRIDE_NAMES, PRIMARY, STANDBY, STATE_NAMES, UNKNOWN, type Status } from "../../cell.ts";
 
 /** A request head (request line and headers) longer than this gets 431. */
 export const HEAD_LIMIT_BYTES = 4096;

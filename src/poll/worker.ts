@@ -4,7 +4,7 @@
 // time. A failure or a stale poll is written into the shared answer word at
 // once (states.ts, forceUnknown), before the main thread hears of it.
 import { pollLoop, type Loop, type LoopConfig, type WorkerMessage } from "./poller.ts";
-import { ANSWER_SLOT, forceUnknown, generation } from "./states.ts";
+import { ANSWER_SLOT, forceUnknown, generation } from "../cell.ts";
 
 declare const self: Worker;
 

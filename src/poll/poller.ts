@@ -2,12 +2,12 @@
 // freshness rule that turns silence into UNKNOWN. It never says primary unless
 // a poll that started less than staleAfterMs ago saw pg_is_in_recovery() false.
 import postgres from "postgres";
-import type { DbTarget } from "./db.ts";
-import type { Logger } from "./log.ts";
-import { formatDuration } from "./config.ts";
+import type { DbTarget } from "./target.ts";
+import type { Logger } from "../log.ts";
+import { formatDuration } from "../config/config.ts";
 import type { LagJudge } from "./lag.ts";
 import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
-import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "./states.ts";
+import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "../cell.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
 export interface PollFacts {
@@ -320,7 +320,7 @@ export function startPoller(opts: PollerOptions): Poller {
   let stopped: (() => void) | undefined;
   /** Written by the worker at every good poll (it sends only changes). */
   const lastPoll = new Float64Array(new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT));
-  const worker = new Worker(new URL("./poll-worker.ts", import.meta.url).href);
+  const worker = new Worker(new URL("./worker.ts", import.meta.url).href);
 
   function succeed(row: Record<string, unknown>, startedAt: number, durationsMs: number[]): void {
     const lagBytes = (row.lag_bytes as number | null) ?? null;

@@ -3,9 +3,9 @@
 import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
 import { admits, type AllowList } from "./allow.ts";
 import { setBacklog } from "./backlog.ts";
-import { formatAddress, type ListenAddress } from "./config.ts";
-import { ANSWERED, OVER_LIMIT, REJECTED_PEER, RESULTS } from "./metrics.ts";
-import type { Responses } from "./responses.ts";
+import { formatAddress, type ListenAddress } from "../config/config.ts";
+import { ANSWERED, OVER_LIMIT, REJECTED_PEER, RESULTS } from "../ops/metrics.ts";
+import type { Responses } from "./answers.ts";
 
 /** Thrown when an address cannot be served; main.ts prints it and exits 1. */
 export class ListenError extends Error {

@@ -1,8 +1,8 @@
 // Every answer a listener can give, built once from the configuration. A
 // reload builds a new set and copies its fields into the object the listeners
 // hold, so their next connection sees it.
-import type { AgentConfig, Texts } from "./config.ts";
-import { buildHttpResponses, type HttpResponses } from "./http.ts";
+import type { AgentConfig, Texts } from "../config/config.ts";
+import { buildHttpResponses, type HttpResponses } from "./http/handler.ts";
 import {
   agentIndex,
   agentLine,
@@ -11,7 +11,7 @@ import {
   WEIGHT_BUCKETS,
   type Override,
   type State,
-} from "./states.ts";
+} from "../cell.ts";
 
 /**
  * Every prebuilt answer, per protocol, indexed by state. Built from the

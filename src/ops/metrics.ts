@@ -1,9 +1,9 @@
 // Plain counters, rendered to Prometheus text on scrape. The hot path only
 // increments a slot of a Float64Array; every string is built here, per scrape.
 // Format: https://prometheus.io/docs/instrumenting/exposition_formats/
-import { PEER_RESULTS, type Guard } from "./peers.ts";
-import type { PollFacts } from "./poller.ts";
-import { STATE_NAMES, type State } from "./states.ts";
+import { PEER_RESULTS, type Guard } from "../cluster/peers.ts";
+import type { PollFacts } from "../poll/poller.ts";
+import { STATE_NAMES, type State } from "../cell.ts";
 
 /** Results of a connection, the `result` label; slot offsets within a listener's block. */
 export const RESULTS = ["answered", "rejected_peer", "over_limit"] as const;

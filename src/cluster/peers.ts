@@ -22,10 +22,10 @@
 // XXX: no quorum, no consensus: a node that can reach no peer, or whose peers
 // cannot see the new primary, answers from its own view (README.md,
 // "Split-brain guard").
-import { formatDuration } from "./config.ts";
-import type { Logger } from "./log.ts";
-import type { PollFacts } from "./poller.ts";
-import { FENCED, STATE_NAMES, type Status } from "./states.ts";
+import { formatDuration } from "../config/config.ts";
+import type { Logger } from "../log.ts";
+import type { PollFacts } from "../poll/poller.ts";
+import { FENCED, STATE_NAMES, type Status } from "../cell.ts";
 
 /** What became of the last request to a peer; the `reason` label of the peer metrics. */
 export const PEER_RESULTS = ["ok", "timeout", "refused", "error", "bad_answer", "other_cluster"] as const;

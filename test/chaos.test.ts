@@ -7,7 +7,8 @@ import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import postgres from "postgres";
 import { startPrimary, waitFor, type PgPrimary } from "../src/testkit/pg.ts";
-import { answer, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
+import { answer, waitForAnswer } from "../src/testkit/probe.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks and tests 5 s whatever bunfig.toml says; PostgreSQL on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;

@@ -1,5 +1,5 @@
 // The benchmark suite: replstatus side by side with the C bgw_replstatus, measured in one run on
-// one machine by the same client, with the ratio to the C original and DESIGN.md's target.
+// one machine by the same client, with the ratio to the C original and the target from bench/README.md.
 //
 //   bun run bench [--quick] [--only rate,burst,storm,failover,micro,idle] [--json FILE] [--svg FILE]
 //

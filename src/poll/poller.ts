@@ -44,7 +44,9 @@ export interface PollFacts {
 // the first 8 hex digits of the name of the WAL segment it writes, which since
 // PostgreSQL 15 is named after the insertion timeline (pg_walfile_name() uses
 // GetWALInsertionTimeLine()), so it is the new timeline from the moment a
-// promotion ends. pg_control_checkpoint().timeline_id would not do: it is the
+// promotion ends (before 15 the backend's ThisTimeLineID, taken from shared
+// memory once it sees recovery over: the same, test/majors.test.ts checks
+// 13 to 18; no major needs another query). pg_control_checkpoint().timeline_id would not do: it is the
 // last checkpoint's, and stays on the old timeline until the first checkpoint
 // after promotion. pg_walfile_name() refuses to run in recovery, hence the
 // case. On a standby, received_tli, else (no pg_read_all_stats) the last

@@ -16,6 +16,7 @@ import {
 import { tmpdir, userInfo } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { atExit } from "./cleanup.ts";
+import { clientBinDir, hasBaseBackup, serverBinDir } from "./pgbin.ts";
 
 export interface PgOptions {
   /** Extra postgresql.conf lines for the primary; the standby inherits them. */
@@ -24,6 +25,11 @@ export interface PgOptions {
   standbyConf?: string[];
   /** pg_hba.conf lines placed before the trust lines, e.g. to require a password for one role. */
   hbaPrepend?: string[];
+  /**
+   * The PostgreSQL major to run (13..18, testkit/pgbin.ts): the machine's own when it has that
+   * major, else the npm package pinned for it. Default: the machine's own PostgreSQL.
+   */
+  major?: number;
 }
 
 export interface PgNode {
@@ -32,6 +38,8 @@ export interface PgNode {
   port: number;
   socketDir: string;
   logFile: string;
+  /** The dir of the server programs (initdb, pg_ctl, postgres) this node runs. */
+  binDir: string;
   /** The database superuser, which is also the OS user the server runs as. */
   user: string;
   /** postgres://user@127.0.0.1:PORT/postgres */
@@ -115,29 +123,9 @@ for (const [key, value] of Object.entries(process.env)) {
   if (!key.startsWith("PG") && value !== undefined) baseEnv[key] = value;
 }
 
-let binDir: string | undefined;
+/** A client program (psql) of the machine's own PostgreSQL: it talks to every major here. */
 function bin(name: string): string {
-  binDir ??= findBinDir();
-  return join(binDir, name);
-}
-
-function findBinDir(): string {
-  if (Bun.which("pg_config")) {
-    const out = Bun.spawnSync(["pg_config", "--bindir"], { stderr: "pipe" });
-    const dir = out.stdout.toString().trim();
-    if (out.exitCode === 0 && existsSync(join(dir, "initdb"))) return dir;
-  }
-  const root = "/usr/lib/postgresql";
-  const versions = existsSync(root)
-    ? readdirSync(root)
-        .filter((v) => existsSync(join(root, v, "bin", "initdb")))
-        .sort((a, b) => Number.parseFloat(b) - Number.parseFloat(a))
-    : [];
-  if (versions[0]) return join(root, versions[0], "bin");
-  throw new Error(
-    "fixture: could not find PostgreSQL server binaries: no initdb in `pg_config --bindir` or /usr/lib/postgresql/*/bin\n" +
-      "hint: apt-get install -y postgresql",
-  );
+  return join(clientBinDir(), name);
 }
 
 let owner: { uid: number; gid: number } | undefined;
@@ -286,6 +274,8 @@ function signal(pids: number[], sig: NodeJS.Signals): void {
 
 interface Cluster {
   dir: string;
+  /** Where initdb, pg_ctl and postgres of the cluster's major are. */
+  binDir: string;
   nodes: PgNode[];
 }
 
@@ -297,20 +287,21 @@ function stopAtExit({ dir, nodes }: Cluster): void {
   signal(processesUnder(dir), "SIGCONT");
   for (const node of nodes) {
     if (!existsSync(join(node.dataDir, "postmaster.pid"))) continue;
-    const stop = [bin("pg_ctl"), "stop", "-w", "-t", "10", "-m", "immediate", "-D", node.dataDir];
+    const stop = [join(node.binDir, "pg_ctl"), "stop", "-w", "-t", "10", "-m", "immediate", "-D", node.dataDir];
     Bun.spawnSync(asPostgres(stop), { cwd: dir, env: baseEnv, stdout: "ignore", stderr: "ignore", timeout: 15_000 });
   }
   signal(processesUnder(dir), "SIGKILL");
   rmSync(dir, { recursive: true, force: true });
 }
 
-function newCluster(): Cluster {
+function newCluster(major: number | undefined): Cluster {
   // Fail on missing binaries or a missing postgres user before there is anything to clean up.
-  bin("initdb");
+  bin("psql");
+  const binDir = serverBinDir(major);
   if (asRoot) owner ??= postgresOwner();
   const dir = mkdtempSync(join(tmpdir(), "rs-"));
   chown(dir);
-  const cluster: Cluster = { dir, nodes: [] };
+  const cluster: Cluster = { dir, binDir, nodes: [] };
   live.set(
     cluster,
     atExit(() => stopAtExit(cluster)),
@@ -385,13 +376,17 @@ async function newNode(cluster: Cluster, name: string, conf: string[]): Promise<
   chown(socketDir);
 
   const pgCtl = (action: string, ...args: string[]) =>
-    withLog(node, run([bin("pg_ctl"), action, ...args, "-D", dataDir], dir, `pg_ctl ${action} of ${name}`));
+    withLog(
+      node,
+      run([join(cluster.binDir, "pg_ctl"), action, ...args, "-D", dataDir], dir, `pg_ctl ${action} of ${name}`),
+    );
   const node: PgNode = {
     name,
     dataDir,
     port,
     socketDir,
     logFile,
+    binDir: cluster.binDir,
     user: superuser,
     url: `postgres://${superuser}@127.0.0.1:${port}/postgres`,
     env: { PGHOST: socketDir, PGPORT: String(port), PGUSER: superuser, PGDATABASE: "postgres" },
@@ -440,15 +435,41 @@ async function newNode(cluster: Cluster, name: string, conf: string[]): Promise<
 /** Makes node a fresh copy of source (pg_basebackup -R), starts it and waits until it streams. */
 async function cloneFrom(node: PgNode, source: PgNode): Promise<void> {
   rmSync(node.dataDir, { recursive: true, force: true });
-  const backup = [bin("pg_basebackup"), "-D", node.dataDir, "-R", "-X", "stream", "-c", "fast", "--no-sync"];
-  const from = ["-h", "127.0.0.1", "-p", String(source.port), "-U", source.user];
-  await withLog(source, run([...backup, ...from], dirname(node.dataDir), `pg_basebackup of ${node.name}`));
+  if (hasBaseBackup(source.binDir)) {
+    const backup = [join(source.binDir, "pg_basebackup"), "-D", node.dataDir, "-R", "-X", "stream", "-c", "fast"];
+    const from = ["--no-sync", "-h", "127.0.0.1", "-p", String(source.port), "-U", source.user];
+    await withLog(source, run([...backup, ...from], dirname(node.dataDir), `pg_basebackup of ${node.name}`));
+  } else {
+    await copyStopped(node, source);
+  }
   writeNodeConf(node);
   await node.start();
   await withLog(
     node,
     waitFor(`${node.name} to stream from ${source.name}`, async () => (await node.sql(streamingQuery)) === "t"),
   );
+}
+
+// Without pg_basebackup (the npm packages' majors) a standby is a copy of its source's data dir
+// taken while the source is stopped (-m fast ends with a shutdown checkpoint, so the copy needs no
+// WAL from elsewhere), plus what pg_basebackup -R would write: standby.signal and primary_conninfo
+// in postgresql.auto.conf. The low-level backup API (pg_backup_start/stop, pg_start_backup before
+// 15) would keep the source up, but needs one session held across the copy and the backup_label it
+// returns written into the copy; one restart of the source is simpler, and in startPair happens
+// before anything watches it.
+async function copyStopped(node: PgNode, source: PgNode): Promise<void> {
+  await source.stop("fast");
+  try {
+    await run(["cp", "-a", source.dataDir, node.dataDir], dirname(node.dataDir), `copy of ${source.name}`);
+  } finally {
+    await source.start();
+  }
+  const autoConf = join(node.dataDir, "postgresql.auto.conf");
+  const kept = readFileSync(autoConf, "utf8")
+    .split("\n")
+    .filter((line) => line !== "" && !line.startsWith("primary_conninfo"));
+  writeOwned(autoConf, [...kept, `primary_conninfo = 'host=127.0.0.1 port=${source.port} user=${source.user}'`]);
+  writeOwned(join(node.dataDir, "standby.signal"), []);
 }
 
 function handle(cluster: Cluster, primary: PgNode): PgPrimary {
@@ -467,11 +488,22 @@ async function orStop<T>(cluster: Cluster, work: () => Promise<T>): Promise<T> {
 }
 
 async function initCluster(opts: PgOptions): Promise<{ cluster: Cluster; primary: PgNode }> {
-  const cluster = newCluster();
+  const cluster = newCluster(opts.major);
   return orStop(cluster, async () => {
     const primary = await newNode(cluster, "primary", opts.primaryConf ?? []);
     await run(
-      [bin("initdb"), "-D", primary.dataDir, "-U", superuser, "--auth=trust", "--locale=C", "-E", "UTF8", "--no-sync"],
+      [
+        join(cluster.binDir, "initdb"),
+        "-D",
+        primary.dataDir,
+        "-U",
+        superuser,
+        "--auth=trust",
+        "--locale=C",
+        "-E",
+        "UTF8",
+        "--no-sync",
+      ],
       cluster.dir,
     );
     writeOwned(join(primary.dataDir, "pg_hba.conf"), [...(opts.hbaPrepend ?? []), ...trustHba]);
@@ -506,7 +538,10 @@ export async function startPair(opts: PgOptions = {}): Promise<PgPair> {
   });
 }
 
-/** Stops node (immediate), wipes it and makes it a standby of source; resolves once it streams. */
+/**
+ * Stops node (immediate), wipes it and makes it a standby of source; resolves once it streams.
+ * On a major without pg_basebackup, source is stopped (fast) and started again for the copy.
+ */
 export async function rebuildAsStandby(node: PgNode, source: PgNode): Promise<void> {
   await halt(node);
   await cloneFrom(node, source);

@@ -2,21 +2,29 @@
 // and `replstatus demo`.
 // Everything a cluster owns lives under one mkdtemp dir: data dirs, socket dirs, logs.
 
-import {
-  chownSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
-import { tmpdir, userInfo } from "node:os";
-import { basename, dirname, join } from "node:path";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { atExit } from "./cleanup.ts";
+import {
+  asPostgres,
+  asRoot,
+  baseEnv,
+  childrenOf,
+  chown,
+  freePort,
+  messageOf,
+  postgresOwner,
+  processesUnder,
+  run,
+  signal,
+  superuser,
+  waitFor,
+} from "./proc.ts";
+
+export { freePort, superuser, waitFor } from "./proc.ts";
 import { clientBinDir, hasBaseBackup, serverBinDir } from "./pgbin.ts";
+import { baseConf, streamingQuery, trustHba } from "./pgconf.ts";
 
 export interface PgOptions {
   /** Extra postgresql.conf lines for the primary; the standby inherits them. */
@@ -76,145 +84,14 @@ export interface PgPair extends PgPrimary {
 }
 
 /** Default deadline of every wait, in ms. */
-const waitMs = 30_000;
 /** Deadline of one psql run, in ms: a SIGSTOPped server never answers. */
 const sqlTimeoutMs = 30_000;
-/** Deadline of one initdb, pg_ctl or pg_basebackup run, in ms (pg_ctl itself gets -t 30). */
-const commandTimeoutMs = 60_000;
 /** Longest unix socket path, sun_path minus its terminating NUL. */
 const maxSocketPath = 107;
-
-// initdb refuses to run as root, so as root every PostgreSQL command runs as the postgres OS user;
-// the bootstrap superuser is named after the OS user that runs initdb.
-const asRoot = process.getuid?.() === 0;
-/** The OS user the servers run as, which is also the database superuser. */
-export const superuser = asRoot ? "postgres" : userInfo().username;
-
-const baseConf = [
-  "listen_addresses = '127.0.0.1'",
-  "wal_level = replica",
-  "max_wal_senders = 5",
-  "hot_standby = on",
-  "fsync = off",
-  "synchronous_commit = off",
-  "full_page_writes = on",
-  "wal_log_hints = on", // so that pg_rewind works
-  "shared_buffers = 16MB",
-  "max_connections = 30",
-  "log_min_messages = warning",
-  "logging_collector = off",
-];
-
-const trustHba = [
-  "local all all trust",
-  "host all all 127.0.0.1/32 trust",
-  "host all all ::1/128 trust",
-  "local replication all trust",
-  "host replication all 127.0.0.1/32 trust",
-  "host replication all ::1/128 trust",
-];
-
-const streamingQuery =
-  "select pg_is_in_recovery() and exists (select from pg_stat_wal_receiver where status = 'streaming')";
-
-// PG* variables of the caller's shell must not steer the fixture's commands to another server.
-const baseEnv: Record<string, string> = {};
-for (const [key, value] of Object.entries(process.env)) {
-  if (!key.startsWith("PG") && value !== undefined) baseEnv[key] = value;
-}
 
 /** A client program (psql) of the machine's own PostgreSQL: it talks to every major here. */
 function bin(name: string): string {
   return join(clientBinDir(), name);
-}
-
-let owner: { uid: number; gid: number } | undefined;
-function chown(path: string): void {
-  if (!asRoot) return;
-  owner ??= postgresOwner();
-  chownSync(path, owner.uid, owner.gid);
-}
-
-function postgresOwner(): { uid: number; gid: number } {
-  const id = (flag: string) => {
-    const out = Bun.spawnSync(["id", flag, "postgres"], { stderr: "pipe" });
-    if (out.exitCode !== 0) {
-      throw new Error(
-        `fixture: could not find the postgres OS user, needed to run PostgreSQL as root: ${out.stderr.toString().trim()}\n` +
-          "hint: apt-get install -y postgresql",
-      );
-    }
-    return Number(out.stdout.toString().trim());
-  };
-  return { uid: id("-u"), gid: id("-g") };
-}
-
-function asPostgres(cmd: string[]): string[] {
-  return asRoot ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", ...cmd] : cmd;
-}
-
-/** Runs a PostgreSQL command as the server's OS user; returns trimmed stdout, throws with stderr. */
-async function run(
-  cmd: string[],
-  cwd: string,
-  what = basename(cmd[0] ?? ""),
-  timeout = commandTimeoutMs,
-): Promise<string> {
-  const proc = Bun.spawn(asPostgres(cmd), {
-    cwd,
-    env: { ...baseEnv, HOME: cwd },
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-    timeout,
-    killSignal: "SIGKILL",
-  });
-  const [out, err, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  if (code !== 0) {
-    const why = proc.signalCode ? `killed by ${proc.signalCode} after at most ${timeout}ms` : `exit ${code}`;
-    throw new Error(`fixture: ${what} failed (${why}): ${(err || out).trim()}`);
-  }
-  return out.trim();
-}
-
-/** Polls fn every stepMs until it returns something truthy; a throw counts as "not yet". */
-export async function waitFor<T>(
-  what: string,
-  fn: () => T | Promise<T> | undefined | false | null,
-  timeoutMs = waitMs,
-  stepMs = 10,
-): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await fn();
-      if (value) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (performance.now() >= deadline) {
-      const last = lastError === undefined ? "" : ` (last error: ${messageOf(lastError)})`;
-      throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}${last}`);
-    }
-    await Bun.sleep(stepMs);
-  }
-}
-
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 function logTail(node: PgNode, lines = 20): string {
@@ -228,47 +105,6 @@ async function withLog<T>(node: PgNode, work: Promise<T>): Promise<T> {
     return await work;
   } catch (error) {
     throw new Error(`${messageOf(error)}\n--- tail of ${node.logFile} ---\n${logTail(node)}`);
-  }
-}
-
-function childrenOf(ppid: number): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      // The command name in field 2 may hold spaces and parentheses: fields resume after the last ")".
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === ppid) pids.push(Number(entry));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return pids;
-}
-
-// Every server process has its data dir as cwd, which also finds children orphaned by a killed
-// postmaster, and any psql a test left running in the cluster dir.
-function processesUnder(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const cwd = readlinkSync(`/proc/${entry}/cwd`).replace(/ \(deleted\)$/, "");
-      if (cwd === dir || cwd.startsWith(`${dir}/`)) pids.push(Number(entry));
-    } catch {
-      // exited, a zombie, or not ours to inspect
-    }
-  }
-  return pids;
-}
-
-function signal(pids: number[], sig: NodeJS.Signals): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, sig);
-    } catch {
-      // already gone
-    }
   }
 }
 
@@ -298,7 +134,7 @@ function newCluster(major: number | undefined): Cluster {
   // Fail on missing binaries or a missing postgres user before there is anything to clean up.
   bin("psql");
   const binDir = serverBinDir(major);
-  if (asRoot) owner ??= postgresOwner();
+  if (asRoot) postgresOwner();
   const dir = mkdtempSync(join(tmpdir(), "rs-"));
   chown(dir);
   const cluster: Cluster = { dir, binDir, nodes: [] };

@@ -12,7 +12,7 @@ import { bench, do_not_optimize, group, run, summary } from "mitata";
 import postgres from "postgres";
 import { startPrimary, type PgPrimary } from "../src/testkit/pg.ts";
 import { rawHandler } from "../src/listen/gate.ts";
-import { POLL_QUERY } from "../src/poll/poller.ts";
+import { POLL_QUERY } from "../src/poll/facts.ts";
 import { buildResponses } from "../src/listen/answers.ts";
 import { createStatus, PRIMARY } from "../src/cell.ts";
 import { admits, buildAllowList, type AllowList } from "../src/listen/allow.ts";

@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { weightBucket } from "../src/listen/agent.ts";
 import type { AgentConfig } from "../src/config/config.ts";
-import type { PollFacts } from "../src/poll/poller.ts";
+import type { PollFacts } from "../src/poll/facts.ts";
 import { buildResponses } from "../src/listen/answers.ts";
 import {
   agentSlot,

@@ -24,7 +24,7 @@
 // "Split-brain guard").
 import { formatDuration } from "../config/config.ts";
 import type { Logger } from "../log.ts";
-import type { PollFacts } from "../poll/poller.ts";
+import type { PollFacts } from "../poll/facts.ts";
 import { FENCED, STATE_NAMES, type Status } from "../cell.ts";
 
 /** What became of the last request to a peer; the `reason` label of the peer metrics. */

@@ -5,7 +5,7 @@
 import type { SocketHandler } from "bun";
 import type { AgentConfig } from "../config/config.ts";
 import { DRAIN_TIMEOUT_S, rawHandler } from "./gate.ts";
-import type { PollFacts } from "../poll/poller.ts";
+import type { PollFacts } from "../poll/facts.ts";
 import type { Responses } from "./answers.ts";
 import { WEIGHT_BUCKETS } from "../cell.ts";
 

@@ -2,7 +2,7 @@
 // increments a slot of a Float64Array; every string is built here, per scrape.
 // Format: https://prometheus.io/docs/instrumenting/exposition_formats/
 import { PEER_RESULTS, type Guard } from "../cluster/peers.ts";
-import type { PollFacts } from "../poll/poller.ts";
+import { classifyPollError, POLL_ERROR_REASONS, type PollFacts } from "../poll/facts.ts";
 import { STATE_NAMES, type State } from "../cell.ts";
 
 /** Results of a connection, the `result` label; slot offsets within a listener's block. */
@@ -11,50 +11,8 @@ export const ANSWERED = 0;
 export const REJECTED_PEER = 1;
 export const OVER_LIMIT = 2;
 
-/** Poll error classes, the `reason` label: a fixed set, never free text. */
-export const POLL_ERROR_REASONS = [
-  "timeout",
-  "refused",
-  "connection_lost",
-  "auth",
-  "too_many_connections",
-  "starting_or_stopping",
-  "other",
-] as const;
-export type PollErrorReason = (typeof POLL_ERROR_REASONS)[number];
-
 /** Upper bounds of the poll latency buckets, in seconds. */
 export const POLL_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
-
-/** Maps a poll failure to its class, by the codes of PostgreSQL (Appendix A) and of postgres.js. */
-export function classifyPollError(err: unknown): PollErrorReason {
-  const code = (err as { code?: unknown } | null)?.code;
-  switch (code) {
-    case "POLL_TIMEOUT":
-    case "CONNECT_TIMEOUT":
-    case "ETIMEDOUT":
-      return "timeout";
-    case "ECONNREFUSED":
-    case "ENOENT":
-    case "EHOSTUNREACH":
-    case "ENETUNREACH":
-      return "refused";
-    case "CONNECTION_CLOSED":
-    case "CONNECTION_ENDED":
-    case "CONNECTION_DESTROYED":
-    case "ECONNRESET":
-    case "EPIPE":
-    case "57P01": // admin_shutdown: pg_terminate_backend(), fast shutdown
-    case "57P02": // crash_shutdown
-      return "connection_lost";
-    case "53300": // too_many_connections
-      return "too_many_connections";
-    case "57P03": // cannot_connect_now: starting up, shutting down, in recovery without hot standby
-      return "starting_or_stopping";
-  }
-  if (typeof code === "string" && code.startsWith("28")) return "auth"; // invalid_authorization_specification
-  return "other";
-}
 
 export interface MetricsSources {
   state(): State;

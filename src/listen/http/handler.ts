@@ -15,7 +15,7 @@ import type { Socket, SocketHandler } from "bun";
 import { parseSizeBytes } from "../../config/config.ts";
 import { DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S } from "../gate.ts";
 import type { GuardStatus } from "../../cluster/peers.ts";
-import type { PollFacts } from "../../poll/poller.ts";
+import type { PollFacts } from "../../poll/facts.ts";
 import type { Responses } from "../answers.ts";
 import { FENCED, LAGGING, OVERRIDE_NAMES, PRIMARY, STANDBY, STATE_NAMES, UNKNOWN, type Status } from "../../cell.ts";
 

@@ -28,7 +28,8 @@ import { ControlError, sendControl, startControl, type Control } from "./ops/con
 import { resolveTarget } from "./poll/target.ts";
 import { httpHandler } from "./listen/http/handler.ts";
 import { createLagJudge } from "./poll/lag.ts";
-import { listen, ListenError, listenError, rawHandler, type Gate, type Listener } from "./listen/gate.ts";
+import { listen, ListenError, listenError, type Gate, type Listener } from "./listen/gate.ts";
+import { rawHandler } from "./listen/raw.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMetrics, OVER_LIMIT, RESULTS } from "./ops/metrics.ts";
 import { startGuard } from "./cluster/peers.ts";

@@ -11,7 +11,7 @@
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { bunPgSocket, type PgSocketOptions } from "../src/poll/pgsocket.ts";
-import { POLL_QUERY } from "../src/poll/poller.ts";
+import { POLL_QUERY } from "../src/poll/facts.ts";
 import { MAJORS } from "../src/testkit/pgbin.ts";
 import { startPair } from "../src/testkit/pg.ts";
 import { fmtSpread, spread, type Spread } from "./stats.ts";

@@ -6,24 +6,11 @@
 import pkg from "../package.json";
 import { agentHandler, weightBucket } from "./listen/agent.ts";
 import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
-import {
-  buildConfig,
-  buildDemoConfig,
-  ConfigError,
-  defaultControlSocket,
-  envName,
-  formatAddress,
-  formatBytes,
-  formatDuration,
-  helpText,
-  parseArgv,
-  readConfigFile,
-  redactUrl,
-  SUBCOMMANDS,
-  type Config,
-  type Raw,
-  type Subcommand,
-} from "./config/config.ts";
+import { helpText } from "./config/help.ts";
+import { buildConfig, buildDemoConfig, parseArgv, readConfigFile, type Raw } from "./config/load.ts";
+import { defaultControlSocket, envName, SUBCOMMANDS, type Subcommand } from "./config/options.ts";
+import { ConfigError, type Config } from "./config/types.ts";
+import { formatAddress, formatBytes, formatDuration, redactUrl } from "./units.ts";
 import { ControlError, sendControl, startControl, type Control } from "./ops/control.ts";
 import { resolveTarget } from "./poll/target.ts";
 import { httpHandler } from "./listen/http/handler.ts";

@@ -4,7 +4,8 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildConfig, OPTIONS } from "../src/config/config.ts";
+import { buildConfig } from "../src/config/load.ts";
+import { OPTIONS } from "../src/config/options.ts";
 import { waitFor } from "../src/testkit/pg.ts";
 import { answer, cleanEnv, MAIN, startResponder } from "./helpers.ts";
 

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
 import { admits, buildAllowList, type AllowList } from "../src/listen/allow.ts";
-import { DEFAULT_TEXTS } from "../src/config/config.ts";
+import { DEFAULT_TEXTS } from "../src/config/options.ts";
 import { guard, rawHandler, type Gate } from "../src/listen/gate.ts";
 import { buildResponses } from "../src/listen/answers.ts";
 import { waitFor } from "../src/testkit/pg.ts";

@@ -5,7 +5,8 @@
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { formatDuration, type DemoConfig } from "../config/config.ts";
+import type { DemoConfig } from "../config/types.ts";
+import { formatDuration } from "../units.ts";
 import { freePort, startPair, waitFor, type PgNode, type PgPair } from "../testkit/pg.ts";
 
 interface Child {

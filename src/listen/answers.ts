@@ -1,7 +1,7 @@
 // Every answer a listener can give, built once from the configuration. A
 // reload builds a new set and copies its fields into the object the listeners
 // hold, so their next connection sees it.
-import type { AgentConfig, Texts } from "../config/config.ts";
+import type { AgentConfig, Texts } from "../config/types.ts";
 import { buildHttpResponses, type HttpResponses } from "./http/handler.ts";
 import {
   agentIndex,

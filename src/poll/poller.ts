@@ -4,7 +4,7 @@
 import postgres from "postgres";
 import type { DbTarget } from "./target.ts";
 import type { Logger } from "../log.ts";
-import { formatDuration } from "../config/config.ts";
+import { formatDuration } from "../units.ts";
 import type { LagJudge } from "./lag.ts";
 import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
 import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "../cell.ts";

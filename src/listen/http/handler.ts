@@ -12,7 +12,7 @@
 // that arrives in pieces gets a 4 KiB buffer. Line ends are CRLF or a bare LF
 // (RFC 9112 section 2.2 allows a recipient to accept a bare LF).
 import type { Socket, SocketHandler } from "bun";
-import { parseSizeBytes } from "../../config/config.ts";
+import { parseSizeBytes } from "../../units.ts";
 import { DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S } from "../gate.ts";
 import type { GuardStatus } from "../../cluster/peers.ts";
 import type { PollFacts } from "../../poll/poller.ts";

@@ -1,7 +1,17 @@
 // Durations, sizes and addresses: parsed from the text a user types, and
 // formatted back for logs and errors.
 import { isIP } from "node:net";
-import { LISTEN_MODES, type ListenAddress, type ListenMode } from "./config/types.ts";
+
+export type ListenMode = "raw" | "http" | "agent";
+export const LISTEN_MODES: readonly ListenMode[] = ["raw", "http", "agent"];
+
+export interface ListenAddress {
+  mode: ListenMode;
+  /** Literal IP address (IPv6 without brackets). */
+  host: string;
+  /** 0 asks the kernel for a free port (tests). */
+  port: number;
+}
 
 /** `250ms`, `2s`, `1.5s` or a bare integer of milliseconds. */
 export function parseDurationMs(text: string): number | undefined {

@@ -6,6 +6,7 @@ import { buildAllowList } from "../listen/allow.ts";
 import {
   formatDuration,
   LISTEN_EXPECTED,
+  type ListenAddress,
   parseDurationMs,
   parseListen,
   parsePeer,
@@ -13,7 +14,6 @@ import {
   parseSizeBytes,
   redactUrl,
 } from "../units.ts";
-import type { ListenAddress } from "./types.ts";
 
 export interface Kind<T> {
   /** Placeholder shown in --help; undefined for a switch, which takes no value. */

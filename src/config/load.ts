@@ -2,9 +2,9 @@
 // the defaults of options.ts. Each value is parsed by its option's kind; the
 // rules here are only those that span several options.
 import { buildAllowList, type AllowList } from "../listen/allow.ts";
-import { formatAddress, formatDuration } from "../units.ts";
+import { formatAddress, formatDuration, type ListenAddress } from "../units.ts";
 import { BY_NAME, envName, hasEnv, OPTIONS, type OptionName, type Values } from "./options.ts";
-import { ConfigError, type Config, type DemoConfig, type ListenAddress, type Texts } from "./types.ts";
+import { ConfigError, type Config, type DemoConfig, type Texts } from "./types.ts";
 
 /** Flag name -> its values as given, before parsing. */
 export type Raw = Map<string, string[]>;

@@ -22,7 +22,8 @@ import {
   switchKind,
   type Kind,
 } from "./kinds.ts";
-import { AGENT_ROLES, LISTEN_MODES, type AgentRole, type Texts } from "./types.ts";
+import { LISTEN_MODES } from "../units.ts";
+import { AGENT_ROLES, type AgentRole, type Texts } from "./types.ts";
 
 // Defaults, as bgw_replstatus has them where it has them.
 export const DEFAULT_PORT = 5400;

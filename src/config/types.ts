@@ -1,25 +1,15 @@
 // What the configuration produces: Config and the parts other modules take.
 import type { AllowList } from "../listen/allow.ts";
+import type { ListenAddress } from "../units.ts";
 
 /** Thrown for a bad flag or value; main.ts prints `message` and exits with 2. */
 export class ConfigError extends Error {
   readonly code = "CONFIG_INVALID";
 }
 
-export type ListenMode = "raw" | "http" | "agent";
-export const LISTEN_MODES: readonly ListenMode[] = ["raw", "http", "agent"];
-
 /** The role an agent listener reports as "up" (haproxy agent-check). */
 export type AgentRole = "primary" | "standby";
 export const AGENT_ROLES: readonly AgentRole[] = ["primary", "standby"];
-
-export interface ListenAddress {
-  mode: ListenMode;
-  /** Literal IP address (IPv6 without brackets). */
-  host: string;
-  /** 0 asks the kernel for a free port (tests). */
-  port: number;
-}
 
 export interface Texts {
   primary: string;

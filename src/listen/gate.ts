@@ -3,8 +3,7 @@
 import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
 import { admits, type AllowList } from "./allow.ts";
 import { setBacklog } from "./backlog.ts";
-import type { ListenAddress } from "../config/types.ts";
-import { formatAddress } from "../units.ts";
+import { formatAddress, type ListenAddress } from "../units.ts";
 import { ANSWERED, OVER_LIMIT, REJECTED_PEER, RESULTS } from "../ops/metrics.ts";
 import type { Responses } from "./answers.ts";
 

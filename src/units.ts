@@ -1,5 +1,5 @@
 // Durations, sizes and addresses: parsed from the text a user types, and
-// formatted back for logs and errors.
+// formatted back for logs and errors; oneLine for messages of other libraries.
 import { isIP } from "node:net";
 
 export type ListenMode = "raw" | "http" | "agent";
@@ -103,4 +103,9 @@ export function parsePeer(text: string): string | undefined {
 /** Hides the password of a connection URL, for logs and errors. */
 export function redactUrl(text: string): string {
   return text.replace(/^(\w+:\/\/[^:/@]*:)[^@/]*@/, "$1***@");
+}
+
+/** Another library's message (a TOML parser's, a driver's) folded onto one line, for errors and logs. */
+export function oneLine(text: string): string {
+  return text.replace(/\s+/g, " ").trim();
 }

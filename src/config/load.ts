@@ -2,7 +2,7 @@
 // the defaults of options.ts. Each value is parsed by its option's kind; the
 // rules here are only those that span several options.
 import { buildAllowList, type AllowList } from "../listen/allow.ts";
-import { formatAddress, formatDuration, type ListenAddress } from "../units.ts";
+import { formatAddress, formatDuration, oneLine, type ListenAddress } from "../units.ts";
 import { BY_NAME, envName, hasEnv, OPTIONS, type OptionName, type Values } from "./options.ts";
 import { ConfigError, type Config, type DemoConfig, type Texts } from "./types.ts";
 
@@ -139,10 +139,6 @@ export async function readConfigFile(path: string): Promise<ConfigFile> {
     values.set(key, list.map(String));
   }
   return { path, values };
-}
-
-function oneLine(text: string): string {
-  return text.replace(/\s+/g, " ").trim();
 }
 
 /** haproxy's `tcp-check expect string` is a substring match, so no state's text may contain another's. */

@@ -1,7 +1,8 @@
 // The option table: the one source of the parser, the validation, --help, the
 // REPLSTATUS_* variables and the TOML file's keys. Adding an option is one entry
-// in TABLE (its kind says how the value is parsed and what is accepted), then
-// reading `values["its-name"]` in load.ts's buildConfig.
+// in TABLE (its kind, from kinds.ts, says how the value is parsed and what is
+// accepted); buildConfig in load.ts then reads it, typed, with read("its-name")
+// into a Config field. An option it does not read is still checked.
 import {
   answerText,
   anyText,
@@ -73,7 +74,7 @@ interface Spec<T> {
   help: string;
 }
 
-// In --help order. Validated in this order too, before load.ts's rules that span options.
+// In --help order.
 const TABLE = {
   listen: {
     kind: listenAddress,

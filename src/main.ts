@@ -4,17 +4,10 @@
 // failure (an address or control socket that cannot be served) and for a
 // drain|maint|ready that finds no replstatus. demo exits with its own code.
 import pkg from "../package.json";
-import {
-  buildDemoConfig,
-  ConfigError,
-  defaultControlSocket,
-  helpText,
-  parseArgv,
-  SUBCOMMANDS,
-  type Config,
-  type Raw,
-  type Subcommand,
-} from "./config/config.ts";
+import { helpText } from "./config/help.ts";
+import { buildDemoConfig, parseArgv, type Raw } from "./config/load.ts";
+import { defaultControlSocket, SUBCOMMANDS, type Subcommand } from "./config/options.ts";
+import { ConfigError, type Config } from "./config/types.ts";
 import { ListenError } from "./listen/gate.ts";
 import { ControlError, sendControl } from "./ops/control.ts";
 import { loadConfig } from "./ops/reload.ts";

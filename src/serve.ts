@@ -5,7 +5,8 @@
 // for a start-up failure half-way and for a shutdown alike.
 import { createStatus, STATE_NAMES, type Status } from "./cell.ts";
 import { startGuard, type Guard } from "./cluster/peers.ts";
-import { defaultControlSocket, type Config } from "./config/config.ts";
+import { defaultControlSocket } from "./config/options.ts";
+import { type Config } from "./config/types.ts";
 import { agentHandler, weightBucket } from "./listen/agent.ts";
 import { buildResponses, type Responses } from "./listen/answers.ts";
 import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";

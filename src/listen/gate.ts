@@ -3,7 +3,7 @@
 import type { SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
 import { admits, type AllowList } from "./allow.ts";
 import { setBacklog } from "./backlog.ts";
-import { formatAddress, type ListenAddress } from "../config/config.ts";
+import { formatAddress, type ListenAddress } from "../units.ts";
 import { ANSWERED, OVER_LIMIT, REJECTED_PEER, RESULTS } from "../ops/metrics.ts";
 
 /** Thrown when an address cannot be served; main prints it and exits 1. */

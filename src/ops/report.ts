@@ -1,7 +1,8 @@
 // The start-up report: what this process serves and with which limits, logged
 // once everything is in place. Tests and scripts take the "serving" line as
 // "ready", so its wording is part of the interface.
-import { formatAddress, formatBytes, formatDuration, redactUrl, type Config } from "../config/config.ts";
+import { type Config } from "../config/types.ts";
+import { formatAddress, formatBytes, formatDuration, redactUrl } from "../units.ts";
 import type { Listener } from "../listen/gate.ts";
 import type { Logger } from "../log.ts";
 import type { Guard } from "../cluster/peers.ts";

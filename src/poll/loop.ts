@@ -5,7 +5,7 @@
 // connections/s ran 10 ms timers up to 3 s late; a worker's, 7 ms).
 import postgres from "postgres";
 import type { DbTarget } from "./target.ts";
-import { formatDuration } from "../config/config.ts";
+import { formatDuration } from "../units.ts";
 import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
 import { describe, POLL_QUERY } from "./facts.ts";
 

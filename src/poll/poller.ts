@@ -4,7 +4,7 @@
 // with the lag judge, the logs and the metrics. It never says primary unless a
 // poll that started less than staleAfterMs ago saw pg_is_in_recovery() false.
 import type { Logger } from "../log.ts";
-import { formatDuration } from "../config/config.ts";
+import { formatDuration } from "../units.ts";
 import type { LagJudge } from "./lag.ts";
 import { decodeFacts, type PollFacts } from "./facts.ts";
 import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, type LoopConfig, type LoopTimings } from "./loop.ts";

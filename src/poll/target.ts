@@ -3,7 +3,7 @@
 // the local socket directory. postgres.js alone would default to TCP localhost.
 import { existsSync, readFileSync } from "node:fs";
 import { userInfo } from "node:os";
-import { ConfigError } from "../config/config.ts";
+import { ConfigError } from "../config/types.ts";
 
 export interface DbTarget {
   /** Hostname, IP address, or a socket directory (starts with "/"). */

@@ -69,6 +69,8 @@ from (select pg_is_in_recovery() as in_recovery) as r left join pg_stat_wal_rece
 
 export const BACKOFF_MIN_MS = 100;
 export const BACKOFF_MAX_MS = 2000;
+/** How long stop() lets the worker say goodbye to PostgreSQL before ending it. */
+const STOP_GRACE_MS = 50;
 /** A NOTIFY flood must not turn into a poll flood. */
 const NOTIFY_MIN_GAP_MS = 5;
 
@@ -273,7 +275,7 @@ export function pollLoop(opts: LoopConfig, hooks: LoopHooks): Loop {
     }
   }
 
-  const running = run();
+  void run();
 
   return {
     retime(timings) {
@@ -282,15 +284,16 @@ export function pollLoop(opts: LoopConfig, hooks: LoopHooks): Loop {
       opts.connectTimeoutMs = timings.connectTimeoutMs;
       wake?.();
     },
+    // Never waits on the server: Terminate is sent if the connection is
+    // idle, and a poll in flight is cut off (its rejection ends run()).
     async stop() {
       stopped = true;
       wake?.();
       clearTimeout(staleTimer);
-      await running;
       const conn = sql;
       session++;
       sql = undefined;
-      await conn?.end({ timeout: 1 }).catch(() => {});
+      await conn?.end({ timeout: 0 }).catch(() => {});
     },
   };
 }
@@ -424,7 +427,7 @@ export function startPoller(opts: PollerOptions): Poller {
       ending = true;
       const done = new Promise<void>((resolve) => (stopped = resolve));
       worker.postMessage({ t: "stop" });
-      await Promise.race([done, Bun.sleep(3000)]);
+      await Promise.race([done, Bun.sleep(STOP_GRACE_MS)]);
       worker.terminate();
     },
   };

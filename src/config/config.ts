@@ -53,6 +53,8 @@ export interface Config {
    * undefined for the default, which depends on the listener's port.
    */
   controlSocket: string | undefined;
+  /** Directory of the override file kept across restarts; undefined: the control socket's. */
+  stateDir: string | undefined;
   /** listen(2) backlog asked for; the kernel caps it at net.core.somaxconn. */
   backlog: number;
   /** undefined: every peer is answered. */
@@ -214,6 +216,11 @@ export const OPTIONS: readonly Option[] = [
     name: "control-socket",
     arg: "PATH",
     help: "unix socket (mode 0600) for replstatus drain|maint|ready (default: $XDG_RUNTIME_DIR/replstatus-PORT.sock, else /tmp/replstatus-UID/replstatus-PORT.sock, PORT of the first listener)",
+  },
+  {
+    name: "state-dir",
+    arg: "DIR",
+    help: "directory of the file that keeps a drain or maint across restarts, replstatus-PORT.override (default: the control socket's directory)",
   },
   {
     name: "promote-after",
@@ -676,6 +683,11 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     );
   }
 
+  const stateDir = value("state-dir");
+  if (stateDir !== undefined && !stateDir.startsWith("/")) {
+    throw invalid("state-dir", stateDir, "an absolute path", fromEnv("state-dir"));
+  }
+
   const integer = (name: string, min: number, max: number): number => {
     const text = value(name)!;
     const n = /^\d{1,9}$/.test(text) ? Number(text) : NaN;
@@ -755,6 +767,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     lagGraceMs,
     agent,
     controlSocket,
+    stateDir,
     peers,
     peerIntervalMs,
     peerTimeoutMs,

@@ -20,18 +20,18 @@ export interface Responder extends AsyncDisposable {
 /**
  * Starts `bun src/main.ts args` and waits for its start line. `wrap` is a
  * command that execs it (e.g. prlimit), so the pid stays the responder's.
+ * `inheritFd` is passed as fd 3 (with testkit/socket.ts's ACTIVATE as `wrap`).
  */
 export async function startResponder(
   args: string[],
   env: Record<string, string> = {},
   wrap: string[] = [],
+  inheritFd?: number,
 ): Promise<Responder> {
   const proc = Bun.spawn([...wrap, process.execPath, MAIN, ...args], {
     env: { ...cleanEnv(), ...env },
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+    stdio: ["ignore", "pipe", "pipe", ...(inheritFd === undefined ? [] : [inheritFd])],
+  }) as Bun.Subprocess<"ignore", "pipe", "pipe">;
   let log = "";
   void (async () => {
     const decoder = new TextDecoder();

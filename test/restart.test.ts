@@ -5,6 +5,8 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pkg from "../package.json";
+import { DEFAULT_BIND, DEFAULT_PORT } from "../src/config/config.ts";
 import { startHaproxy } from "../src/testkit/haproxy.ts";
 import { startPrimary, waitFor, type PgPrimary } from "../src/testkit/pg.ts";
 import { ACTIVATE, holdSocket, type HeldSocket } from "../src/testkit/socket.ts";
@@ -13,6 +15,7 @@ import {
   cleanEnv,
   MAIN,
   probe,
+  ROOT,
   startResponder,
   waitForAnswer,
   type ProbeResult,
@@ -258,4 +261,62 @@ describe("the override survives a restart", () => {
     expect(cli(["ready", "--listen", held.listen, "--state-dir", stateDir]).code).toBe(0);
     await waitForAnswer(held.port, "MASTER");
   });
+});
+
+describe("an upgrade", () => {
+  test("bun src/main.ts replaced by the single executable on the held socket: every probe answered MASTER", async () => {
+    // The build script's command, with the output in a temp dir (as test/build.test.ts does).
+    const binary = join(dir, "replstatus");
+    const command = pkg.scripts.build.replace(/^bun /, "").replace("dist/replstatus", binary).split(" ");
+    const build = Bun.spawn([process.execPath, ...command], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+    if ((await build.exited) !== 0) throw new Error(`build failed:\n${await new Response(build.stderr).text()}`);
+
+    using held = holdSocket();
+    await using old = await onHeld(held);
+    await waitForAnswer(held.port, "MASTER");
+    const stopProbes = probeEveryMs(held.port);
+    let log = "";
+    let upgraded: Bun.Subprocess<"ignore", "ignore", "pipe"> | undefined;
+    let results: ProbeResult[];
+    let code: number | undefined;
+    try {
+      expect((await timedStop(old)).code).toBe(0);
+      // As the service manager does: the new executable once the old process has exited. No Bun on the PATH.
+      upgraded = Bun.spawn([...ACTIVATE, binary, "--listen", held.listen, "--db", pg.primary.url], {
+        env: { ...cleanEnv(), PATH: "/usr/bin:/bin" },
+        stdio: ["ignore", "ignore", "pipe", held.fd],
+      }) as Bun.Subprocess<"ignore", "ignore", "pipe">;
+      const stderr = upgraded.stderr;
+      const reading = (async () => {
+        for await (const chunk of stderr) log += new TextDecoder().decode(chunk);
+      })();
+      const proc = upgraded;
+      await waitFor("the executable's start line", () => log.includes(" serving ") || proc.exitCode !== null);
+      if (!log.includes(" serving ")) await reading;
+      if (!log.includes(" serving ")) throw new Error(`the executable exited with ${proc.exitCode}:\n${log}`);
+      await waitForAnswer(held.port, "MASTER");
+    } finally {
+      results = await stopProbes();
+      upgraded?.kill("SIGTERM");
+      code = await upgraded?.exited;
+    }
+    expect(code).toBe(0);
+    expect(results.filter((p) => p.text !== "MASTER" || p.close !== "fin")).toEqual([]);
+    expect(log).toContain(`socket activation: raw ${held.listen} passed by the service manager`);
+  });
+});
+
+test("the contrib units: the socket holds the default address, the service needs it and keeps its state", () => {
+  const lines = (name: string) => readFileSync(join(ROOT, "contrib", name), "utf8").split("\n");
+  expect(lines("replstatus.socket")).toContain(`ListenStream=${DEFAULT_BIND}:${DEFAULT_PORT}`);
+  const service = lines("replstatus.service");
+  for (const line of [
+    "Requires=replstatus.socket",
+    "After=replstatus.socket",
+    "Restart=always",
+    "StateDirectory=replstatus",
+    "Environment=REPLSTATUS_STATE_DIR=/var/lib/replstatus",
+  ]) {
+    expect(service).toContain(line);
+  }
 });

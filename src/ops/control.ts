@@ -106,10 +106,11 @@ export async function startControl(
   };
 }
 
-// The default directory under /tmp is shared ground: refuse one that another
-// user made or could write to, since its owner could stand in for us.
 const CONTROL_DIR = { what: "control socket directory", flag: "--control-socket", content: "the socket" };
 
+// The default directory under /tmp is shared ground: refuse one that another
+// user made or could write to, since its owner could stand in for us (the
+// control socket's, and the --state-dir that keeps the override).
 /** Creates `dir` (0700), or refuses one that another user owns or could write to; throws ControlError. */
 export function prepareDir(dir: string, { what, flag, content } = CONTROL_DIR): void {
   if (!existsSync(dir)) {

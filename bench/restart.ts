@@ -13,8 +13,7 @@
 import { parseArgs } from "node:util";
 import { freePort, startPrimary, type PgNode } from "../src/testkit/pg.ts";
 import { ACTIVATE, holdSocket, type HeldSocket } from "../src/testkit/socket.ts";
-import { startResponder, type Responder } from "../test/helpers.ts";
-import { track, untrack } from "./cleanup.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
 import { fmtMs, fmtSpread, spread, type Spread } from "./stats.ts";
 import { probe, waitAnswers } from "./targets.ts";
 
@@ -75,14 +74,13 @@ function prober(port: number) {
 
 function spawnResponder(node: PgNode, held: HeldSocket | undefined, port: number): Promise<Responder> {
   const args = ["--listen", held ? held.listen : `127.0.0.1:${port}`, "--db", node.url];
-  return held ? startResponder(args, {}, ACTIVATE, held.fd) : startResponder(args);
+  return held ? startResponder(args, {}, ACTIVATE, { inheritFd: held.fd }) : startResponder(args);
 }
 
 async function stopTimed(r: Responder): Promise<number> {
   const t0 = performance.now();
   r.proc.kill("SIGTERM");
   await r.proc.exited;
-  untrack(r.proc.pid);
   return performance.now() - t0;
 }
 
@@ -101,7 +99,6 @@ async function measureMode(node: PgNode, mode: "held" | "bind", restarts: number
   await using held = mode === "held" ? holdSocket() : undefined;
   const port = held?.port ?? (await freePort());
   let current = await spawnResponder(node, held, port);
-  track(current.proc.pid);
   await waitAnswers([port], "MASTER");
   const probes = prober(port);
   const gaps: number[] = [];
@@ -112,7 +109,6 @@ async function measureMode(node: PgNode, mode: "held" | "bind", restarts: number
       const from = performance.now() - SETTLE_MS / 2;
       exits.push(await stopTimed(current));
       current = await spawnResponder(node, held, port);
-      track(current.proc.pid);
       await waitAnswers([port], "MASTER");
       await Bun.sleep(SETTLE_MS / 2);
       gaps.push(longestGap(probes.results, from, performance.now()));
@@ -139,7 +135,6 @@ async function hungExit(node: PgNode, trials: number): Promise<Spread> {
   const times: number[] = [];
   for (let i = 0; i < trials; i++) {
     const r = await startResponder(["--listen", "127.0.0.1:0", "--db", node.url]);
-    track(r.proc.pid);
     await waitAnswers([r.ports[0]!], "MASTER");
     node.signalAll("SIGSTOP");
     try {

@@ -10,7 +10,8 @@ import { defaultControlSocket, formatAddress, type Config, type ListenAddress } 
 import { agentHandler, weightBucket } from "./listen/agent.ts";
 import { buildResponses, type Responses } from "./listen/answers.ts";
 import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
-import { listen, listenError, ListenError, rawHandler, type Gate, type Listener } from "./listen/gate.ts";
+import { listen, listenError, ListenError, type Gate, type Listener } from "./listen/gate.ts";
+import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
 import { inheritedSockets, takeInherited } from "./listen/inherit.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -21,7 +22,8 @@ import { overridePath, saveOverride, startingOverride } from "./ops/override.ts"
 import { apply, reloadConfig, type Reloadable } from "./ops/reload.ts";
 import { listenerName, reportStart } from "./ops/report.ts";
 import { createLagJudge } from "./poll/lag.ts";
-import { startPoller, type Poller, type PollFacts } from "./poll/poller.ts";
+import type { PollFacts } from "./poll/facts.ts";
+import { startPoller, type Poller } from "./poll/poller.ts";
 import { resolveTarget } from "./poll/target.ts";
 
 type Env = Record<string, string | undefined>;

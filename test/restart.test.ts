@@ -10,17 +10,8 @@ import { DEFAULT_BIND, DEFAULT_PORT } from "../src/config/config.ts";
 import { startHaproxy } from "../src/testkit/haproxy.ts";
 import { startPrimary, waitFor, type PgPrimary } from "../src/testkit/pg.ts";
 import { ACTIVATE, holdSocket, type HeldSocket } from "../src/testkit/socket.ts";
-import {
-  answer,
-  cleanEnv,
-  MAIN,
-  probe,
-  ROOT,
-  startResponder,
-  waitForAnswer,
-  type ProbeResult,
-  type Responder,
-} from "./helpers.ts";
+import { answer, probe, waitForAnswer, type ProbeResult } from "../src/testkit/probe.ts";
+import { cleanEnv, MAIN, ROOT, startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a primary on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
@@ -41,7 +32,9 @@ afterAll(async () => {
 
 /** replstatus on the held socket, as the service manager would start it. */
 function onHeld(held: HeldSocket, extra: string[] = []): Promise<Responder> {
-  return startResponder(["--listen", held.listen, "--db", pg.primary.url, ...extra], {}, ACTIVATE, held.fd);
+  return startResponder(["--listen", held.listen, "--db", pg.primary.url, ...extra], {}, ACTIVATE, {
+    inheritFd: held.fd,
+  });
 }
 
 /** SIGTERM; resolves to the exit code and the time it took. */
@@ -275,34 +268,24 @@ describe("an upgrade", () => {
     await using old = await onHeld(held);
     await waitForAnswer(held.port, "MASTER");
     const stopProbes = probeEveryMs(held.port);
-    let log = "";
-    let upgraded: Bun.Subprocess<"ignore", "ignore", "pipe"> | undefined;
     let results: ProbeResult[];
-    let code: number | undefined;
+    let upgraded: Responder | undefined;
     try {
       expect((await timedStop(old)).code).toBe(0);
       // As the service manager does: the new executable once the old process has exited. No Bun on the PATH.
-      upgraded = Bun.spawn([...ACTIVATE, binary, "--listen", held.listen, "--db", pg.primary.url], {
-        env: { ...cleanEnv(), PATH: "/usr/bin:/bin" },
-        stdio: ["ignore", "ignore", "pipe", held.fd],
-      }) as Bun.Subprocess<"ignore", "ignore", "pipe">;
-      const stderr = upgraded.stderr;
-      const reading = (async () => {
-        for await (const chunk of stderr) log += new TextDecoder().decode(chunk);
-      })();
-      const proc = upgraded;
-      await waitFor("the executable's start line", () => log.includes(" serving ") || proc.exitCode !== null);
-      if (!log.includes(" serving ")) await reading;
-      if (!log.includes(" serving ")) throw new Error(`the executable exited with ${proc.exitCode}:\n${log}`);
+      const args = ["--listen", held.listen, "--db", pg.primary.url];
+      upgraded = await startResponder(args, { PATH: "/usr/bin:/bin" }, ACTIVATE, {
+        command: [binary],
+        inheritFd: held.fd,
+      });
       await waitForAnswer(held.port, "MASTER");
     } finally {
       results = await stopProbes();
-      upgraded?.kill("SIGTERM");
-      code = await upgraded?.exited;
+      await upgraded?.[Symbol.asyncDispose]();
     }
-    expect(code).toBe(0);
+    expect(upgraded.proc.exitCode).toBe(0);
     expect(results.filter((p) => p.text !== "MASTER" || p.close !== "fin")).toEqual([]);
-    expect(log).toContain(`socket activation: raw ${held.listen} passed by the service manager`);
+    await upgraded.waitForLog(new RegExp(`socket activation: raw ${held.listen} passed by the service manager`));
   });
 });
 

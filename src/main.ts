@@ -87,6 +87,7 @@ async function setOverride(word: Subcommand, config: Config): Promise<void> {
     if (err instanceof ControlError) fatal(err.message, err.hint, 1);
     throw err;
   }
+  if (reply.startsWith("error ")) fatal(reply.slice("error ".length), undefined, 1);
   if (reply !== word) fatal(`unexpected answer on ${path}: ${JSON.stringify(reply)}`, undefined, 1);
   process.stdout.write(`replstatus: override set to ${word}\n`);
 }

@@ -174,3 +174,9 @@ export function socketPath(maxBytes: number): Kind<string> {
     parse: (text) => (text.startsWith("/") && Buffer.byteLength(text) <= maxBytes ? text : undefined),
   };
 }
+
+export const absolutePath: Kind<string> = {
+  arg: "DIR",
+  expected: "an absolute path",
+  parse: (text) => (text.startsWith("/") ? text : undefined),
+};

@@ -224,6 +224,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     lagForMinWeightBytes: read("agent-lag-for-min-weight"),
   };
   const controlSocket = read("control-socket");
+  const stateDir = read("state-dir");
   const backlog = read("backlog");
   const maxConnections = read("max-connections");
   // Each entry passed its kind's check, so the list compiles.
@@ -252,6 +253,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     lagGraceMs,
     agent,
     controlSocket,
+    stateDir,
     peers,
     peerIntervalMs,
     peerTimeoutMs,

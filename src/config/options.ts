@@ -4,6 +4,7 @@
 // accepted); buildConfig in load.ts then reads it, typed, with read("its-name")
 // into a Config field. An option it does not read is still checked.
 import {
+  absolutePath,
   answerText,
   anyText,
   cidr,
@@ -147,6 +148,10 @@ const TABLE = {
   "control-socket": {
     kind: socketPath(MAX_SOCKET_PATH_BYTES),
     help: "unix socket (mode 0600) for replstatus drain|maint|ready (default: $XDG_RUNTIME_DIR/replstatus-PORT.sock, else /tmp/replstatus-UID/replstatus-PORT.sock, PORT of the first listener)",
+  },
+  "state-dir": {
+    kind: absolutePath,
+    help: "directory of the file that keeps a drain or maint across restarts, replstatus-PORT.override (default: the control socket's directory)",
   },
   "promote-after": {
     kind: durationMs(0, 86_400_000, "500ms or 10s"),

@@ -40,6 +40,8 @@ export interface Config {
    * undefined for the default, which depends on the listener's port.
    */
   controlSocket: string | undefined;
+  /** Directory of the override file kept across restarts; undefined: the control socket's. */
+  stateDir: string | undefined;
   /** listen(2) backlog asked for; the kernel caps it at net.core.somaxconn. */
   backlog: number;
   /** undefined: every peer is answered. */

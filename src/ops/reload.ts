@@ -88,6 +88,7 @@ function restartOnly(old: Config, next: Config): string[] {
   if (old.backlog !== next.backlog) restart.push("backlog");
   if (!same(old.metricsListen, next.metricsListen)) restart.push("metrics-listen");
   if (old.controlSocket !== next.controlSocket) restart.push("control-socket");
+  if (old.stateDir !== next.stateDir) restart.push("state-dir");
   if (old.agent.weightByLag !== next.agent.weightByLag) restart.push("agent-weight-by-lag");
   if (
     !same(old.peers, next.peers) ||

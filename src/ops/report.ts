@@ -11,6 +11,8 @@ import type { Guard } from "../cluster/peers.ts";
 export interface Started {
   version: string;
   listeners: Listener[];
+  /** Listeners on a socket passed by the service manager (listen/inherit.ts). */
+  inherited: Listener[];
   /** The database as shown to a person (a URL may still hold a password: redacted here). */
   database: string;
   controlPath: string;
@@ -46,6 +48,9 @@ export function reportStart(log: Logger, config: Config, s: Started): void {
       `; open-file limit ${s.fdLimit ?? "unknown"}` +
       (config.allow ? `; answering only ${config.allow.cidrs.join(", ")}` : ""),
   );
+  if (s.inherited.length) {
+    log.info(`socket activation: ${s.inherited.map(listenerName).join(", ")} passed by the service manager`);
+  }
   if (s.splitBrain) reportSplitBrain(log, config, s.splitBrain);
   for (const l of s.listeners) {
     if (l.backlogError) {

@@ -108,7 +108,7 @@ interface Session {
   /** A poll succeeded on it. */
   polled(inRecovery: boolean): void;
   drop(): void;
-  /** Closes it for good, waiting up to a second for the server to be told. */
+  /** Closes it for good: Terminate if it is idle, a poll in flight cut off; never waits on the server. */
   end(): Promise<void>;
 }
 
@@ -173,7 +173,7 @@ function createSession(config: LoopConfig, hooks: LoopHooks, notified: () => voi
     },
     async end() {
       await forget()
-        ?.end({ timeout: 1 })
+        ?.end({ timeout: 0 })
         .catch(() => {});
     },
   };
@@ -251,7 +251,7 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     }
   }
 
-  const running = run();
+  void run();
 
   return {
     retime(timings) {
@@ -264,7 +264,7 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
       stopped = true;
       wake();
       clearTimeout(staleTimer);
-      await running;
+      // The poll in flight, if any, is rejected by end() and run() returns.
       await session.end();
     },
   };

@@ -85,6 +85,9 @@ function createResults(opts: PollerOptions) {
   return { ok, fail, stale, facts: () => facts };
 }
 
+/** How long stop() lets the worker say goodbye to PostgreSQL before ending it. */
+const STOP_GRACE_MS = 50;
+
 export function startPoller(opts: PollerOptions): Poller {
   const { status, log } = opts;
   const cell = status.cell;
@@ -149,7 +152,7 @@ export function startPoller(opts: PollerOptions): Poller {
       ending = true;
       const done = new Promise<void>((resolve) => (stopped = resolve));
       command({ t: "stop" });
-      await Promise.race([done, Bun.sleep(3000)]);
+      await Promise.race([done, Bun.sleep(STOP_GRACE_MS)]);
       worker.terminate();
     },
   };

@@ -4,7 +4,12 @@ import type { SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "b
 import { admits, type AllowList } from "./allow.ts";
 import { setBacklog } from "./backlog.ts";
 import { formatAddress, type ListenAddress } from "../units.ts";
-import { ANSWERED, OVER_LIMIT, REJECTED_PEER, RESULTS } from "../ops/metrics.ts";
+
+/** Results of a connection, the `result` label; slot offsets within a listener's block. */
+export const RESULTS = ["answered", "rejected_peer", "over_limit"] as const;
+export const ANSWERED = 0;
+export const REJECTED_PEER = 1;
+export const OVER_LIMIT = 2;
 
 /** Thrown when an address cannot be served; main prints it and exits 1. */
 export class ListenError extends Error {

@@ -2,15 +2,10 @@
 // increments a slot of a Float64Array; every string is built here, per scrape.
 // Format: https://prometheus.io/docs/instrumenting/exposition_formats/
 import { PEER_RESULTS } from "../cluster/fence.ts";
+import { REJECTED_PEER, RESULTS } from "../listen/gate.ts";
 import type { Guard } from "../cluster/peers.ts";
 import { classifyPollError, POLL_ERROR_REASONS, type PollFacts } from "../poll/facts.ts";
 import { STATE_NAMES, type State } from "../cell.ts";
-
-/** Results of a connection, the `result` label; slot offsets within a listener's block. */
-export const RESULTS = ["answered", "rejected_peer", "over_limit"] as const;
-export const ANSWERED = 0;
-export const REJECTED_PEER = 1;
-export const OVER_LIMIT = 2;
 
 /** Upper bounds of the poll latency buckets, in seconds. */
 export const POLL_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];

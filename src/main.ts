@@ -25,6 +25,7 @@ import {
   type Subcommand,
 } from "./config/config.ts";
 import { ControlError, sendControl, startControl, type Control } from "./ops/control.ts";
+import { clusterEnv, ClusterError, findDebianCluster } from "./config/debian-cluster.ts";
 import { resolveTarget } from "./poll/target.ts";
 import { httpHandler } from "./listen/http/handler.ts";
 import { createLagJudge } from "./poll/lag.ts";
@@ -66,9 +67,10 @@ async function main(argv: string[]): Promise<void> {
     }
     config = buildConfig(raw, env, await configFile(raw, env));
     if (command) return await setOverride(command, config);
-    target = resolveTarget(config.db, env);
+    target = targetOf(config, env);
   } catch (err) {
     if (err instanceof ConfigError) fatal(err.message, undefined, 2);
+    if (err instanceof ClusterError) fatal(err.message, err.hint, 2);
     throw err;
   }
 
@@ -259,14 +261,19 @@ async function configFile(raw: Raw, env: Record<string, string | undefined>) {
   return path === undefined ? undefined : await readConfigFile(path);
 }
 
+/** --db, then PG* variables, then --cluster's port and socket directory, then libpq's defaults. */
+function targetOf(config: Config, env: Record<string, string | undefined>) {
+  return resolveTarget(config.db, config.cluster ? clusterEnv(findDebianCluster(config.cluster, env), env) : env);
+}
+
 /** Reads the configuration again (the file; flags and variables cannot change); undefined when rejected. */
 async function reload(raw: Raw, log: Logger): Promise<Config | undefined> {
   try {
     const next = buildConfig(raw, process.env, await configFile(raw, process.env));
-    resolveTarget(next.db, process.env);
+    targetOf(next, process.env);
     return next;
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
+    if (!(err instanceof ConfigError || err instanceof ClusterError)) throw err;
     log.error(`SIGHUP: reload rejected, keeping the running configuration: ${err.message}`);
     return undefined;
   }
@@ -312,7 +319,7 @@ function apply(old: Config, next: Config, run: Running): void {
 
   const restart: string[] = [];
   if (JSON.stringify(old.listen) !== JSON.stringify(next.listen)) restart.push("listen/port/bind");
-  if (old.db !== next.db) restart.push("db");
+  if (old.db !== next.db || old.cluster !== next.cluster) restart.push("db/cluster");
   if (old.channel !== next.channel) restart.push("channel");
   if (old.backlog !== next.backlog) restart.push("backlog");
   if (JSON.stringify(old.metricsListen) !== JSON.stringify(next.metricsListen)) restart.push("metrics-listen");

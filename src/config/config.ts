@@ -3,6 +3,7 @@
 // variables, then the --config file, then the defaults below.
 import { isIP } from "node:net";
 import { buildAllowList, type AllowList } from "../listen/allow.ts";
+import { parseClusterName } from "./debian-cluster.ts";
 
 /** Thrown for a bad flag or value; main.ts prints `message` and exits with 2. */
 export class ConfigError extends Error {
@@ -36,6 +37,8 @@ export interface Config {
   listen: ListenAddress[];
   /** postgres:// URL, or undefined for the libpq environment (PGHOST, ...). */
   db: string | undefined;
+  /** Debian cluster (`15-main`) whose port and socket directory are the target's defaults. */
+  cluster: string | undefined;
   pollIntervalMs: number;
   staleAfterMs: number;
   connectTimeoutMs: number;
@@ -151,6 +154,11 @@ export const OPTIONS: readonly Option[] = [
     name: "db",
     arg: "URL",
     help: "PostgreSQL to watch, as postgres://user:password@host:port/dbname (default: libpq environment PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, else the local socket)",
+  },
+  {
+    name: "cluster",
+    arg: "VERSION-NAME",
+    help: "Debian cluster (15-main) whose port and socket directory, read from /etc/postgresql/VERSION/NAME/postgresql.conf as pg_lsclusters does, replace the defaults of --db and PGHOST/PGPORT (default: none)",
   },
   {
     name: "poll-interval",
@@ -591,6 +599,11 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     }
   }
 
+  const cluster = value("cluster");
+  if (cluster !== undefined && !parseClusterName(cluster)) {
+    throw invalid("cluster", cluster, "VERSION-NAME of a Debian cluster, such as 15-main", fromEnv("cluster"));
+  }
+
   const pollIntervalMs = duration("poll-interval", 1, 60_000);
   const staleAfterMs = duration("stale-after", 10, 3_600_000);
   if (staleAfterMs <= pollIntervalMs) {
@@ -741,6 +754,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     logFormat,
     listen,
     db,
+    cluster,
     pollIntervalMs,
     staleAfterMs,
     connectTimeoutMs,

@@ -13,7 +13,7 @@ import {
   type ConfReader,
 } from "../src/config/debian-cluster.ts";
 import { resolveTarget } from "../src/poll/target.ts";
-import { cleanEnv, MAIN, startResponder } from "./helpers.ts";
+import { cleanEnv, MAIN, startResponder } from "../src/testkit/responder.ts";
 
 function memory(files: Record<string, string>): ConfReader {
   return {

@@ -14,7 +14,8 @@ import { DEFAULT_TEXTS } from "../src/config/config.ts";
 import { guard, rawHandler, type Gate } from "../src/listen/gate.ts";
 import { buildResponses } from "../src/listen/answers.ts";
 import { waitFor } from "../src/testkit/pg.ts";
-import { answer, cleanEnv, MAIN, probe, startResponder, type Responder } from "./helpers.ts";
+import { answer, probe } from "../src/testkit/probe.ts";
+import { cleanEnv, MAIN, startResponder, type Responder } from "../src/testkit/responder.ts";
 
 let noPg: string;
 beforeAll(() => {

@@ -69,6 +69,14 @@ from (select pg_is_in_recovery() as in_recovery) as r left join pg_stat_wal_rece
 
 export const BACKOFF_MIN_MS = 100;
 export const BACKOFF_MAX_MS = 2000;
+/**
+ * The worker's entry. In an executable from `bun build --compile` every
+ * module's import.meta.url is the executable itself, at the root where src/
+ * was, so the path is written from there (package.json's build names the file).
+ */
+const WORKER_ENTRY = import.meta.url.startsWith("file:///$bunfs/")
+  ? new URL("./poll/worker.ts", import.meta.url).href
+  : new URL("./worker.ts", import.meta.url).href;
 /** A NOTIFY flood must not turn into a poll flood. */
 const NOTIFY_MIN_GAP_MS = 5;
 
@@ -320,7 +328,7 @@ export function startPoller(opts: PollerOptions): Poller {
   let stopped: (() => void) | undefined;
   /** Written by the worker at every good poll (it sends only changes). */
   const lastPoll = new Float64Array(new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT));
-  const worker = new Worker(new URL("./worker.ts", import.meta.url).href);
+  const worker = new Worker(WORKER_ENTRY);
 
   function succeed(row: Record<string, unknown>, startedAt: number, durationsMs: number[]): void {
     const lagBytes = (row.lag_bytes as number | null) ?? null;

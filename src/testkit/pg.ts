@@ -13,8 +13,9 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { constants, tmpdir, userInfo } from "node:os";
+import { tmpdir, userInfo } from "node:os";
 import { basename, dirname, join } from "node:path";
+import { atExit } from "./cleanup.ts";
 
 export interface PgOptions {
   /** Extra postgresql.conf lines for the primary; the standby inherits them. */
@@ -288,26 +289,20 @@ interface Cluster {
   nodes: PgNode[];
 }
 
-const live = new Set<Cluster>();
+const live = new Map<Cluster, () => void>();
 
-// An interrupted run (Ctrl-C, a failed beforeAll, process.exit in a test) must not leave servers
-// behind. Bun emits no 'exit' when a signal kills it, so while clusters are live a signal becomes
-// an exit. Only synchronous work is possible in an 'exit' handler.
-const exitOnSignal = (sig: NodeJS.Signals) => process.exit(128 + constants.signals[sig]);
-const exitSignals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-
-process.on("exit", () => {
-  for (const { dir, nodes } of live) {
-    signal(processesUnder(dir), "SIGCONT");
-    for (const node of nodes) {
-      if (!existsSync(join(node.dataDir, "postmaster.pid"))) continue;
-      const stop = [bin("pg_ctl"), "stop", "-w", "-t", "10", "-m", "immediate", "-D", node.dataDir];
-      Bun.spawnSync(asPostgres(stop), { cwd: dir, env: baseEnv, stdout: "ignore", stderr: "ignore", timeout: 15_000 });
-    }
-    signal(processesUnder(dir), "SIGKILL");
-    rmSync(dir, { recursive: true, force: true });
+// An interrupted run must not leave servers behind (cleanup.ts). Only
+// synchronous work is possible at exit: an immediate stop, then SIGKILL.
+function stopAtExit({ dir, nodes }: Cluster): void {
+  signal(processesUnder(dir), "SIGCONT");
+  for (const node of nodes) {
+    if (!existsSync(join(node.dataDir, "postmaster.pid"))) continue;
+    const stop = [bin("pg_ctl"), "stop", "-w", "-t", "10", "-m", "immediate", "-D", node.dataDir];
+    Bun.spawnSync(asPostgres(stop), { cwd: dir, env: baseEnv, stdout: "ignore", stderr: "ignore", timeout: 15_000 });
   }
-});
+  signal(processesUnder(dir), "SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
+}
 
 function newCluster(): Cluster {
   // Fail on missing binaries or a missing postgres user before there is anything to clean up.
@@ -316,14 +311,18 @@ function newCluster(): Cluster {
   const dir = mkdtempSync(join(tmpdir(), "rs-"));
   chown(dir);
   const cluster: Cluster = { dir, nodes: [] };
-  if (live.size === 0) for (const sig of exitSignals) process.on(sig, exitOnSignal);
-  live.add(cluster);
+  live.set(
+    cluster,
+    atExit(() => stopAtExit(cluster)),
+  );
   return cluster;
 }
 
 async function stopCluster(cluster: Cluster): Promise<void> {
-  if (!live.delete(cluster)) return;
-  if (live.size === 0) for (const sig of exitSignals) process.off(sig, exitOnSignal);
+  const forget = live.get(cluster);
+  if (!forget) return;
+  live.delete(cluster);
+  forget();
   await Promise.all(cluster.nodes.map(halt));
   await waitFor(`the servers in ${cluster.dir} to exit`, () => {
     signal(processesUnder(cluster.dir), "SIGKILL");

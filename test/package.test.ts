@@ -129,8 +129,11 @@ test.skipIf(!Bun.which("systemd-analyze"))("systemd-analyze verify finds nothing
 async function prepareCluster(cluster: string, node: PgNode): Promise<number> {
   const [version, name] = [cluster.slice(0, cluster.indexOf("-")), cluster.slice(cluster.indexOf("-") + 1)];
   const confDir = `/etc/postgresql/${version}/${name}`;
+  // Remove from the first directory this made: a host without PostgreSQL packages has no /etc/postgresql.
+  let top = confDir;
+  while (!existsSync(dirname(top))) top = dirname(top);
   mkdirSync(confDir, { recursive: true });
-  written.push(confDir);
+  written.push(top);
   // As pg_createcluster writes it; the data directory is unreadable to replstatus, so its auto.conf is skipped.
   writeFileSync(
     `${confDir}/postgresql.conf`,

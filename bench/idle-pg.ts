@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { bunPgSocket, type PgSocketOptions } from "../src/poll/pgsocket.ts";
-import { POLL_QUERY } from "../src/poll/poller.ts";
+import { POLL_QUERY } from "../src/poll/facts.ts";
 
 const { values } = parseArgs({
   options: {

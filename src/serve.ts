@@ -9,7 +9,8 @@ import { defaultControlSocket, type Config } from "./config/config.ts";
 import { agentHandler, weightBucket } from "./listen/agent.ts";
 import { buildResponses, type Responses } from "./listen/answers.ts";
 import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
-import { listen, listenError, rawHandler, type Gate, type Listener } from "./listen/gate.ts";
+import { listen, listenError, type Gate, type Listener } from "./listen/gate.ts";
+import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { startControl } from "./ops/control.ts";
@@ -18,7 +19,8 @@ import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { apply, reloadConfig, type Reloadable } from "./ops/reload.ts";
 import { listenerName, reportStart } from "./ops/report.ts";
 import { createLagJudge } from "./poll/lag.ts";
-import { startPoller, type Poller, type PollFacts } from "./poll/poller.ts";
+import type { PollFacts } from "./poll/facts.ts";
+import { startPoller, type Poller } from "./poll/poller.ts";
 import { configTarget } from "./poll/target.ts";
 
 export interface StartOptions {

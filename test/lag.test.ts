@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { createLagJudge, type LagLimits } from "../src/poll/lag.ts";
 import { createLogger } from "../src/log.ts";
-import type { PollFacts } from "../src/poll/poller.ts";
+import type { PollFacts } from "../src/poll/facts.ts";
 
 const MB = 1024 * 1024;
 

@@ -11,7 +11,8 @@ import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
 import { admits, buildAllowList, type AllowList } from "../src/listen/allow.ts";
 import { DEFAULT_TEXTS } from "../src/config/config.ts";
-import { guard, rawHandler, type Gate } from "../src/listen/gate.ts";
+import { gated, type Gate } from "../src/listen/gate.ts";
+import { rawHandler } from "../src/listen/raw.ts";
 import { buildResponses } from "../src/listen/answers.ts";
 import { waitFor } from "../src/testkit/pg.ts";
 import { answer, probe } from "../src/testkit/probe.ts";
@@ -147,7 +148,7 @@ describe("--allow", () => {
       ipv6Only: false,
       allowHalfOpen: true,
       data: 0,
-      socket: guard(rawHandler(new Int32Array([0]), responses), gate, 0),
+      socket: gated(rawHandler(new Int32Array([0]), responses), gate, 0),
     } as TCPSocketListenOptions<number> & { ipv6Only: boolean });
     const peer = await new Promise<string>((resolve) => {
       const probeServer = Bun.listen({

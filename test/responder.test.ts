@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
-import { POLL_QUERY } from "../src/poll/poller.ts";
+import { POLL_QUERY } from "../src/poll/facts.ts";
 import { initNode, startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
 import { answer, probe, waitForAnswer } from "../src/testkit/probe.ts";
 import { startResponder, type Responder } from "../src/testkit/responder.ts";

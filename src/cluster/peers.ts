@@ -1,12 +1,7 @@
-// The split-brain guard (DESIGN.md section 8): ask the other nodes' replstatus
-// for their /status, and fence this node while PostgreSQL says it is a primary
-// but a reachable peer of the same cluster is primary on a higher timeline.
-//
-// A promotion starts a new timeline, so a primary on a lower timeline than a
-// peer's is an old primary that came back. The rule only ever looks up: the
-// primary on the highest timeline is never fenced, so two old primaries cannot
-// fence each other into nothing, and a fenced node still reports its own role
-// and timeline truthfully (role primary, state fenced).
+// The split-brain guard: ask the other nodes' replstatus for their /status,
+// and fence this node while PostgreSQL says it is a primary but a reachable
+// peer of the same cluster is primary on a higher timeline (the rule:
+// fence.ts).
 //
 // Timing. A peer is asked every --peer-interval, each request under a
 // --peer-timeout deadline. A peer's answer counts until its next request
@@ -23,33 +18,25 @@
 // cannot see the new primary, answers from its own view (README.md,
 // "Split-brain guard").
 import { formatDuration } from "../config/config.ts";
-import type { Logger } from "../log.ts";
-import type { PollFacts } from "../poll/poller.ts";
+import { oneLine, type Logger } from "../log.ts";
+import type { PollFacts } from "../poll/facts.ts";
 import { FENCED, STATE_NAMES, type Status } from "../cell.ts";
-
-/** What became of the last request to a peer; the `reason` label of the peer metrics. */
-export const PEER_RESULTS = ["ok", "timeout", "refused", "error", "bad_answer", "other_cluster"] as const;
-export type PeerResult = (typeof PEER_RESULTS)[number];
-
-/** One peer as last seen; `result` is "pending" before its first answer. */
-export interface PeerView {
-  url: string;
-  result: PeerResult | "pending";
-  /** For logs and /status: `connection refused`, `HTTP 404`, ... */
-  detail: string;
-  /** The peer's PostgreSQL role (null while its state is unknown), state, timeline and cluster. */
-  role: "primary" | "standby" | null;
-  state: string | null;
-  timeline: number | null;
-  systemId: string | null;
-  /** performance.now() when the request of the last good answer started. */
-  answeredAt: number | undefined;
-}
+import {
+  counts,
+  fenceReason,
+  fencingPeer,
+  guardMode,
+  liftReason,
+  PEER_RESULTS,
+  standing,
+  type GuardMode,
+  type PeerResult,
+  type PeerView,
+} from "./fence.ts";
 
 /** What /status shows of the guard. */
 export interface GuardStatus {
-  /** "off" (no --peer), "active" (a peer answers), "no peer reachable" (own view only). */
-  guard: "off" | "active" | "no peer reachable";
+  guard: GuardMode;
   fenced_by: { peer: string; timeline: number | null } | null;
   peers: {
     url: string;
@@ -121,48 +108,34 @@ function failure(err: unknown, timeoutMs: number): [PeerResult, string] {
   if (e.name === "TimeoutError" || e.name === "AbortError")
     return ["timeout", `no answer within ${formatDuration(timeoutMs)}`];
   if (e.code === "ConnectionRefused" || e.code === "ECONNREFUSED") return ["refused", "connection refused"];
-  return ["error", (e.message ?? String(err)).replace(/\s+/g, " ").trim()];
+  return ["error", oneLine(e.message ?? String(err))];
 }
 
-export function startGuard(opts: GuardOptions): Guard {
-  const { status, log } = opts;
-  const peers: PeerView[] = opts.peers.map((url) => ({
-    url,
-    result: "pending",
-    detail: "not asked yet",
-    role: null,
-    state: null,
-    timeline: null,
-    systemId: null,
-    answeredAt: undefined,
-  }));
-  const results = new Float64Array(peers.length * PEER_RESULTS.length);
-  const controller = new AbortController();
-  let stopped = false;
-  let fencer: PeerView | undefined;
-  // Per peer, the detail last logged: each change is logged once.
+/** One request for a peer's /status, under `signal`. */
+async function askPeer(
+  url: string,
+  signal: AbortSignal,
+  timeoutMs: number,
+): Promise<{ result: PeerResult; detail: string; answer?: PeerAnswer }> {
+  try {
+    const res = await fetch(`${url}/status`, { signal, redirect: "manual", headers: { accept: "application/json" } });
+    const text = await res.text();
+    const parsed = res.status === 200 ? parseAnswer(text) : `HTTP ${res.status} from /status`;
+    if (typeof parsed === "string") return { result: "bad_answer", detail: parsed };
+    return { result: "ok", detail: "answering", answer: parsed };
+  } catch (err) {
+    const [result, detail] = failure(err, timeoutMs);
+    return { result, detail };
+  }
+}
+
+/** The guard's log: each change of a peer's standing, and of the guard's mode, once. */
+function guardLog(log: Logger, peers: readonly PeerView[]) {
+  // Per peer, the detail last logged.
   const logged = peers.map(() => "");
-  let guardLogged: GuardStatus["guard"] | undefined;
+  let modeLogged: GuardMode | undefined;
 
-  // A peer's answer is judged against this node's cluster when both are known:
-  // the first round of answers comes before this node's first poll.
-  function standing(p: PeerView, own: PollFacts | undefined): [PeerView["result"], string] {
-    if (p.result === "ok" && own?.systemId != null && p.systemId !== null && p.systemId !== own.systemId) {
-      return ["other_cluster", `another cluster (system_identifier ${p.systemId} there, ${own.systemId} here)`];
-    }
-    return [p.result, p.detail];
-  }
-
-  function counts(p: PeerView, own: PollFacts | undefined): boolean {
-    return standing(p, own)[0] === "ok";
-  }
-
-  function reachable(): number {
-    const own = opts.facts();
-    return peers.filter((p) => counts(p, own)).length;
-  }
-
-  function logPeer(i: number, own: PollFacts | undefined): void {
+  function peer(i: number, own: PollFacts | undefined): void {
     const p = peers[i]!;
     const [result, detail] = standing(p, own);
     const key = result === "ok" ? "ok" : detail;
@@ -178,72 +151,74 @@ export function startGuard(opts: GuardOptions): Guard {
     } else if (result !== "pending") log.warning(`peer ${p.url} unreachable: ${detail}; it does not count`, fields);
   }
 
+  return (own: PollFacts | undefined): void => {
+    for (let i = 0; i < peers.length; i++) peer(i, own);
+    const mode = guardMode(peers, own);
+    if (peers.length === 0 || peers.some((p) => p.result === "pending") || mode === modeLogged) return;
+    if (mode === "no peer reachable") {
+      log.warning("split-brain guard: no peer reachable, answering from this node's own view", { guard: mode });
+    } else if (modeLogged !== undefined) {
+      log.info("split-brain guard: a peer answers again", { guard: mode });
+    }
+    modeLogged = mode;
+  };
+}
+
+function guardStatus(
+  peers: readonly PeerView[],
+  own: PollFacts | undefined,
+  fencedBy: PeerView | undefined,
+): GuardStatus {
+  const now = performance.now();
+  return {
+    guard: guardMode(peers, own),
+    fenced_by: fencedBy ? { peer: fencedBy.url, timeline: fencedBy.timeline } : null,
+    peers: peers.map((p) => ({
+      url: p.url,
+      result: standing(p, own)[0],
+      detail: standing(p, own)[1],
+      role: p.role,
+      state: p.state,
+      timeline: p.timeline,
+      system_identifier: p.systemId,
+      age_ms: p.answeredAt === undefined ? null : Math.round(now - p.answeredAt),
+    })),
+  };
+}
+
+export function startGuard(opts: GuardOptions): Guard {
+  const { status } = opts;
+  const peers: PeerView[] = opts.peers.map((url) => ({
+    url,
+    result: "pending",
+    detail: "not asked yet",
+    role: null,
+    state: null,
+    timeline: null,
+    systemId: null,
+    answeredAt: undefined,
+  }));
+  const results = new Float64Array(peers.length * PEER_RESULTS.length);
+  const controller = new AbortController();
+  const logChanges = guardLog(opts.log, peers);
+  const timers = new Set<Timer>();
+  let stopped = false;
+  let fencer: PeerView | undefined;
+
   function evaluate(): void {
     const own = opts.facts();
-    let by: PeerView | undefined;
-    if (own && !own.inRecovery && own.timeline !== null && own.systemId !== null) {
-      for (const p of peers) {
-        if (!counts(p, own) || p.role !== "primary" || p.timeline === null || p.timeline <= own.timeline) continue;
-        if (!by || p.timeline > by.timeline!) by = p;
-      }
-    }
-    if (by) {
-      status.setFence(`peer ${by.url} is primary on timeline ${by.timeline}, we are on ${own!.timeline}`, "");
-    } else if (status.fence !== undefined) {
-      const was = fencer!;
-      const [result, detail] = standing(was, own);
-      const gone =
-        result === "bad_answer"
-          ? `answered garbage (${detail})`
-          : result === "other_cluster"
-            ? `belongs to ${detail}`
-            : `unreachable (${detail})`;
-      const why =
-        !own || own.inRecovery
-          ? "no longer a primary"
-          : result !== "ok"
-            ? `peer ${was.url} ${gone}, no reachable peer is primary on a higher timeline`
-            : `peer ${was.url} is ${was.role ?? "unknown"}${was.timeline === null ? "" : ` on timeline ${was.timeline}`}, we are on ${own.timeline}`;
-      status.setFence(undefined, why);
-    }
+    const by = fencingPeer(peers, own);
+    if (by) status.setFence(fenceReason(by, own!), "");
+    else if (status.fence !== undefined) status.setFence(undefined, liftReason(fencer!, own));
     fencer = by;
-    for (let i = 0; i < peers.length; i++) logPeer(i, own);
-    const guard = peers.length === 0 ? "off" : peers.some((p) => counts(p, own)) ? "active" : "no peer reachable";
-    if (peers.length > 0 && peers.every((p) => p.result !== "pending") && guard !== guardLogged) {
-      if (guard === "no peer reachable") {
-        log.warning("split-brain guard: no peer reachable, answering from this node's own view", { guard });
-      } else if (guardLogged !== undefined) {
-        log.info("split-brain guard: a peer answers again", { guard });
-      }
-      guardLogged = guard;
-    }
+    logChanges(own);
   }
 
   async function ask(i: number): Promise<void> {
     const p = peers[i]!;
     const startedAt = performance.now();
-    let result: PeerResult;
-    let detail = "answering";
-    let answer: PeerAnswer | undefined;
-    try {
-      const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(opts.timeoutMs)]);
-      const res = await fetch(`${p.url}/status`, {
-        signal,
-        redirect: "manual",
-        headers: { accept: "application/json" },
-      });
-      const text = await res.text();
-      const parsed = res.status === 200 ? parseAnswer(text) : `HTTP ${res.status} from /status`;
-      if (typeof parsed === "string") {
-        result = "bad_answer";
-        detail = parsed;
-      } else {
-        result = "ok";
-        answer = parsed;
-      }
-    } catch (err) {
-      [result, detail] = failure(err, opts.timeoutMs);
-    }
+    const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(opts.timeoutMs)]);
+    const { result, detail, answer } = await askPeer(p.url, signal, opts.timeoutMs);
     if (stopped) return;
     p.result = result;
     p.detail = detail;
@@ -255,6 +230,16 @@ export function startGuard(opts: GuardOptions): Guard {
       p.answeredAt = startedAt;
     }
     results[i * PEER_RESULTS.length + PEER_RESULTS.indexOf(standing(p, opts.facts())[0] as PeerResult)]!++;
+  }
+
+  function nap(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        resolve();
+      }, ms);
+      timers.add(timer);
+    });
   }
 
   // One loop per peer, so a slow peer delays no other: ask, apply, wait for
@@ -272,17 +257,6 @@ export function startGuard(opts: GuardOptions): Guard {
     first();
   }
 
-  const timers = new Set<Timer>();
-  function nap(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        timers.delete(timer);
-        resolve();
-      }, ms);
-      timers.add(timer);
-    });
-  }
-
   const firstRound = Promise.all(
     peers.map((_, i) => {
       const { promise, resolve } = Promise.withResolvers<void>();
@@ -294,27 +268,10 @@ export function startGuard(opts: GuardOptions): Guard {
   return {
     peers,
     results,
-    reachable,
+    reachable: () => peers.filter((p) => counts(p, opts.facts())).length,
     firstRound,
     evaluate,
-    status() {
-      const own = opts.facts();
-      const now = performance.now();
-      return {
-        guard: peers.length === 0 ? "off" : reachable() > 0 ? "active" : "no peer reachable",
-        fenced_by: status.state === FENCED && fencer ? { peer: fencer.url, timeline: fencer.timeline } : null,
-        peers: peers.map((p) => ({
-          url: p.url,
-          result: standing(p, own)[0],
-          detail: standing(p, own)[1],
-          role: p.role,
-          state: p.state,
-          timeline: p.timeline,
-          system_identifier: p.systemId,
-          age_ms: p.answeredAt === undefined ? null : Math.round(now - p.answeredAt),
-        })),
-      };
-    },
+    status: () => guardStatus(peers, opts.facts(), status.state === FENCED ? fencer : undefined),
     stop() {
       stopped = true;
       controller.abort();

@@ -1,8 +1,9 @@
 // Every answer a listener can give, built once from the configuration. A
 // reload builds a new set and copies its fields into the object the listeners
-// hold, so their next connection sees it.
+// hold, so their next connection sees it. The http answers do not depend on
+// the configuration: every set shares the one built at start-up.
 import type { AgentConfig, Texts } from "../config/config.ts";
-import { buildHttpResponses, type HttpResponses } from "./http/handler.ts";
+import { HTTP_ANSWERS, type HttpResponses } from "./http/answers.ts";
 import {
   agentIndex,
   agentLine,
@@ -46,6 +47,6 @@ export function buildResponses(texts: Texts, agent: AgentConfig = DEFAULT_AGENT)
       encode(texts.fenced),
     ],
     agent: agentLines,
-    http: buildHttpResponses(),
+    http: HTTP_ANSWERS,
   };
 }

@@ -4,10 +4,11 @@
 // node:net an idle 50 ms poll cost about 1.3% of a core, mostly in the
 // compatibility layer's events and streams; natively about half of that.
 // TLS still goes through node:net: postgres.js wraps the socket with
-// tls.connect(), which needs the real thing (see poller.ts).
+// tls.connect(), which needs the real thing (see loop.ts).
 import type { Socket } from "bun";
 
-type Listener = ((...args: any[]) => void) & { listener?: Listener };
+/** An event callback; `listener` is the original of a once() wrapper, as in node:events. */
+type EventFn = ((...args: any[]) => void) & { listener?: EventFn };
 
 /** What postgres.js calls on a socket (src/connection.js of postgres 3.4). */
 export interface PgSocket {
@@ -18,9 +19,9 @@ export interface PgSocket {
   setKeepAlive(enable?: boolean, initialDelayMs?: number): void;
   pause(): void;
   resume(): void;
-  on(event: string, fn: Listener): PgSocket;
-  once(event: string, fn: Listener): PgSocket;
-  removeListener(event: string, fn: Listener): PgSocket;
+  on(event: string, fn: EventFn): PgSocket;
+  once(event: string, fn: EventFn): PgSocket;
+  removeListener(event: string, fn: EventFn): PgSocket;
   removeAllListeners(event?: string): PgSocket;
 }
 
@@ -32,22 +33,98 @@ export interface PgSocketOptions {
   path?: string | false;
 }
 
+/** The little of node:events that postgres.js uses. */
+function events() {
+  const listeners = new Map<string, EventFn[]>();
+  const off = (event: string, fn: EventFn) => {
+    const fns = listeners.get(event);
+    const i = fns ? fns.findIndex((f) => f === fn || f.listener === fn) : -1;
+    if (i >= 0) fns!.splice(i, 1);
+  };
+  const on = (event: string, fn: EventFn) => {
+    const fns = listeners.get(event);
+    if (fns) fns.push(fn);
+    else listeners.set(event, [fn]);
+  };
+  return {
+    on,
+    off,
+    once(event: string, fn: EventFn): void {
+      const wrapper: EventFn = (...args) => {
+        off(event, wrapper);
+        fn(...args);
+      };
+      wrapper.listener = fn;
+      on(event, wrapper);
+    },
+    clear(event?: string): void {
+      if (event === undefined) listeners.clear();
+      else listeners.delete(event);
+    },
+    emit(event: string, ...args: unknown[]): void {
+      const fns = listeners.get(event);
+      if (!fns) return;
+      for (const fn of fns.slice()) fn(...args);
+    },
+  };
+}
+
+// Bun's write is unbuffered: what the kernel does not take now is kept and
+// written on drain, in order, as node:net would.
+function outbox() {
+  let pending: Uint8Array[] = [];
+  let endAfterFlush = false;
+  return {
+    push(data: Uint8Array): void {
+      pending.push(data);
+    },
+    /** Ends the socket once everything is written. */
+    endAfterFlush(): void {
+      endAfterFlush = true;
+    },
+    clear(): void {
+      pending = [];
+    },
+    /** Writes what the kernel takes; whether everything went. */
+    flush(socket: Socket<undefined>): boolean {
+      while (pending.length > 0) {
+        const chunk = pending[0]!;
+        const n = socket.write(chunk);
+        if (n < chunk.byteLength) {
+          pending[0] = chunk.subarray(Math.max(0, n));
+          return false;
+        }
+        pending.shift();
+      }
+      if (endAfterFlush) socket.end();
+      return true;
+    },
+  };
+}
+
+// Bun says only "Failed to connect"; the logs want node's "connect ECONNREFUSED 127.0.0.1:5432".
+function connectFailure(error: Error, host: string, port: number, path: string | false | undefined): Error {
+  const code = (error as { code?: string }).code ?? "ECONNECT";
+  const where = path || `${host}:${port}`;
+  return Object.assign(new Error(`connect ${code} ${where}`), {
+    code,
+    syscall: "connect",
+    address: path || host,
+    ...(!path && { port }),
+  });
+}
+
 /**
  * postgres.js takes a socket from this factory already connecting: it writes
  * its startup message at once, which waits here until the connection is open.
  */
 export function bunPgSocket(options: PgSocketOptions): PgSocket {
-  const listeners = new Map<string, Listener[]>();
+  const ev = events();
+  const out = outbox();
+  const host = options.host[0] ?? "localhost";
+  const port = options.port[0] ?? 5432;
   let socket: Socket<undefined> | undefined;
-  let pending: Uint8Array[] = [];
   let closed = false;
-  let endAfterFlush = false;
-
-  function emit(event: string, ...args: unknown[]): void {
-    const fns = listeners.get(event);
-    if (!fns) return;
-    for (const fn of fns.slice()) fn(...args);
-  }
 
   // Told on later turns of the event loop, as node:net does: a failed connect
   // can be known before postgres.js has attached its listeners (it does so
@@ -58,70 +135,48 @@ export function bunPgSocket(options: PgSocketOptions): PgSocket {
     closed = true;
     self.readyState = "closed";
     setImmediate(() => {
-      if (error) emit("error", error);
-      setImmediate(() => emit("close", error !== undefined));
+      if (error) ev.emit("error", error);
+      setImmediate(() => ev.emit("close", error !== undefined));
     });
-  }
-
-  // Bun's write is unbuffered: what the kernel does not take now is kept and
-  // written on drain, in order, as node:net would.
-  function flush(): boolean {
-    while (socket && pending.length > 0) {
-      const chunk = pending[0]!;
-      const n = socket.write(chunk);
-      if (n < chunk.byteLength) {
-        pending[0] = chunk.subarray(Math.max(0, n));
-        return false;
-      }
-      pending.shift();
-    }
-    if (endAfterFlush) socket?.end();
-    return true;
   }
 
   const handler = {
     open(s: Socket<undefined>) {
       socket = s;
       self.readyState = "open";
-      flush();
-      emit("connect");
+      out.flush(s);
+      ev.emit("connect");
     },
-    data(_s: Socket<undefined>, chunk: Buffer) {
-      emit("data", chunk);
+    data: (_s: Socket<undefined>, chunk: Buffer) => ev.emit("data", chunk),
+    drain(s: Socket<undefined>) {
+      if (out.flush(s)) ev.emit("drain");
     },
-    drain() {
-      if (flush()) emit("drain");
-    },
-    close(_s: Socket<undefined>, error?: Error) {
-      close(error);
-    },
+    close: (_s: Socket<undefined>, error?: Error) => close(error),
     end(s: Socket<undefined>) {
       // The server closed its side (after a FATAL, or at shutdown): so do we.
       s.end();
     },
-    error(_s: Socket<undefined>, error: Error) {
-      close(error);
-    },
+    error: (_s: Socket<undefined>, error: Error) => close(error),
     connectError(_s: Socket<undefined>, error: Error) {
-      close(connectFailure(error));
+      close(connectFailure(error, host, port, options.path));
     },
   };
 
   const self: PgSocket = {
     readyState: "opening",
     write(data, callback) {
-      pending.push(data);
-      const done = socket ? flush() : false;
+      out.push(data);
+      const done = socket ? out.flush(socket) : false;
       callback?.();
       return done;
     },
     end(data) {
-      if (data) pending.push(data);
-      endAfterFlush = true;
-      if (socket) flush();
+      if (data) out.push(data);
+      out.endAfterFlush();
+      if (socket) out.flush(socket);
     },
     destroy(error) {
-      pending = [];
+      out.clear();
       socket?.terminate();
       close(error);
     },
@@ -135,45 +190,25 @@ export function bunPgSocket(options: PgSocketOptions): PgSocket {
       socket?.resume();
     },
     on(event, fn) {
-      const fns = listeners.get(event);
-      if (fns) fns.push(fn);
-      else listeners.set(event, [fn]);
+      ev.on(event, fn);
       return self;
     },
     once(event, fn) {
-      const wrapper: Listener = (...args) => {
-        self.removeListener(event, wrapper);
-        fn(...args);
-      };
-      wrapper.listener = fn;
-      return self.on(event, wrapper);
+      ev.once(event, fn);
+      return self;
     },
     removeListener(event, fn) {
-      const fns = listeners.get(event);
-      const i = fns ? fns.findIndex((f) => f === fn || f.listener === fn) : -1;
-      if (i >= 0) fns!.splice(i, 1);
+      ev.off(event, fn);
       return self;
     },
     removeAllListeners(event) {
-      if (event === undefined) listeners.clear();
-      else listeners.delete(event);
+      ev.clear(event);
       return self;
     },
   };
-  const host = options.host[0] ?? "localhost";
-  const port = options.port[0] ?? 5432;
   const target = options.path ? { unix: options.path, socket: handler } : { hostname: host, port, socket: handler };
-  // Bun says only "Failed to connect"; the logs want node's "connect ECONNREFUSED 127.0.0.1:5432".
-  function connectFailure(error: Error): Error {
-    const code = (error as { code?: string }).code ?? "ECONNECT";
-    const where = options.path || `${host}:${port}`;
-    return Object.assign(new Error(`connect ${code} ${where}`), {
-      code,
-      syscall: "connect",
-      address: options.path || host,
-      ...(!options.path && { port }),
-    });
-  }
-  Bun.connect(target as Parameters<typeof Bun.connect>[0]).catch((error: Error) => close(connectFailure(error)));
+  Bun.connect(target as Parameters<typeof Bun.connect>[0]).catch((error: Error) =>
+    close(connectFailure(error, host, port, options.path)),
+  );
   return self;
 }

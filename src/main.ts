@@ -8,6 +8,7 @@ import { helpText } from "./config/help.ts";
 import { buildDemoConfig, parseArgv, type Raw } from "./config/load.ts";
 import { defaultControlSocket, SUBCOMMANDS, type Subcommand } from "./config/options.ts";
 import { ConfigError, type Config } from "./config/types.ts";
+import { ClusterError } from "./config/debian-cluster.ts";
 import { ListenError } from "./listen/gate.ts";
 import { ControlError, sendControl } from "./ops/control.ts";
 import { loadConfig } from "./ops/reload.ts";
@@ -60,6 +61,7 @@ async function serve(config: Config, load: () => Promise<Config>, env: typeof pr
     });
   } catch (err) {
     if (err instanceof ConfigError) fatal(err.message, undefined, 2);
+    if (err instanceof ClusterError) fatal(err.message, err.hint, 2);
     if (err instanceof ListenError || err instanceof ControlError) fatal(err.message, err.hint, 1);
     throw err;
   }

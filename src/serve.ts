@@ -26,7 +26,7 @@ import { listenerName, reportStart } from "./ops/report.ts";
 import { createLagJudge } from "./poll/lag.ts";
 import type { PollFacts } from "./poll/facts.ts";
 import { startPoller, type Poller } from "./poll/poller.ts";
-import { resolveTarget } from "./poll/target.ts";
+import { configTarget } from "./poll/target.ts";
 
 type Env = Record<string, string | undefined>;
 
@@ -53,7 +53,7 @@ export interface Server {
  * ListenError or ControlError, after undoing whatever had been started.
  */
 export async function start(config: Config, opts: StartOptions): Promise<Server> {
-  const target = resolveTarget(config.db, opts.env);
+  const target = configTarget(config, opts.env);
   const log = createLogger(undefined, config.logFormat);
   const status = createStatus(logChange(log));
   const responses = buildResponses(config.texts, config.agent);

@@ -289,8 +289,8 @@ describe("an upgrade", () => {
   });
 });
 
-test("the contrib units: the socket holds the default address, the service needs it and keeps its state", () => {
-  const lines = (name: string) => readFileSync(join(ROOT, "contrib", name), "utf8").split("\n");
+test("the packaged units: the socket holds the default address, the service needs it and keeps its state", () => {
+  const lines = (name: string) => readFileSync(join(ROOT, "packaging", "debian", name), "utf8").split("\n");
   expect(lines("replstatus.socket")).toContain(`ListenStream=${DEFAULT_BIND}:${DEFAULT_PORT}`);
   const service = lines("replstatus.service");
   for (const line of [

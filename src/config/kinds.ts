@@ -3,6 +3,7 @@
 // options.ts gives each option one of these.
 import { isIP } from "node:net";
 import { buildAllowList } from "../listen/allow.ts";
+import { parseClusterName } from "./debian-cluster.ts";
 import {
   formatDuration,
   LISTEN_EXPECTED,
@@ -179,4 +180,10 @@ export const absolutePath: Kind<string> = {
   arg: "DIR",
   expected: "an absolute path",
   parse: (text) => (text.startsWith("/") ? text : undefined),
+};
+
+export const debianCluster: Kind<string> = {
+  arg: "VERSION-NAME",
+  expected: "VERSION-NAME of a Debian cluster, such as 15-main",
+  parse: (text) => (parseClusterName(text) ? text : undefined),
 };

@@ -205,6 +205,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
   const read = reader(merged, "server", where);
   const listen = listenAddresses(read, merged);
   const db = read("db");
+  const cluster = read("cluster");
   const pollIntervalMs = read("poll-interval");
   const staleAfterMs = read("stale-after");
   if (staleAfterMs <= pollIntervalMs) {
@@ -239,6 +240,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     logFormat,
     listen,
     db,
+    cluster,
     pollIntervalMs,
     staleAfterMs,
     connectTimeoutMs,

@@ -8,6 +8,7 @@ import {
   answerText,
   anyText,
   cidr,
+  debianCluster,
   durationMs,
   hostPort,
   identifier,
@@ -95,6 +96,10 @@ const TABLE = {
   db: {
     kind: postgresUrl,
     help: "PostgreSQL to watch, as postgres://user:password@host:port/dbname (default: libpq environment PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, else the local socket)",
+  },
+  cluster: {
+    kind: debianCluster,
+    help: "Debian cluster (15-main) whose port and socket directory, read from /etc/postgresql/VERSION/NAME/postgresql.conf as pg_lsclusters does, replace the defaults of --db and PGHOST/PGPORT (default: none)",
   },
   "poll-interval": {
     kind: durationMs(1, 60_000),

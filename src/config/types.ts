@@ -23,6 +23,8 @@ export interface Config {
   listen: ListenAddress[];
   /** postgres:// URL, or undefined for the libpq environment (PGHOST, ...). */
   db: string | undefined;
+  /** Debian cluster (`15-main`) whose port and socket directory are the target's defaults. */
+  cluster: string | undefined;
   pollIntervalMs: number;
   staleAfterMs: number;
   connectTimeoutMs: number;

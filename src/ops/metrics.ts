@@ -154,6 +154,11 @@ function renderFacts(out: string[], facts: PollFacts | undefined): void {
   out.push(`replstatus_timeline ${number(facts?.timeline)}`);
   family(out, "replstatus_standby_replay_age_seconds", "gauge", "Seconds since the last replayed transaction's commit");
   out.push(`replstatus_standby_replay_age_seconds ${number(facts?.replayAgeSeconds)}`);
+  // Which cluster the node is of, for rules that join on it (two primaries of one cluster).
+  if (facts?.systemId) {
+    family(out, "replstatus_cluster_info", "gauge", "1, labelled with the system_identifier of this node's cluster");
+    out.push(`replstatus_cluster_info{system_identifier="${label(facts.systemId)}"} 1`);
+  }
 }
 
 function renderGuard(out: string[], guard: Guard): void {

@@ -10,7 +10,8 @@ import { buildResponses, type Responses } from "../listen/answers.ts";
 import type { Gate } from "../listen/gate.ts";
 import type { Logger } from "../log.ts";
 import type { Poller } from "../poll/poller.ts";
-import { resolveTarget } from "../poll/target.ts";
+import { ClusterError } from "../config/debian-cluster.ts";
+import { configTarget } from "../poll/target.ts";
 import { fitFdLimit } from "./limits.ts";
 
 type Env = Record<string, string | undefined>;
@@ -25,10 +26,10 @@ export async function loadConfig(raw: Raw, env: Env): Promise<Config> {
 export async function reloadConfig(load: () => Promise<Config>, env: Env, log: Logger): Promise<Config | undefined> {
   try {
     const next = await load();
-    resolveTarget(next.db, env);
+    configTarget(next, env);
     return next;
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
+    if (!(err instanceof ConfigError || err instanceof ClusterError)) throw err;
     log.error(`SIGHUP: reload rejected, keeping the running configuration: ${err.message}`);
     return undefined;
   }
@@ -83,7 +84,7 @@ function restartOnly(old: Config, next: Config): string[] {
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
   const restart: string[] = [];
   if (!same(old.listen, next.listen)) restart.push("listen/port/bind");
-  if (old.db !== next.db) restart.push("db");
+  if (old.db !== next.db || old.cluster !== next.cluster) restart.push("db/cluster");
   if (old.channel !== next.channel) restart.push("channel");
   if (old.backlog !== next.backlog) restart.push("backlog");
   if (!same(old.metricsListen, next.metricsListen)) restart.push("metrics-listen");

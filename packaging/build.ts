@@ -18,6 +18,7 @@ const LAYOUT: [from: string, to: string, mode: number][] = [
   ["replstatus@.service", "lib/systemd/system/replstatus@.service", 0o644],
   ["replstatus.service", "lib/systemd/system/replstatus.service", 0o644],
   ["replstatus.socket", "lib/systemd/system/replstatus.socket", 0o644],
+  ["replstatus@.socket", "lib/systemd/system/replstatus@.socket", 0o644],
   ["replstatus.default", "etc/default/replstatus", 0o644],
   ["example.toml", "etc/replstatus/example.toml", 0o644],
   ["copyright", "usr/share/doc/replstatus/copyright", 0o644],

@@ -92,7 +92,9 @@ test("dpkg -i installs the executable, the units, the conffiles and a system use
   for (const path of [
     "/usr/bin/replstatus",
     `${UNITS}/replstatus@.service`,
+    `${UNITS}/replstatus@.socket`,
     `${UNITS}/replstatus.service`,
+    `${UNITS}/replstatus.socket`,
     "/etc/replstatus/example.toml",
     "/etc/default/replstatus",
     "/usr/share/man/man1/replstatus.1.gz",
@@ -119,9 +121,22 @@ test("/usr/bin/replstatus runs with no Bun on the PATH", () => {
 });
 
 test.skipIf(!Bun.which("systemd-analyze"))("systemd-analyze verify finds nothing to say about the units", () => {
-  for (const unit of [`${UNITS}/replstatus.service`, `${UNITS}/replstatus@${CLUSTERS[0]}.service`]) {
-    const r = sh(["systemd-analyze", "verify", unit]);
-    expect({ unit, code: r.code, stderr: r.stderr }).toEqual({ unit, code: 0, stderr: "" });
+  // An instance's socket takes its address from a drop-in, as docs/package.md shows.
+  const dropIn = `/etc/systemd/system/replstatus@${CLUSTERS[0]}.socket.d`;
+  mkdirSync(dropIn, { recursive: true });
+  writeFileSync(join(dropIn, "listen.conf"), "[Socket]\nListenStream=127.0.0.1:5400\n");
+  try {
+    const units = [
+      `${UNITS}/replstatus.service`,
+      `${UNITS}/replstatus@${CLUSTERS[0]}.service`,
+      `${UNITS}/replstatus@${CLUSTERS[0]}.socket`,
+    ];
+    for (const unit of units) {
+      const r = sh(["systemd-analyze", "verify", unit]);
+      expect({ unit, code: r.code, stderr: r.stderr }).toEqual({ unit, code: 0, stderr: "" });
+    }
+  } finally {
+    rmSync(dropIn, { recursive: true, force: true });
   }
 });
 

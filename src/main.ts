@@ -9,6 +9,7 @@ import { buildDemoConfig, parseArgv, type Raw } from "./config/load.ts";
 import { defaultControlSocket, SUBCOMMANDS, type Subcommand } from "./config/options.ts";
 import { ConfigError, type Config } from "./config/types.ts";
 import { ListenError } from "./listen/gate.ts";
+import { TlsError } from "./listen/tls.ts";
 import { ControlError, sendControl } from "./ops/control.ts";
 import { loadConfig } from "./ops/reload.ts";
 import { start, type Server } from "./serve.ts";
@@ -60,7 +61,9 @@ async function serve(config: Config, load: () => Promise<Config>, env: typeof pr
     });
   } catch (err) {
     if (err instanceof ConfigError) fatal(err.message, undefined, 2);
-    if (err instanceof ListenError || err instanceof ControlError) fatal(err.message, err.hint, 1);
+    if (err instanceof ListenError || err instanceof ControlError || err instanceof TlsError) {
+      fatal(err.message, err.hint, 1);
+    }
     throw err;
   }
   let stopping = false;

@@ -10,6 +10,7 @@ import { defaultControlSocket, SUBCOMMANDS, type Subcommand } from "./config/opt
 import { ConfigError, type Config } from "./config/types.ts";
 import { ClusterError } from "./config/debian-cluster.ts";
 import { ListenError } from "./listen/gate.ts";
+import { TlsError } from "./listen/tls.ts";
 import { ControlError, sendControl } from "./ops/control.ts";
 import { loadConfig } from "./ops/reload.ts";
 import { start, type Server } from "./serve.ts";
@@ -62,7 +63,9 @@ async function serve(config: Config, load: () => Promise<Config>, env: typeof pr
   } catch (err) {
     if (err instanceof ConfigError) fatal(err.message, undefined, 2);
     if (err instanceof ClusterError) fatal(err.message, err.hint, 2);
-    if (err instanceof ListenError || err instanceof ControlError) fatal(err.message, err.hint, 1);
+    if (err instanceof ListenError || err instanceof ControlError || err instanceof TlsError) {
+      fatal(err.message, err.hint, 1);
+    }
     throw err;
   }
   let stopping = false;

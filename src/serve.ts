@@ -3,6 +3,7 @@
 // then the poller), so a failure to bind happens before any database work.
 // Everything started is pushed on one stack, which is the only teardown path:
 // for a start-up failure half-way and for a shutdown alike.
+import type { SocketHandler } from "bun";
 import { dirname } from "node:path";
 import { createStatus, STATE_NAMES, type State, type Status } from "./cell.ts";
 import { startGuard, type Guard } from "./cluster/peers.ts";
@@ -16,6 +17,15 @@ import { listen, listenError, ListenError, type Gate, type Listener } from "./li
 import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
 import { inheritedSockets, takeInherited } from "./listen/inherit.ts";
+import {
+  createTlsWatch,
+  failureLogger,
+  loadPeerTls,
+  loadTls,
+  secureHandler,
+  type TlsMaterial,
+  type TlsWatch,
+} from "./listen/tls.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { prepareDir, startControl } from "./ops/control.ts";
 import { fitFdLimit, watchOverLimit } from "./ops/limits.ts";
@@ -50,7 +60,7 @@ export interface Server {
 
 /**
  * Starts serving `config`. Throws ConfigError (the database setting),
- * ListenError or ControlError, after undoing whatever had been started.
+ * ListenError, ControlError or TlsError, after undoing whatever had been started.
  */
 export async function start(config: Config, opts: StartOptions): Promise<Server> {
   const target = configTarget(config, opts.env);
@@ -72,7 +82,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     counters: metrics.connections,
   };
   const sources: Sources = { status, responses, facts, metrics, splitBrain };
-  const endpoints = openListeners(config, sources, gate, opts.env, stack);
+  const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
   // Between the bind above and the first await below nothing is accepted
   // yet: the override on disk is in force before the first answer.
   const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, opts.env);
@@ -116,6 +126,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     maxConnections: () => gate.maxConnections,
     fdLimit: () => fdLimit,
     guard: () => splitBrain,
+    tls: () => endpoints.tlsWatch,
   });
   // A socket handed over by a service manager holds the checks that came
   // during the restart; they get the answer of this process's first poll
@@ -138,6 +149,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
         maxConnections: gate.maxConnections,
         fdLimit,
         splitBrain,
+        tls: endpoints.tls,
       }),
     stop: async (signal) => {
       log.info(`${signal}: shutting down`);
@@ -145,7 +157,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
       for (const l of listeners) l.stop();
       await teardown.disposeAsync();
     },
-    reload: reloader(config, opts, { responses, gate, poller, log, fdLimit }),
+    reload: reloader(config, opts, { responses, gate, poller, log, fdLimit, tls: endpoints.reloadTls(listeners) }),
   };
 }
 
@@ -174,6 +186,8 @@ function startSplitBrain(
     status,
     facts,
     log,
+    tls: loadPeerTls(config.peerTls),
+    isolationAfterMs: config.isolationAfterMs,
   });
   stack.defer(() => splitBrain.stop());
   return splitBrain;
@@ -194,15 +208,31 @@ interface Endpoints {
   inherited: boolean[];
   /** Opens the inherited sockets; returns every listener, in --listen order. */
   openDeferred(): Listener[];
+  /** The tls+ listeners' material and handshake failures; undefined without a tls+ listener. */
+  tls: TlsMaterial | undefined;
+  tlsWatch: TlsWatch | undefined;
+  /** What a reload needs to swap the TLS material of `listeners`' tls+ ones. */
+  reloadTls(listeners: Listener[]): Reloadable["tls"];
 }
 
 /**
  * One listener per --listen address, each behind the shared gate: on the
  * socket a service manager passed for that address, or bound here (throws
- * ListenError). Inherited sockets are only opened by openDeferred().
+ * ListenError). Inherited sockets are only opened by openDeferred(). A tls+
+ * listener gets its own handler object (listen/tls.ts); a plain one keeps its
+ * mode's as it is. Throws TlsError when the TLS files cannot be used.
  */
-function openListeners(config: Config, s: Sources, gate: Gate, env: Env, stack: AsyncDisposableStack): Endpoints {
+function openListeners(
+  config: Config,
+  s: Sources,
+  gate: Gate,
+  { env, log }: { env: Env; log: Logger },
+  stack: AsyncDisposableStack,
+): Endpoints {
   const { status, responses, metrics, splitBrain } = s;
+  const tls = config.tls && loadTls(config.tls);
+  const tlsWatch = config.tls && createTlsWatch(config.listen.length, config.tls.clientCert);
+  const onTlsFailure = failureLogger(() => metrics.listenerNames, log);
   const handlers = {
     raw: rawHandler(status.cell, responses),
     http: httpHandler(
@@ -213,7 +243,10 @@ function openListeners(config: Config, s: Sources, gate: Gate, env: Env, stack: 
   };
   const inherited = inheritedSockets(env);
   const open = (address: ListenAddress, i: number, fd?: number) => {
-    const l = listen(address, handlers[address.mode], gate, i, config.backlog, 0, fd);
+    const handler = address.tls
+      ? secureHandler<number>(handlers[address.mode] as SocketHandler<number>, tlsWatch!, i, onTlsFailure)
+      : handlers[address.mode];
+    const l = listen(address, handler, gate, i, config.backlog, 0, fd, address.tls && tls!.options);
     stack.defer(() => l.stop());
     return l;
   };
@@ -235,6 +268,10 @@ function openListeners(config: Config, s: Sources, gate: Gate, env: Env, stack: 
     firstPort: slots[0]!.address.port,
     inherited: slots.map((slot) => "fd" in slot),
     openDeferred: () => slots.map((slot, i) => ("fd" in slot ? open(slot.address, i, slot.fd) : slot)),
+    tls,
+    tlsWatch,
+    reloadTls: (listeners) =>
+      tlsWatch && { watch: tlsWatch, servers: listeners.filter((l) => l.address.tls).map((l) => l.server) },
   };
 }
 

@@ -11,6 +11,8 @@ export interface ListenAddress {
   host: string;
   /** 0 asks the kernel for a free port (tests). */
   port: number;
+  /** A `tls+MODE:` listener: the protocol inside TLS (--tls-cert, --tls-key, --tls-client-cert). */
+  tls?: true;
 }
 
 /** `250ms`, `2s`, `1.5s` or a bare integer of milliseconds. */
@@ -57,15 +59,20 @@ export function parsePort(text: string, min: number): number | undefined {
   return n >= min && n <= 65535 ? n : undefined;
 }
 
-export const LISTEN_EXPECTED = `[${LISTEN_MODES.join("|")}:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535`;
+export const LISTEN_EXPECTED = `[[tls+]${LISTEN_MODES.join("|")}:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535`;
 
-/** `[MODE:]HOST:PORT`, IPv6 in brackets. Returns an error text on failure. */
+/** `[[tls+]MODE:]HOST:PORT`, IPv6 in brackets; `tls:` alone is tls+raw. Returns an error text on failure. */
 export function parseListen(text: string): ListenAddress | string {
   let rest = text;
   let mode: ListenMode = "raw";
+  let tls = false;
   const colon = rest.indexOf(":");
-  const head = colon === -1 ? "" : rest.slice(0, colon);
-  if (/^[a-z]+$/.test(head) && !/^[0-9a-f]+$/.test(head)) {
+  let head = colon === -1 ? "" : rest.slice(0, colon);
+  if (/^[a-z+]+$/.test(head) && !/^[0-9a-f]+$/.test(head)) {
+    if (head === "tls" || head.startsWith("tls+")) {
+      tls = true;
+      head = head === "tls" ? "raw" : head.slice(4);
+    }
     if (!(LISTEN_MODES as readonly string[]).includes(head)) return LISTEN_EXPECTED;
     mode = head as ListenMode;
     rest = rest.slice(colon + 1);
@@ -76,7 +83,7 @@ export function parseListen(text: string): ListenAddress | string {
   const port = parsePort(m[3]!, 0);
   if (port === undefined) return LISTEN_EXPECTED;
   if (m[1] !== undefined ? isIP(host) !== 6 : isIP(host) !== 4) return LISTEN_EXPECTED;
-  return { mode, host, port };
+  return tls ? { mode, host, port, tls } : { mode, host, port };
 }
 
 export function formatAddress(l: { host: string; port: number }): string {
@@ -84,7 +91,7 @@ export function formatAddress(l: { host: string; port: number }): string {
 }
 
 /**
- * `http://HOST:PORT` with an optional `/`, as the base of a peer's /status;
+ * `http://HOST:PORT` or `https://HOST:PORT` with an optional `/`, as the base of a peer's /status;
  * undefined when it is not one. No credentials, path, query or fragment: the
  * peer is a replstatus http listener, which has nothing else.
  */
@@ -95,9 +102,10 @@ export function parsePeer(text: string): string | undefined {
   } catch {
     return undefined;
   }
-  if (url.protocol !== "http:" || url.hostname === "" || url.username || url.password) return undefined;
+  if (url.protocol !== "http:" && url.protocol !== "https:") return undefined;
+  if (url.hostname === "" || url.username || url.password) return undefined;
   if (url.pathname !== "/" || url.search || url.hash) return undefined;
-  return `http://${url.host}`;
+  return `${url.protocol}//${url.host}`;
 }
 
 /** Hides the password of a connection URL, for logs and errors. */

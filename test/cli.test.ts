@@ -59,12 +59,41 @@ describe("bad configuration: one line on stderr, exit 2", () => {
       'replstatus: the fenced text "MASTER_FENCED" contains the primary text "MASTER"; haproxy\'s "expect string" would match both',
     ],
     [
-      ["--peer", "https://10.0.0.2:8008"],
-      'replstatus: invalid value for --peer: "https://10.0.0.2:8008" (expected an http URL of another node\'s replstatus http listener, such as http://10.0.0.2:8008)',
+      ["--peer", "ftp://10.0.0.2:8008"],
+      'replstatus: invalid value for --peer: "ftp://10.0.0.2:8008" (expected an http or https URL of another node\'s replstatus http listener, such as http://10.0.0.2:8008)',
     ],
     [
       ["--peer", "http://10.0.0.2:8008/status"],
-      'replstatus: invalid value for --peer: "http://10.0.0.2:8008/status" (expected an http URL of another node\'s replstatus http listener, such as http://10.0.0.2:8008)',
+      'replstatus: invalid value for --peer: "http://10.0.0.2:8008/status" (expected an http or https URL of another node\'s replstatus http listener, such as http://10.0.0.2:8008)',
+    ],
+    [["--listen", "tls+http:127.0.0.1:0"], "replstatus: a tls+ listener needs --tls-cert and --tls-key"],
+    [
+      ["--listen", "tls+smtp:127.0.0.1:0"],
+      'replstatus: invalid value for --listen: "tls+smtp:127.0.0.1:0" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+    ],
+    [
+      ["--listen", "127.0.0.1:0", "--tls-cert", "/x.pem"],
+      "replstatus: --tls-cert, --tls-key, --tls-ca and --tls-client-cert apply to tls+ listeners, and no --listen is one (e.g. --listen tls+http:0.0.0.0:8443)",
+    ],
+    [
+      ["--listen", "tls:127.0.0.1:0", "--tls-cert", "/x.pem", "--tls-key", "/x.key", "--tls-client-cert", "required"],
+      "replstatus: --tls-client-cert required needs --tls-ca, the CA that client certificates must chain to",
+    ],
+    [
+      ["--listen", "tls:127.0.0.1:0", "--tls-cert", "/x.pem", "--tls-key", "/x.key", "--tls-client-cert", "maybe"],
+      'replstatus: invalid value for --tls-client-cert: "maybe" (expected none, optional or required)',
+    ],
+    [
+      ["--peer", "https://10.0.0.2:8008", "--peer-cert", "/x.pem"],
+      "replstatus: --peer-cert and --peer-key go together: give both or neither",
+    ],
+    [
+      ["--isolation-after", "2s"],
+      "replstatus: --isolation-after needs at least one --peer: it counts the time since a peer last answered",
+    ],
+    [
+      ["--peer", "http://10.0.0.2:8008", "--isolation-after", "1ms"],
+      'replstatus: invalid value for --isolation-after: "1ms" (expected a duration 10ms..3600s such as 250ms or 2s)',
     ],
     [
       ["--peer", "http://10.0.0.2:8008", "--peer", "http://10.0.0.2:8008/"],
@@ -76,15 +105,15 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     ],
     [
       ["--listen", "1.2.3:5400"],
-      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "::1:5400"],
-      'replstatus: invalid value for --listen: "::1:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "::1:5400" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
-      ["--listen", "tls:127.0.0.1:5400"],
-      'replstatus: invalid value for --listen: "tls:127.0.0.1:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      ["--listen", "tls+tls:127.0.0.1:5400"],
+      'replstatus: invalid value for --listen: "tls+tls:127.0.0.1:5400" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "127.0.0.1:5400", "--port", "5401"],
@@ -96,7 +125,7 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     ],
     [
       ["--listen", "http2:127.0.0.1:5400"],
-      'replstatus: invalid value for --listen: "http2:127.0.0.1:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "http2:127.0.0.1:5400" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--agent-role", "replica"],
@@ -134,7 +163,7 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     ],
     [
       ["--listen", "https:127.0.0.1:8008"],
-      'replstatus: invalid value for --listen: "https:127.0.0.1:8008" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "https:127.0.0.1:8008" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--channel", "Bad-Name"],

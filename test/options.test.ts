@@ -115,6 +115,9 @@ describe("units", () => {
   test.each<[string, ListenAddress | undefined]>([
     ["127.0.0.1:5400", { mode: "raw", host: "127.0.0.1", port: 5400 }],
     ["agent:[fd00::1]:0", { mode: "agent", host: "fd00::1", port: 0 }],
+    ["tls:127.0.0.1:5400", { mode: "raw", host: "127.0.0.1", port: 5400, tls: true }],
+    ["tls+http:[::1]:8443", { mode: "http", host: "::1", port: 8443, tls: true }],
+    ["tls+tls:127.0.0.1:5400", undefined],
     ["::1:5400", undefined],
     ["localhost:5400", undefined],
     ["127.0.0.1:65536", undefined],
@@ -133,7 +136,8 @@ describe("units", () => {
     ["http://[fd00::2]:8008", "http://[fd00::2]:8008"],
     ["http://u:p@10.0.0.2:8008", undefined],
     ["http://10.0.0.2:8008/status", undefined],
-    ["https://10.0.0.2:8008", undefined],
+    ["https://10.0.0.2:8008", "https://10.0.0.2:8008"],
+    ["ftp://10.0.0.2:8008", undefined],
   ])("parsePeer(%j) = %p", (text, url) => expect(parsePeer(text)).toBe(url));
 
   test("redactUrl hides the password only", () => {

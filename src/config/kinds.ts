@@ -88,7 +88,7 @@ export function seconds(max: number): Kind<number> {
 export function oneOf<T extends string>(arg: string, values: readonly T[]): Kind<T> {
   return {
     arg,
-    expected: values.join(" or "),
+    expected: values.length > 2 ? `${values.slice(0, -1).join(", ")} or ${values.at(-1)}` : values.join(" or "),
     parse: (text) => ((values as readonly string[]).includes(text) ? (text as T) : undefined),
   };
 }
@@ -136,7 +136,7 @@ export const hostPort: Kind<{ host: string; port: number }> = {
   expected: "HOST:PORT with an IP address, IPv6 in brackets, port 0..65535",
   parse: (text) => {
     const parsed = parseListen(text);
-    if (typeof parsed === "string" || parsed.mode !== "raw" || text.startsWith("raw:")) return undefined;
+    if (typeof parsed === "string" || parsed.mode !== "raw" || parsed.tls || text.startsWith("raw:")) return undefined;
     return { host: parsed.host, port: parsed.port };
   },
 };
@@ -157,7 +157,7 @@ export const postgresUrl: Kind<string> = {
 
 export const peerUrl: Kind<string> = {
   arg: "URL",
-  expected: "an http URL of another node's replstatus http listener, such as http://10.0.0.2:8008",
+  expected: "an http or https URL of another node's replstatus http listener, such as http://10.0.0.2:8008",
   parse: parsePeer,
 };
 

@@ -4,7 +4,7 @@
 import { buildAllowList, type AllowList } from "../listen/allow.ts";
 import { formatAddress, formatDuration, oneLine, type ListenAddress } from "../units.ts";
 import { BY_NAME, envName, hasEnv, OPTIONS, type OptionName, type Values } from "./options.ts";
-import { ConfigError, type Config, type DemoConfig, type Texts } from "./types.ts";
+import { ConfigError, type Config, type DemoConfig, type PeerTlsConfig, type Texts, type TlsConfig } from "./types.ts";
 
 /** Flag name -> its values as given, before parsing. */
 export type Raw = Map<string, string[]>;
@@ -196,6 +196,40 @@ function answerTexts(read: Reader): Texts {
   return texts;
 }
 
+/** --peer-ca, --peer-cert, --peer-key: the last two go together. */
+function peerTlsConfig(read: Reader): PeerTlsConfig {
+  const peerTls = { caFile: read("peer-ca"), certFile: read("peer-cert"), keyFile: read("peer-key") };
+  if ((peerTls.certFile === undefined) !== (peerTls.keyFile === undefined)) {
+    throw new ConfigError("--peer-cert and --peer-key go together: give both or neither");
+  }
+  return peerTls;
+}
+
+/** --tls-*: required by a tls+ listener, refused without one, so a typo cannot leave a listener in plain text. */
+function tlsConfig(read: Reader, listen: ListenAddress[]): TlsConfig | undefined {
+  const clientCert = read("tls-client-cert");
+  const certFile = read("tls-cert");
+  const keyFile = read("tls-key");
+  const caFile = read("tls-ca");
+  if (!listen.some((l) => l.tls)) {
+    if (certFile !== undefined || keyFile !== undefined || caFile !== undefined || clientCert !== "none") {
+      throw new ConfigError(
+        "--tls-cert, --tls-key, --tls-ca and --tls-client-cert apply to tls+ listeners, and no --listen is one (e.g. --listen tls+http:0.0.0.0:8443)",
+      );
+    }
+    return undefined;
+  }
+  if (certFile === undefined || keyFile === undefined) {
+    throw new ConfigError("a tls+ listener needs --tls-cert and --tls-key");
+  }
+  if (clientCert !== "none" && caFile === undefined) {
+    throw new ConfigError(
+      `--tls-client-cert ${clientCert} needs --tls-ca, the CA that client certificates must chain to`,
+    );
+  }
+  return { certFile, keyFile, caFile, clientCert };
+}
+
 /**
  * Turns argv, the environment and the config file into a validated Config;
  * throws ConfigError. Reads the options in the order their errors take.
@@ -234,6 +268,12 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
   const peers = read("peer");
   const peerIntervalMs = read("peer-interval");
   const peerTimeoutMs = read("peer-timeout");
+  const peerTls = peerTlsConfig(read);
+  const isolationAfterMs = read("isolation-after");
+  if (isolationAfterMs !== undefined && peers.length === 0) {
+    throw new ConfigError("--isolation-after needs at least one --peer: it counts the time since a peer last answered");
+  }
+  const tls = tlsConfig(read, listen);
   const logFormat = read("log-format");
   checkAll(read);
   return {
@@ -259,6 +299,9 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     peers,
     peerIntervalMs,
     peerTimeoutMs,
+    peerTls,
+    isolationAfterMs,
+    tls,
   };
 }
 

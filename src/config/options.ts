@@ -26,7 +26,7 @@ import {
   type Kind,
 } from "./kinds.ts";
 import { LISTEN_MODES } from "../units.ts";
-import { AGENT_ROLES, type AgentRole, type Texts } from "./types.ts";
+import { AGENT_ROLES, CLIENT_CERT_RULES, type AgentRole, type Texts } from "./types.ts";
 
 // Defaults, as bgw_replstatus has them where it has them.
 export const DEFAULT_PORT = 5400;
@@ -81,7 +81,7 @@ const TABLE = {
   listen: {
     kind: listenAddress,
     repeatable: true,
-    help: `address to serve on, repeatable; IPv6 in brackets ([::1]:5400); MODE is ${LISTEN_MODES.join("|")} (default raw). Replaces --port/--bind`,
+    help: `address to serve on, repeatable; IPv6 in brackets ([::1]:5400); MODE is ${LISTEN_MODES.join("|")} (default raw), or tls+MODE for the same inside TLS (tls: alone is tls+raw; see --tls-cert). Replaces --port/--bind`,
   },
   port: {
     kind: port(1025),
@@ -215,7 +215,7 @@ const TABLE = {
     kind: peerUrl,
     repeatable: true,
     unique: "peer",
-    help: "http listener of another node's replstatus (http://10.0.0.2:8008), repeatable; this node answers FENCED instead of MASTER while a peer of the same cluster is primary on a higher timeline (default: none)",
+    help: "http listener of another node's replstatus (http://10.0.0.2:8008, or https:// for a tls+http one), repeatable; this node answers FENCED instead of MASTER while a peer of the same cluster is primary on a higher timeline (default: none)",
   },
   "peer-interval": {
     kind: durationMs(10, 60_000),
@@ -226,6 +226,39 @@ const TABLE = {
     kind: durationMs(10, 60_000),
     default: DEFAULT_PEER_TIMEOUT,
     help: "a peer that has not answered within this is unreachable, and no longer counts",
+  },
+  "peer-ca": {
+    kind: anyText("FILE"),
+    help: "CA bundle (PEM) an https --peer's certificate must chain to; a peer that fails is not counted (default: the system's CAs)",
+  },
+  "peer-cert": {
+    kind: anyText("FILE"),
+    help: "client certificate (PEM) shown to https peers, with --peer-key (default: none)",
+  },
+  "peer-key": {
+    kind: anyText("FILE"),
+    help: "private key (PEM) of --peer-cert (default: none)",
+  },
+  "isolation-after": {
+    kind: durationMs(10, 3_600_000),
+    help: "a primary that has reached none of its --peer for this long answers FENCED until it reaches one again; with all peers down it fences too (default: off)",
+  },
+  "tls-cert": {
+    kind: anyText("FILE"),
+    help: "certificate chain (PEM) of every tls+ listener; re-read on SIGHUP (default: none)",
+  },
+  "tls-key": {
+    kind: anyText("FILE"),
+    help: "private key (PEM) of --tls-cert; re-read on SIGHUP (default: none)",
+  },
+  "tls-ca": {
+    kind: anyText("FILE"),
+    help: "CA bundle (PEM) that client certificates of tls+ listeners must chain to; re-read on SIGHUP (default: none)",
+  },
+  "tls-client-cert": {
+    kind: oneOf("RULE", CLIENT_CERT_RULES),
+    default: "none",
+    help: `client certificates on tls+ listeners (${CLIENT_CERT_RULES.join("|")}): optional answers clients without one but closes those with a bad one; optional and required need --tls-ca`,
   },
   config: {
     kind: anyText("FILE"),

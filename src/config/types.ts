@@ -11,6 +11,28 @@ export class ConfigError extends Error {
 export type AgentRole = "primary" | "standby";
 export const AGENT_ROLES: readonly AgentRole[] = ["primary", "standby"];
 
+/** Who must show a client certificate on a TLS listener (none: none is asked for). */
+export type ClientCertRule = "none" | "optional" | "required";
+export const CLIENT_CERT_RULES: readonly ClientCertRule[] = ["none", "optional", "required"];
+
+/** The TLS material of every `tls+` listener; paths, read at start and on SIGHUP. */
+export interface TlsConfig {
+  certFile: string;
+  keyFile: string;
+  /** CA bundle that client certificates are verified against; undefined: none. */
+  caFile: string | undefined;
+  clientCert: ClientCertRule;
+}
+
+/** How this node talks to https peers; every field undefined for plain http peers. */
+export interface PeerTlsConfig {
+  /** CA bundle a peer's certificate must chain to; undefined: the system's CAs. */
+  caFile: string | undefined;
+  /** Client certificate and key shown to peers that ask for one. */
+  certFile: string | undefined;
+  keyFile: string | undefined;
+}
+
 export interface Texts {
   primary: string;
   standby: string;
@@ -58,6 +80,11 @@ export interface Config {
   peerIntervalMs: number;
   /** Deadline of one /status request to a peer. */
   peerTimeoutMs: number;
+  peerTls: PeerTlsConfig;
+  /** A primary that reaches no peer for this long answers FENCED; undefined: never. */
+  isolationAfterMs: number | undefined;
+  /** undefined when no listener is `tls+`. */
+  tls: TlsConfig | undefined;
 }
 
 export interface AgentConfig {

@@ -1,6 +1,6 @@
 // Bun.listen per address, and the gate every connection passes before its
 // mode's handler (raw.ts, agent.ts, http/) sees it.
-import type { SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
+import type { SocketHandler, TCPSocketListener, TCPSocketListenOptions, TLSOptions } from "bun";
 import { admits, type AllowList } from "./allow.ts";
 import { setBacklog } from "./backlog.ts";
 import { formatAddress, type ListenAddress } from "../units.ts";
@@ -75,6 +75,8 @@ export function gated<T>(handler: SocketHandler<T>, gate: Gate, index: number): 
 
 export interface Listener {
   address: ListenAddress;
+  /** For a TLS context swap (listen/tls.ts). */
+  server: TCPSocketListener<unknown>;
   /** Why the listen backlog could not be set, if it could not. */
   backlogError: string | undefined;
   stop(): void;
@@ -85,6 +87,7 @@ export interface Listener {
  * `index` is the listener's place in the metrics; `backlog` the listen(2)
  * backlog to set after Bun's fixed 512. With `inheritedFd`, it accepts on that
  * listening socket, bound to `address` (listen/inherit.ts), instead of binding.
+ * With `tls` (a tls+ listener, listen/tls.ts) it serves inside TLS.
  */
 export function listen<T>(
   address: ListenAddress,
@@ -94,6 +97,7 @@ export function listen<T>(
   backlog: number,
   data: T,
   inheritedFd?: number,
+  tls?: TLSOptions,
 ): Listener {
   // ipv6Only is honoured by Bun.listen but missing from its listen types.
   const options: TCPSocketListenOptions<T> & { ipv6Only: boolean } = {
@@ -106,6 +110,7 @@ export function listen<T>(
     allowHalfOpen: true,
     data,
     socket: gated(handler, gate, index),
+    ...(tls ? { tls } : {}),
   };
   let server: TCPSocketListener<T>;
   try {
@@ -118,6 +123,7 @@ export function listen<T>(
   const backlogError = typeof fd === "number" ? setBacklog(fd, backlog) : "the listener has no fd";
   return {
     address: { ...address, port: server.port ?? address.port },
+    server: server as TCPSocketListener<unknown>,
     backlogError,
     stop: () => server.stop(),
   };
@@ -125,8 +131,8 @@ export function listen<T>(
 
 // Bun.listen takes { fd } (missing from its types) and would bind instead if given an address.
 function onFd<T>(options: TCPSocketListenOptions<T>, fd: number): TCPSocketListenOptions<T> {
-  const { allowHalfOpen, data, socket } = options;
-  return { allowHalfOpen, data, socket, fd } as unknown as TCPSocketListenOptions<T>;
+  const { allowHalfOpen, data, socket, tls } = options;
+  return { allowHalfOpen, data, socket, fd, ...(tls ? { tls } : {}) } as unknown as TCPSocketListenOptions<T>;
 }
 
 export function listenError(address: { host: string; port: number }, err: unknown): ListenError {

@@ -8,6 +8,8 @@ import { ConfigError, type Config } from "../config/types.ts";
 import { formatDuration } from "../units.ts";
 import { buildResponses, type Responses } from "../listen/answers.ts";
 import type { Gate } from "../listen/gate.ts";
+import { reloadTls, type TlsWatch } from "../listen/tls.ts";
+import type { TCPSocketListener } from "bun";
 import type { Logger } from "../log.ts";
 import type { Poller } from "../poll/poller.ts";
 import { ClusterError } from "../config/debian-cluster.ts";
@@ -42,6 +44,8 @@ export interface Reloadable {
   poller: Poller;
   log: Logger;
   fdLimit: number | undefined;
+  /** The tls+ listeners, whose certificate, key, CA and rule are read again; undefined: none. */
+  tls: { watch: TlsWatch; servers: TCPSocketListener<unknown>[] } | undefined;
 }
 
 /** Applies `next` over `old` and logs what changed and what waits for a restart. */
@@ -58,6 +62,7 @@ export function apply(old: Config, next: Config, live: Reloadable): void {
   if (restart.length) {
     live.log.warning(`SIGHUP: ${restart.join(", ")} changed but only take effect after a restart`);
   }
+  if (next.tls && live.tls) reloadTls(next.tls, live.tls.servers, live.tls.watch, live.log);
 }
 
 function changes(old: Config, next: Config): string[] {
@@ -94,9 +99,11 @@ function restartOnly(old: Config, next: Config): string[] {
   if (
     !same(old.peers, next.peers) ||
     old.peerIntervalMs !== next.peerIntervalMs ||
-    old.peerTimeoutMs !== next.peerTimeoutMs
+    old.peerTimeoutMs !== next.peerTimeoutMs ||
+    !same(old.peerTls, next.peerTls) ||
+    old.isolationAfterMs !== next.isolationAfterMs
   ) {
-    restart.push("peer/peer-interval/peer-timeout");
+    restart.push("peer/peer-interval/peer-timeout/peer-ca/peer-cert/peer-key/isolation-after");
   }
   if (
     old.maxLagBytes !== next.maxLagBytes ||

@@ -6,6 +6,7 @@ import { formatAddress, formatBytes, formatDuration, redactUrl } from "../units.
 import type { Listener } from "../listen/gate.ts";
 import type { Logger } from "../log.ts";
 import type { Guard } from "../cluster/peers.ts";
+import type { TlsMaterial } from "../listen/tls.ts";
 
 /** What start-up ended with, beside the configuration. */
 export interface Started {
@@ -23,10 +24,13 @@ export interface Started {
   maxConnections: number;
   fdLimit: number | undefined;
   splitBrain: Guard | undefined;
+  /** The tls+ listeners' material as read at start; undefined: none. */
+  tls: TlsMaterial | undefined;
 }
 
+/** `raw 0.0.0.0:5400`, `tls+http [::]:8443`: the start line's and the metrics' name of a listener. */
 export function listenerName(l: Listener): string {
-  return `${l.address.mode} ${formatAddress(l.address)}`;
+  return `${l.address.tls ? "tls+" : ""}${l.address.mode} ${formatAddress(l.address)}`;
 }
 
 export function reportStart(log: Logger, config: Config, s: Started): void {
@@ -51,6 +55,11 @@ export function reportStart(log: Logger, config: Config, s: Started): void {
   if (s.inherited.length) {
     log.info(`socket activation: ${s.inherited.map(listenerName).join(", ")} passed by the service manager`);
   }
+  if (s.tls) {
+    log.info(`tls+ listeners: ${s.tls.summary}`);
+    if (s.tls.expired)
+      log.warning(`the certificate ${config.tls!.certFile} has expired: clients that verify it refuse it`);
+  }
   if (s.splitBrain) reportSplitBrain(log, config, s.splitBrain);
   for (const l of s.listeners) {
     if (l.backlogError) {
@@ -64,7 +73,10 @@ export function reportStart(log: Logger, config: Config, s: Started): void {
 function reportSplitBrain(log: Logger, config: Config, splitBrain: Guard): void {
   log.info(
     `split-brain guard: asking ${config.peers.join(", ")} every ${formatDuration(config.peerIntervalMs)} ` +
-      `(timeout ${formatDuration(config.peerTimeoutMs)}); ${splitBrain.reachable()} of ${config.peers.length} answered`,
+      `(timeout ${formatDuration(config.peerTimeoutMs)}); ${splitBrain.reachable()} of ${config.peers.length} answered` +
+      (config.isolationAfterMs === undefined
+        ? ""
+        : `; isolation rule: FENCED after ${formatDuration(config.isolationAfterMs)} without a peer`),
   );
   if (!config.listen.some((l) => l.mode === "http")) {
     log.warning(

@@ -76,6 +76,12 @@ function createResults(opts: PollerOptions) {
   return { ok, fail, stale, facts: () => facts };
 }
 
+// In the single executable (package.json's build) every module has the
+// executable's URL, under /$bunfs/root/, and the worker entry point keeps its
+// path from src/.
+const WORKER_URL = new URL(import.meta.url.includes("/$bunfs/") ? "./poll/worker.ts" : "./worker.ts", import.meta.url)
+  .href;
+
 export function startPoller(opts: PollerOptions): Poller {
   const { status, log } = opts;
   const cell = status.cell;
@@ -83,7 +89,7 @@ export function startPoller(opts: PollerOptions): Poller {
   let stopped: (() => void) | undefined;
   /** Written by the worker at every good poll (it sends only changes). */
   const lastPoll = new Float64Array(new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT));
-  const worker = new Worker(new URL("./worker.ts", import.meta.url).href);
+  const worker = new Worker(WORKER_URL);
   const command = (m: WorkerCommand) => worker.postMessage(m);
 
   worker.onmessage = (event: MessageEvent<WorkerMessage>) => {

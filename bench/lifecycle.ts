@@ -17,6 +17,8 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { readPmStatus } from "../src/poll/postmaster.ts";
+import { startResponder } from "../test/helpers.ts";
+import { track, untrack } from "./cleanup.ts";
 import { fmtMs, fmtSpread, spread, type Spread } from "./stats.ts";
 import { findBgw, probe, startBgwPair, startReplstatus, waitAnswers, waitFor, type PgNode } from "./targets.ts";
 
@@ -76,7 +78,10 @@ try {
   const { primary, standby } = pair;
   await primary.sql(`create role ${PLAIN} login`);
   const plainUrl = (node: PgNode) => node.url.replace(`//${node.user}@`, `//${PLAIN}@`);
-  const watching = await startReplstatus(primary);
+  // As deployed: over the local socket, as a role that can see data_directory.
+  const watchingR = await startResponder(["--listen", "127.0.0.1:0"], primary.env);
+  track(watchingR.proc.pid);
+  const watching = { port: watchingR.ports[0]!, pid: watchingR.proc.pid };
   // Without postmaster.pid a smart shutdown cannot be seen (its session would hold it up):
   // that responder joins after the shutdown.
   const shutdownTargets = [
@@ -117,16 +122,25 @@ try {
   const targets = [shutdownTargets[0]!, { key: "replstatus, no postmaster.pid", port: plain.port }];
   targets.push(...shutdownTargets.slice(1));
 
-  // Idle while PostgreSQL is down.
+  // Idle while PostgreSQL is down: postmaster.pid watched (TCP), retries at the poll interval
+  // over TCP (a refused connect through postgres.js) and over the socket (a stat).
+  const onSocket = await startResponder(["--listen", "127.0.0.1:0"], { ...primary.env, PGUSER: PLAIN });
+  track(onSocket.proc.pid);
+  const idle = [
+    { key: "postmaster.pid watched, socket", pid: watching.pid },
+    { key: "retry every 50ms over TCP", pid: plain.pid },
+    { key: "retry every 50ms over the socket", pid: onSocket.proc.pid },
+  ];
   const idleS = 20;
-  const [w0, p0] = [cpuS(watching.pid), cpuS(plain.pid)];
+  const before = idle.map((x) => cpuS(x.pid));
   await Bun.sleep(idleS * 1000);
-  results["down, replstatus CPU % of a core (postmaster.pid watched)"] = Number(
-    (((cpuS(watching.pid) - w0) / idleS) * 100).toFixed(3),
-  );
-  results["down, replstatus CPU % of a core (retry every 50ms)"] = Number(
-    (((cpuS(plain.pid) - p0) / idleS) * 100).toFixed(3),
-  );
+  idle.forEach((x, i) => {
+    results[`down, replstatus CPU % of a core (${x.key})`] = Number(
+      (((cpuS(x.pid) - before[i]!) / idleS) * 100).toFixed(2),
+    );
+  });
+  await onSocket.stop();
+  untrack(onSocket.proc.pid);
 
   // Restarts.
   const back: Record<string, number[]> = Object.fromEntries(targets.map((x) => [x.key, []]));
@@ -170,7 +184,8 @@ try {
   ]);
   standbyTargets.forEach((x, i) => (results[`warm standby pg_ctl promote -> MASTER, ${x.key}`] = spread([pms[i]!])));
   for (const x of onStandby) await x.r.stop();
-  await watching.stop();
+  await watchingR.stop();
+  untrack(watching.pid);
   await plain.stop();
 } finally {
   await pair.stop();

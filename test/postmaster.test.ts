@@ -12,8 +12,16 @@ const dir = mkdtempSync(join(tmpdir(), "replstatus-pm-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A postmaster.pid as PostgreSQL 15 writes it, with `status` on line 8 (absent: not written yet). */
-function pidFile(pid: number, status: string | undefined): string {
-  const lines = [String(pid), dir, "1764160000", "5432", "/var/run/postgresql", "127.0.0.1", "  5432001         0"];
+function pidFile(pid: number, status: string | undefined, port = 5432): string {
+  const lines = [
+    String(pid),
+    dir,
+    "1764160000",
+    String(port),
+    "/var/run/postgresql",
+    "127.0.0.1",
+    "  5432001         0",
+  ];
   return [...lines, ...(status === undefined ? [] : [status])].join("\n") + "\n";
 }
 
@@ -32,10 +40,11 @@ describe("postmaster.pid's status", () => {
     ["the status line not written yet", pidFile(process.pid, undefined), "starting"],
     ["a postmaster killed with SIGKILL left its file", pidFile(deadPid(), "ready   "), "down"],
     ["no file: the server is down", undefined, "down"],
+    ["the file of a server on another port: not this server's", pidFile(process.pid, "stopping", 5433), "unreadable"],
   ])("%s", (_, text, expected) => {
     const dataDir = mkdtempSync(join(dir, "d-"));
     if (text !== undefined) writeFileSync(join(dataDir, "postmaster.pid"), text);
-    expect(readPmStatus(dataDir)).toBe(expected as never);
+    expect(readPmStatus(dataDir, 5432)).toBe(expected as never);
   });
 });
 

@@ -143,10 +143,10 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
   });
   // A shutdown, even a smart one, is seen here first: this session is closed
   // then, so that the shutdown need not wait for it.
-  const pm = watchPostmaster((status) => {
+  const pm = watchPostmaster(config.target, (status) => {
     if (status === "stopping" && session.connected) fail(SHUTTING_DOWN, "57P03");
     else if (!session.connected) wake();
-  }, config.target.dataDir);
+  });
   const retry = createRetry(config, pm);
   let stopped = false;
   let staleTimer: Timer | undefined;

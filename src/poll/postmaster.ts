@@ -15,14 +15,17 @@
 // down or refusing, the poll loop sleeps until the file changes.
 import { readFileSync, statSync, watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
+import type { DbTarget } from "./target.ts";
 
 /** postmaster.pid's status, "down" without the file or its process, "unreadable" when it cannot be read. */
 export type PmStatus = "starting" | "stopping" | "ready" | "standby" | "down" | "unreadable";
 
-/** Line 8 of postmaster.pid, 0-based. */
+/** Lines of postmaster.pid, 0-based: the port (LOCK_FILE_LINE_PORT) and the status. */
+const PORT_LINE = 3;
 const STATUS_LINE = 7;
 
-export function readPmStatus(dataDir: string): PmStatus {
+/** The status in dataDir's postmaster.pid; with `port`, a file of a server on another port is "unreadable". */
+export function readPmStatus(dataDir: string, port?: number): PmStatus {
   let text: string;
   try {
     text = readFileSync(join(dataDir, "postmaster.pid"), "latin1");
@@ -30,6 +33,7 @@ export function readPmStatus(dataDir: string): PmStatus {
     return (err as { code?: string }).code === "ENOENT" ? "down" : "unreadable";
   }
   const lines = text.split("\n");
+  if (port !== undefined && lines.length > PORT_LINE && Number(lines[PORT_LINE]) !== port) return "unreadable";
   if (!alive(Number(lines[0]))) return "down";
   const status = lines[STATUS_LINE]?.trim();
   // Written last at start-up: a file without it is a postmaster still starting.
@@ -48,7 +52,7 @@ function alive(pid: number): boolean {
 }
 
 export interface Postmaster {
-  /** Where postmaster.pid is: the server's data_directory, told by a poll (or PGDATA). */
+  /** Where postmaster.pid is: the server's data_directory, told by a poll; ignored for a server on another host. */
   learn(dataDir: string): void;
   /** Its status now; "unreadable" before learn() or without access. */
   status(): PmStatus;
@@ -65,15 +69,24 @@ export interface Postmaster {
 
 /**
  * Calls onChange at every rewrite of postmaster.pid, while a watch on the data
- * directory lasts; `dataDir` where it is known before a poll tells it (PGDATA).
+ * directory lasts. `target` is the server's: PGDATA (dataDir) says where the
+ * file is before a poll tells it, its port tells its file from another
+ * server's, and its host whether a data_directory the server tells is a path
+ * on this host at all.
  */
-export function watchPostmaster(onChange: (status: PmStatus) => void, dataDir?: string): Postmaster {
+export function watchPostmaster(
+  target: Pick<DbTarget, "host" | "port" | "dataDir">,
+  onChange: (status: PmStatus) => void,
+): Postmaster {
+  const { host, port } = target;
+  const local = host.startsWith("/") || host === "localhost" || host === "127.0.0.1" || host === "::1";
+  let dataDir = target.dataDir;
   let watcher: FSWatcher | undefined;
   let version = 0;
   let signature = "";
 
   function status(): PmStatus {
-    return dataDir === undefined ? "unreadable" : readPmStatus(dataDir);
+    return dataDir === undefined ? "unreadable" : readPmStatus(dataDir, port);
   }
 
   function arm(dir: string): void {
@@ -97,6 +110,7 @@ export function watchPostmaster(onChange: (status: PmStatus) => void, dataDir?: 
   const pm: Postmaster = {
     // Once per connection: a rebuilt node's directory is a new one under the same name.
     learn(dir) {
+      if (!local && dir !== target.dataDir) return;
       close();
       dataDir = dir;
       if (status() !== "unreadable") arm(dir);

@@ -17,8 +17,8 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { readPmStatus } from "../src/poll/postmaster.ts";
-import { startResponder } from "../test/helpers.ts";
-import { track, untrack } from "./cleanup.ts";
+import { run } from "../src/testkit/proc.ts";
+import { startResponder } from "../src/testkit/responder.ts";
 import { fmtMs, fmtSpread, spread, type Spread } from "./stats.ts";
 import { findBgw, probe, startBgwPair, startReplstatus, waitAnswers, waitFor, type PgNode } from "./targets.ts";
 
@@ -55,15 +55,11 @@ function cpuS(pid: number, children = false): number {
   return ticks / 100;
 }
 
-function startNoWait(node: PgNode): Promise<number> {
-  const bindir = Bun.spawnSync(["pg_config", "--bindir"]).stdout.toString().trim();
-  const cmd = [join(bindir, "pg_ctl"), "start", "-W", "-D", node.dataDir, "-l", node.logFile];
-  const asRoot = process.getuid?.() === 0;
-  return Bun.spawn(asRoot ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", ...cmd] : cmd, {
-    cwd: join(node.dataDir, ".."),
-    stdout: "ignore",
-    stderr: "ignore",
-  }).exited;
+function startNoWait(node: PgNode): Promise<string> {
+  return run(
+    [join(node.binDir, "pg_ctl"), "start", "-W", "-D", node.dataDir, "-l", node.logFile],
+    join(node.dataDir, ".."),
+  );
 }
 
 const fatalLines = (node: PgNode) =>
@@ -80,7 +76,6 @@ try {
   const plainUrl = (node: PgNode) => node.url.replace(`//${node.user}@`, `//${PLAIN}@`);
   // As deployed: over the local socket, as a role that can see data_directory.
   const watchingR = await startResponder(["--listen", "127.0.0.1:0"], primary.env);
-  track(watchingR.proc.pid);
   const watching = { port: watchingR.ports[0]!, pid: watchingR.proc.pid };
   // Without postmaster.pid a smart shutdown cannot be seen (its session would hold it up):
   // that responder joins after the shutdown.
@@ -125,7 +120,6 @@ try {
   // Idle while PostgreSQL is down: postmaster.pid watched (TCP), retries at the poll interval
   // over TCP (a refused connect through postgres.js) and over the socket (a stat).
   const onSocket = await startResponder(["--listen", "127.0.0.1:0"], { ...primary.env, PGUSER: PLAIN });
-  track(onSocket.proc.pid);
   const idle = [
     { key: "postmaster.pid watched, socket", pid: watching.pid },
     { key: "retry every 50ms over TCP", pid: plain.pid },
@@ -140,7 +134,6 @@ try {
     );
   });
   await onSocket.stop();
-  untrack(onSocket.proc.pid);
 
   // Restarts.
   const back: Record<string, number[]> = Object.fromEntries(targets.map((x) => [x.key, []]));
@@ -185,7 +178,6 @@ try {
   standbyTargets.forEach((x, i) => (results[`warm standby pg_ctl promote -> MASTER, ${x.key}`] = spread([pms[i]!])));
   for (const x of onStandby) await x.r.stop();
   await watchingR.stop();
-  untrack(watching.pid);
   await plain.stop();
 } finally {
   await pair.stop();

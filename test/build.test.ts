@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json";
 import { waitFor } from "../src/testkit/pg.ts";
-import { answer, cleanEnv, ROOT } from "./helpers.ts";
+import { answer } from "../src/testkit/probe.ts";
+import { cleanEnv, ROOT } from "../src/testkit/responder.ts";
 
 /** Compiling takes a few seconds on a busy machine. */
 const HOOK_TIMEOUT_MS = 90_000;
@@ -57,7 +58,7 @@ test("serves, sets the backlog through libc, and stops on SIGTERM", async () => 
 });
 
 test("the systemd unit restarts always, as an unprivileged user, with PG* from an environment file", () => {
-  const unit = readFileSync(join(ROOT, "contrib", "replstatus.service"), "utf8");
+  const unit = readFileSync(join(ROOT, "packaging", "debian", "replstatus.service"), "utf8");
   for (const line of [
     "User=replstatus",
     "Restart=always",

@@ -4,9 +4,11 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildConfig, OPTIONS } from "../src/config/config.ts";
+import { buildConfig } from "../src/config/load.ts";
+import { OPTIONS } from "../src/config/options.ts";
 import { waitFor } from "../src/testkit/pg.ts";
-import { answer, cleanEnv, MAIN, startResponder } from "./helpers.ts";
+import { answer } from "../src/testkit/probe.ts";
+import { cleanEnv, MAIN, startResponder } from "../src/testkit/responder.ts";
 
 function run(args: string[], env: Record<string, string> = {}) {
   const r = Bun.spawnSync([process.execPath, MAIN, ...args], { env: { ...cleanEnv(), ...env }, stdin: "ignore" });

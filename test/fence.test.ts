@@ -15,7 +15,8 @@ import {
   type PgPair,
   type PgPrimary,
 } from "../src/testkit/pg.ts";
-import { answer, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
+import { answer, probe, waitForAnswer } from "../src/testkit/probe.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;

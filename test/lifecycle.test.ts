@@ -9,7 +9,9 @@ import { appendFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import postgres from "postgres";
 import { startPair, startPrimary, waitFor, type PgNode, type PgPair } from "../src/testkit/pg.ts";
-import { answer, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
+import { answer, waitForAnswer } from "../src/testkit/probe.ts";
+import { run } from "../src/testkit/proc.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
@@ -60,15 +62,10 @@ function running(node: PgNode): boolean {
 
 /** pg_ctl start without waiting: a warm standby never takes the connection that node.start() waits for. */
 async function startNoWait(node: PgNode): Promise<void> {
-  const bindir = Bun.spawnSync(["pg_config", "--bindir"]).stdout.toString().trim();
-  const asRoot = process.getuid?.() === 0;
-  const cmd = [join(bindir, "pg_ctl"), "start", "-W", "-D", node.dataDir, "-l", node.logFile];
-  const proc = Bun.spawn(asRoot ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", ...cmd] : cmd, {
-    cwd: join(node.dataDir, ".."),
-    stdout: "ignore",
-    stderr: "pipe",
-  });
-  if ((await proc.exited) !== 0) throw new Error(`pg_ctl start failed: ${await new Response(proc.stderr).text()}`);
+  await run(
+    [join(node.binDir, "pg_ctl"), "start", "-W", "-D", node.dataDir, "-l", node.logFile],
+    join(node.dataDir, ".."),
+  );
 }
 
 /**

@@ -2,15 +2,10 @@
 // increments a slot of a Float64Array; every string is built here, per scrape.
 // Format: https://prometheus.io/docs/instrumenting/exposition_formats/
 import { PEER_RESULTS } from "../cluster/fence.ts";
+import { REJECTED_PEER, RESULTS } from "../listen/gate.ts";
 import type { Guard } from "../cluster/peers.ts";
 import { classifyPollError, POLL_ERROR_REASONS, type PollFacts } from "../poll/facts.ts";
 import { STATE_NAMES, type State } from "../cell.ts";
-
-/** Results of a connection, the `result` label; slot offsets within a listener's block. */
-export const RESULTS = ["answered", "rejected_peer", "over_limit"] as const;
-export const ANSWERED = 0;
-export const REJECTED_PEER = 1;
-export const OVER_LIMIT = 2;
 
 /** Upper bounds of the poll latency buckets, in seconds. */
 export const POLL_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -159,6 +154,11 @@ function renderFacts(out: string[], facts: PollFacts | undefined): void {
   out.push(`replstatus_timeline ${number(facts?.timeline)}`);
   family(out, "replstatus_standby_replay_age_seconds", "gauge", "Seconds since the last replayed transaction's commit");
   out.push(`replstatus_standby_replay_age_seconds ${number(facts?.replayAgeSeconds)}`);
+  // Which cluster the node is of, for rules that join on it (two primaries of one cluster).
+  if (facts?.systemId) {
+    family(out, "replstatus_cluster_info", "gauge", "1, labelled with the system_identifier of this node's cluster");
+    out.push(`replstatus_cluster_info{system_identifier="${label(facts.systemId)}"} 1`);
+  }
 }
 
 function renderGuard(out: string[], guard: Guard): void {

@@ -1,7 +1,7 @@
 // What one poll reads and what its failures mean: the query, the facts decoded
 // from its row, and the one table of error codes that both the log line and
 // the metrics' reason label come from.
-import { oneLine } from "../log.ts";
+import { oneLine } from "../units.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
 export interface PollFacts {
@@ -38,7 +38,9 @@ export interface PollFacts {
 // the first 8 hex digits of the name of the WAL segment it writes, which since
 // PostgreSQL 15 is named after the insertion timeline (pg_walfile_name() uses
 // GetWALInsertionTimeLine()), so it is the new timeline from the moment a
-// promotion ends. pg_control_checkpoint().timeline_id would not do: it is the
+// promotion ends (before 15 the backend's ThisTimeLineID, taken from shared
+// memory once it sees recovery over: the same; test/majors.test.ts checks 13
+// to 18, and no major needs another query). pg_control_checkpoint().timeline_id would not do: it is the
 // last checkpoint's, and stays on the old timeline until the first checkpoint
 // after promotion. pg_walfile_name() refuses to run in recovery, hence the
 // case. On a standby, received_tli, else (no pg_read_all_stats) the last

@@ -3,7 +3,7 @@
 // thread of its own (worker.ts), so a flood of connections on the listeners'
 // thread cannot hold its timers up (measured: a Bun.listen loop under 15k
 // connections/s ran 10 ms timers up to 3 s late; a worker's, 7 ms).
-import { formatDuration } from "../config/config.ts";
+import { formatDuration } from "../units.ts";
 import { classifyPollError, describe, POLL_QUERY, type PollErrorReason } from "./facts.ts";
 import { watchPostmaster, type PmStatus, type Postmaster } from "./postmaster.ts";
 import { createSession, type SessionConfig } from "./session.ts";
@@ -218,7 +218,7 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     }
   }
 
-  const running = run();
+  void run();
 
   return {
     retime({ pollIntervalMs, staleAfterMs, connectTimeoutMs }) {
@@ -230,7 +230,7 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
       pm.close();
       wake();
       clearTimeout(staleTimer);
-      await running;
+      // The poll in flight, if any, is rejected by end() and run() returns.
       await session.end();
     },
   };

@@ -4,7 +4,7 @@
 // with the lag judge, the logs and the metrics. It never says primary unless a
 // poll that started less than staleAfterMs ago saw pg_is_in_recovery() false.
 import type { Logger } from "../log.ts";
-import { formatDuration } from "../config/config.ts";
+import { formatDuration } from "../units.ts";
 import type { LagJudge } from "./lag.ts";
 import { decodeFacts, type PollFacts } from "./facts.ts";
 import type { LoopConfig, LoopTimings } from "./loop.ts";
@@ -29,6 +29,15 @@ export interface Poller {
   retime(timings: LoopTimings): void;
   stop(): Promise<void>;
 }
+
+/**
+ * The worker's entry. In an executable from `bun build --compile` every
+ * module's import.meta.url is the executable itself, at the root where src/
+ * was, so the path is written from there (package.json's build names the file).
+ */
+const WORKER_ENTRY = import.meta.url.startsWith("file:///$bunfs/")
+  ? new URL("./poll/worker.ts", import.meta.url).href
+  : new URL("./worker.ts", import.meta.url).href;
 
 /** The worker's messages as states, logs and metrics; `gen` checks are the caller's. */
 function createResults(opts: PollerOptions) {
@@ -74,11 +83,8 @@ function createResults(opts: PollerOptions) {
   return { ok, fail, stale, facts: () => facts };
 }
 
-// In the single executable (package.json's build) every module has the
-// executable's URL, under /$bunfs/root/, and the worker entry point keeps its
-// path from src/.
-const WORKER_URL = new URL(import.meta.url.includes("/$bunfs/") ? "./poll/worker.ts" : "./worker.ts", import.meta.url)
-  .href;
+/** How long stop() lets the worker say goodbye to PostgreSQL before ending it. */
+const STOP_GRACE_MS = 50;
 
 export function startPoller(opts: PollerOptions): Poller {
   const { status, log } = opts;
@@ -87,7 +93,7 @@ export function startPoller(opts: PollerOptions): Poller {
   let stopped: (() => void) | undefined;
   /** Written by the worker at every good poll (it sends only changes). */
   const lastPoll = new Float64Array(new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT));
-  const worker = new Worker(WORKER_URL);
+  const worker = new Worker(WORKER_ENTRY);
   const command = (m: WorkerCommand) => worker.postMessage(m);
 
   worker.onmessage = (event: MessageEvent<WorkerMessage>) => {
@@ -144,7 +150,7 @@ export function startPoller(opts: PollerOptions): Poller {
       ending = true;
       const done = new Promise<void>((resolve) => (stopped = resolve));
       command({ t: "stop" });
-      await Promise.race([done, Bun.sleep(3000)]);
+      await Promise.race([done, Bun.sleep(STOP_GRACE_MS)]);
       worker.terminate();
     },
   };

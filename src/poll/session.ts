@@ -73,7 +73,7 @@ export interface Session {
   /** A poll succeeded on it. */
   polled(inRecovery: boolean): void;
   drop(): void;
-  /** Closes it for good, waiting up to a second for the server to be told. */
+  /** Closes it for good: Terminate if it is idle, a poll in flight cut off; never waits on the server. */
   end(): Promise<void>;
 }
 
@@ -147,7 +147,7 @@ export function createSession(config: SessionConfig, events: SessionEvents): Ses
     },
     async end() {
       await forget()
-        ?.end({ timeout: 1 })
+        ?.end({ timeout: 0 })
         .catch(() => {});
     },
   };

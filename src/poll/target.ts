@@ -5,7 +5,8 @@
 // connection has told it (postmaster.ts).
 import { existsSync, readFileSync } from "node:fs";
 import { userInfo } from "node:os";
-import { ConfigError } from "../config/config.ts";
+import { ConfigError } from "../config/types.ts";
+import { clusterEnv, findDebianCluster } from "../config/debian-cluster.ts";
 
 export interface DbTarget {
   /** Hostname, IP address, or a socket directory (starts with "/"). */
@@ -32,7 +33,9 @@ export function defaultSocketDir(port: number): string {
 // The modes postgres.js implements (no verify-ca).
 const SSLMODES = ["disable", "allow", "prefer", "require", "verify-full"];
 
-export function resolveTarget(url: string | undefined, env: Record<string, string | undefined>): DbTarget {
+type Env = Record<string, string | undefined>;
+
+export function resolveTarget(url: string | undefined, env: Env): DbTarget {
   let host = "";
   let portText = "";
   let user = "";
@@ -68,6 +71,15 @@ export function resolveTarget(url: string | undefined, env: Record<string, strin
     : `${host.includes(":") ? `[${host}]` : host}:${port}`;
   const display = `${user}@${where}/${database}`;
   return { host, port, user, database, password, sslmode, display, ...(env.PGDATA && { dataDir: env.PGDATA }) };
+}
+
+/**
+ * The target of a configuration: --db, then PG* variables, then the --cluster's
+ * port and socket directory, then libpq's defaults. Throws ConfigError or
+ * ClusterError (an unreadable cluster).
+ */
+export function configTarget(config: { db: string | undefined; cluster: string | undefined }, env: Env): DbTarget {
+  return resolveTarget(config.db, config.cluster ? clusterEnv(findDebianCluster(config.cluster, env), env) : env);
 }
 
 /** The OS user name, as libpq takes it from getpwuid(). */

@@ -1,0 +1,299 @@
+// The wiring: configuration in, a running responder out. Start-up order
+// follows the data backwards (status, listeners, control socket, metrics,
+// then the poller), so a failure to bind happens before any database work.
+// Everything started is pushed on one stack, which is the only teardown path:
+// for a start-up failure half-way and for a shutdown alike.
+import { dirname } from "node:path";
+import { createStatus, STATE_NAMES, type State, type Status } from "./cell.ts";
+import { startGuard, type Guard } from "./cluster/peers.ts";
+import { defaultControlSocket } from "./config/options.ts";
+import { type Config } from "./config/types.ts";
+import { formatAddress, type ListenAddress } from "./units.ts";
+import { agentHandler, weightBucket } from "./listen/agent.ts";
+import { buildResponses, type Responses } from "./listen/answers.ts";
+import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
+import { listen, listenError, ListenError, type Gate, type Listener } from "./listen/gate.ts";
+import { rawHandler } from "./listen/raw.ts";
+import { httpHandler } from "./listen/http/handler.ts";
+import { inheritedSockets, takeInherited } from "./listen/inherit.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { prepareDir, startControl } from "./ops/control.ts";
+import { fitFdLimit, watchOverLimit } from "./ops/limits.ts";
+import { createMetrics, type Metrics } from "./ops/metrics.ts";
+import { overridePath, saveOverride, startingOverride } from "./ops/override.ts";
+import { apply, reloadConfig, type Reloadable } from "./ops/reload.ts";
+import { listenerName, reportStart } from "./ops/report.ts";
+import { createLagJudge } from "./poll/lag.ts";
+import type { PollFacts } from "./poll/facts.ts";
+import { startPoller, type Poller } from "./poll/poller.ts";
+import { configTarget } from "./poll/target.ts";
+
+type Env = Record<string, string | undefined>;
+
+export interface StartOptions {
+  version: string;
+  env: Env;
+  /** Reads the configuration again, for a reload; throws ConfigError. */
+  load(): Promise<Config>;
+  /** The process can no longer serve safely (the poll worker died): print and exit. */
+  onFatal(message: string, hint: string): void;
+}
+
+export interface Server {
+  /** Logs the start-up report: its "serving" line means ready. */
+  announce(): void;
+  /** Stops accepting, then tears down everything else. */
+  stop(signal: string): Promise<void>;
+  /** Reads the configuration again and applies what can change; one at a time. */
+  reload(): Promise<void>;
+}
+
+/**
+ * Starts serving `config`. Throws ConfigError (the database setting),
+ * ListenError or ControlError, after undoing whatever had been started.
+ */
+export async function start(config: Config, opts: StartOptions): Promise<Server> {
+  const target = configTarget(config, opts.env);
+  const log = createLogger(undefined, config.logFormat);
+  const status = createStatus(logChange(log));
+  const responses = buildResponses(config.texts, config.agent);
+  const metrics = createMetrics(config.listen.length);
+  await using stack = new AsyncDisposableStack();
+
+  // Started last; until then there are no facts.
+  let poller: Poller | undefined;
+  const facts = () => poller?.facts;
+  const splitBrain = startSplitBrain(config, status, facts, log, stack);
+  const fdLimit = raiseFdLimit();
+  const gate: Gate = {
+    allow: config.allow,
+    maxConnections: fitFdLimit(config.maxConnections, fdLimit),
+    open: 0,
+    counters: metrics.connections,
+  };
+  const sources: Sources = { status, responses, facts, metrics, splitBrain };
+  const endpoints = openListeners(config, sources, gate, opts.env, stack);
+  // Between the bind above and the first await below nothing is accepted
+  // yet: the override on disk is in force before the first answer.
+  const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, opts.env);
+  const stateFile = restoreOverride(config, controlPath, endpoints.firstPort, status, log);
+  const control = await startControl(controlPath, status, log, (override) => saveOverride(stateFile, override));
+  stack.defer(() => control.stop());
+  const metricsServer = config.metricsListen && serveMetrics(config.metricsListen, metrics);
+  if (metricsServer) stack.defer(() => void metricsServer.stop(true));
+  const overLimit = watchOverLimit(metrics.connections, gate, log);
+  stack.defer(() => clearInterval(overLimit));
+
+  // Every peer is asked once before this node's first poll (cluster/peers.ts):
+  // a restarted old primary must be fenced from its first answer. The requests
+  // end within --peer-timeout; the sleep only bounds a fetch that would not.
+  if (splitBrain) await Promise.race([splitBrain.firstRound, Bun.sleep(config.peerTimeoutMs + 1000)]);
+
+  const first = firstOutcome(metrics);
+  poller = startPoller({
+    target,
+    pollIntervalMs: config.pollIntervalMs,
+    staleAfterMs: config.staleAfterMs,
+    connectTimeoutMs: config.connectTimeoutMs,
+    channel: config.channel,
+    status,
+    lag: createLagJudge(config, log),
+    log,
+    observer: first.observer,
+    onWorkerDeath: (message) => opts.onFatal(`the poll worker stopped: ${message}`, "a service manager restarts it"),
+    onFacts: (f) => {
+      if (config.agent.weightByLag) status.setWeightBucket(weightBucket(config.agent, f));
+      splitBrain?.evaluate();
+      first.done();
+    },
+  });
+  stack.defer(() => poller?.stop());
+  metrics.attach({
+    state: () => status.state,
+    stateChanges: () => status.changes,
+    facts,
+    openConnections: () => gate.open,
+    maxConnections: () => gate.maxConnections,
+    fdLimit: () => fdLimit,
+    guard: () => splitBrain,
+  });
+  // A socket handed over by a service manager holds the checks that came
+  // during the restart; they get the answer of this process's first poll
+  // (or UNKNOWN once that has taken --stale-after), not an UNKNOWN of before.
+  if (endpoints.inherited.includes(true)) await Promise.race([first.settled, Bun.sleep(config.staleAfterMs)]);
+  const listeners = endpoints.openDeferred();
+  metrics.listenerNames = listeners.map(listenerName);
+
+  const teardown = stack.move();
+  return {
+    announce: () =>
+      reportStart(log, config, {
+        version: opts.version,
+        listeners,
+        inherited: listeners.filter((_, i) => endpoints.inherited[i]),
+        database: target.display,
+        controlPath: control.path,
+        metricsPort: metricsServer ? metricsServer.port : undefined,
+        backlog: Math.min(config.backlog, somaxconn() ?? config.backlog),
+        maxConnections: gate.maxConnections,
+        fdLimit,
+        splitBrain,
+      }),
+    stop: async (signal) => {
+      log.info(`${signal}: shutting down`);
+      // Stop accepting first, so no client is told anything after the poller is gone.
+      for (const l of listeners) l.stop();
+      await teardown.disposeAsync();
+    },
+    reload: reloader(config, opts, { responses, gate, poller, log, fdLimit }),
+  };
+}
+
+/** Every change of the answered state is one log line, with the reason. */
+function logChange(log: Logger) {
+  return (from: State, to: State, reason: string) =>
+    log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`, {
+      from: STATE_NAMES[from],
+      to: STATE_NAMES[to],
+      reason,
+    });
+}
+
+function startSplitBrain(
+  config: Config,
+  status: Status,
+  facts: () => PollFacts | undefined,
+  log: Logger,
+  stack: AsyncDisposableStack,
+): Guard | undefined {
+  if (config.peers.length === 0) return undefined;
+  const splitBrain = startGuard({
+    peers: config.peers,
+    intervalMs: config.peerIntervalMs,
+    timeoutMs: config.peerTimeoutMs,
+    status,
+    facts,
+    log,
+  });
+  stack.defer(() => splitBrain.stop());
+  return splitBrain;
+}
+
+interface Sources {
+  status: Status;
+  responses: Responses;
+  facts: () => PollFacts | undefined;
+  metrics: Metrics;
+  splitBrain: Guard | undefined;
+}
+
+interface Endpoints {
+  /** Port of the first --listen address: it names the control socket and the override file. */
+  firstPort: number;
+  /** Per --listen address, whether its socket was inherited (opened by openDeferred()). */
+  inherited: boolean[];
+  /** Opens the inherited sockets; returns every listener, in --listen order. */
+  openDeferred(): Listener[];
+}
+
+/**
+ * One listener per --listen address, each behind the shared gate: on the
+ * socket a service manager passed for that address, or bound here (throws
+ * ListenError). Inherited sockets are only opened by openDeferred().
+ */
+function openListeners(config: Config, s: Sources, gate: Gate, env: Env, stack: AsyncDisposableStack): Endpoints {
+  const { status, responses, metrics, splitBrain } = s;
+  const handlers = {
+    raw: rawHandler(status.cell, responses),
+    http: httpHandler(
+      { status, facts: s.facts, metrics: () => metrics.render(), guard: splitBrain && (() => splitBrain.status()) },
+      responses,
+    ),
+    agent: agentHandler(status.cell, responses),
+  };
+  const inherited = inheritedSockets(env);
+  const open = (address: ListenAddress, i: number, fd?: number) => {
+    const l = listen(address, handlers[address.mode], gate, i, config.backlog, 0, fd);
+    stack.defer(() => l.stop());
+    return l;
+  };
+  const matched = config.listen.map((address) => takeInherited(inherited, address));
+  const unused = inherited[0];
+  if (unused) {
+    const where = formatAddress(unused);
+    throw new ListenError(
+      `could not use inherited socket ${unused.fd} (${where}): no --listen address is ${where}`,
+      "EINVAL",
+      "name the same addresses in the socket unit's ListenStream= and in --listen (or --bind and --port)",
+    );
+  }
+  const slots = config.listen.map((address, i): Listener | { address: ListenAddress; fd: number } => {
+    const socket = matched[i];
+    return socket ? { address, fd: socket.fd } : open(address, i);
+  });
+  return {
+    firstPort: slots[0]!.address.port,
+    inherited: slots.map((slot) => "fd" in slot),
+    openDeferred: () => slots.map((slot, i) => ("fd" in slot ? open(slot.address, i, slot.fd) : slot)),
+  };
+}
+
+/** Applies the override saved before a restart; returns the file that keeps it. Throws ControlError. */
+function restoreOverride(config: Config, controlPath: string, port: number, status: Status, log: Logger): string {
+  if (config.stateDir !== undefined) {
+    prepareDir(config.stateDir, { what: "state directory", flag: "--state-dir", content: "the override file" });
+  }
+  const path = overridePath(config.stateDir ?? dirname(controlPath), port);
+  const saved = startingOverride(path);
+  if (saved) {
+    status.setOverride(saved.override);
+    log[saved.level](saved.line);
+  }
+  return path;
+}
+
+/** The first poll's outcome, a success or a failure, as a promise; the observer passes everything on to `metrics`. */
+function firstOutcome(metrics: Metrics) {
+  let done!: () => void;
+  const settled = new Promise<void>((resolve) => (done = resolve));
+  const observer = {
+    observePoll: (durationMs: number) => metrics.observePoll(durationMs),
+    pollError: (err: unknown) => {
+      metrics.pollError(err);
+      done();
+    },
+  };
+  return { settled, done: () => done(), observer };
+}
+
+/** Serialises reloads: a SIGHUP during one is taken after it. */
+function reloader(config: Config, opts: StartOptions, live: Reloadable): () => Promise<void> {
+  let current = config;
+  let reloading: Promise<void> = Promise.resolve();
+  return () => {
+    reloading = reloading.then(async () => {
+      const next = await reloadConfig(opts.load, opts.env, live.log);
+      if (next) {
+        apply(current, next, live);
+        current = next;
+      }
+    });
+    return reloading;
+  };
+}
+
+/** --metrics-listen: /metrics alone, on its own address; throws ListenError. */
+function serveMetrics(address: { host: string; port: number }, metrics: Metrics) {
+  try {
+    return Bun.serve({
+      hostname: address.host,
+      port: address.port,
+      fetch: (req) =>
+        new URL(req.url).pathname === "/metrics"
+          ? new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } })
+          : new Response("not found\n", { status: 404 }),
+    });
+  } catch (err) {
+    throw listenError(address, err);
+  }
+}

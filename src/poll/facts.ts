@@ -50,13 +50,16 @@ export interface PollFacts {
 // poll about 45 us slower), so only when $1 asks for it, on the first poll of
 // a connection: it cannot change while the server runs, and a rebuilt node
 // restarts its server, which drops the connection. Every one of these
-// functions is executable by PUBLIC.
+// functions is executable by PUBLIC. data_directory, read at the same time,
+// says where postmaster.pid is (postmaster.ts); pg_settings shows it only to
+// members of pg_read_all_settings (pg_monitor has it), and is null without.
 export const POLL_QUERY = `select r.in_recovery,
   w.pid as receiver_pid,
   w.status as receiver_status,
   pg_wal_lsn_diff(coalesce(w.latest_end_lsn, w.flushed_lsn), pg_last_wal_replay_lsn())::float8 as lag_bytes,
   extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 as replay_age_s,
   case when $1::bool then (select system_identifier from pg_control_system())::text end as system_id,
+  case when $1::bool then (select setting from pg_settings where name = 'data_directory') end as data_directory,
   case when r.in_recovery
     then coalesce(w.received_tli, (select timeline_id from pg_control_checkpoint()))
     else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
@@ -104,8 +107,17 @@ export type PollErrorReason = (typeof POLL_ERROR_REASONS)[number];
 interface PollError {
   code?: string;
   message: string;
+  /** The server's DETAIL field. */
+  detail?: string;
   /** The socket path of an ENOENT. */
   address?: string;
+}
+
+/** `message: detail`, the detail as a clause: "...: hot standby mode is disabled". */
+function withDetail(e: PollError): string {
+  const detail = e.detail?.replace(/\.$/, "");
+  if (!detail) return oneLine(e.message);
+  return `${oneLine(e.message)}: ${detail[0]!.toLowerCase()}${oneLine(detail.slice(1))}`;
 }
 
 /**
@@ -137,8 +149,9 @@ const POLL_ERRORS: Record<string, { reason: PollErrorReason; text?: (e: PollErro
   "57P01": { reason: "connection_lost" }, // admin_shutdown: pg_terminate_backend(), fast shutdown
   "57P02": { reason: "connection_lost" }, // crash_shutdown
   "53300": { reason: "too_many_connections" },
-  // cannot_connect_now: starting up, shutting down, in recovery without hot standby
-  "57P03": { reason: "starting_or_stopping" },
+  // cannot_connect_now: starting up, shutting down, in crash recovery, or a
+  // warm standby ("not accepting connections", detail "Hot standby mode is disabled.")
+  "57P03": { reason: "starting_or_stopping", text: withDetail },
   "28P01": { reason: "auth", hint: "set PGPASSWORD or the password in --db" },
   // Both "role ... does not exist" and a refused peer/ident login: the user is
   // the OS user unless PGUSER or --db says otherwise, as in libpq.

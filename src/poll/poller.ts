@@ -7,7 +7,7 @@ import type { Logger } from "../log.ts";
 import { formatDuration } from "../units.ts";
 import type { LagJudge } from "./lag.ts";
 import { decodeFacts, type PollFacts } from "./facts.ts";
-import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, type LoopConfig, type LoopTimings } from "./loop.ts";
+import type { LoopConfig, LoopTimings } from "./loop.ts";
 import type { WorkerCommand, WorkerMessage } from "./worker.ts";
 import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "../cell.ts";
 
@@ -65,16 +65,14 @@ function createResults(opts: PollerOptions) {
     }
   }
 
-  function fail(reason: string, code: string | undefined): void {
+  function fail(reason: string, code: string | undefined, retry: string): void {
     systemId = null;
     opts.observer?.pollError({ code });
     opts.lag.reset();
     status.set(UNKNOWN, reason);
     if (logged.has(reason)) return;
     logged.add(reason);
-    log.warning(
-      `poll failed: ${reason} (retrying every ${formatDuration(BACKOFF_MIN_MS)}..${formatDuration(BACKOFF_MAX_MS)})`,
-    );
+    log.warning(`poll failed: ${reason} (${retry})`);
   }
 
   function stale(): void {
@@ -109,7 +107,7 @@ export function startPoller(opts: PollerOptions): Poller {
         return results.ok(m.row, m.startedEpochMs - performance.timeOrigin, m.durationsMs);
       case "fail":
         status.sync(m.gen);
-        return results.fail(m.reason, m.code);
+        return results.fail(m.reason, m.code, m.retry);
       case "stale":
         status.sync(m.gen);
         return results.stale();

@@ -1,6 +1,8 @@
 // Where the PostgreSQL to watch is, resolved the way libpq does it: the URL
 // first, then PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGSSLMODE, then
 // the local socket directory. postgres.js alone would default to TCP localhost.
+// PGDATA, as pg_ctl reads it, says where postmaster.pid is before a first
+// connection has told it (postmaster.ts).
 import { existsSync, readFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import { ConfigError } from "../config/types.ts";
@@ -16,6 +18,8 @@ export interface DbTarget {
   sslmode: string | undefined;
   /** For logs: never contains the password. */
   display: string;
+  /** PGDATA: the data directory, whose postmaster.pid tells a refusing server's state. */
+  dataDir?: string;
 }
 
 /** libpq's compiled-in socket directories: Debian's first, upstream's second. */
@@ -65,7 +69,8 @@ export function resolveTarget(url: string | undefined, env: Env): DbTarget {
   const where = host.startsWith("/")
     ? `${host}/.s.PGSQL.${port}`
     : `${host.includes(":") ? `[${host}]` : host}:${port}`;
-  return { host, port, user, database, password, sslmode, display: `${user}@${where}/${database}` };
+  const display = `${user}@${where}/${database}`;
+  return { host, port, user, database, password, sslmode, display, ...(env.PGDATA && { dataDir: env.PGDATA }) };
 }
 
 /**

@@ -15,7 +15,7 @@ export type WorkerCommand =
 /** What this thread sends back; `gen` is the answer word's generation (cell.ts). */
 export type WorkerMessage =
   | { t: "ok"; row: Record<string, unknown>; startedEpochMs: number; durationsMs: number[]; gen: number }
-  | { t: "fail"; reason: string; code: string | undefined; gen: number }
+  | { t: "fail"; reason: string; code: string | undefined; retry: string; gen: number }
   | { t: "stale"; gen: number }
   | { t: "warn"; message: string }
   | { t: "stopped" };
@@ -69,9 +69,9 @@ self.onmessage = async (event: MessageEvent<WorkerCommand>) => {
     lastPoll = m.lastPoll;
     loop = pollLoop(m.config, {
       ok,
-      fail: (reason, code) => {
+      fail: (reason, code, retry) => {
         last = undefined;
-        send({ t: "fail", reason, code, gen: forceUnknown(cell) });
+        send({ t: "fail", reason, code, retry, gen: forceUnknown(cell) });
       },
       stale: () => {
         last = undefined;

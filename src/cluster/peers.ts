@@ -248,9 +248,9 @@ function guardStatus(
   };
 }
 
-export function startGuard(opts: GuardOptions): Guard {
-  const { status } = opts;
-  const peers: PeerView[] = opts.peers.map((url) => ({
+/** A peer before its first answer. */
+function newPeer(url: string): PeerView {
+  return {
     url,
     result: "pending",
     detail: "not asked yet",
@@ -260,7 +260,12 @@ export function startGuard(opts: GuardOptions): Guard {
     systemId: null,
     answeredAt: undefined,
     askedAt: undefined,
-  }));
+  };
+}
+
+export function startGuard(opts: GuardOptions): Guard {
+  const { status } = opts;
+  const peers = opts.peers.map(newPeer);
   const results = new Float64Array(peers.length * PEER_RESULTS.length);
   const controller = new AbortController();
   const logChanges = guardLog(opts.log, peers, opts.isolationAfterMs);

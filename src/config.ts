@@ -3,6 +3,7 @@
 // variables, then the --config file, then the defaults below.
 import { isIP } from "node:net";
 import { buildAllowList, type AllowList } from "./allow.ts";
+import { ConninfoError, isUrl, parseConninfo, redactConninfo } from "./poll/libpq/conninfo.ts";
 
 /** Thrown for a bad flag or value; main.ts prints `message` and exits with 2. */
 export class ConfigError extends Error {
@@ -34,7 +35,7 @@ export interface Texts {
 
 export interface Config {
   listen: ListenAddress[];
-  /** postgres:// URL, or undefined for the libpq environment (PGHOST, ...). */
+  /** A postgres:// URL or libpq keyword/value pairs; undefined for the libpq environment (PGHOST, ...). */
   db: string | undefined;
   pollIntervalMs: number;
   staleAfterMs: number;
@@ -149,8 +150,8 @@ export const OPTIONS: readonly Option[] = [
   },
   {
     name: "db",
-    arg: "URL",
-    help: "PostgreSQL to watch, as postgres://user:password@host:port/dbname (default: libpq environment PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, else the local socket)",
+    arg: "CONNINFO",
+    help: 'PostgreSQL to watch, as libpq takes it: a URL postgres://user@host:port/dbname?sslmode=verify-full or keyword/value pairs "service=main sslmode=verify-full"; what it leaves unset comes from the service file, the PG* environment, ~/.pgpass and ~/.postgresql/, else the local socket; keep passwords out of it (.pgpass)',
   },
   {
     name: "poll-interval",
@@ -582,12 +583,15 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
 
   const db = value("db");
   if (db !== undefined) {
-    let url: URL | undefined;
+    const expected =
+      "a URL postgres://[user[:password]@][host][:port][/dbname] or keyword/value pairs host=... port=...";
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(db) && !isUrl(db))
+      throw invalid("db", redactConninfo(db), expected, fromEnv("db"));
     try {
-      url = new URL(db);
-    } catch {}
-    if (!url || (url.protocol !== "postgres:" && url.protocol !== "postgresql:")) {
-      throw invalid("db", redactUrl(db), "a URL postgres://[user[:password]@][host][:port][/dbname]", fromEnv("db"));
+      parseConninfo(db);
+    } catch (err) {
+      if (!(err instanceof ConninfoError)) throw err;
+      throw invalid("db", redactConninfo(db), `${expected}: ${err.message}`, fromEnv("db"));
     }
   }
 

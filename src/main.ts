@@ -73,6 +73,11 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const log = createLogger(undefined, config.logFormat);
+  if (target.passwordInDb && raw.has("db")) {
+    log.warning(
+      "--db holds a password, which every user of this host can read in the process list; put it in ~/.pgpass (or the file PGPASSFILE names) instead, or use a service file or certificate authentication",
+    );
+  }
   const status = createStatus((from, to, reason) =>
     log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`, {
       from: STATE_NAMES[from],

@@ -7,6 +7,9 @@ import type { Logger } from "./log.ts";
 import { formatDuration } from "./config.ts";
 import type { LagJudge } from "./lag.ts";
 import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
+import { planConnection, type ConnectPlan } from "./poll/connect.ts";
+import type { Settings } from "./poll/libpq/settings.ts";
+import { describeTlsError } from "./poll/libpq/tls.ts";
 import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "./states.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
@@ -142,37 +145,58 @@ export function pollLoop(opts: LoopConfig, hooks: LoopHooks): Loop {
   let lastPollAt = 0;
   let poked = false;
   let wake: (() => void) | undefined;
+  /** The connection's settings, for the hint of a failed login. */
+  let plan: ConnectPlan | undefined;
+  /** sslmode=allow: the next attempt is the one with TLS (after one without failed). */
+  let allowTls = false;
+  /** File warnings (a world-readable .pgpass) already told: once each. */
+  const warned = new Set<string>();
 
-  function open(): postgres.Sql {
+  // The files are read at every attempt, as libpq does: a fixed .pgpass or
+  // certificate is picked up at the next one.
+  async function prepare(): Promise<ConnectPlan> {
+    const next = await planConnection(target, opts.connectTimeoutMs, allowTls);
+    for (const w of next.settings.warnings) {
+      if (!warned.has(w)) hooks.warn(w);
+      warned.add(w);
+    }
+    return next;
+  }
+
+  function open(p: ConnectPlan): postgres.Sql {
     const id = ++session;
     fresh = true;
+    plan = p;
+    const s = p.settings;
     // onnotify, onclose and socket are read by postgres.js but missing from its types.
     const options: postgres.Options<{}> & { onnotify(): void; onclose(): void } = {
-      host: target.host,
-      port: target.port,
-      user: target.user,
-      database: target.database,
-      ...(target.password !== undefined && { password: target.password }),
-      ...(target.sslmode !== undefined && {
-        ssl: target.sslmode === "disable" ? false : (target.sslmode as "require"),
-      }),
+      host: s.connectHost,
+      port: s.port,
+      user: s.user,
+      database: s.dbname,
+      // postgres.js would fall back to PGPASSWORD itself: always say.
+      password: s.password ?? "",
+      ssl: p.ssl as postgres.Options<{}>["ssl"],
       max: 1,
       // postgres.js defaults that are wrong for a monitor (DESIGN.md section 7):
       // no recycling of the connection, no 30 s connect wait, no notices on stdout.
       idle_timeout: 0,
       max_lifetime: null,
-      connect_timeout: opts.connectTimeoutMs / 1000,
+      connect_timeout: connectTimeoutMs() / 1000,
       fetch_types: false,
       onnotice: () => {},
       onnotify: () => id === session && poke(),
       onclose: () => id === session && fail("connection lost", "CONNECTION_CLOSED"),
-      connection: { application_name: "replstatus" },
-      // Bun's own sockets under postgres.js, unless TLS is asked for (pgsocket.ts).
-      ...((target.sslmode === undefined || target.sslmode === "disable") && {
-        socket: (o: PgSocketOptions) => bunPgSocket(o),
-      }),
+      connection: { application_name: s.applicationName },
+      // Bun's own sockets under postgres.js, unless TLS is used (pgsocket.ts).
+      ...(p.ssl === false && { socket: (o: PgSocketOptions) => bunPgSocket(o) }),
     };
     return postgres(options);
+  }
+
+  /** connect_timeout from the connection settings, else --connect-timeout. */
+  function connectTimeoutMs(): number {
+    return plan?.settings.connectTimeoutMs ?? opts.connectTimeoutMs;
   }
 
   function drop(): void {
@@ -188,6 +212,7 @@ export function pollLoop(opts: LoopConfig, hooks: LoopHooks): Loop {
     drop();
     clearTimeout(staleTimer);
     failures++;
+    if (fresh && plan?.settings.sslmode === "allow") allowTls = !allowTls;
     hooks.fail(reason, code);
   }
 
@@ -232,9 +257,21 @@ export function pollLoop(opts: LoopConfig, hooks: LoopHooks): Loop {
       poked = false;
       const startedAt = performance.now();
       lastPollAt = startedAt;
-      const conn = (sql ??= open());
+      if (!sql) {
+        try {
+          sql = open(await prepare());
+        } catch (err) {
+          if (stopped) break;
+          fresh = true;
+          fail(describe(err), (err as { code?: string }).code);
+          await nap(backoffMs());
+          continue;
+        }
+        if (stopped) break;
+      }
+      const conn = sql;
       const id = session;
-      const deadlineMs = opts.staleAfterMs + (fresh ? opts.connectTimeoutMs : 0);
+      const deadlineMs = opts.staleAfterMs + (fresh ? connectTimeoutMs() : 0);
       // At the deadline the connection is dropped: the query then fails, as
       // one of an old session, and the loop goes on to the backoff.
       const deadline = setTimeout(() => {
@@ -258,7 +295,7 @@ export function pollLoop(opts: LoopConfig, hooks: LoopHooks): Loop {
           ok = true;
         }
       } catch (err) {
-        if (id === session && !stopped) fail(describe(err), (err as { code?: string }).code);
+        if (id === session && !stopped) fail(describe(err, plan?.settings), (err as { code?: string }).code);
       }
       clearTimeout(deadline);
       if (stopped) break;
@@ -431,9 +468,12 @@ export function startPoller(opts: PollerOptions): Poller {
 }
 
 /** One line for a log: what failed, and for the usual mistakes what to do. */
-export function describe(err: unknown): string {
+export function describe(err: unknown, settings?: Settings): string {
   if (!(err instanceof Error)) return String(err);
   const e = err as Error & { code?: string; address?: string; port?: number };
+  const passwordFrom = settings?.passwordFrom;
+  const tls = settings && describeTlsError(e, settings);
+  if (tls) return tls;
   switch (e.code) {
     case "CONNECTION_CLOSED":
     case "CONNECTION_ENDED":
@@ -450,7 +490,9 @@ export function describe(err: unknown): string {
     case "ECONNREFUSED":
       return `${oneLine(e.message)} (is PostgreSQL running and listening there? set PGHOST/PGPORT or --db)`;
     case "28P01":
-      return `${oneLine(e.message)} (set PGPASSWORD or the password in --db)`;
+      return passwordFrom
+        ? `${oneLine(e.message)} (the password came from ${passwordFrom})`
+        : `${oneLine(e.message)} (no password was found: put it in ~/.pgpass or the file PGPASSFILE names)`;
     case "28000":
       // Both "role ... does not exist" and a refused peer/ident login: the
       // user is the OS user unless PGUSER or --db says otherwise, as in libpq.

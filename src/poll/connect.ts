@@ -1,0 +1,66 @@
+// One connection attempt's plan: the settings (files read afresh), and
+// whether the bytes go over Bun's native socket in the clear or over
+// node:tls. sslmode (PostgreSQL docs, "SSL Support"): disable never asks for
+// TLS; allow tries without, then with; prefer with when the server offers it;
+// require and the verify modes only with. Over a unix socket TLS is never
+// used, as in libpq.
+import type { ConnectionOptions } from "node:tls";
+import { connectSettings, nodeIo, type DbTarget } from "../db.ts";
+import { ConninfoError } from "./libpq/conninfo.ts";
+import type { Settings } from "./libpq/settings.ts";
+import { tlsOptions } from "./libpq/tls.ts";
+
+export interface ConnectPlan {
+  settings: Settings;
+  /** node:tls options for postgres.js's `ssl`, or false for the clear (over Bun's native socket). */
+  ssl: false | ConnectionOptions;
+}
+
+/** PostgreSQL's SSLRequest: length 8, code 80877103. */
+const SSL_REQUEST = new Uint8Array([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+
+/**
+ * `allowTls`: for sslmode=allow, whether this attempt is the one with TLS
+ * (the poll loop alternates after a failure). Throws ConninfoError.
+ */
+export async function planConnection(target: DbTarget, timeoutMs: number, allowTls: boolean): Promise<ConnectPlan> {
+  const settings = connectSettings(target);
+  const mode = settings.sslmode;
+  if (settings.unixSocket || mode === "disable" || (mode === "allow" && !allowTls)) return { settings, ssl: false };
+  // postgres.js sends its own SSLRequest, but takes a refusal for a yes
+  // unless the mode is "prefer": so ask first, on a connection of our own,
+  // which PostgreSQL closes without a log line.
+  const offered = await offersTls(settings.connectHost, settings.port, timeoutMs);
+  if (offered === false && mode !== "prefer" && mode !== "allow") {
+    throw new ConninfoError(`server does not support SSL, but SSL was required (sslmode=${mode})`);
+  }
+  if (offered !== true) return { settings, ssl: false };
+  const { verify: _, ...ssl } = tlsOptions(settings, nodeIo(target.env));
+  return { settings, ssl };
+}
+
+/** Whether the server answers "S" to an SSLRequest; undefined when it cannot be asked (the real connect will say why). */
+export function offersTls(host: string, port: number, timeoutMs: number): Promise<boolean | undefined> {
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (value: boolean | undefined, socket?: { end(): void }) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket?.end();
+      resolve(value);
+    };
+    const timer = setTimeout(() => finish(undefined), timeoutMs);
+    Bun.connect({
+      hostname: host,
+      port,
+      socket: {
+        open: (s) => void s.write(SSL_REQUEST),
+        data: (s, chunk) => finish(chunk[0] === 0x53, s),
+        close: () => finish(undefined),
+        error: () => finish(undefined),
+        connectError: () => finish(undefined),
+      },
+    }).catch(() => finish(undefined));
+  });
+}

@@ -7,7 +7,7 @@ import type { Logger } from "./log.ts";
 import { formatDuration } from "./config.ts";
 import type { LagJudge } from "./lag.ts";
 import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
-import { planConnection, type ConnectPlan } from "./poll/connect.ts";
+import { planConnection, type ConnectPlan, type TlsState } from "./poll/connect.ts";
 import type { Settings } from "./poll/libpq/settings.ts";
 import { describeTlsError } from "./poll/libpq/tls.ts";
 import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "./states.ts";
@@ -147,15 +147,14 @@ export function pollLoop(opts: LoopConfig, hooks: LoopHooks): Loop {
   let wake: (() => void) | undefined;
   /** The connection's settings, for the hint of a failed login. */
   let plan: ConnectPlan | undefined;
-  /** sslmode=allow: the next attempt is the one with TLS (after one without failed). */
-  let allowTls = false;
+  const tlsState: TlsState = { allowTls: false, offered: undefined };
   /** File warnings (a world-readable .pgpass) already told: once each. */
   const warned = new Set<string>();
 
   // The files are read at every attempt, as libpq does: a fixed .pgpass or
   // certificate is picked up at the next one.
   async function prepare(): Promise<ConnectPlan> {
-    const next = await planConnection(target, opts.connectTimeoutMs, allowTls);
+    const next = await planConnection(target, opts.connectTimeoutMs, tlsState);
     for (const w of next.settings.warnings) {
       if (!warned.has(w)) hooks.warn(w);
       warned.add(w);
@@ -212,7 +211,11 @@ export function pollLoop(opts: LoopConfig, hooks: LoopHooks): Loop {
     drop();
     clearTimeout(staleTimer);
     failures++;
-    if (fresh && plan?.settings.sslmode === "allow") allowTls = !allowTls;
+    if (fresh) {
+      // sslmode=allow: without TLS failed, so with it (or the other way round).
+      if (plan?.settings.sslmode === "allow") tlsState.allowTls = !tlsState.allowTls;
+      tlsState.offered = undefined;
+    }
     hooks.fail(reason, code);
   }
 

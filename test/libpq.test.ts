@@ -200,11 +200,61 @@ describe("a password from a file, never from the command line", () => {
       expect(lines(r).filter((l) => !l.startsWith("info: "))).toEqual([
         `warning: poll failed: ${why} (retrying every 100ms..2s)`,
       ]);
-      expect(r.proc.exitCode).toBeNull();
+      // Fixed while running: the next attempt reads it.
+      const port = pg.primary.port;
+      writeFileSync(
+        join(HOME, ".pg_service.conf"),
+        `[nosuch]\nhost=127.0.0.1\nport=${port}\nuser=pwuser\ndbname=postgres\npassword=${PASSWORD}\n`,
+      );
+      await waitForAnswer(r.ports[0]!, "MASTER");
     },
     HOOK_TIMEOUT_MS,
   );
 });
+
+describe("sslmode without certificates: whether the connection is encrypted", () => {
+  // allow tries without TLS first; prefer (the default) takes TLS when the server offers it.
+  test.each([
+    ["disable", "f"],
+    ["allow", "f"],
+    ["prefer", "t"],
+    ["require", "t"],
+  ])(
+    "sslmode=%s: pg_stat_ssl says %s",
+    async (mode, ssl) => {
+      const port = pg.primary.port;
+      const HOME = home(`mode-${mode}`, { ".pgpass": pgpassLine(port) });
+      const app = `replstatus-${mode}`;
+      const env = { HOME, PGSSLMODE: mode, PGAPPNAME: app };
+      await using r = await startResponder(
+        [...ARGS, "--db", `host=127.0.0.1 port=${port} user=pwuser dbname=postgres`],
+        env,
+      );
+      await waitForAnswer(r.ports[0]!, "MASTER");
+      const seen = await pg.primary.sql(
+        `select ssl from pg_stat_ssl join pg_stat_activity using (pid) where application_name = '${app}'`,
+      );
+      expect(seen).toBe(ssl);
+      expect(lines(r).filter((l) => !l.startsWith("info: "))).toEqual([]);
+    },
+    HOOK_TIMEOUT_MS,
+  );
+});
+
+test(
+  "sslmode=require against a server without TLS: one line, UNKNOWN",
+  async () => {
+    await using plain = await startPrimary();
+    const db = `host=127.0.0.1 port=${plain.primary.port} user=${plain.primary.user} sslmode=require`;
+    await using r = await startResponder([...ARGS, "--db", db], { HOME: home("require-plain", {}) });
+    await r.waitForLog(/poll failed/);
+    expect(await answer(r.ports[0]!)).toBe("UNKNOWN");
+    expect(lines(r).filter((l) => !l.startsWith("info: "))).toEqual([
+      "warning: poll failed: server does not support SSL, but SSL was required (sslmode=require) (retrying every 100ms..2s)",
+    ]);
+  },
+  HOOK_TIMEOUT_MS,
+);
 
 describe("TLS with a private CA", () => {
   // hostaddr dials 127.0.0.1 while host is the name the certificate must carry.

@@ -19,18 +19,28 @@ export interface ConnectPlan {
 /** PostgreSQL's SSLRequest: length 8, code 80877103. */
 const SSL_REQUEST = new Uint8Array([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 
-/**
- * `allowTls`: for sslmode=allow, whether this attempt is the one with TLS
- * (the poll loop alternates after a failure). Throws ConninfoError.
- */
-export async function planConnection(target: DbTarget, timeoutMs: number, allowTls: boolean): Promise<ConnectPlan> {
+/** What the poll loop keeps between attempts. */
+export interface TlsState {
+  /** sslmode=allow: this attempt is the one with TLS (the loop alternates after a failure). */
+  allowTls: boolean;
+  /** The server's answer to the last SSLRequest; the loop forgets it when an attempt fails. */
+  offered: boolean | undefined;
+}
+
+/** Throws ConninfoError for a file or a server that cannot be used as configured. */
+export async function planConnection(target: DbTarget, timeoutMs: number, state: TlsState): Promise<ConnectPlan> {
   const settings = connectSettings(target);
   const mode = settings.sslmode;
-  if (settings.unixSocket || mode === "disable" || (mode === "allow" && !allowTls)) return { settings, ssl: false };
+  if (settings.unixSocket || mode === "disable" || (mode === "allow" && !state.allowTls)) {
+    return { settings, ssl: false };
+  }
   // postgres.js sends its own SSLRequest, but takes a refusal for a yes
-  // unless the mode is "prefer": so ask first, on a connection of our own,
-  // which PostgreSQL closes without a log line.
-  const offered = await offersTls(settings.connectHost, settings.port, timeoutMs);
+  // unless the mode is "prefer", and then fails with a bare ECONNRESET: so ask
+  // first, on a connection of our own. XXX: a server that says yes logs
+  // "could not accept SSL connection: EOF detected" for it, hence the answer
+  // is kept until an attempt fails.
+  state.offered ??= await offersTls(settings.connectHost, settings.port, timeoutMs);
+  const offered = state.offered;
   if (offered === false && mode !== "prefer" && mode !== "allow") {
     throw new ConninfoError(`server does not support SSL, but SSL was required (sslmode=${mode})`);
   }

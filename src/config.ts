@@ -169,7 +169,7 @@ export const OPTIONS: readonly Option[] = [
     name: "connect-timeout",
     arg: "DURATION",
     default: DEFAULT_CONNECT_TIMEOUT,
-    help: "deadline for opening the database connection",
+    help: "deadline for opening the database connection, unless connect_timeout (--db, a service) or PGCONNECT_TIMEOUT sets one",
   },
   {
     name: "channel",

@@ -51,6 +51,7 @@ describe("connection strings", () => {
 
   test.each([
     ["postgres://u:secret@h/db", "postgres://u:***@h/db"],
+    ["postgres://u:p@ss@h/db", "postgres://u:***@h/db"],
     ["postgres://h/db?password=secret&sslmode=require", "postgres://h/db?password=***&sslmode=require"],
     ["host=h password=secret user=u", "host=h password=*** user=u"],
     ["host=h password = 'a b' user=u", "host=h password = *** user=u"],

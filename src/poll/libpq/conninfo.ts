@@ -195,7 +195,7 @@ function parseUrl(text: string): Conninfo {
 export function redactConninfo(text: string): string {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
     return text
-      .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@?]*:)[^@/?]*@/i, "$1***@")
+      .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@?]*:)[^/?]*@/i, "$1***@")
       .replace(/([?&](?:ssl)?password=)[^&]*/g, "$1***");
   }
   return text.replace(/((?:^|\s)(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)/g, "$1***");

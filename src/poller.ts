@@ -173,7 +173,7 @@ export function pollLoop(opts: LoopConfig, hooks: LoopHooks): Loop {
       port: s.port,
       user: s.user,
       database: s.dbname,
-      // postgres.js would fall back to PGPASSWORD itself: always say.
+      // No password found: an empty one, which a server that wants one refuses (28P01).
       password: s.password ?? "",
       ssl: p.ssl as postgres.Options<{}>["ssl"],
       max: 1,

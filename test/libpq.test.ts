@@ -225,7 +225,8 @@ describe("sslmode without certificates: whether the connection is encrypted", ()
       const port = pg.primary.port;
       const HOME = home(`mode-${mode}`, { ".pgpass": pgpassLine(port) });
       const app = `replstatus-${mode}`;
-      const env = { HOME, PGSSLMODE: mode, PGAPPNAME: app };
+      // "any" is libpq's default and harmless; postgres.js alone would refuse it.
+      const env = { HOME, PGSSLMODE: mode, PGAPPNAME: app, PGTARGETSESSIONATTRS: "any" };
       await using r = await startResponder(
         [...ARGS, "--db", `host=127.0.0.1 port=${port} user=pwuser dbname=postgres`],
         env,

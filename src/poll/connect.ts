@@ -27,7 +27,11 @@ export interface TlsState {
   offered: boolean | undefined;
 }
 
-/** Throws ConninfoError for a file or a server that cannot be used as configured. */
+/**
+ * timeoutMs (--connect-timeout) bounds the SSLRequest unless the settings
+ * have a connect_timeout. Throws ConninfoError for a file or a server that
+ * cannot be used as configured.
+ */
 export async function planConnection(target: DbTarget, timeoutMs: number, state: TlsState): Promise<ConnectPlan> {
   const settings = connectSettings(target);
   const mode = settings.sslmode;
@@ -39,7 +43,7 @@ export async function planConnection(target: DbTarget, timeoutMs: number, state:
   // first, on a connection of our own. XXX: a server that says yes logs
   // "could not accept SSL connection: EOF detected" for it, hence the answer
   // is kept until an attempt fails.
-  state.offered ??= await offersTls(settings.connectHost, settings.port, timeoutMs);
+  state.offered ??= await offersTls(settings.connectHost, settings.port, settings.connectTimeoutMs ?? timeoutMs);
   const offered = state.offered;
   if (offered === false && mode !== "prefer" && mode !== "allow") {
     throw new ConninfoError(`server does not support SSL, but SSL was required (sslmode=${mode})`);

@@ -8,7 +8,7 @@
 // leaves the socket exactly as Bun.listen made it. --tick-ms adds an empty timer at that
 // interval: the least a Bun process that polls something can cost when idle.
 import { parseArgs } from "node:util";
-import { setBacklog } from "../src/backlog.ts";
+import { setBacklog } from "../src/listen/backlog.ts";
 
 const { values } = parseArgs({
   options: {

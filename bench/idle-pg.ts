@@ -9,8 +9,8 @@
 //      what the round trip costs the process when nothing but the bytes are handled.
 import { parseArgs } from "node:util";
 import postgres from "postgres";
-import { bunPgSocket, type PgSocketOptions } from "../src/pgsocket.ts";
-import { POLL_QUERY } from "../src/poller.ts";
+import { bunPgSocket, type PgSocketOptions } from "../src/poll/pgsocket.ts";
+import { POLL_QUERY } from "../src/poll/facts.ts";
 
 const { values } = parseArgs({
   options: {

@@ -4,19 +4,19 @@
 //
 // Per connection: the raw listener's open() (on a stand-in socket that records nothing, so
 // only the handler's own work is timed), the state lookup it does, and the --allow check
-// where src/allow.ts has one. Per poll: the poller's query (POLL_QUERY) through postgres.js,
+// (src/listen/allow.ts). Per poll: the poller's query (POLL_QUERY) through postgres.js,
 // prepared, against a real primary: --db, else a throwaway primary started here.
 // --json prints mitata's JSON (without samples) instead of its table (also MITATA_JSON=1).
 import { parseArgs } from "node:util";
 import { bench, do_not_optimize, group, run, summary } from "mitata";
 import postgres from "postgres";
-import { startPrimary, type PgPrimary } from "../test/fixture/pg.ts";
-import { rawHandler } from "../src/listeners.ts";
-import { POLL_QUERY } from "../src/poller.ts";
-import { buildResponses } from "../src/responses.ts";
-import { createStatus, PRIMARY } from "../src/states.ts";
-import { admits, buildAllowList, type AllowList } from "../src/allow.ts";
-import { DEFAULT_TEXTS } from "../src/config.ts";
+import { startPrimary, type PgPrimary } from "../src/testkit/pg.ts";
+import { rawHandler } from "../src/listen/raw.ts";
+import { POLL_QUERY } from "../src/poll/facts.ts";
+import { buildResponses } from "../src/listen/answers.ts";
+import { createStatus, currentState, PRIMARY } from "../src/cell.ts";
+import { admits, buildAllowList, type AllowList } from "../src/listen/allow.ts";
+import { DEFAULT_TEXTS } from "../src/config/config.ts";
 
 const { values } = parseArgs({
   options: { db: { type: "string" }, json: { type: "boolean", default: false } },
@@ -50,6 +50,7 @@ group("per connection", () => {
   summary(() => {
     bench("state lookup: responses.raw[cell[0] & 0xff]", () => do_not_optimize(responses.raw[cell[0]! & 0xff]));
     bench("state lookup: Atomics.load", () => do_not_optimize(responses.raw[Atomics.load(cell, 0) & 0xff]));
+    bench("state lookup: currentState(cell)", () => do_not_optimize(responses.raw[currentState(cell)]));
     bench("rawHandler open(): write, shutdown, timeout", () => open(socket));
   });
 });

@@ -1,5 +1,5 @@
 // The benchmark suite: replstatus side by side with the C bgw_replstatus, measured in one run on
-// one machine by the same client, with the ratio to the C original and DESIGN.md's target.
+// one machine by the same client, with the ratio to the C original and the target from bench/README.md.
 //
 //   bun run bench [--quick] [--only rate,burst,storm,failover,micro,idle] [--json FILE] [--svg FILE]
 //
@@ -17,7 +17,8 @@ import { readRssKb } from "./loadgen.ts";
 import { measureBurst, measureRate, type BurstResult, type RateResult, type Target } from "./rate.ts";
 import { floorCommand, startServer } from "./server.ts";
 import { fmtMb, fmtMs, fmtRate, fmtSpread, spread, type Spread } from "./stats.ts";
-import { findHaproxy, measureStorm, type StormResult } from "./storm.ts";
+import { findHaproxy } from "../src/testkit/haproxy.ts";
+import { measureStorm, type StormResult } from "./storm.ts";
 import { rateSvg } from "./svg.ts";
 import { backlogSupport, bgwWorkerPid, findBgw, startBgwPair, startReplstatus, waitAnswers } from "./targets.ts";
 
@@ -197,7 +198,7 @@ try {
             { key: "floor", port: floor.port },
           ],
           PLAN.stormRuns,
-          { haproxy, interMs: 10, windowS: PLAN.stormS, warmupS: 1 },
+          { interMs: 10, windowS: PLAN.stormS, warmupS: 1 },
           log,
         );
       }

@@ -8,9 +8,9 @@
 //
 // Passes when resident memory after warm-up (the first tenth) stays within
 // 10% of its value then. The server runs in its own process, never in ours.
-import { connect } from "node:net";
 import { readFileSync } from "node:fs";
-import { startResponder } from "../test/helpers.ts";
+import { exchange } from "../src/testkit/probe.ts";
+import { startResponder } from "../src/testkit/responder.ts";
 
 export interface SoakResult {
   connections: number;
@@ -34,15 +34,9 @@ export function rssKb(pid: number): number {
   return Number(m![1]);
 }
 
-function once(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    let text = "";
-    const s = connect({ port, host: "127.0.0.1" });
-    s.setEncoding("latin1");
-    s.on("data", (d: string) => (text += d));
-    s.on("close", () => resolve(text));
-    s.on("error", (e: NodeJS.ErrnoException) => (text += `<${e.code}>`));
-  });
+async function once(port: number): Promise<string> {
+  const r = await exchange({ host: "127.0.0.1", port });
+  return r.close === "fin" ? r.text : `${r.text}<${r.close}>`;
 }
 
 /**

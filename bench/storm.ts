@@ -11,10 +11,7 @@
 //
 // XXX: two haproxy threads can both read the counter before either writes it back, so the
 // count can be a little low (it errs against the server, never for it).
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { track, trackDir, untrack, untrackDir } from "./cleanup.ts";
+import { findHaproxy, startHaproxy, statsCommand } from "../src/testkit/haproxy.ts";
 import { spread, type Spread } from "./stats.ts";
 
 export const SERVERS = 100;
@@ -44,59 +41,22 @@ export interface StormResult {
   cells: StormCell[];
 }
 
-/** The haproxy binary, or null when it is not installed. */
-export function findHaproxy(): string | null {
-  return Bun.which("haproxy") ?? (Bun.which("haproxy", { PATH: "/usr/sbin:/usr/local/sbin" }) || null);
-}
-
-function config(socket: string, port: number, interMs: number): string {
-  const lines = [
-    "global",
-    `    stats socket ${socket} mode 600 level admin`,
-    "    set-var proc.checks_ok int(0)",
-    "defaults",
-    "    mode tcp",
-    "    timeout connect 1s",
-    "    timeout client 1s",
-    "    timeout server 1s",
-    "backend storm",
-    "    option tcp-check",
-    "    tcp-check expect string MASTER",
-    "    tcp-check set-var(proc.checks_ok) var(proc.checks_ok),add(1)",
-  ];
-  for (let i = 1; i <= SERVERS; i++) lines.push(`    server s${i} 127.0.0.1:${port} check inter ${interMs}ms`);
-  return `${lines.join("\n")}\n`;
-}
-
-/** One command on haproxy's stats socket; its whole answer. */
-function command(socket: string, cmd: string, timeoutMs = 2000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = "";
-    const timer = setTimeout(() => reject(new Error(`haproxy stats socket: no answer to "${cmd}"`)), timeoutMs);
-    Bun.connect({
-      unix: socket,
-      socket: {
-        open(s) {
-          s.write(`${cmd}\n`);
-        },
-        data(_s, chunk) {
-          text += chunk.toString();
-        },
-        close() {
-          clearTimeout(timer);
-          resolve(text);
-        },
-        error(_s, e) {
-          clearTimeout(timer);
-          reject(e);
-        },
-        connectError(_s, e) {
-          clearTimeout(timer);
-          reject(e);
-        },
-      },
-    }).catch(reject);
-  });
+/** The `storm` backend: SERVERS servers checking one responder, and the counter of passed checks. */
+function storm(port: number, interMs: number): Parameters<typeof startHaproxy>[0] {
+  const servers: string[] = [];
+  for (let i = 1; i <= SERVERS; i++) servers.push(`server s${i} 127.0.0.1:${port} check inter ${interMs}ms`);
+  return {
+    global: ["set-var proc.checks_ok int(0)"],
+    timeouts: ["timeout connect 1s", "timeout client 1s", "timeout server 1s"],
+    backends: {
+      storm: [
+        "option tcp-check",
+        "tcp-check expect string MASTER",
+        "tcp-check set-var(proc.checks_ok) var(proc.checks_ok),add(1)",
+        ...servers,
+      ],
+    },
+  };
 }
 
 interface Snapshot {
@@ -109,7 +69,10 @@ interface Snapshot {
 
 async function snapshot(socket: string): Promise<Snapshot> {
   const at = performance.now();
-  const [varText, stat] = await Promise.all([command(socket, "get var proc.checks_ok"), command(socket, "show stat")]);
+  const [varText, stat] = await Promise.all([
+    statsCommand(socket, "get var proc.checks_ok", 2000),
+    statsCommand(socket, "show stat", 2000),
+  ]);
   const ok = Number(/value=<(\d+)>/.exec(varText)?.[1] ?? Number.NaN);
   const lines = stat.split("\n");
   const head = (lines[0] ?? "").replace(/^# /, "").split(",");
@@ -129,7 +92,6 @@ async function snapshot(socket: string): Promise<Snapshot> {
 }
 
 export interface StormOptions {
-  haproxy: string;
   interMs: number;
   /** Seconds between the two snapshots. */
   windowS: number;
@@ -139,53 +101,19 @@ export interface StormOptions {
 
 /** One haproxy storm against 127.0.0.1:port; haproxy and its temp dir are gone on return. */
 export async function stormOnce(port: number, o: StormOptions): Promise<StormRun> {
-  const dir = mkdtempSync(join(tmpdir(), "rs-storm-"));
-  trackDir(dir);
-  const socket = join(dir, "stats.sock");
-  const file = join(dir, "haproxy.cfg");
-  writeFileSync(file, config(socket, port, o.interMs));
-  const proc = Bun.spawn([o.haproxy, "-db", "-f", file], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  track(proc.pid);
-  let log = "";
-  const drain = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) if (log.length < 100_000) log += decoder.decode(chunk, { stream: true });
+  await using hx = await startHaproxy(storm(port, o.interMs));
+  await Bun.sleep(o.warmupS * 1000);
+  const a = await snapshot(hx.statsSocket);
+  await Bun.sleep(o.windowS * 1000);
+  const b = await snapshot(hx.statsSocket);
+  const s = (b.at - a.at) / 1000;
+  return {
+    checksPerS: Math.round((b.ok - a.ok) / s),
+    failedPerS: Math.round((b.failed - a.failed) / s),
+    downEvents: b.down - a.down,
+    downAtEnd: b.notUp,
+    elapsedS: s,
   };
-  void drain(proc.stdout);
-  void drain(proc.stderr);
-  try {
-    const up = performance.now() + 10_000;
-    for (;;) {
-      if (proc.exitCode !== null) throw new Error(`haproxy exited with ${proc.exitCode}: ${log.trim().slice(0, 500)}`);
-      try {
-        await command(socket, "show info", 500);
-        break;
-      } catch (e) {
-        if (performance.now() > up) throw new Error(`haproxy stats socket did not come up: ${(e as Error).message}`);
-        await Bun.sleep(20);
-      }
-    }
-    await Bun.sleep(o.warmupS * 1000);
-    const a = await snapshot(socket);
-    await Bun.sleep(o.windowS * 1000);
-    const b = await snapshot(socket);
-    const s = (b.at - a.at) / 1000;
-    return {
-      checksPerS: Math.round((b.ok - a.ok) / s),
-      failedPerS: Math.round((b.failed - a.failed) / s),
-      downEvents: b.down - a.down,
-      downAtEnd: b.notUp,
-      elapsedS: s,
-    };
-  } finally {
-    proc.kill("SIGTERM");
-    const killer = setTimeout(() => proc.kill("SIGKILL"), 2000);
-    await proc.exited;
-    clearTimeout(killer);
-    untrack(proc.pid);
-    rmSync(dir, { recursive: true, force: true });
-    untrackDir(dir);
-  }
 }
 
 export async function measureStorm(
@@ -226,11 +154,10 @@ export async function measureStorm(
 if (import.meta.main) {
   // bun bench/storm.ts PORT [SECONDS]: one storm against a responder already running.
   const port = Number(process.argv[2]);
-  const haproxy = findHaproxy();
-  if (!haproxy) {
+  if (!findHaproxy()) {
     console.error("storm: haproxy not found\nhint: apt-get install -y haproxy");
     process.exit(1);
   }
-  const r = await stormOnce(port, { haproxy, interMs: 10, windowS: Number(process.argv[3] ?? 5), warmupS: 1 });
+  const r = await stormOnce(port, { interMs: 10, windowS: Number(process.argv[3] ?? 5), warmupS: 1 });
   console.log(JSON.stringify(r));
 }

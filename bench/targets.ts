@@ -7,9 +7,10 @@
 // missing, and the install command is printed.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { rebuildAsStandby, startPair, waitFor, type PgNode, type PgPair } from "../test/fixture/pg.ts";
-import { MAIN, startResponder, type Responder } from "../test/helpers.ts";
-import { track, untrack } from "./cleanup.ts";
+import { rebuildAsStandby, startPair, waitFor, type PgNode, type PgPair } from "../src/testkit/pg.ts";
+import { MAIN, startResponder, type Responder } from "../src/testkit/responder.ts";
+import { track, untrack } from "../src/testkit/cleanup.ts";
+import { exchange } from "../src/testkit/probe.ts";
 
 export { rebuildAsStandby, waitFor, type PgNode, type PgPair };
 
@@ -155,39 +156,10 @@ export async function startReplstatus(node: PgNode, extra: string[] = []): Promi
 }
 
 /** One raw probe: the text the server sent before closing, or `<CODE>` on an error. */
-export function probe(port: number, timeoutMs = 500): Promise<string> {
-  return new Promise((resolve) => {
-    let text = "";
-    let done = false;
-    const finish = (result: string) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      resolve(result);
-    };
-    const timer = setTimeout(() => finish("<ETIMEDOUT>"), timeoutMs);
-    Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      socket: {
-        data(_s, chunk) {
-          text += chunk.toString("latin1");
-        },
-        close() {
-          finish(text);
-        },
-        error(_s, e) {
-          finish(text || `<${(e as NodeJS.ErrnoException).code ?? "EIO"}>`);
-        },
-        connectError(_s, e) {
-          finish(`<${(e as NodeJS.ErrnoException).code ?? "ECONNECT"}>`);
-        },
-        timeout(s) {
-          s.terminate();
-        },
-      },
-    }).catch((e: NodeJS.ErrnoException) => finish(`<${e.code ?? "ECONNECT"}>`));
-  });
+export async function probe(port: number, timeoutMs = 500): Promise<string> {
+  const r = await exchange({ host: "127.0.0.1", port }, undefined, timeoutMs);
+  if (r.close === "fin" || r.text) return r.text;
+  return r.close === "timeout" ? "<ETIMEDOUT>" : `<${r.close}>`;
 }
 
 /** Waits until every port answers `want` (at most timeoutMs). */

@@ -4,9 +4,10 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { landsOn, startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
-import { startPair, waitFor, type PgPair } from "./fixture/pg.ts";
-import { answer, cleanEnv, MAIN, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
+import { landsOn, startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
+import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
+import { answer, probe, waitForAnswer } from "../src/testkit/probe.ts";
+import { cleanEnv, MAIN, startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;

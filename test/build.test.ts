@@ -4,8 +4,9 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json";
-import { waitFor } from "./fixture/pg.ts";
-import { answer, cleanEnv, ROOT } from "./helpers.ts";
+import { waitFor } from "../src/testkit/pg.ts";
+import { answer } from "../src/testkit/probe.ts";
+import { cleanEnv, ROOT } from "../src/testkit/responder.ts";
 
 /** Compiling takes a few seconds on a busy machine. */
 const HOOK_TIMEOUT_MS = 90_000;

@@ -6,16 +6,17 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import postgres from "postgres";
-import { startPrimary, waitFor, type PgPrimary } from "./fixture/pg.ts";
-import { answer, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
+import { startPrimary, waitFor, type PgPrimary } from "../src/testkit/pg.ts";
+import { answer, waitForAnswer } from "../src/testkit/probe.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks and tests 5 s whatever bunfig.toml says; PostgreSQL on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
 const POLL_INTERVAL_MS = 20;
 const STALE_AFTER_MS = 500;
-/** A kill -9 closes the poller's connection: the kernel tells at once (DESIGN.md section 6 target). */
+/** A kill -9 closes the poller's connection: the kernel tells at once (a target in bench/README.md). */
 const KILL_BOUND_MS = 200;
-/** A stopped server answers nothing: the last good poll goes stale (DESIGN.md section 6 target). */
+/** A stopped server answers nothing: the last good poll goes stale (a target in bench/README.md). */
 const STOP_BOUND_MS = STALE_AFTER_MS + 100;
 
 let pg: PgPrimary;

@@ -4,9 +4,10 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildConfig, OPTIONS } from "../src/config.ts";
-import { waitFor } from "./fixture/pg.ts";
-import { answer, cleanEnv, MAIN, startResponder } from "./helpers.ts";
+import { buildConfig, OPTIONS } from "../src/config/config.ts";
+import { waitFor } from "../src/testkit/pg.ts";
+import { answer } from "../src/testkit/probe.ts";
+import { cleanEnv, MAIN, startResponder } from "../src/testkit/responder.ts";
 
 function run(args: string[], env: Record<string, string> = {}) {
   const r = Bun.spawnSync([process.execPath, MAIN, ...args], { env: { ...cleanEnv(), ...env }, stdin: "ignore" });

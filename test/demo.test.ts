@@ -2,9 +2,9 @@
 // itself or on SIGTERM, and leave no process and no temp dir behind.
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { findHaproxy } from "./fixture/haproxy.ts";
-import { waitFor } from "./fixture/pg.ts";
-import { cleanEnv, MAIN } from "./helpers.ts";
+import { findHaproxy } from "../src/testkit/haproxy.ts";
+import { waitFor } from "../src/testkit/pg.ts";
+import { cleanEnv, MAIN } from "../src/testkit/responder.ts";
 
 // Set-up (initdb, pg_basebackup) and the demo's own duration; bunfig.toml's timeout is not applied.
 setDefaultTimeout(90_000);

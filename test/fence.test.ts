@@ -5,7 +5,7 @@
 // small local servers started here: they stand in for the peer, not for
 // replstatus or PostgreSQL.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { landsOn, startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
+import { landsOn, startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
 import {
   freePort,
   rebuildAsStandby,
@@ -14,8 +14,9 @@ import {
   waitFor,
   type PgPair,
   type PgPrimary,
-} from "./fixture/pg.ts";
-import { answer, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
+} from "../src/testkit/pg.ts";
+import { answer, probe, waitForAnswer } from "../src/testkit/probe.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { startPair, waitFor } from "./fixture/pg.ts";
+import { startPair, waitFor } from "../src/testkit/pg.ts";
 
 // A zombie still answers kill(pid, 0), so look at its state instead.
 function alive(pid: number): boolean {

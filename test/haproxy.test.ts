@@ -2,9 +2,10 @@
 // each: haproxy routes clients to the primary, follows a failover within its
 // own rise/fall bounds, and a lag-bounded read pool drops a stalled replica.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { landsOn, startHaproxy, type Haproxy } from "./fixture/haproxy.ts";
-import { startPair, waitFor, type PgPair } from "./fixture/pg.ts";
-import { startResponder, waitForAnswer, type Responder } from "./helpers.ts";
+import { landsOn, startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
+import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
+import { waitForAnswer } from "../src/testkit/probe.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;

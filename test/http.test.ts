@@ -2,8 +2,9 @@
 // and streaming standby, probed with raw TCP clients so every byte is checked.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect } from "node:net";
-import { startPair, waitFor, type PgPair } from "./fixture/pg.ts";
-import { answer, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
+import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
+import { answer, probe, waitForAnswer } from "../src/testkit/probe.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;

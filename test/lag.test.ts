@@ -2,9 +2,9 @@
 // what POLL_QUERY returns; the end-to-end tests in http.test.ts show the same
 // rule against a real standby.
 import { describe, expect, test } from "bun:test";
-import { createLagJudge, type LagLimits } from "../src/lag.ts";
+import { createLagJudge, type LagLimits } from "../src/poll/lag.ts";
 import { createLogger } from "../src/log.ts";
-import type { PollFacts } from "../src/poller.ts";
+import type { PollFacts } from "../src/poll/facts.ts";
 
 const MB = 1024 * 1024;
 

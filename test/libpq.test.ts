@@ -6,8 +6,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startPrimary, type PgPrimary } from "./fixture/pg.ts";
-import { answer, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
+import { startPrimary, type PgPrimary } from "../src/testkit/pg.ts";
+import { answer, waitForAnswer } from "../src/testkit/probe.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; PostgreSQL on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;

@@ -9,12 +9,14 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
-import { admits, buildAllowList, type AllowList } from "../src/allow.ts";
-import { DEFAULT_TEXTS } from "../src/config.ts";
-import { guard, rawHandler, type Gate } from "../src/listeners.ts";
-import { buildResponses } from "../src/responses.ts";
-import { waitFor } from "./fixture/pg.ts";
-import { answer, cleanEnv, MAIN, probe, startResponder, type Responder } from "./helpers.ts";
+import { admits, buildAllowList, type AllowList } from "../src/listen/allow.ts";
+import { DEFAULT_TEXTS } from "../src/config/config.ts";
+import { gated, type Gate } from "../src/listen/gate.ts";
+import { rawHandler } from "../src/listen/raw.ts";
+import { buildResponses } from "../src/listen/answers.ts";
+import { waitFor } from "../src/testkit/pg.ts";
+import { answer, probe } from "../src/testkit/probe.ts";
+import { cleanEnv, MAIN, startResponder, type Responder } from "../src/testkit/responder.ts";
 
 let noPg: string;
 beforeAll(() => {
@@ -146,7 +148,7 @@ describe("--allow", () => {
       ipv6Only: false,
       allowHalfOpen: true,
       data: 0,
-      socket: guard(rawHandler(new Int32Array([0]), responses), gate, 0),
+      socket: gated(rawHandler(new Int32Array([0]), responses), gate, 0),
     } as TCPSocketListenOptions<number> & { ipv6Only: boolean });
     const peer = await new Promise<string>((resolve) => {
       const probeServer = Bun.listen({

@@ -2,8 +2,8 @@
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { OPTIONS } from "../src/config.ts";
-import { ROOT } from "./helpers.ts";
+import { OPTIONS } from "../src/config/config.ts";
+import { ROOT } from "../src/testkit/responder.ts";
 
 const readme = readFileSync(join(ROOT, "README.md"), "utf8");
 

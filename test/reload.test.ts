@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { answer, cleanEnv, MAIN, probe, startResponder } from "./helpers.ts";
+import { answer, probe } from "../src/testkit/probe.ts";
+import { cleanEnv, MAIN, startResponder } from "../src/testkit/responder.ts";
 
 let dir: string;
 beforeAll(() => {

@@ -2,9 +2,10 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
-import { POLL_QUERY } from "../src/poller.ts";
-import { initNode, startPair, waitFor, type PgPair } from "./fixture/pg.ts";
-import { answer, probe, startResponder, waitForAnswer, type Responder } from "./helpers.ts";
+import { POLL_QUERY } from "../src/poll/facts.ts";
+import { initNode, startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
+import { answer, probe, waitForAnswer } from "../src/testkit/probe.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
 
 const STALE_AFTER_MS = 1000;
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */

@@ -1,7 +1,7 @@
 // The soak loop of bench/soak.ts with a count that fits in the suite.
 import { expect, test } from "bun:test";
 import { soak } from "../bench/soak.ts";
-import { startResponder } from "./helpers.ts";
+import { startResponder } from "../src/testkit/responder.ts";
 
 test("20,000 connections after a warm-up of 10,000: every answer right, resident memory flat within 10%", async () => {
   await using r = await startResponder(["--listen", "127.0.0.1:0"], { PGHOST: "/nonexistent", PGPORT: "5999" });

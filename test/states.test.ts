@@ -1,11 +1,11 @@
 // The prebuilt answers and the cell that picks them: pure functions, no processes.
 import { describe, expect, test } from "bun:test";
-import { weightBucket } from "../src/agent.ts";
-import type { AgentConfig } from "../src/config.ts";
-import type { PollFacts } from "../src/poller.ts";
-import { buildResponses } from "../src/responses.ts";
+import { weightBucket } from "../src/listen/agent.ts";
+import type { AgentConfig } from "../src/config/config.ts";
+import type { PollFacts } from "../src/poll/facts.ts";
+import { buildResponses } from "../src/listen/answers.ts";
 import {
-  agentSlot,
+  shownAgent,
   createStatus,
   DRAIN,
   FENCED,
@@ -18,7 +18,7 @@ import {
   UNKNOWN,
   type Override,
   type State,
-} from "../src/states.ts";
+} from "../src/cell.ts";
 
 const TEXTS = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN", lagging: "LAGGING", fenced: "FENCED" };
 const MB = 1024 ** 2;
@@ -36,7 +36,7 @@ function answers(config: AgentConfig, state: State, override: Override, bucket =
   status.setOverride(override);
   status.setWeightBucket(bucket);
   const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
-  return [text(responses.raw[shownState(status.cell[0]!)]!), text(responses.agent[agentSlot(status.cell[0]!)]!)];
+  return [text(responses.raw[shownState(status.cell[0]!)]!), text(responses.agent[shownAgent(status.cell[0]!)]!)];
 }
 
 describe("answers per state and override", () => {
@@ -65,7 +65,7 @@ describe("answers per state and override", () => {
     const status = createStatus((from, to, reason) => changes.push(`${from} -> ${to} (${reason})`));
     const responses = buildResponses(TEXTS, agent("primary"));
     const raw = () => Buffer.from(responses.raw[shownState(status.cell[0]!)]!).toString("latin1");
-    const line = () => Buffer.from(responses.agent[agentSlot(status.cell[0]!)]!).toString("latin1");
+    const line = () => Buffer.from(responses.agent[shownAgent(status.cell[0]!)]!).toString("latin1");
     status.setFence("peer X is primary on timeline 2, we are on 1", "");
     status.set(STANDBY, "poll ok");
     expect([raw(), line()]).toEqual(["STANDBY", "down ready #standby\n"]);

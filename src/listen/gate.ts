@@ -1,13 +1,12 @@
-// Bun.listen per address. The raw protocol is bgw_replstatus's: on accept,
-// write the current state's text and close; no request is read or needed.
-import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
+// Bun.listen per address, and the gate every connection passes before its
+// mode's handler (raw.ts, agent.ts, http/) sees it.
+import type { SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
 import { admits, type AllowList } from "./allow.ts";
 import { setBacklog } from "./backlog.ts";
-import { formatAddress, type ListenAddress } from "./config.ts";
-import { ANSWERED, OVER_LIMIT, REJECTED_PEER, RESULTS } from "./metrics.ts";
-import type { Responses } from "./responses.ts";
+import { formatAddress, type ListenAddress } from "../config/config.ts";
+import { ANSWERED, OVER_LIMIT, REJECTED_PEER, RESULTS } from "../ops/metrics.ts";
 
-/** Thrown when an address cannot be served; main.ts prints it and exits 1. */
+/** Thrown when an address cannot be served; main prints it and exits 1. */
 export class ListenError extends Error {
   constructor(
     message: string,
@@ -16,41 +15,6 @@ export class ListenError extends Error {
   ) {
     super(message);
   }
-}
-
-// A peer that sent bytes we never read would get a RST instead of our FIN when
-// the socket closes, and a RST can destroy the reply in flight (DESIGN.md
-// section 7). So the raw reply is written, the write side shut down, and the
-// input drained until the peer closes, within these bounds.
-export const DRAIN_TIMEOUT_S = 2;
-export const DRAIN_LIMIT_BYTES = 64 * 1024;
-
-/** Per-socket data: bytes drained so far. A number, so accept allocates nothing. */
-type Drained = number;
-
-/**
- * The hot path. `responses.raw` is indexed by state and prebuilt; the low
- * byte of `cell[0]` is the state to show (states.ts). The poll worker writes
- * that word from its own thread, hence Atomics.load (about 3 ns against 0.5
- * for a plain read, in bench/micro.ts). One lookup, one write, one shutdown.
- */
-export function rawHandler(cell: Int32Array, responses: Responses): SocketHandler<Drained> {
-  return {
-    open(socket) {
-      socket.write(responses.raw[Atomics.load(cell, 0) & 0xff]!);
-      socket.shutdown();
-      socket.timeout(DRAIN_TIMEOUT_S);
-    },
-    data(socket, chunk) {
-      socket.data += chunk.byteLength;
-      if (socket.data > DRAIN_LIMIT_BYTES) socket.terminate();
-    },
-    // The reply went out long ago; a peer that never closes is cut off.
-    timeout(socket: Socket<Drained>) {
-      socket.terminate();
-    },
-    error() {},
-  };
 }
 
 /**
@@ -75,7 +39,7 @@ export interface Gate {
  * is written, so no byte of an answer can leave; the mode's `close` may then
  * see a socket its `open` never saw, and must allow for that.
  */
-export function guard<T>(handler: SocketHandler<T>, gate: Gate, index: number): SocketHandler<T> {
+export function gated<T>(handler: SocketHandler<T>, gate: Gate, index: number): SocketHandler<T> {
   const modeOpen = handler.open;
   const modeClose = handler.close;
   const counters = gate.counters;
@@ -134,7 +98,7 @@ export function listen<T>(
     ipv6Only: address.host.includes(":"),
     allowHalfOpen: true,
     data,
-    socket: guard(handler, gate, index),
+    socket: gated(handler, gate, index),
   };
   let server: TCPSocketListener<T>;
   try {

@@ -2,8 +2,8 @@
 // the three cannot drift apart. Precedence: flags, then REPLSTATUS_* environment
 // variables, then the --config file, then the defaults below.
 import { isIP } from "node:net";
-import { buildAllowList, type AllowList } from "./allow.ts";
-import { ConninfoError, isUrl, parseConninfo, redactConninfo } from "./poll/libpq/conninfo.ts";
+import { buildAllowList, type AllowList } from "../listen/allow.ts";
+import { ConninfoError, isUrl, parseConninfo, redactConninfo } from "../poll/libpq/conninfo.ts";
 
 /** Thrown for a bad flag or value; main.ts prints `message` and exits with 2. */
 export class ConfigError extends Error {

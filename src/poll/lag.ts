@@ -1,5 +1,5 @@
 // Lag limits: when a standby stops being a good replica. The poll reads the
-// facts (src/poller.ts POLL_QUERY); this file only judges them, so the rule can
+// facts (facts.ts, POLL_QUERY); this file only judges them, so the rule can
 // be read in one place.
 //
 // - Bytes: the primary's position as the WAL receiver last heard it
@@ -10,12 +10,12 @@
 //   for ever although nothing is missing, so it only counts while there is WAL
 //   left to replay (byte lag above 0).
 // - With any limit set, a standby whose WAL receiver is not streaming is lagging:
-//   it is not being fed, whatever its last numbers said (DESIGN.md section 7).
+//   it is not being fed, whatever its last numbers said (ARCHITECTURE.md).
 // - Without pg_read_all_stats the receiver's columns read as null: nothing can
 //   be judged, so the role is answered as it is and the log says so once.
-import { formatBytes } from "./config.ts";
-import type { Logger } from "./log.ts";
-import type { PollFacts } from "./poller.ts";
+import { formatBytes } from "../config/config.ts";
+import type { Logger } from "../log.ts";
+import type { PollFacts } from "./facts.ts";
 
 export interface LagLimits {
   maxLagBytes: number | undefined;

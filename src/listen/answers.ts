@@ -1,8 +1,9 @@
 // Every answer a listener can give, built once from the configuration. A
 // reload builds a new set and copies its fields into the object the listeners
-// hold, so their next connection sees it.
-import type { AgentConfig, Texts } from "./config.ts";
-import { buildHttpResponses, type HttpResponses } from "./http.ts";
+// hold, so their next connection sees it. The http answers do not depend on
+// the configuration: every set shares the one built at start-up.
+import type { AgentConfig, Texts } from "../config/config.ts";
+import { HTTP_ANSWERS, type HttpResponses } from "./http/answers.ts";
 import {
   agentIndex,
   agentLine,
@@ -11,7 +12,7 @@ import {
   WEIGHT_BUCKETS,
   type Override,
   type State,
-} from "./states.ts";
+} from "../cell.ts";
 
 /**
  * Every prebuilt answer, per protocol, indexed by state. Built from the
@@ -46,6 +47,6 @@ export function buildResponses(texts: Texts, agent: AgentConfig = DEFAULT_AGENT)
       encode(texts.fenced),
     ],
     agent: agentLines,
-    http: buildHttpResponses(),
+    http: HTTP_ANSWERS,
   };
 }

@@ -6,9 +6,9 @@
 // attempt, in the poll worker, so a fixed file is picked up without a restart.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
-import { ConfigError } from "./config.ts";
-import { ConninfoError, parseConninfo, type Conninfo } from "./poll/libpq/conninfo.ts";
-import { ENV_OF, resolveSettings, type Io, type Settings } from "./poll/libpq/settings.ts";
+import { ConfigError } from "../config/config.ts";
+import { ConninfoError, parseConninfo, type Conninfo } from "./libpq/conninfo.ts";
+import { ENV_OF, resolveSettings, type Io, type Settings } from "./libpq/settings.ts";
 
 /** Plain data: it is sent to the poll worker. Never printed whole (it may hold a password). */
 export interface DbTarget {

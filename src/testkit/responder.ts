@@ -1,9 +1,10 @@
-// Test helpers: spawn the real CLI, probe it with a real TCP client.
-import { connect } from "node:net";
+// The real CLI as a child process, for the tests and the bench: started, watched
+// through its log, stopped with SIGTERM (SIGKILL if it will not go).
 import { join } from "node:path";
-import { waitFor } from "./fixture/pg.ts";
+import { track, untrack } from "./cleanup.ts";
+import { waitFor } from "./pg.ts";
 
-export const ROOT = join(import.meta.dir, "..");
+export const ROOT = join(import.meta.dir, "..", "..");
 export const MAIN = join(ROOT, "src", "main.ts");
 
 export interface Responder extends AsyncDisposable {
@@ -17,6 +18,13 @@ export interface Responder extends AsyncDisposable {
   stop(): Promise<number>;
 }
 
+export interface ResponderOptions {
+  /** What runs replstatus; default `bun src/main.ts` (the demo passes the running binary). */
+  command?: string[];
+  /** Called with every line it logs, as it arrives. */
+  onLine?(line: string): void;
+}
+
 /**
  * Starts `bun src/main.ts args` and waits for its start line. `wrap` is a
  * command that execs it (e.g. prlimit), so the pid stays the responder's.
@@ -25,17 +33,25 @@ export async function startResponder(
   args: string[],
   env: Record<string, string> = {},
   wrap: string[] = [],
+  opts: ResponderOptions = {},
 ): Promise<Responder> {
-  const proc = Bun.spawn([...wrap, process.execPath, MAIN, ...args], {
+  const proc = Bun.spawn([...wrap, ...(opts.command ?? [process.execPath, MAIN]), ...args], {
     env: { ...cleanEnv(), ...env },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
   });
+  track(proc.pid);
+  void proc.exited.then(() => untrack(proc.pid));
   let log = "";
   void (async () => {
     const decoder = new TextDecoder();
-    for await (const chunk of proc.stderr) log += decoder.decode(chunk, { stream: true });
+    let done = 0;
+    for await (const chunk of proc.stderr) {
+      log += decoder.decode(chunk, { stream: true });
+      if (!opts.onLine) continue;
+      for (let end; (end = log.indexOf("\n", done)) !== -1; done = end + 1) opts.onLine(log.slice(done, end));
+    }
   })();
   const exited = () => proc.exitCode !== null || proc.signalCode !== null;
   const waitForLog = async (pattern: RegExp, what = String(pattern), timeoutMs = 20_000) => {
@@ -78,63 +94,4 @@ export function cleanEnv(): Record<string, string> {
     if (v !== undefined && !k.startsWith("PG") && !k.startsWith("REPLSTATUS_")) env[k] = v;
   }
   return env;
-}
-
-export interface ProbeResult {
-  text: string;
-  /** "fin" when the server closed cleanly, "reset" on ECONNRESET, else the error code. */
-  close: string;
-}
-
-/**
- * Connects, optionally sends bytes first (as haproxy's tcp-check send does),
- * reads until the server closes, and says how it closed.
- */
-export function probe(port: number, host = "127.0.0.1", send?: string | Uint8Array): Promise<ProbeResult> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let done = false;
-    const finish = (close: string) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ text: Buffer.concat(chunks).toString("latin1"), close });
-    };
-    const socket = connect({ port, host }, () => {
-      if (send !== undefined) socket.write(send);
-    });
-    socket.on("data", (d: Buffer) => chunks.push(d));
-    socket.on("end", () => finish("fin"));
-    socket.on("error", (e: NodeJS.ErrnoException) => finish(e.code === "ECONNRESET" ? "reset" : (e.code ?? e.message)));
-    const timer = setTimeout(() => finish("timeout"), 5000);
-  });
-}
-
-/** The raw answer, or throws when the connection did not end with a FIN. */
-export async function answer(port: number, host = "127.0.0.1"): Promise<string> {
-  const r = await probe(port, host);
-  if (r.close !== "fin")
-    throw new Error(`probe of ${host}:${port} ended with ${r.close} after ${JSON.stringify(r.text)}`);
-  return r.text;
-}
-
-/** Polls the raw answer until it equals `want`; returns how long it took. */
-export async function waitForAnswer(port: number, want: string, timeoutMs = 20_000): Promise<number> {
-  const t0 = performance.now();
-  let last = "";
-  try {
-    await waitFor(
-      `answer ${want}`,
-      async () => {
-        last = await answer(port).catch((e: Error) => e.message);
-        return last === want;
-      },
-      timeoutMs,
-      2,
-    );
-  } catch (err) {
-    throw new Error(`${(err as Error).message} (last answer: ${JSON.stringify(last)})`);
-  }
-  return performance.now() - t0;
 }

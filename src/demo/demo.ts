@@ -1,17 +1,16 @@
 // replstatus demo: a throwaway primary and standby, a replstatus for each, haproxy in front when it
 // is installed, a status line per node, and a failover to watch. Everything lives in one temp dir
-// and goes away at the end, on Ctrl-C and on SIGTERM (then through the cluster's exit hook, which
-// stops PostgreSQL and removes the dir, and ours, which kills the child processes).
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+// and goes away at the end, on Ctrl-C and on SIGTERM (then through the testkit's exit hooks, which
+// stop PostgreSQL, remove the dir and kill the child processes).
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { formatDuration, type DemoConfig } from "./config.ts";
-import { freePort, startPair, waitFor, type PgNode, type PgPair } from "./pgcluster.ts";
+import { formatDuration, type DemoConfig } from "../config/config.ts";
+import { findHaproxy, startHaproxy, statsCommand, type Haproxy } from "../testkit/haproxy.ts";
+import { startPair, waitFor, type PgNode, type PgPair } from "../testkit/pg.ts";
+import { request } from "../testkit/probe.ts";
+import { startResponder, type Responder } from "../testkit/responder.ts";
 
-interface Child {
-  name: string;
-  proc: Bun.Subprocess<"ignore", "ignore", "pipe">;
-}
+type Child = Responder | Haproxy;
 
 interface Node {
   pg: PgNode;
@@ -35,9 +34,6 @@ export async function runDemo(config: DemoConfig): Promise<number> {
   };
 
   const children: Child[] = [];
-  process.on("exit", () => {
-    for (const c of children) c.proc.kill("SIGKILL");
-  });
 
   say("starting a PostgreSQL primary and a streaming standby (initdb, pg_basebackup)...");
   let pair: PgPair;
@@ -60,18 +56,19 @@ export async function runDemo(config: DemoConfig): Promise<number> {
       ["node1", pair.primary],
       ["node2", pair.standby],
     ] as const) {
-      const { child, ports } = await startResponder(name, pg, runDir, say);
+      const child = await startNode(name, pg, runDir, say);
       children.push(child);
+      const ports = child.ports;
       nodes.push({ pg, name, rawPort: ports[0]!, agentPort: ports[1]! });
       say(`${name}: PostgreSQL on 127.0.0.1:${pg.port}, replstatus raw on :${ports[0]}, agent on :${ports[1]}`);
     }
 
-    const haproxy = await startHaproxy(nodes, runDir, children);
+    const haproxy = await startRouting(nodes);
     if (haproxy) {
-      say(`haproxy: clients connect to 127.0.0.1:${haproxy.port}; it routes to the node that answers MASTER`);
-      say(
-        `  try: psql -h 127.0.0.1 -p ${haproxy.port} -U ${pair.primary.user} postgres -c 'select inet_server_port()'`,
-      );
+      children.push(haproxy);
+      const port = haproxy.ports.pgcluster!;
+      say(`haproxy: clients connect to 127.0.0.1:${port}; it routes to the node that answers MASTER`);
+      say(`  try: psql -h 127.0.0.1 -p ${port} -U ${pair.primary.user} postgres -c 'select inet_server_port()'`);
     } else {
       say("haproxy is not installed: no routing to show (apt-get install haproxy)");
     }
@@ -129,8 +126,7 @@ export async function runDemo(config: DemoConfig): Promise<number> {
 
 async function cleanUp(children: Child[], pair: PgPair, say: (line: string) => void): Promise<void> {
   say("cleaning up: stopping haproxy, replstatus and PostgreSQL, removing the temp dir");
-  for (const c of children) c.proc.kill("SIGTERM");
-  await Promise.all(children.map((c) => c.proc.exited));
+  await Promise.all(children.map((c) => c[Symbol.asyncDispose]()));
   children.length = 0;
   await pair.stop();
 }
@@ -140,105 +136,50 @@ function self(): string[] {
   return Bun.main.startsWith("/$bunfs/") ? [process.execPath] : [process.execPath, Bun.main];
 }
 
-async function startResponder(
-  name: string,
-  pg: PgNode,
-  dir: string,
-  say: (line: string) => void,
-): Promise<{ child: Child; ports: number[] }> {
+/** A replstatus for one node, raw and agent listeners; its log lines, without the timestamp, are the demo's events. */
+function startNode(name: string, pg: PgNode, dir: string, say: (line: string) => void): Promise<Responder> {
   const args = ["--listen", "127.0.0.1:0", "--listen", "agent:127.0.0.1:0", "--db", pg.url];
-  const proc = Bun.spawn([...self(), ...args, "--control-socket", join(dir, `${name}.control.sock`)], {
-    env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("REPLSTATUS_"))),
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "pipe",
+  return startResponder([...args, "--control-socket", join(dir, `${name}.control.sock`)], {}, [], {
+    command: self(),
+    onLine: (line) => {
+      if (line && !line.includes(" serving ")) say(`${name} replstatus: ${line.replace(/^\S+ /, "")}`);
+    },
   });
-  const child = { name, proc };
-  let ports: number[] | undefined;
-  let log = "";
-  // Its log lines, without the timestamp, are the demo's events: state changes and their reasons.
-  void (async () => {
-    const decoder = new TextDecoder();
-    let pending = "";
-    for await (const chunk of proc.stderr) {
-      pending += decoder.decode(chunk, { stream: true });
-      let end;
-      while ((end = pending.indexOf("\n")) !== -1) {
-        const line = pending.slice(0, end);
-        pending = pending.slice(end + 1);
-        log += line + "\n";
-        if (line.includes(" serving ")) {
-          ports = [...line.matchAll(/:(\d+)(?=[,;])/g)].map((m) => Number(m[1]));
-        } else {
-          say(`${name} replstatus: ${line.replace(/^\S+ /, "")}`);
-        }
-      }
-    }
-  })();
-  const deadline = performance.now() + 30_000;
-  while (!ports) {
-    if (proc.exitCode !== null) throw new Error(`replstatus of ${name} exited with ${proc.exitCode}: ${log.trim()}`);
-    if (performance.now() > deadline) throw new Error(`replstatus of ${name} did not start within 30s: ${log.trim()}`);
-    await Bun.sleep(10);
-  }
-  return { child, ports };
 }
 
 /** haproxy in front of both nodes with the tcp-check configuration of the README; undefined when not installed. */
-async function startHaproxy(
-  nodes: Node[],
-  dir: string,
-  children: Child[],
-): Promise<{ port: number; statsSocket: string } | undefined> {
-  const bin = Bun.which("haproxy") ?? (existsSync("/usr/sbin/haproxy") ? "/usr/sbin/haproxy" : undefined);
-  if (!bin) return undefined;
-  const port = await freePort();
-  const statsSocket = join(dir, "haproxy.sock");
-  const cfg = join(dir, "haproxy.cfg");
-  writeFileSync(
-    cfg,
-    [
-      "global",
-      `  stats socket ${statsSocket} mode 600 level admin`,
-      "defaults",
-      "  mode tcp",
-      "  timeout connect 1s",
-      "  timeout client 1h",
-      "  timeout server 1h",
-      "frontend pg",
-      `  bind 127.0.0.1:${port}`,
-      "  default_backend pgcluster",
-      "backend pgcluster",
-      "  option tcp-check",
-      "  tcp-check expect string MASTER",
-      "  default-server inter 200ms fastinter 100ms rise 2 fall 2 on-marked-down shutdown-sessions",
-      ...nodes.map((n) => `  server ${n.name} 127.0.0.1:${n.pg.port} check port ${n.rawPort}`),
-      "",
-    ].join("\n"),
-  );
-  const proc = Bun.spawn([bin, "-db", "-f", cfg], { cwd: dir, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
-  children.push({ name: "haproxy", proc });
-  let stderr = "";
-  void (async () => {
-    for await (const chunk of proc.stderr) stderr += new TextDecoder().decode(chunk);
-  })();
-  await waitFor("haproxy's stats socket", async () => {
-    if (proc.exitCode !== null) throw new Error(`haproxy exited with ${proc.exitCode}: ${stderr.trim()}`);
-    return (await request({ path: statsSocket }, "show info\n")).includes("Name: HAProxy");
+async function startRouting(nodes: Node[]): Promise<Haproxy | undefined> {
+  if (!findHaproxy()) return undefined;
+  const haproxy = await startHaproxy({
+    timeouts: ["timeout connect 1s", "timeout client 1h", "timeout server 1h"],
+    proxies: {
+      pgcluster: [
+        "option tcp-check",
+        "tcp-check expect string MASTER",
+        "default-server inter 200ms fastinter 100ms rise 2 fall 2 on-marked-down shutdown-sessions",
+        ...nodes.map((n) => `server ${n.name} 127.0.0.1:${n.pg.port} check port ${n.rawPort}`),
+      ],
+    },
   });
   // haproxy 2.6 starts every server UP until its checks say otherwise (it has no init-state):
   // wait for its first verdicts, so the first status lines do not show the standby as a target.
   await waitFor("haproxy's first checks", async () => {
-    const states = await Promise.all(nodes.map((n) => haproxyStatus(statsSocket, n.name)));
+    const states = await Promise.all(nodes.map((n) => haproxyStatus(haproxy.statsSocket, n.name)));
     return states.every((s) => s === "DOWN" || s.startsWith("UP ("));
   });
-  return { port, statsSocket };
+  return haproxy;
 }
 
 async function statusLine(node: Node, statsSocket: string | undefined): Promise<string> {
   const [raw, agent, lag, routed] = await Promise.all([
-    request({ host: "127.0.0.1", port: node.rawPort }).catch(() => "(no answer)"),
-    request({ host: "127.0.0.1", port: node.agentPort }).catch(() => "(no answer)"),
+    request({ host: "127.0.0.1", port: node.rawPort }, undefined, 2000).then(
+      (text) => text.trim(),
+      () => "(no answer)",
+    ),
+    request({ host: "127.0.0.1", port: node.agentPort }, undefined, 2000).then(
+      (text) => text.trim(),
+      () => "(no answer)",
+    ),
     node.pg
       .sql(
         "select case when pg_is_in_recovery() then pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) end",
@@ -259,7 +200,7 @@ async function statusLine(node: Node, statsSocket: string | undefined): Promise<
 
 async function haproxyStatus(statsSocket: string, server: string): Promise<string> {
   try {
-    const [header, ...rows] = (await request({ path: statsSocket }, "show stat\n")).trim().split("\n");
+    const [header, ...rows] = (await statsCommand(statsSocket, "show stat", 2000)).trim().split("\n");
     const keys = header!.replace(/^# /, "").split(",");
     const row = rows.map((r) => r.split(",")).find((r) => r[0] === "pgcluster" && r[1] === server);
     const status = row?.[keys.indexOf("status")] ?? "?";
@@ -267,17 +208,4 @@ async function haproxyStatus(statsSocket: string, server: string): Promise<strin
   } catch {
     return "?";
   }
-}
-
-/** Connects, optionally sends a request, reads until the peer closes; rejects after 2 s. */
-function request(where: { host: string; port: number } | { path: string }, send?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = "";
-    const s = connect(where as { path: string });
-    const timer = setTimeout(() => (s.destroy(), reject(new Error("timeout"))), 2000);
-    s.on("connect", () => send !== undefined && s.write(send));
-    s.on("data", (d: Buffer) => (text += d.toString("latin1")));
-    s.on("end", () => (clearTimeout(timer), s.destroy(), resolve(text.trim())));
-    s.on("error", (err) => (clearTimeout(timer), reject(err)));
-  });
 }

@@ -2,19 +2,29 @@
 // and `replstatus demo`.
 // Everything a cluster owns lives under one mkdtemp dir: data dirs, socket dirs, logs.
 
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { atExit } from "./cleanup.ts";
 import {
-  chownSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
-import { constants, tmpdir, userInfo } from "node:os";
-import { basename, dirname, join } from "node:path";
+  asPostgres,
+  asRoot,
+  baseEnv,
+  childrenOf,
+  chown,
+  freePort,
+  messageOf,
+  postgresOwner,
+  processesUnder,
+  run,
+  signal,
+  superuser,
+  waitFor,
+} from "./proc.ts";
+
+export { freePort, superuser, waitFor } from "./proc.ts";
+import { clientBinDir, hasBaseBackup, serverBinDir } from "./pgbin.ts";
+import { baseConf, streamingQuery, trustHba } from "./pgconf.ts";
 
 export interface PgOptions {
   /** Extra postgresql.conf lines for the primary; the standby inherits them. */
@@ -25,6 +35,11 @@ export interface PgOptions {
   hbaPrepend?: string[];
   /** Files written into the primary's data dir before it starts, mode 0600 (e.g. server.key for ssl = on). */
   dataFiles?: Record<string, string>;
+  /**
+   * The PostgreSQL major to run (13..18, testkit/pgbin.ts): the machine's own when it has that
+   * major, else the npm package pinned for it. Default: the machine's own PostgreSQL.
+   */
+  major?: number;
 }
 
 export interface PgNode {
@@ -33,6 +48,8 @@ export interface PgNode {
   port: number;
   socketDir: string;
   logFile: string;
+  /** The dir of the server programs (initdb, pg_ctl, postgres) this node runs. */
+  binDir: string;
   /** The database superuser, which is also the OS user the server runs as. */
   user: string;
   /** postgres://user@127.0.0.1:PORT/postgres */
@@ -69,165 +86,14 @@ export interface PgPair extends PgPrimary {
 }
 
 /** Default deadline of every wait, in ms. */
-const waitMs = 30_000;
 /** Deadline of one psql run, in ms: a SIGSTOPped server never answers. */
 const sqlTimeoutMs = 30_000;
-/** Deadline of one initdb, pg_ctl or pg_basebackup run, in ms (pg_ctl itself gets -t 30). */
-const commandTimeoutMs = 60_000;
 /** Longest unix socket path, sun_path minus its terminating NUL. */
 const maxSocketPath = 107;
 
-// initdb refuses to run as root, so as root every PostgreSQL command runs as the postgres OS user;
-// the bootstrap superuser is named after the OS user that runs initdb.
-const asRoot = process.getuid?.() === 0;
-/** The OS user the servers run as, which is also the database superuser. */
-export const superuser = asRoot ? "postgres" : userInfo().username;
-
-const baseConf = [
-  "listen_addresses = '127.0.0.1'",
-  "wal_level = replica",
-  "max_wal_senders = 5",
-  "hot_standby = on",
-  "fsync = off",
-  "synchronous_commit = off",
-  "full_page_writes = on",
-  "wal_log_hints = on", // so that pg_rewind works
-  "shared_buffers = 16MB",
-  "max_connections = 30",
-  "log_min_messages = warning",
-  "logging_collector = off",
-];
-
-const trustHba = [
-  "local all all trust",
-  "host all all 127.0.0.1/32 trust",
-  "host all all ::1/128 trust",
-  "local replication all trust",
-  "host replication all 127.0.0.1/32 trust",
-  "host replication all ::1/128 trust",
-];
-
-const streamingQuery =
-  "select pg_is_in_recovery() and exists (select from pg_stat_wal_receiver where status = 'streaming')";
-
-// PG* variables of the caller's shell must not steer the fixture's commands to another server.
-const baseEnv: Record<string, string> = {};
-for (const [key, value] of Object.entries(process.env)) {
-  if (!key.startsWith("PG") && value !== undefined) baseEnv[key] = value;
-}
-
-let binDir: string | undefined;
+/** A client program (psql) of the machine's own PostgreSQL: it talks to every major here. */
 function bin(name: string): string {
-  binDir ??= findBinDir();
-  return join(binDir, name);
-}
-
-function findBinDir(): string {
-  if (Bun.which("pg_config")) {
-    const out = Bun.spawnSync(["pg_config", "--bindir"], { stderr: "pipe" });
-    const dir = out.stdout.toString().trim();
-    if (out.exitCode === 0 && existsSync(join(dir, "initdb"))) return dir;
-  }
-  const root = "/usr/lib/postgresql";
-  const versions = existsSync(root)
-    ? readdirSync(root)
-        .filter((v) => existsSync(join(root, v, "bin", "initdb")))
-        .sort((a, b) => Number.parseFloat(b) - Number.parseFloat(a))
-    : [];
-  if (versions[0]) return join(root, versions[0], "bin");
-  throw new Error(
-    "fixture: could not find PostgreSQL server binaries: no initdb in `pg_config --bindir` or /usr/lib/postgresql/*/bin\n" +
-      "hint: apt-get install -y postgresql",
-  );
-}
-
-let owner: { uid: number; gid: number } | undefined;
-function chown(path: string): void {
-  if (!asRoot) return;
-  owner ??= postgresOwner();
-  chownSync(path, owner.uid, owner.gid);
-}
-
-function postgresOwner(): { uid: number; gid: number } {
-  const id = (flag: string) => {
-    const out = Bun.spawnSync(["id", flag, "postgres"], { stderr: "pipe" });
-    if (out.exitCode !== 0) {
-      throw new Error(
-        `fixture: could not find the postgres OS user, needed to run PostgreSQL as root: ${out.stderr.toString().trim()}\n` +
-          "hint: apt-get install -y postgresql",
-      );
-    }
-    return Number(out.stdout.toString().trim());
-  };
-  return { uid: id("-u"), gid: id("-g") };
-}
-
-function asPostgres(cmd: string[]): string[] {
-  return asRoot ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", ...cmd] : cmd;
-}
-
-/** Runs a PostgreSQL command as the server's OS user; returns trimmed stdout, throws with stderr. */
-async function run(
-  cmd: string[],
-  cwd: string,
-  what = basename(cmd[0] ?? ""),
-  timeout = commandTimeoutMs,
-): Promise<string> {
-  const proc = Bun.spawn(asPostgres(cmd), {
-    cwd,
-    env: { ...baseEnv, HOME: cwd },
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-    timeout,
-    killSignal: "SIGKILL",
-  });
-  const [out, err, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  if (code !== 0) {
-    const why = proc.signalCode ? `killed by ${proc.signalCode} after at most ${timeout}ms` : `exit ${code}`;
-    throw new Error(`fixture: ${what} failed (${why}): ${(err || out).trim()}`);
-  }
-  return out.trim();
-}
-
-/** Polls fn every stepMs until it returns something truthy; a throw counts as "not yet". */
-export async function waitFor<T>(
-  what: string,
-  fn: () => T | Promise<T> | undefined | false | null,
-  timeoutMs = waitMs,
-  stepMs = 10,
-): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await fn();
-      if (value) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (performance.now() >= deadline) {
-      const last = lastError === undefined ? "" : ` (last error: ${messageOf(lastError)})`;
-      throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}${last}`);
-    }
-    await Bun.sleep(stepMs);
-  }
-}
-
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return join(clientBinDir(), name);
 }
 
 function logTail(node: PgNode, lines = 20): string {
@@ -244,88 +110,48 @@ async function withLog<T>(node: PgNode, work: Promise<T>): Promise<T> {
   }
 }
 
-function childrenOf(ppid: number): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      // The command name in field 2 may hold spaces and parentheses: fields resume after the last ")".
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === ppid) pids.push(Number(entry));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return pids;
-}
-
-// Every server process has its data dir as cwd, which also finds children orphaned by a killed
-// postmaster, and any psql a test left running in the cluster dir.
-function processesUnder(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const cwd = readlinkSync(`/proc/${entry}/cwd`).replace(/ \(deleted\)$/, "");
-      if (cwd === dir || cwd.startsWith(`${dir}/`)) pids.push(Number(entry));
-    } catch {
-      // exited, a zombie, or not ours to inspect
-    }
-  }
-  return pids;
-}
-
-function signal(pids: number[], sig: NodeJS.Signals): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, sig);
-    } catch {
-      // already gone
-    }
-  }
-}
-
 interface Cluster {
   dir: string;
+  /** Where initdb, pg_ctl and postgres of the cluster's major are. */
+  binDir: string;
   nodes: PgNode[];
 }
 
-const live = new Set<Cluster>();
+const live = new Map<Cluster, () => void>();
 
-// An interrupted run (Ctrl-C, a failed beforeAll, process.exit in a test) must not leave servers
-// behind. Bun emits no 'exit' when a signal kills it, so while clusters are live a signal becomes
-// an exit. Only synchronous work is possible in an 'exit' handler.
-const exitOnSignal = (sig: NodeJS.Signals) => process.exit(128 + constants.signals[sig]);
-const exitSignals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-
-process.on("exit", () => {
-  for (const { dir, nodes } of live) {
-    signal(processesUnder(dir), "SIGCONT");
-    for (const node of nodes) {
-      if (!existsSync(join(node.dataDir, "postmaster.pid"))) continue;
-      const stop = [bin("pg_ctl"), "stop", "-w", "-t", "10", "-m", "immediate", "-D", node.dataDir];
-      Bun.spawnSync(asPostgres(stop), { cwd: dir, env: baseEnv, stdout: "ignore", stderr: "ignore", timeout: 15_000 });
-    }
-    signal(processesUnder(dir), "SIGKILL");
-    rmSync(dir, { recursive: true, force: true });
+// An interrupted run must not leave servers behind (cleanup.ts). Only
+// synchronous work is possible at exit: an immediate stop, then SIGKILL.
+function stopAtExit({ dir, nodes }: Cluster): void {
+  signal(processesUnder(dir), "SIGCONT");
+  for (const node of nodes) {
+    if (!existsSync(join(node.dataDir, "postmaster.pid"))) continue;
+    const stop = [join(node.binDir, "pg_ctl"), "stop", "-w", "-t", "10", "-m", "immediate", "-D", node.dataDir];
+    Bun.spawnSync(asPostgres(stop), { cwd: dir, env: baseEnv, stdout: "ignore", stderr: "ignore", timeout: 15_000 });
   }
-});
+  signal(processesUnder(dir), "SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
+}
 
-function newCluster(): Cluster {
+function newCluster(major: number | undefined): Cluster {
   // Fail on missing binaries or a missing postgres user before there is anything to clean up.
-  bin("initdb");
-  if (asRoot) owner ??= postgresOwner();
+  bin("psql");
+  const binDir = serverBinDir(major);
+  if (asRoot) postgresOwner();
   const dir = mkdtempSync(join(tmpdir(), "rs-"));
   chown(dir);
-  const cluster: Cluster = { dir, nodes: [] };
-  if (live.size === 0) for (const sig of exitSignals) process.on(sig, exitOnSignal);
-  live.add(cluster);
+  const cluster: Cluster = { dir, binDir, nodes: [] };
+  live.set(
+    cluster,
+    atExit(() => stopAtExit(cluster)),
+  );
   return cluster;
 }
 
 async function stopCluster(cluster: Cluster): Promise<void> {
-  if (!live.delete(cluster)) return;
-  if (live.size === 0) for (const sig of exitSignals) process.off(sig, exitOnSignal);
+  const forget = live.get(cluster);
+  if (!forget) return;
+  live.delete(cluster);
+  forget();
   await Promise.all(cluster.nodes.map(halt));
   await waitFor(`the servers in ${cluster.dir} to exit`, () => {
     signal(processesUnder(cluster.dir), "SIGKILL");
@@ -388,13 +214,17 @@ async function newNode(cluster: Cluster, name: string, conf: string[]): Promise<
   chown(socketDir);
 
   const pgCtl = (action: string, ...args: string[]) =>
-    withLog(node, run([bin("pg_ctl"), action, ...args, "-D", dataDir], dir, `pg_ctl ${action} of ${name}`));
+    withLog(
+      node,
+      run([join(cluster.binDir, "pg_ctl"), action, ...args, "-D", dataDir], dir, `pg_ctl ${action} of ${name}`),
+    );
   const node: PgNode = {
     name,
     dataDir,
     port,
     socketDir,
     logFile,
+    binDir: cluster.binDir,
     user: superuser,
     url: `postgres://${superuser}@127.0.0.1:${port}/postgres`,
     env: { PGHOST: socketDir, PGPORT: String(port), PGUSER: superuser, PGDATABASE: "postgres" },
@@ -443,15 +273,41 @@ async function newNode(cluster: Cluster, name: string, conf: string[]): Promise<
 /** Makes node a fresh copy of source (pg_basebackup -R), starts it and waits until it streams. */
 async function cloneFrom(node: PgNode, source: PgNode): Promise<void> {
   rmSync(node.dataDir, { recursive: true, force: true });
-  const backup = [bin("pg_basebackup"), "-D", node.dataDir, "-R", "-X", "stream", "-c", "fast", "--no-sync"];
-  const from = ["-h", "127.0.0.1", "-p", String(source.port), "-U", source.user];
-  await withLog(source, run([...backup, ...from], dirname(node.dataDir), `pg_basebackup of ${node.name}`));
+  if (hasBaseBackup(source.binDir)) {
+    const backup = [join(source.binDir, "pg_basebackup"), "-D", node.dataDir, "-R", "-X", "stream", "-c", "fast"];
+    const from = ["--no-sync", "-h", "127.0.0.1", "-p", String(source.port), "-U", source.user];
+    await withLog(source, run([...backup, ...from], dirname(node.dataDir), `pg_basebackup of ${node.name}`));
+  } else {
+    await copyStopped(node, source);
+  }
   writeNodeConf(node);
   await node.start();
   await withLog(
     node,
     waitFor(`${node.name} to stream from ${source.name}`, async () => (await node.sql(streamingQuery)) === "t"),
   );
+}
+
+// Without pg_basebackup (the npm packages' majors) a standby is a copy of its source's data dir
+// taken while the source is stopped (-m fast ends with a shutdown checkpoint, so the copy needs no
+// WAL from elsewhere), plus what pg_basebackup -R would write: standby.signal and primary_conninfo
+// in postgresql.auto.conf. The low-level backup API (pg_backup_start/stop, pg_start_backup before
+// 15) would keep the source up, but needs one session held across the copy and the backup_label it
+// returns written into the copy; one restart of the source is simpler, and in startPair happens
+// before anything watches it.
+async function copyStopped(node: PgNode, source: PgNode): Promise<void> {
+  await source.stop("fast");
+  try {
+    await run(["cp", "-a", source.dataDir, node.dataDir], dirname(node.dataDir), `copy of ${source.name}`);
+  } finally {
+    await source.start();
+  }
+  const autoConf = join(node.dataDir, "postgresql.auto.conf");
+  const kept = readFileSync(autoConf, "utf8")
+    .split("\n")
+    .filter((line) => line !== "" && !line.startsWith("primary_conninfo"));
+  writeOwned(autoConf, [...kept, `primary_conninfo = 'host=127.0.0.1 port=${source.port} user=${source.user}'`]);
+  writeOwned(join(node.dataDir, "standby.signal"), []);
 }
 
 function handle(cluster: Cluster, primary: PgNode): PgPrimary {
@@ -470,11 +326,22 @@ async function orStop<T>(cluster: Cluster, work: () => Promise<T>): Promise<T> {
 }
 
 async function initCluster(opts: PgOptions): Promise<{ cluster: Cluster; primary: PgNode }> {
-  const cluster = newCluster();
+  const cluster = newCluster(opts.major);
   return orStop(cluster, async () => {
     const primary = await newNode(cluster, "primary", opts.primaryConf ?? []);
     await run(
-      [bin("initdb"), "-D", primary.dataDir, "-U", superuser, "--auth=trust", "--locale=C", "-E", "UTF8", "--no-sync"],
+      [
+        join(cluster.binDir, "initdb"),
+        "-D",
+        primary.dataDir,
+        "-U",
+        superuser,
+        "--auth=trust",
+        "--locale=C",
+        "-E",
+        "UTF8",
+        "--no-sync",
+      ],
       cluster.dir,
     );
     writeOwned(join(primary.dataDir, "pg_hba.conf"), [...(opts.hbaPrepend ?? []), ...trustHba]);
@@ -513,7 +380,10 @@ export async function startPair(opts: PgOptions = {}): Promise<PgPair> {
   });
 }
 
-/** Stops node (immediate), wipes it and makes it a standby of source; resolves once it streams. */
+/**
+ * Stops node (immediate), wipes it and makes it a standby of source; resolves once it streams.
+ * On a major without pg_basebackup, source is stopped (fast) and started again for the copy.
+ */
 export async function rebuildAsStandby(node: PgNode, source: PgNode): Promise<void> {
   await halt(node);
   await cloneFrom(node, source);

@@ -1,7 +1,7 @@
 // The states a node can be in, and the one cell that says which one it is now.
 // The poller writes the cell; listeners read it and pick a response that was
 // built when the configuration was loaded. Nothing else is shared.
-import type { AgentConfig } from "./config.ts";
+import type { AgentConfig } from "./config/config.ts";
 
 export const PRIMARY = 0;
 export const STANDBY = 1;
@@ -10,7 +10,7 @@ export const UNKNOWN = 2;
 export const LAGGING = 3;
 /**
  * A primary while a reachable peer of the same cluster is primary on a higher
- * timeline (peers.ts): never set by the poller, only laid over its primary.
+ * timeline (src/cluster/): never set by the poller, only laid over its primary.
  */
 export const FENCED = 4;
 export type State = typeof PRIMARY | typeof STANDBY | typeof UNKNOWN | typeof LAGGING | typeof FENCED;
@@ -35,7 +35,7 @@ export const OVERRIDE_COUNT = OVERRIDE_NAMES.length;
 /** Agent weights are prebuilt per bucket: bucket b is a weight of 100 - 10 * b percent (100%..10%). */
 export const WEIGHT_BUCKETS = 10;
 
-// Status.cell, shared with the poll worker (poll-worker.ts) and readable from
+// Status.cell, shared with the poll worker (poll/worker.ts) and readable from
 // any thread. Slot 0 is what listeners read, packed into one word so that one
 // atomic write changes all of it: bits 0-7 the state raw and http show (the
 // state, unknown under maint), bits 8-15 the agent line's index (agentIndex()),
@@ -55,9 +55,23 @@ export function shownState(word: number): State {
   return (word & 0xff) as State;
 }
 
-/** Index into Responses.agent. */
-export function agentSlot(word: number): number {
+/** The agent line shown: an agentIndex(), into Responses.agent. */
+export function shownAgent(word: number): number {
   return (word >> 8) & 0xff;
+}
+
+// The listeners' reads of the answer word. The poll worker writes it from
+// another thread, hence Atomics.load (bench/micro.ts: a few ns against under
+// one for a plain read; the call itself is inlined).
+
+/** The state raw and http answer with now. */
+export function currentState(cell: Int32Array): State {
+  return (Atomics.load(cell, ANSWER_SLOT) & 0xff) as State;
+}
+
+/** The agent line to answer with now. */
+export function currentAgent(cell: Int32Array): number {
+  return (Atomics.load(cell, ANSWER_SLOT) >> 8) & 0xff;
 }
 
 export function generation(word: number): number {

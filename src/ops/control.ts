@@ -7,8 +7,8 @@ import type { UnixSocketListener } from "bun";
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import { connect } from "node:net";
 import { dirname } from "node:path";
-import type { Logger } from "./log.ts";
-import { OVERRIDE_NAMES, type Override, type Status } from "./states.ts";
+import type { Logger } from "../log.ts";
+import { OVERRIDE_NAMES, type Override, type Status } from "../cell.ts";
 
 /** Thrown when the control socket cannot be served or reached; main.ts prints it and exits 1. */
 export class ControlError extends Error {

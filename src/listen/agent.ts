@@ -1,13 +1,13 @@
 // haproxy's agent-check protocol (configuration manual, "agent-check"): on
 // connect, one newline-terminated line of words such as "up ready 75%",
 // "down ready #standby", "drain", "maint". The lines are prebuilt per state,
-// override and weight bucket (states.ts); open() only picks one.
+// override and weight bucket (cell.ts); open() only picks one.
 import type { SocketHandler } from "bun";
-import type { AgentConfig } from "./config.ts";
-import { DRAIN_TIMEOUT_S, rawHandler } from "./listeners.ts";
-import type { PollFacts } from "./poller.ts";
-import type { Responses } from "./responses.ts";
-import { WEIGHT_BUCKETS } from "./states.ts";
+import type { AgentConfig } from "../config/config.ts";
+import { DRAIN_TIMEOUT_S, rawHandler } from "./raw.ts";
+import type { PollFacts } from "../poll/facts.ts";
+import type { Responses } from "./answers.ts";
+import { currentAgent, WEIGHT_BUCKETS } from "../cell.ts";
 
 /**
  * The hot path of an agent listener: as raw mode, but the line comes from
@@ -18,8 +18,7 @@ export function agentHandler(cell: Int32Array, responses: Responses): SocketHand
   return {
     ...rawHandler(cell, responses),
     open(socket) {
-      // Bits 8-15 of the answer word (states.ts).
-      socket.write(responses.agent[(Atomics.load(cell, 0) >> 8) & 0xff]!);
+      socket.write(responses.agent[currentAgent(cell)]!);
       socket.shutdown();
       socket.timeout(DRAIN_TIMEOUT_S);
     },

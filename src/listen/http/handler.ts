@@ -1,0 +1,150 @@
+// The http mode, for haproxy's `option httpchk`: one request per connection,
+// read strictly and within bounds (parse.ts), answered with `Connection:
+// close`, then the write side is shut down and the rest of the input drained,
+// as in raw mode.
+//
+// Paths are Patroni's (REST API, "Health check endpoints"), so a haproxy
+// configuration written for Patroni works. Every check answer is prebuilt per
+// state (answers.ts); only `?lag=` checks, `/status` and `/metrics`, which
+// carry live numbers, are rendered per request (status.ts).
+//
+// A whole head in one segment (what haproxy sends) is parsed in place without
+// copying; only a head that arrives in pieces gets a 4 KiB buffer.
+import type { Socket, SocketHandler } from "bun";
+import { DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S } from "../raw.ts";
+import type { Responses } from "../answers.ts";
+import { bytes, render } from "./answers.ts";
+import {
+  BAD_METHOD,
+  BAD_VERSION,
+  CHECK_METRICS,
+  CHECK_REPLICA,
+  CHECK_STATUS,
+  HEAD_LIMIT_BYTES,
+  headEnd,
+  NOT_FOUND,
+  parseHead,
+  type RequestHead,
+} from "./parse.ts";
+import { lagAnswer, statusAnswer, type HttpContext } from "./status.ts";
+import { currentState } from "../../cell.ts";
+
+/** A request head not complete this long after accept gets 408. */
+export const READ_DEADLINE_MS = 2000;
+// Bun's socket.timeout() fires on a 4 s grid (usockets' timeout granularity),
+// too coarse for a 2 s deadline, so sockets still reading are swept by a timer.
+const SWEEP_MS = 250;
+
+/** A head that arrived in pieces, gathered here. */
+interface PartialHead {
+  startedAt: number;
+  buf: Uint8Array;
+  len: number;
+}
+
+/**
+ * Per-socket state, a number where it can be, so accept allocates nothing:
+ * >= 0 while waiting for the first bytes (performance.now() at accept), a
+ * PartialHead while a head arrives in pieces, < 0 once answered (-1 - bytes drained).
+ */
+type HttpData = number | PartialHead;
+
+export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandler<HttpData> {
+  const cell = ctx.status.cell;
+  const pending = new Set<Socket<HttpData>>();
+  const req: RequestHead = { kind: 0, head: false, queryFrom: -1, queryTo: -1 };
+  let sweeper: Timer | undefined;
+
+  function sweep(): void {
+    const now = performance.now();
+    for (const socket of pending) {
+      const d = socket.data;
+      const startedAt = typeof d === "number" ? d : d.startedAt;
+      if (now - startedAt >= READ_DEADLINE_MS) reply(socket, responses.http.timeout);
+    }
+    if (pending.size === 0) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+    }
+  }
+
+  function reply(socket: Socket<HttpData>, response: Uint8Array): void {
+    pending.delete(socket);
+    socket.data = -1;
+    socket.write(response);
+    socket.shutdown();
+    socket.timeout(DRAIN_TIMEOUT_S);
+  }
+
+  function answer(buf: Uint8Array, end: number): Uint8Array {
+    const r = responses.http;
+    parseHead(buf, end, req);
+    const withBody = !req.head;
+    switch (req.kind) {
+      case NOT_FOUND:
+        return withBody ? r.notFound : r.notFoundHead;
+      case BAD_METHOD:
+        return r.badMethod;
+      case BAD_VERSION:
+        return r.badVersion;
+      case CHECK_STATUS:
+        return statusAnswer(ctx, 200, withBody);
+      case CHECK_METRICS:
+        if (!ctx.metrics) return withBody ? r.notFound : r.notFoundHead;
+        return bytes(render(200, ctx.metrics(), withBody, "", "text/plain; version=0.0.4"));
+      case CHECK_REPLICA:
+        if (req.queryFrom < 0) break;
+        return lagAnswer(ctx, r, Buffer.from(buf.subarray(req.queryFrom, req.queryTo)).toString("latin1"), withBody);
+    }
+    if (req.kind < 0) return r.badRequest;
+    return (withBody ? r.get : r.head)[req.kind]![currentState(cell)]!;
+  }
+
+  // A head in one chunk is answered from the chunk; else it is gathered in a PartialHead.
+  function first(socket: Socket<HttpData>, startedAt: number, chunk: Uint8Array): void {
+    const end = headEnd(chunk, 0, Math.min(chunk.byteLength, HEAD_LIMIT_BYTES));
+    if (end >= 0) return reply(socket, answer(chunk, end));
+    if (chunk.byteLength >= HEAD_LIMIT_BYTES) return reply(socket, responses.http.tooLarge);
+    const partial: PartialHead = { startedAt, buf: new Uint8Array(HEAD_LIMIT_BYTES), len: chunk.byteLength };
+    partial.buf.set(chunk);
+    socket.data = partial;
+  }
+
+  function more(socket: Socket<HttpData>, d: PartialHead, chunk: Uint8Array): void {
+    const n = Math.min(HEAD_LIMIT_BYTES - d.len, chunk.byteLength);
+    d.buf.set(n === chunk.byteLength ? chunk : chunk.subarray(0, n), d.len);
+    const from = Math.max(0, d.len - 2);
+    d.len += n;
+    const end = headEnd(d.buf, from, d.len);
+    if (end >= 0) reply(socket, answer(d.buf, end));
+    else if (d.len >= HEAD_LIMIT_BYTES) reply(socket, responses.http.tooLarge);
+  }
+
+  return {
+    open(socket) {
+      socket.data = performance.now();
+      pending.add(socket);
+      sweeper ??= setInterval(sweep, SWEEP_MS);
+    },
+    data(socket, chunk) {
+      const d = socket.data;
+      if (typeof d !== "number") return more(socket, d, chunk);
+      if (d >= 0) return first(socket, d, chunk);
+      // Answered: drain, as the raw handler does, so the reply ends with a FIN.
+      socket.data = d - chunk.byteLength;
+      if (-1 - socket.data > DRAIN_LIMIT_BYTES) socket.terminate();
+    },
+    // The client closed its side before the head was complete: it will send no more.
+    end(socket) {
+      if (typeof socket.data !== "number" || socket.data >= 0) reply(socket, responses.http.badRequest);
+    },
+    close(socket) {
+      pending.delete(socket);
+    },
+    // Only reached while draining: the 2 s read deadline is the sweeper's.
+    timeout(socket) {
+      socket.terminate();
+    },
+    error() {},
+  };
+}

@@ -1,0 +1,308 @@
+// The poll loop: one connection, one query per tick under a deadline, backoff
+// after a failure, LISTEN on a primary, and the stale timer. It runs on a
+// thread of its own (worker.ts), so a flood of connections on the listeners'
+// thread cannot hold its timers up (measured: a Bun.listen loop under 15k
+// connections/s ran 10 ms timers up to 3 s late; a worker's, 7 ms).
+import postgres from "postgres";
+import type { DbTarget } from "./target.ts";
+import { formatDuration } from "../config/config.ts";
+import { planConnection, type ConnectPlan, type TlsState } from "./connect.ts";
+import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
+import { describe, POLL_QUERY } from "./facts.ts";
+
+export const BACKOFF_MIN_MS = 100;
+export const BACKOFF_MAX_MS = 2000;
+/** A NOTIFY flood must not turn into a poll flood. */
+const NOTIFY_MIN_GAP_MS = 5;
+
+/** What the poll loop needs. */
+export interface LoopConfig {
+  target: DbTarget;
+  pollIntervalMs: number;
+  staleAfterMs: number;
+  connectTimeoutMs: number;
+  channel: string;
+}
+
+export type LoopTimings = Pick<LoopConfig, "pollIntervalMs" | "staleAfterMs" | "connectTimeoutMs">;
+
+/** What the poll loop reports. Times are performance.now() of the loop's thread. */
+export interface LoopHooks {
+  ok(row: Record<string, unknown>, startedAt: number, durationMs: number): void;
+  fail(reason: string, code: string | undefined): void;
+  /** The last good poll started staleAfterMs ago and nothing newer came. */
+  stale(): void;
+  warn(message: string): void;
+}
+
+export interface Loop {
+  retime(timings: LoopTimings): void;
+  stop(): Promise<void>;
+}
+
+/** connect_timeout from the connection settings, else --connect-timeout. */
+function connectTimeoutMs(config: LoopConfig, plan: ConnectPlan | undefined): number {
+  return plan?.settings.connectTimeoutMs ?? config.connectTimeoutMs;
+}
+
+/** A connection as a monitor wants it; `onnotify` and `onclose` are told only while it is current. */
+function connect(config: LoopConfig, plan: ConnectPlan, onnotify: () => void, onclose: () => void): postgres.Sql {
+  const s = plan.settings;
+  // onnotify, onclose and socket are read by postgres.js but missing from its types.
+  const options: postgres.Options<{}> & { onnotify(): void; onclose(): void } = {
+    host: s.connectHost,
+    port: s.port,
+    user: s.user,
+    database: s.dbname,
+    // No password found: an empty one, which a server that wants one refuses (28P01).
+    password: s.password ?? "",
+    ssl: plan.ssl as postgres.Options<{}>["ssl"],
+    max: 1,
+    // postgres.js defaults that are wrong for a monitor (ARCHITECTURE.md):
+    // no recycling of the connection, no 30 s connect wait, no notices on stdout.
+    idle_timeout: 0,
+    max_lifetime: null,
+    connect_timeout: connectTimeoutMs(config, plan) / 1000,
+    fetch_types: false,
+    onnotice: () => {},
+    onnotify,
+    onclose,
+    connection: { application_name: s.applicationName },
+    // Bun's own sockets under postgres.js, unless TLS is used (pgsocket.ts).
+    ...(plan.ssl === false && { socket: (o: PgSocketOptions) => bunPgSocket(o) }),
+  };
+  return postgres(options);
+}
+
+/** The wait after the failures-th failure in a row: doubling from the minimum, capped, with a 20% jitter. */
+function backoffMs(failures: number): number {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(failures - 1, 10));
+  return base * (0.8 + Math.random() * 0.4);
+}
+
+/** A sleep that wake() ends early. */
+function alarm(): { nap(ms: number): Promise<void>; wake(): void } {
+  let wake: (() => void) | undefined;
+  return {
+    nap: (ms) =>
+      new Promise((resolve) => {
+        const timer = setTimeout(done, ms);
+        function done() {
+          clearTimeout(timer);
+          wake = undefined;
+          resolve();
+        }
+        wake = done;
+      }),
+    wake: () => wake?.(),
+  };
+}
+
+/** The one connection and what is known of it. */
+interface Session {
+  /** Bumped whenever the connection is dropped, so late events of an old one are recognised and ignored. */
+  readonly id: number;
+  /** No poll has succeeded on this connection yet. */
+  readonly fresh: boolean;
+  /** Whether its server has told its system_identifier (POLL_QUERY's $1). */
+  readonly knowsSystemId: boolean;
+  /** The settings of the last connection attempt (connect.ts); undefined before the first. */
+  readonly plan: ConnectPlan | undefined;
+  /** Reads the connection settings and files for the next connection, unless it is open; throws ConninfoError. */
+  prepare(): Promise<void>;
+  /** The connection, opened (after prepare) if there is none. */
+  conn(): postgres.Sql;
+  /** A poll succeeded on it. */
+  polled(inRecovery: boolean): void;
+  drop(): void;
+  /** Closes it for good, waiting up to a second for the server to be told. */
+  end(): Promise<void>;
+}
+
+function createSession(config: LoopConfig, hooks: LoopHooks, notified: () => void, lost: () => void): Session {
+  let sql: postgres.Sql | undefined;
+  let id = 0;
+  let fresh = true;
+  let listening = false;
+  let knowsSystemId = false;
+  let plan: ConnectPlan | undefined;
+  const tls: TlsState = { allowTls: false, offered: undefined };
+  /** File warnings (a world-readable .pgpass) already told: once each. */
+  const warned = new Set<string>();
+
+  // Standbys cannot LISTEN ("cannot execute LISTEN during recovery"), so it is
+  // only tried once per connection, on a primary. A NOTIFY only shortens the
+  // wait for the next poll; it never sets the state (anyone can NOTIFY).
+  function listen(conn: postgres.Sql): void {
+    const listenId = id;
+    listening = true;
+    conn.unsafe(`listen "${config.channel}"`).catch((err: unknown) => {
+      if (listenId === id)
+        hooks.warn(`could not LISTEN on channel "${config.channel}": ${describe(err)}; polling only`);
+    });
+  }
+
+  function forget(): postgres.Sql | undefined {
+    id++;
+    fresh = true;
+    listening = false;
+    knowsSystemId = false;
+    const old = sql;
+    sql = undefined;
+    return old;
+  }
+
+  return {
+    get id() {
+      return id;
+    },
+    get fresh() {
+      return fresh;
+    },
+    get knowsSystemId() {
+      return knowsSystemId;
+    },
+    get plan() {
+      return plan;
+    },
+    // The files are read at every attempt, as libpq does: a fixed .pgpass or
+    // certificate is picked up at the next one.
+    async prepare() {
+      if (sql) return;
+      plan = await planConnection(config.target, config.connectTimeoutMs, tls);
+      for (const w of plan.settings.warnings) {
+        if (!warned.has(w)) hooks.warn(w);
+        warned.add(w);
+      }
+    },
+    conn() {
+      if (sql) return sql;
+      const mine = ++id;
+      fresh = true;
+      return (sql = connect(
+        config,
+        plan!,
+        () => mine === id && notified(),
+        () => mine === id && lost(),
+      ));
+    },
+    polled(inRecovery) {
+      fresh = false;
+      knowsSystemId = true;
+      if (!inRecovery && !listening && sql) listen(sql);
+    },
+    drop() {
+      if (fresh) {
+        // sslmode=allow: without TLS failed, so with it (or the other way round).
+        if (plan?.settings.sslmode === "allow") tls.allowTls = !tls.allowTls;
+        tls.offered = undefined;
+      }
+      forget()
+        ?.end({ timeout: 0 })
+        .catch(() => {});
+    },
+    async end() {
+      await forget()
+        ?.end({ timeout: 1 })
+        .catch(() => {});
+    },
+  };
+}
+
+export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
+  const session = createSession(config, hooks, poke, () => fail("connection lost", "CONNECTION_CLOSED"));
+  let stopped = false;
+  let failures = 0;
+  let staleTimer: Timer | undefined;
+  let lastPollAt = 0;
+  let poked = false;
+  const { nap, wake } = alarm();
+
+  function fail(reason: string, code: string | undefined): void {
+    session.drop();
+    clearTimeout(staleTimer);
+    failures++;
+    hooks.fail(reason, code);
+  }
+
+  function poke(): void {
+    poked = true;
+    wake();
+  }
+
+  function succeed(row: Record<string, unknown>, startedAt: number): void {
+    const now = performance.now();
+    failures = 0;
+    // Fresh until staleAfterMs after the poll *started*: the answer may be
+    // that old by the time it arrives.
+    clearTimeout(staleTimer);
+    staleTimer = setTimeout(hooks.stale, Math.max(0, startedAt + config.staleAfterMs - now));
+    hooks.ok(row, startedAt, now - startedAt);
+    session.polled(row.in_recovery !== false);
+  }
+
+  // One poll: connect if needed, query under a deadline. A hung server never
+  // answers and server-side timeouts never fire there, hence the deadline: at
+  // it the connection is dropped, the query then fails as one of an old
+  // session, and the loop goes on to the backoff. Returns whether it succeeded.
+  async function poll(startedAt: number): Promise<boolean> {
+    try {
+      await session.prepare();
+    } catch (err) {
+      if (!stopped) fail(describe(err), (err as { code?: string }).code);
+      return false;
+    }
+    if (stopped) return false;
+    const conn = session.conn();
+    const id = session.id;
+    const current = () => id === session.id && !stopped;
+    const deadlineMs = config.staleAfterMs + (session.fresh ? connectTimeoutMs(config, session.plan) : 0);
+    const deadline = setTimeout(() => {
+      if (current()) fail(`no answer within ${formatDuration(deadlineMs)}`, "POLL_TIMEOUT");
+    }, deadlineMs);
+    try {
+      const rows = await conn.unsafe(POLL_QUERY, [!session.knowsSystemId], { prepare: true });
+      if (!current()) return false;
+      succeed(rows[0]!, startedAt);
+      return true;
+    } catch (err) {
+      if (current()) fail(describe(err, session.plan?.settings), (err as { code?: string }).code);
+      return false;
+    } finally {
+      clearTimeout(deadline);
+    }
+  }
+
+  // One poll at a time, then the wait for the next tick (or the backoff after
+  // a failure); a NOTIFY cuts the wait short, no closer than NOTIFY_MIN_GAP_MS.
+  async function run(): Promise<void> {
+    while (!stopped) {
+      poked = false;
+      const startedAt = performance.now();
+      lastPollAt = startedAt;
+      const ok = await poll(startedAt);
+      if (stopped) break;
+      if (!ok) await nap(backoffMs(failures));
+      else if (!poked) await nap(Math.max(0, startedAt + config.pollIntervalMs - performance.now()));
+      if (ok && poked) await nap(Math.max(0, lastPollAt + NOTIFY_MIN_GAP_MS - performance.now()));
+    }
+  }
+
+  const running = run();
+
+  return {
+    retime(timings) {
+      config.pollIntervalMs = timings.pollIntervalMs;
+      config.staleAfterMs = timings.staleAfterMs;
+      config.connectTimeoutMs = timings.connectTimeoutMs;
+      wake();
+    },
+    async stop() {
+      stopped = true;
+      wake();
+      clearTimeout(staleTimer);
+      await running;
+      await session.end();
+    },
+  };
+}

@@ -1,0 +1,156 @@
+// The poller as the rest of the process sees it. The loop runs in the poll
+// worker (worker.ts), which writes UNKNOWN into the shared cell itself on a
+// failure or when the last poll goes stale; here its results become states,
+// with the lag judge, the logs and the metrics. It never says primary unless a
+// poll that started less than staleAfterMs ago saw pg_is_in_recovery() false.
+import type { Logger } from "../log.ts";
+import { formatDuration } from "../config/config.ts";
+import type { LagJudge } from "./lag.ts";
+import { decodeFacts, type PollFacts } from "./facts.ts";
+import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, type LoopConfig, type LoopTimings } from "./loop.ts";
+import type { WorkerCommand, WorkerMessage } from "./worker.ts";
+import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "../cell.ts";
+
+export interface PollerOptions extends LoopConfig {
+  status: Status;
+  lag: LagJudge;
+  log: Logger;
+  /** Called with every successful poll's facts, before the state is set. */
+  onFacts?: (facts: PollFacts) => void;
+  /** The poll worker died: nothing would make a stale answer UNKNOWN any more. */
+  onWorkerDeath(message: string): void;
+  /** Told of every poll's duration and of every failure (ops/metrics.ts). */
+  observer?: { observePoll(durationMs: number): void; pollError(err: unknown): void };
+}
+
+export interface Poller {
+  readonly facts: PollFacts | undefined;
+  /** Applies new timings from the next poll on (a reload). */
+  retime(timings: LoopTimings): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * The worker's entry. In an executable from `bun build --compile` every
+ * module's import.meta.url is the executable itself, at the root where src/
+ * was, so the path is written from there (package.json's build names the file).
+ */
+const WORKER_ENTRY = import.meta.url.startsWith("file:///$bunfs/")
+  ? new URL("./poll/worker.ts", import.meta.url).href
+  : new URL("./worker.ts", import.meta.url).href;
+
+/** The worker's messages as states, logs and metrics; `gen` checks are the caller's. */
+function createResults(opts: PollerOptions) {
+  const { status, log } = opts;
+  // Reasons already logged in this outage: a flapping reason is logged once.
+  const logged = new Set<string>();
+  let facts: PollFacts | undefined;
+  /** Of the server this connection is to; read once per connection (facts.ts, POLL_QUERY). */
+  let systemId: string | null = null;
+
+  function ok(row: Record<string, unknown>, startedAt: number, durationsMs: number[]): void {
+    systemId ??= (row.system_id as string | null) ?? null;
+    facts = decodeFacts(row, systemId, startedAt, durationsMs.at(-1) ?? 0);
+    for (const ms of durationsMs) opts.observer?.observePoll(ms);
+    logged.clear();
+    opts.onFacts?.(facts);
+    const from = status.polled;
+    if (facts.inRecovery) {
+      const verdict = opts.lag.judge(facts, from === STANDBY, Date.now());
+      if (verdict.lagging) status.set(LAGGING, verdict.reason);
+      else status.set(STANDBY, from === PRIMARY ? "now in recovery" : from === LAGGING ? verdict.reason : "poll ok");
+    } else {
+      opts.lag.reset();
+      status.set(PRIMARY, from === STANDBY || from === LAGGING ? "promoted" : "poll ok");
+    }
+  }
+
+  function fail(reason: string, code: string | undefined): void {
+    systemId = null;
+    opts.observer?.pollError({ code });
+    opts.lag.reset();
+    status.set(UNKNOWN, reason);
+    if (logged.has(reason)) return;
+    logged.add(reason);
+    log.warning(
+      `poll failed: ${reason} (retrying every ${formatDuration(BACKOFF_MIN_MS)}..${formatDuration(BACKOFF_MAX_MS)})`,
+    );
+  }
+
+  function stale(): void {
+    opts.lag.reset();
+    status.set(UNKNOWN, `no successful poll for ${formatDuration(opts.staleAfterMs)}`);
+  }
+
+  return { ok, fail, stale, facts: () => facts };
+}
+
+export function startPoller(opts: PollerOptions): Poller {
+  const { status, log } = opts;
+  const cell = status.cell;
+  const results = createResults(opts);
+  let stopped: (() => void) | undefined;
+  /** Written by the worker at every good poll (it sends only changes). */
+  const lastPoll = new Float64Array(new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT));
+  const worker = new Worker(WORKER_ENTRY);
+  const command = (m: WorkerCommand) => worker.postMessage(m);
+
+  worker.onmessage = (event: MessageEvent<WorkerMessage>) => {
+    const m = event.data;
+    switch (m.t) {
+      case "ok":
+        // Overtaken by a forced UNKNOWN (the poll went stale, or the
+        // connection failed, before this thread got to it): dropped.
+        if (m.gen !== generation(Atomics.load(cell, ANSWER_SLOT))) return;
+        status.sync(m.gen);
+        return results.ok(m.row, m.startedEpochMs - performance.timeOrigin, m.durationsMs);
+      case "fail":
+        status.sync(m.gen);
+        return results.fail(m.reason, m.code);
+      case "stale":
+        status.sync(m.gen);
+        return results.stale();
+      case "warn":
+        return log.warning(m.message);
+      case "stopped":
+        return stopped?.();
+    }
+  };
+  // Without the worker nothing turns a stale answer into UNKNOWN: answer
+  // UNKNOWN now and let the caller end the process (a service manager
+  // restarts it), rather than serve a frozen MASTER.
+  let ending = false;
+  const died = (message: string) => {
+    if (ending) return;
+    status.sync(forceUnknown(cell));
+    status.set(UNKNOWN, "poll worker stopped");
+    opts.onWorkerDeath(message);
+  };
+  worker.addEventListener("error", (event) => died((event as ErrorEvent).message || "error"));
+  worker.addEventListener("close", () => died("exited"));
+  const { target, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel } = opts;
+  command({ t: "start", config: { target, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel }, cell, lastPoll });
+
+  return {
+    get facts() {
+      // The worker sends a poll that saw nothing new at most once a second;
+      // the start of the last good poll is kept up to date in shared memory.
+      const facts = results.facts();
+      if (facts && lastPoll[0]! > 0) facts.startedAt = Math.max(facts.startedAt, lastPoll[0]! - performance.timeOrigin);
+      return facts;
+    },
+    retime(timings) {
+      opts.pollIntervalMs = timings.pollIntervalMs;
+      opts.staleAfterMs = timings.staleAfterMs;
+      opts.connectTimeoutMs = timings.connectTimeoutMs;
+      command({ t: "retime", timings });
+    },
+    async stop() {
+      ending = true;
+      const done = new Promise<void>((resolve) => (stopped = resolve));
+      command({ t: "stop" });
+      await Promise.race([done, Bun.sleep(3000)]);
+      worker.terminate();
+    },
+  };
+}

@@ -1,0 +1,94 @@
+// The poll loop's own thread. The listeners' thread can be kept busy by a
+// flood of connections, and Bun then runs its timers late (seconds, at 15k
+// connections/s); here the deadline, the backoff and the stale timer keep
+// time. A failure or a stale poll is written into the shared answer word at
+// once (cell.ts, forceUnknown), before the main thread hears of it.
+import { pollLoop, type Loop, type LoopConfig, type LoopTimings } from "./loop.ts";
+import { ANSWER_SLOT, forceUnknown, generation } from "../cell.ts";
+
+/** What the main thread (poller.ts) sends. */
+export type WorkerCommand =
+  | { t: "start"; config: LoopConfig; cell: Int32Array; lastPoll: Float64Array }
+  | { t: "retime"; timings: LoopTimings }
+  | { t: "stop" };
+
+/** What this thread sends back; `gen` is the answer word's generation (cell.ts). */
+export type WorkerMessage =
+  | { t: "ok"; row: Record<string, unknown>; startedEpochMs: number; durationsMs: number[]; gen: number }
+  | { t: "fail"; reason: string; code: string | undefined; gen: number }
+  | { t: "stale"; gen: number }
+  | { t: "warn"; message: string }
+  | { t: "stopped" };
+
+declare const self: Worker;
+
+// The connection settings come from the environment as it was at start
+// (target.ts); postgres.js would read PG* again where our options leave a gap
+// (PGTARGETSESSIONATTRS, PGSSLNEGOTIATION, PGPASSWORD), so this thread's own
+// copy of the environment goes without them.
+for (const key of Object.keys(process.env)) if (key.startsWith("PG")) delete process.env[key];
+
+let loop: Loop | undefined;
+let cell: Int32Array;
+/** Slot 0: performance.timeOrigin + now of the last good poll's start, for the main thread's ages. */
+let lastPoll: Float64Array;
+
+// A poll that saw what the last one saw is not sent on (the main thread wakes
+// for each message, which at 20 polls a second costs more than the poll):
+// only changes in these columns, and one message a second at least, carrying
+// the durations. Not compared: replay_age_s, which grows by itself and matters
+// only when it crosses a limit (checked at least every QUIET_MS), and
+// system_id, which only a connection's first poll reads.
+const QUIET_MS = 1000;
+const FIELDS = ["in_recovery", "receiver_pid", "receiver_status", "lag_bytes", "timeline"];
+let last: Record<string, unknown> | undefined;
+let lastSentAt = 0;
+let durations: number[] = [];
+
+function changed(row: Record<string, unknown>): boolean {
+  return last === undefined || FIELDS.some((f) => row[f] !== last![f]);
+}
+
+const send = (m: WorkerMessage) => self.postMessage(m);
+
+function ok(row: Record<string, unknown>, startedAt: number, durationMs: number): void {
+  const now = performance.now();
+  lastPoll[0] = performance.timeOrigin + startedAt;
+  durations.push(durationMs);
+  if (!changed(row) && now - lastSentAt < QUIET_MS) return;
+  send({
+    t: "ok",
+    row,
+    startedEpochMs: performance.timeOrigin + startedAt,
+    durationsMs: durations,
+    gen: generation(Atomics.load(cell, ANSWER_SLOT)),
+  });
+  last = row;
+  lastSentAt = now;
+  durations = [];
+}
+
+self.onmessage = async (event: MessageEvent<WorkerCommand>) => {
+  const m = event.data;
+  if (m.t === "start") {
+    cell = m.cell;
+    lastPoll = m.lastPoll;
+    loop = pollLoop(m.config, {
+      ok,
+      fail: (reason, code) => {
+        last = undefined;
+        send({ t: "fail", reason, code, gen: forceUnknown(cell) });
+      },
+      stale: () => {
+        last = undefined;
+        send({ t: "stale", gen: forceUnknown(cell) });
+      },
+      warn: (message) => send({ t: "warn", message }),
+    });
+  } else if (m.t === "retime") {
+    loop?.retime(m.timings);
+  } else if (m.t === "stop") {
+    await loop?.stop();
+    send({ t: "stopped" });
+  }
+};

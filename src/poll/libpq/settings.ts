@@ -129,16 +129,12 @@ export function resolveSettings(explicit: Conninfo, env: Record<string, string |
   const dbname = from("dbname") ?? user;
   const sslmode = sslMode(from("sslmode"), from("sslrootcert"), source, bad);
   const timeoutText = from("connect_timeout");
-  let connectTimeoutMs: number | undefined;
-  if (timeoutText !== undefined) {
-    if (!/^\s*-?\d+\s*$/.test(timeoutText)) {
-      throw bad(
-        "connect_timeout",
-        `invalid value for ${source("connect_timeout")}: ${JSON.stringify(timeoutText)} (expected whole seconds)`,
-      );
-    }
-    const s = Number(timeoutText);
-    connectTimeoutMs = s <= 0 ? undefined : Math.max(2, s) * 1000;
+  const connectTimeoutMs = timeoutText === undefined ? undefined : parseConnectTimeoutMs(timeoutText);
+  if (connectTimeoutMs === null) {
+    throw bad(
+      "connect_timeout",
+      `invalid value for ${source("connect_timeout")}: ${JSON.stringify(timeoutText)} (expected whole seconds)`,
+    );
   }
   let password = from("password");
   let passwordFrom =
@@ -180,6 +176,13 @@ export function resolveSettings(explicit: Conninfo, env: Record<string, string |
     service: serviceName,
     warnings,
   };
+}
+
+/** libpq's connect_timeout: whole seconds, at least 2; 0 or less is none (undefined); null when not a number. */
+function parseConnectTimeoutMs(text: string): number | undefined | null {
+  if (!/^\s*-?\d+\s*$/.test(text)) return null;
+  const s = Number(text);
+  return s <= 0 ? undefined : Math.max(2, s) * 1000;
 }
 
 // sslrootcert=system asks for the system's roots, which anyone can get a

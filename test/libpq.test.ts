@@ -284,6 +284,24 @@ describe("TLS with a private CA", () => {
   );
 
   test(
+    "sslmode=allow: refused without TLS by pg_hba.conf, it tries again with TLS",
+    async () => {
+      const HOME = home("tls-allow", clientFiles());
+      await using r = await startResponder([...ARGS, "--db", certDb("sslmode=allow application_name=allow")], { HOME });
+      await waitForAnswer(r.ports[0]!, "MASTER");
+      const seen = await pg.primary.sql(
+        "select ssl from pg_stat_ssl join pg_stat_activity using (pid) where application_name = 'allow'",
+      );
+      expect(seen).toBe("t");
+      expect(lines(r).filter((l) => !l.startsWith("info: "))).toEqual([
+        `warning: poll failed: pg_hba.conf rejects connection for host "127.0.0.1", user "certuser", database "postgres", no encryption ` +
+          "(set PGUSER or the user in --db, or run as an OS user PostgreSQL lets in; see pg_hba.conf) (retrying every 100ms..2s)",
+      ]);
+    },
+    HOOK_TIMEOUT_MS,
+  );
+
+  test(
     "verify-ca checks the chain but not the name; verify-full checks the name",
     async () => {
       const HOME = home("tls-name", clientFiles());

@@ -177,8 +177,15 @@ describe("a password from a file, never from the command line", () => {
     async () => {
       const port = pg.primary.port;
       const db = `postgres://pwuser:${encodeURIComponent(PASSWORD)}@127.0.0.1:${port}/postgres`;
-      await using r = await startResponder([...ARGS, "--db", db], { HOME: home("argv", {}) });
+      const http = ["--listen", "http:127.0.0.1:0"];
+      await using r = await startResponder([...ARGS, ...http, "--db", db], { HOME: home("argv", {}) });
       await waitForAnswer(r.ports[0]!, "MASTER");
+      for (const path of ["/status", "/metrics"]) {
+        const body = await (await fetch(`http://127.0.0.1:${r.ports[1]}${path}`)).text();
+        expect(body).toContain("primary");
+        expect(body).not.toContain(PASSWORD);
+        expect(body).not.toContain(encodeURIComponent(PASSWORD));
+      }
       expect(lines(r).filter((l) => !l.startsWith("info: "))).toEqual([
         "warning: --db holds a password, which every user of this host can read in the process list; put it in ~/.pgpass (or the file PGPASSFILE names) instead, or use a service file or certificate authentication",
       ]);

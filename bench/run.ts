@@ -1,7 +1,7 @@
 // The benchmark suite: replstatus side by side with the C bgw_replstatus, measured in one run on
 // one machine by the same client, with the ratio to the C original and the target from bench/README.md.
 //
-//   bun run bench [--quick] [--only rate,burst,storm,failover,micro,idle] [--json FILE] [--svg FILE]
+//   bun run bench [--quick] [--only rate,burst,storm,failover,micro,idle,restart] [--json FILE] [--svg FILE]
 //
 // It starts everything it measures (a PostgreSQL primary + standby with the C extension,
 // replstatus in its own process, the floor server, haproxy) and stops all of it at the end or
@@ -18,11 +18,12 @@ import { measureBurst, measureRate, type BurstResult, type RateResult, type Targ
 import { floorCommand, startServer } from "./server.ts";
 import { fmtMb, fmtMs, fmtRate, fmtSpread, spread, type Spread } from "./stats.ts";
 import { findHaproxy } from "../src/testkit/haproxy.ts";
+import { measureRestart, type RestartResult } from "./restart.ts";
 import { measureStorm, type StormResult } from "./storm.ts";
 import { rateSvg } from "./svg.ts";
 import { backlogSupport, bgwWorkerPid, findBgw, startBgwPair, startReplstatus, waitAnswers } from "./targets.ts";
 
-const PARTS = ["micro", "rate", "burst", "storm", "idle", "failover"] as const;
+const PARTS = ["micro", "rate", "burst", "storm", "idle", "restart", "failover"] as const;
 type Part = (typeof PARTS)[number];
 
 const { values } = parseArgs({
@@ -37,7 +38,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "usage: bun run bench [--quick] [--only rate,burst,storm,failover,micro,idle] [--json FILE] [--svg FILE]",
+    "usage: bun run bench [--quick] [--only rate,burst,storm,failover,micro,idle,restart] [--json FILE] [--svg FILE]",
   );
   process.exit(0);
 }
@@ -53,8 +54,8 @@ const quick = values.quick;
 
 // Full: medians of three runs everywhere; quick: one run of each, shorter, as a smoke test.
 const PLAN = quick
-  ? { rateRuns: 1, rateS: 1, burstRuns: 1, stormRuns: 1, stormS: 3, trials: 2, idleS: 10 }
-  : { rateRuns: 3, rateS: 3, burstRuns: 3, stormRuns: 3, stormS: 5, trials: 5, idleS: 60 };
+  ? { rateRuns: 1, rateS: 1, burstRuns: 1, stormRuns: 1, stormS: 3, trials: 2, idleS: 10, restarts: 3 }
+  : { rateRuns: 3, rateS: 3, burstRuns: 3, stormRuns: 3, stormS: 5, trials: 5, idleS: 60, restarts: 10 };
 const CONCURRENCIES = [1, 16, 64, 256];
 const BURST_CONNS = 1000;
 const RAISED_BACKLOG = 4096;
@@ -77,6 +78,7 @@ interface Results {
   burst?: BurstResult;
   storm?: StormResult | { skipped: string };
   failover?: FailoverResult;
+  restart?: RestartResult;
   idle?: IdleResult;
   micro?: { name: string; avgNs: number; p99Ns: number }[] | { skipped: string };
   bgwRssKb?: number | null;
@@ -209,6 +211,11 @@ try {
   if (want("idle")) {
     log(`idle: CPU time over ${PLAN.idleS} s`);
     results.idle = await measureIdle(primary, PLAN.idleS, log);
+  }
+
+  if (want("restart")) {
+    log(`restart: ${PLAN.restarts} restarts on a held socket, then as many binding the port`);
+    results.restart = await measureRestart(primary, PLAN.restarts, log);
   }
 
   // Last: it promotes, stops and kills nodes of the pair.
@@ -403,6 +410,30 @@ if (results.failover) {
       verdict: verdict(ok),
     });
   }
+}
+
+if (results.restart) {
+  const held = results.restart.cells.find((c) => c.mode === "held")!;
+  const bind = results.restart.cells.find((c) => c.mode === "bind")!;
+  const notMaster = (c: typeof held) => Object.values(c.failed).reduce((a, b) => a + b, 0);
+  rows.push({
+    figure: `SIGTERM -> exit (p50 of ${held.restarts + bind.restarts})`,
+    replstatus: fmtSpread(spread([...held.exitMs.runs, ...bind.exitMs.runs]), fmtMs),
+    baseline: "(inside PostgreSQL)",
+    ratio: "",
+    floor: `PostgreSQL SIGSTOPped: ${fmtSpread(results.restart.hungExitMs, fmtMs)}`,
+    target: "<= 100 ms",
+    verdict: verdict(held.exitMs.max <= 100 && bind.exitMs.max <= 100 && results.restart.hungExitMs.max <= 100),
+  });
+  rows.push({
+    figure: `restart: longest gap between answers (p50 of ${held.restarts})`,
+    replstatus: `${fmtSpread(held.gapMs, fmtMs)}, ${notMaster(held)} not MASTER of ${held.probes}`,
+    baseline: "",
+    ratio: "",
+    floor: `binding the port: ${fmtSpread(bind.gapMs, fmtMs)}, ${notMaster(bind)} not MASTER of ${bind.probes}`,
+    target: "no check refused",
+    verdict: verdict(notMaster(held) === 0),
+  });
 }
 
 function table(rs: Row[]): string {

@@ -4,17 +4,10 @@
 // failure (an address or control socket that cannot be served) and for a
 // drain|maint|ready that finds no replstatus. demo exits with its own code.
 import pkg from "../package.json";
-import {
-  buildDemoConfig,
-  ConfigError,
-  defaultControlSocket,
-  helpText,
-  parseArgv,
-  SUBCOMMANDS,
-  type Config,
-  type Raw,
-  type Subcommand,
-} from "./config/config.ts";
+import { helpText } from "./config/help.ts";
+import { buildDemoConfig, parseArgv, type Raw } from "./config/load.ts";
+import { defaultControlSocket, SUBCOMMANDS, type Subcommand } from "./config/options.ts";
+import { ConfigError, type Config } from "./config/types.ts";
 import { ListenError } from "./listen/gate.ts";
 import { ControlError, sendControl } from "./ops/control.ts";
 import { loadConfig } from "./ops/reload.ts";
@@ -100,6 +93,7 @@ async function setOverride(word: Subcommand, config: Config): Promise<void> {
     if (err instanceof ControlError) fatal(err.message, err.hint, 1);
     throw err;
   }
+  if (reply.startsWith("error ")) fatal(reply.slice("error ".length), undefined, 1);
   if (reply !== word) fatal(`unexpected answer on ${path}: ${JSON.stringify(reply)}`, undefined, 1);
   process.stdout.write(`replstatus: override set to ${word}\n`);
 }

@@ -2,7 +2,7 @@
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { OPTIONS } from "../src/config/config.ts";
+import { OPTIONS } from "../src/config/options.ts";
 import { ROOT } from "../src/testkit/responder.ts";
 
 const readme = readFileSync(join(ROOT, "README.md"), "utf8");

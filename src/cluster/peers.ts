@@ -17,8 +17,8 @@
 // XXX: no quorum, no consensus: a node that can reach no peer, or whose peers
 // cannot see the new primary, answers from its own view (README.md,
 // "Split-brain guard").
-import { formatDuration } from "../config/config.ts";
-import { oneLine, type Logger } from "../log.ts";
+import { formatDuration, oneLine } from "../units.ts";
+import type { Logger } from "../log.ts";
 import type { PollFacts } from "../poll/facts.ts";
 import { FENCED, STATE_NAMES, type Status } from "../cell.ts";
 import {

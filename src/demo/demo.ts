@@ -4,7 +4,8 @@
 // stop PostgreSQL, remove the dir and kill the child processes).
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { formatDuration, type DemoConfig } from "../config/config.ts";
+import { type DemoConfig } from "../config/types.ts";
+import { formatDuration } from "../units.ts";
 import { findHaproxy, startHaproxy, statsCommand, type Haproxy } from "../testkit/haproxy.ts";
 import { startPair, waitFor, type PgNode, type PgPair } from "../testkit/pg.ts";
 import { request } from "../testkit/probe.ts";

@@ -3,7 +3,7 @@
 import type { SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
 import { admits, type AllowList } from "./allow.ts";
 import { setBacklog } from "./backlog.ts";
-import { formatAddress, type ListenAddress } from "../config/config.ts";
+import { formatAddress, type ListenAddress } from "../units.ts";
 import { ANSWERED, OVER_LIMIT, REJECTED_PEER, RESULTS } from "../ops/metrics.ts";
 
 /** Thrown when an address cannot be served; main prints it and exits 1. */
@@ -78,7 +78,8 @@ export interface Listener {
 /**
  * Serves `handler` (a mode's handler, guarded here by `gate`) on `address`.
  * `index` is the listener's place in the metrics; `backlog` the listen(2)
- * backlog to set after Bun's fixed 512.
+ * backlog to set after Bun's fixed 512. With `inheritedFd`, it accepts on that
+ * listening socket, bound to `address` (listen/inherit.ts), instead of binding.
  */
 export function listen<T>(
   address: ListenAddress,
@@ -87,6 +88,7 @@ export function listen<T>(
   index: number,
   backlog: number,
   data: T,
+  inheritedFd?: number,
 ): Listener {
   // ipv6Only is honoured by Bun.listen but missing from its listen types.
   const options: TCPSocketListenOptions<T> & { ipv6Only: boolean } = {
@@ -102,7 +104,7 @@ export function listen<T>(
   };
   let server: TCPSocketListener<T>;
   try {
-    server = Bun.listen<T>(options);
+    server = Bun.listen<T>(inheritedFd === undefined ? options : onFd(options, inheritedFd));
   } catch (err) {
     throw listenError(address, err);
   }
@@ -110,10 +112,16 @@ export function listen<T>(
   const fd = (server as unknown as { fd?: number }).fd;
   const backlogError = typeof fd === "number" ? setBacklog(fd, backlog) : "the listener has no fd";
   return {
-    address: { ...address, port: server.port },
+    address: { ...address, port: server.port ?? address.port },
     backlogError,
     stop: () => server.stop(),
   };
+}
+
+// Bun.listen takes { fd } (missing from its types) and would bind instead if given an address.
+function onFd<T>(options: TCPSocketListenOptions<T>, fd: number): TCPSocketListenOptions<T> {
+  const { allowHalfOpen, data, socket } = options;
+  return { allowHalfOpen, data, socket, fd } as unknown as TCPSocketListenOptions<T>;
 }
 
 export function listenError(address: { host: string; port: number }, err: unknown): ListenError {

@@ -2,15 +2,10 @@
 // process can change. Addresses, the database and the channel belong to
 // sockets and connections made at start, so a change there is reported and
 // waits for a restart.
-import {
-  buildConfig,
-  ConfigError,
-  envName,
-  formatDuration,
-  readConfigFile,
-  type Config,
-  type Raw,
-} from "../config/config.ts";
+import { buildConfig, readConfigFile, type Raw } from "../config/load.ts";
+import { envName } from "../config/options.ts";
+import { ConfigError, type Config } from "../config/types.ts";
+import { formatDuration } from "../units.ts";
 import { buildResponses, type Responses } from "../listen/answers.ts";
 import type { Gate } from "../listen/gate.ts";
 import type { Logger } from "../log.ts";
@@ -93,6 +88,7 @@ function restartOnly(old: Config, next: Config): string[] {
   if (old.backlog !== next.backlog) restart.push("backlog");
   if (!same(old.metricsListen, next.metricsListen)) restart.push("metrics-listen");
   if (old.controlSocket !== next.controlSocket) restart.push("control-socket");
+  if (old.stateDir !== next.stateDir) restart.push("state-dir");
   if (old.agent.weightByLag !== next.agent.weightByLag) restart.push("agent-weight-by-lag");
   if (
     !same(old.peers, next.peers) ||

@@ -1,7 +1,8 @@
 // The start-up report: what this process serves and with which limits, logged
 // once everything is in place. Tests and scripts take the "serving" line as
 // "ready", so its wording is part of the interface.
-import { formatAddress, formatBytes, formatDuration, redactUrl, type Config } from "../config/config.ts";
+import { type Config } from "../config/types.ts";
+import { formatAddress, formatBytes, formatDuration, redactUrl } from "../units.ts";
 import type { Listener } from "../listen/gate.ts";
 import type { Logger } from "../log.ts";
 import type { Guard } from "../cluster/peers.ts";
@@ -10,6 +11,8 @@ import type { Guard } from "../cluster/peers.ts";
 export interface Started {
   version: string;
   listeners: Listener[];
+  /** Listeners on a socket passed by the service manager (listen/inherit.ts). */
+  inherited: Listener[];
   /** The database as shown to a person (a URL may still hold a password: redacted here). */
   database: string;
   controlPath: string;
@@ -45,6 +48,9 @@ export function reportStart(log: Logger, config: Config, s: Started): void {
       `; open-file limit ${s.fdLimit ?? "unknown"}` +
       (config.allow ? `; answering only ${config.allow.cidrs.join(", ")}` : ""),
   );
+  if (s.inherited.length) {
+    log.info(`socket activation: ${s.inherited.map(listenerName).join(", ")} passed by the service manager`);
+  }
   if (s.splitBrain) reportSplitBrain(log, config, s.splitBrain);
   for (const l of s.listeners) {
     if (l.backlogError) {

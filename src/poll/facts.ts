@@ -1,7 +1,7 @@
 // What one poll reads and what its failures mean: the query, the facts decoded
 // from its row, and the one table of error codes that both the log line and
 // the metrics' reason label come from.
-import { oneLine } from "../log.ts";
+import { oneLine } from "../units.ts";
 import type { Settings } from "./libpq/settings.ts";
 import { describeTlsError } from "./libpq/tls.ts";
 

@@ -5,7 +5,7 @@
 // connections/s ran 10 ms timers up to 3 s late; a worker's, 7 ms).
 import postgres from "postgres";
 import type { DbTarget } from "./target.ts";
-import { formatDuration } from "../config/config.ts";
+import { formatDuration } from "../units.ts";
 import { planConnection, type ConnectPlan, type TlsState } from "./connect.ts";
 import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
 import { describe, POLL_QUERY } from "./facts.ts";
@@ -115,7 +115,7 @@ interface Session {
   /** A poll succeeded on it. */
   polled(inRecovery: boolean): void;
   drop(): void;
-  /** Closes it for good, waiting up to a second for the server to be told. */
+  /** Closes it for good: Terminate if it is idle, a poll in flight cut off; never waits on the server. */
   end(): Promise<void>;
 }
 
@@ -203,7 +203,7 @@ function createSession(config: LoopConfig, hooks: LoopHooks, notified: () => voi
     },
     async end() {
       await forget()
-        ?.end({ timeout: 1 })
+        ?.end({ timeout: 0 })
         .catch(() => {});
     },
   };
@@ -288,7 +288,7 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     }
   }
 
-  const running = run();
+  void run();
 
   return {
     retime(timings) {
@@ -301,7 +301,7 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
       stopped = true;
       wake();
       clearTimeout(staleTimer);
-      await running;
+      // The poll in flight, if any, is rejected by end() and run() returns.
       await session.end();
     },
   };

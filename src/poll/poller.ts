@@ -4,7 +4,7 @@
 // with the lag judge, the logs and the metrics. It never says primary unless a
 // poll that started less than staleAfterMs ago saw pg_is_in_recovery() false.
 import type { Logger } from "../log.ts";
-import { formatDuration } from "../config/config.ts";
+import { formatDuration } from "../units.ts";
 import type { LagJudge } from "./lag.ts";
 import { decodeFacts, type PollFacts } from "./facts.ts";
 import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, type LoopConfig, type LoopTimings } from "./loop.ts";
@@ -85,6 +85,9 @@ function createResults(opts: PollerOptions) {
   return { ok, fail, stale, facts: () => facts };
 }
 
+/** How long stop() lets the worker say goodbye to PostgreSQL before ending it. */
+const STOP_GRACE_MS = 50;
+
 export function startPoller(opts: PollerOptions): Poller {
   const { status, log } = opts;
   const cell = status.cell;
@@ -149,7 +152,7 @@ export function startPoller(opts: PollerOptions): Poller {
       ending = true;
       const done = new Promise<void>((resolve) => (stopped = resolve));
       command({ t: "stop" });
-      await Promise.race([done, Bun.sleep(3000)]);
+      await Promise.race([done, Bun.sleep(STOP_GRACE_MS)]);
       worker.terminate();
     },
   };

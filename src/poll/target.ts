@@ -6,7 +6,7 @@
 // attempt, in the poll worker, so a fixed file is picked up without a restart.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
-import { ConfigError } from "../config/config.ts";
+import { ConfigError } from "../config/types.ts";
 import { ConninfoError, parseConninfo, type Conninfo } from "./libpq/conninfo.ts";
 import { ENV_OF, resolveSettings, type Io, type Settings } from "./libpq/settings.ts";
 

@@ -5,7 +5,8 @@ import { parseConninfo, redactConninfo, type Conninfo } from "../src/poll/libpq/
 import { lookupPassword, passFileProblem, splitPassLine } from "../src/poll/libpq/pgpass.ts";
 import { findService } from "../src/poll/libpq/service.ts";
 import { resolveSettings, type Io } from "../src/poll/libpq/settings.ts";
-import { describeTlsError, keyFileProblem, tlsOptions } from "../src/poll/libpq/tls.ts";
+import { keyFileProblem, tlsOptions } from "../src/poll/libpq/tls.ts";
+import { describeTlsError } from "../src/poll/libpq/tlserror.ts";
 
 describe("connection strings", () => {
   test.each<[string, Conninfo]>([

@@ -3,7 +3,7 @@
 // the metrics' reason label come from.
 import { oneLine } from "../units.ts";
 import type { Settings } from "./libpq/settings.ts";
-import { describeTlsError } from "./libpq/tls.ts";
+import { describeTlsError } from "./libpq/tlserror.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
 export interface PollFacts {

@@ -48,15 +48,21 @@ async function main(argv: string[]): Promise<void> {
     throw err;
   }
   if (command) return await setOverride(command, config);
-  await serve(config, () => loadConfig(raw, env), env);
+  await serve(config, () => loadConfig(raw, env), env, raw.has("db"));
 }
 
-async function serve(config: Config, load: () => Promise<Config>, env: typeof process.env): Promise<void> {
+async function serve(
+  config: Config,
+  load: () => Promise<Config>,
+  env: typeof process.env,
+  dbOnCommandLine: boolean,
+): Promise<void> {
   let server: Server;
   try {
     server = await start(config, {
       version: pkg.version,
       env,
+      dbOnCommandLine,
       load,
       onFatal: (message, hint) => fatal(message, hint, 1),
     });

@@ -43,6 +43,8 @@ type Env = Record<string, string | undefined>;
 export interface StartOptions {
   version: string;
   env: Env;
+  /** --db came from the command line, where any local user can read it (ps). */
+  dbOnCommandLine?: boolean;
   /** Reads the configuration again, for a reload; throws ConfigError. */
   load(): Promise<Config>;
   /** The process can no longer serve safely (the poll worker died): print and exit. */
@@ -58,6 +60,9 @@ export interface Server {
   reload(): Promise<void>;
 }
 
+const PASSWORD_ON_COMMAND_LINE =
+  "--db holds a password, which every user of this host can read in the process list; put it in ~/.pgpass (or the file PGPASSFILE names) instead, or use a service file or certificate authentication";
+
 /**
  * Starts serving `config`. Throws ConfigError (the database setting),
  * ListenError, ControlError or TlsError, after undoing whatever had been started.
@@ -65,6 +70,7 @@ export interface Server {
 export async function start(config: Config, opts: StartOptions): Promise<Server> {
   const target = configTarget(config, opts.env);
   const log = createLogger(undefined, config.logFormat);
+  if (target.passwordInDb && opts.dbOnCommandLine) log.warning(PASSWORD_ON_COMMAND_LINE);
   const status = createStatus(logChange(log));
   const responses = buildResponses(config.texts, config.agent);
   const metrics = createMetrics(config.listen.length);

@@ -120,8 +120,24 @@ describe("bad configuration: one line on stderr, exit 2", () => {
       "replstatus: --port and --bind set the default listener and cannot be combined with --listen; add that address to --listen instead",
     ],
     [
+      ["--db", "host=db1 password='secret target_session_attrs=read-write"],
+      `replstatus: invalid value for --db: "host=db1 password=***" (expected a URL postgres://[user[:password]@][host][:port][/dbname] or keyword/value pairs host=... port=...: unterminated quoted string in connection string)`,
+    ],
+    [
+      ["--db", "host=db1 target_session_attrs=read-write"],
+      'replstatus: could not use target_session_attrs in --db "read-write": replstatus reports on the one server it connects to and must not be redirected to another (only "any" is accepted)',
+    ],
+    [
+      ["--db", "postgres://u:secret@db1,db2/postgres?sslmode=require"],
+      'replstatus: invalid value for --db: "postgres://u:***@db1,db2/postgres?sslmode=require" (expected a URL postgres://[user[:password]@][host][:port][/dbname] or keyword/value pairs host=... port=...: a URL with several hosts: replstatus watches one server)',
+    ],
+    [
+      ["--db", "host=db1 sslmode=verify-all"],
+      'replstatus: invalid value for sslmode in --db: "verify-all" (expected one of disable, allow, prefer, require, verify-ca, verify-full)',
+    ],
+    [
       ["--db", "mysql://u:secret@h/db"],
-      'replstatus: invalid value for --db: "mysql://u:***@h/db" (expected a URL postgres://[user[:password]@][host][:port][/dbname])',
+      'replstatus: invalid value for --db: "mysql://u:***@h/db" (expected a URL postgres://[user[:password]@][host][:port][/dbname] or keyword/value pairs host=... port=...)',
     ],
     [
       ["--listen", "http2:127.0.0.1:5400"],
@@ -184,10 +200,14 @@ describe("bad configuration: one line on stderr, exit 2", () => {
       { REPLSTATUS_AGENT_WEIGHT_BY_LAG: "maybe" },
       'replstatus: invalid value for REPLSTATUS_AGENT_WEIGHT_BY_LAG: "maybe" (expected 1, true, yes, on, 0, false, no or off)',
     ],
-    [{ PGPORT: "x" }, 'replstatus: invalid PostgreSQL port: "x" (expected an integer 1..65535, from --db or PGPORT)'],
+    [{ PGPORT: "x" }, 'replstatus: invalid value for PGPORT: "x" (expected an integer 1..65535)'],
     [
       { PGSSLMODE: "maybe" },
-      'replstatus: invalid sslmode: "maybe" (expected one of disable, allow, prefer, require, verify-full)',
+      'replstatus: invalid value for PGSSLMODE: "maybe" (expected one of disable, allow, prefer, require, verify-ca, verify-full)',
+    ],
+    [
+      { PGTARGETSESSIONATTRS: "read-write" },
+      'replstatus: could not use PGTARGETSESSIONATTRS "read-write": replstatus reports on the one server it connects to and must not be redirected to another (only "any" is accepted)',
     ],
   ])("environment %j", (env, line) => {
     const r = run([], env);

@@ -144,17 +144,32 @@ describe("findDebianCluster", () => {
   });
 });
 
-test.each([
-  ["the cluster's socket and port", {}, "replstatus@/run/pg/.s.PGSQL.5433/postgres"],
-  ["PGPORT wins over the cluster", { PGPORT: "6000" }, "replstatus@/run/pg/.s.PGSQL.6000/postgres"],
-  ["PGHOST wins over the cluster", { PGHOST: "10.0.0.9" }, "replstatus@10.0.0.9:5433/postgres"],
-])("clusterEnv: %s", (_, env, display) => {
-  const cluster = findDebianCluster("15-main", {}, memory({ [CONF]: "port=5433\nunix_socket_directories='/run/pg'" }));
-  const target = resolveTarget(
-    undefined,
-    clusterEnv(cluster, { PGUSER: "replstatus", PGDATABASE: "postgres", ...env }),
-  );
-  expect(target.display).toBe(display);
+describe("clusterEnv", () => {
+  const services = mkdtempSync(join(tmpdir(), "replstatus-services-"));
+  afterAll(() => rmSync(services, { recursive: true, force: true }));
+  writeFileSync(join(services, "pg_service.conf"), "[other]\nhost=/run/other\nport=7000\n");
+
+  test.each<[string, string | undefined, Record<string, string>, string]>([
+    ["the cluster's socket and port", undefined, {}, "replstatus@/run/pg/.s.PGSQL.5433/postgres"],
+    ["PGPORT wins over the cluster", undefined, { PGPORT: "6000" }, "replstatus@/run/pg/.s.PGSQL.6000/postgres"],
+    ["PGHOST wins over the cluster", undefined, { PGHOST: "10.0.0.9" }, "replstatus@10.0.0.9:5433/postgres"],
+    ["--db's host wins, the cluster's port stays", "host=10.0.0.8", {}, "replstatus@10.0.0.8:5433/postgres"],
+    ["--db's port wins, the cluster's socket stays", "port=6001", {}, "replstatus@/run/pg/.s.PGSQL.6001/postgres"],
+    [
+      "a service wins over the cluster",
+      "service=other",
+      { PGSYSCONFDIR: services },
+      "replstatus@/run/other/.s.PGSQL.7000/postgres (service other)",
+    ],
+  ])("%s", (_, db, env, display) => {
+    const cluster = findDebianCluster(
+      "15-main",
+      {},
+      memory({ [CONF]: "port=5433\nunix_socket_directories='/run/pg'" }),
+    );
+    const target = resolveTarget(db, clusterEnv(cluster, { PGUSER: "replstatus", PGDATABASE: "postgres", ...env }));
+    expect(target.display).toBe(display);
+  });
 });
 
 describe("--cluster", () => {

@@ -5,7 +5,8 @@
 // as the server does. Timing figures belong to bench/lifecycle.ts; the bounds
 // here are generous.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { appendFileSync, existsSync } from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import { startPair, startPrimary, waitFor, type PgNode, type PgPair } from "../src/testkit/pg.ts";
@@ -73,8 +74,8 @@ async function startNoWait(node: PgNode): Promise<void> {
  * for UNKNOWN within the bound, closes its own session, the server stops the
  * moment the client leaves, and replstatus follows the restart.
  */
-async function smartShutdown(node: PgNode, was: string): Promise<void> {
-  await using r = await responderOn(node);
+async function smartShutdown(node: PgNode, was: string, open = responderOn): Promise<void> {
+  await using r = await open(node);
   await waitForAnswer(r.ports[0]!, was);
   const client = postgres(node.url, { max: 1, onnotice: () => {} });
   try {
@@ -114,6 +115,22 @@ describe("smart shutdown with a client session open", () => {
 
   test("primary: MASTER -> UNKNOWN, the shutdown completes when the client leaves, MASTER after a restart", () =>
     smartShutdown(pg.primary, "MASTER"));
+
+  test("the server named by a service file, no PGHOST or PGPORT: its postmaster.pid is the one watched", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "rs-service-"));
+    try {
+      const { socketDir, port, user } = pg.primary;
+      writeFileSync(join(dir, "services"), `[node]\nhost=${socketDir}\nport=${port}\nuser=${user}\ndbname=postgres\n`);
+      await smartShutdown(pg.primary, "MASTER", () =>
+        startResponder(["--listen", "127.0.0.1:0", "--listen", "http:127.0.0.1:0"], {
+          PGSERVICEFILE: join(dir, "services"),
+          PGSERVICE: "node",
+        }),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("every way back", () => {

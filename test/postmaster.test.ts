@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { classifyPollError, describe as describeError } from "../src/poll/facts.ts";
-import { readPmStatus } from "../src/poll/postmaster.ts";
+import { readPmStatus, watchPostmaster } from "../src/poll/postmaster.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "replstatus-pm-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -45,6 +45,40 @@ describe("postmaster.pid's status", () => {
     const dataDir = mkdtempSync(join(dir, "d-"));
     if (text !== undefined) writeFileSync(join(dataDir, "postmaster.pid"), text);
     expect(readPmStatus(dataDir, 5432)).toBe(expected as never);
+  });
+});
+
+describe("whose postmaster.pid: the server of the connection settings", () => {
+  const dataDir = mkdtempSync(join(dir, "aim-"));
+  writeFileSync(join(dataDir, "postmaster.pid"), pidFile(process.pid, "ready   "));
+
+  test.each<[string, string | undefined, [string, number][], string]>([
+    ["a socket directory: data_directory is taken", undefined, [["/run/postgresql", 5432]], "ready"],
+    ["localhost: taken", undefined, [["localhost", 5432]], "ready"],
+    ["another host: not taken", undefined, [["10.0.0.9", 5432]], "unreadable"],
+    ["another host, but PGDATA names it: taken", "SELF", [["10.0.0.9", 5432]], "ready"],
+    ["this host on another port: not that server's file", undefined, [["/run/postgresql", 5433]], "unreadable"],
+    [
+      "the settings moved to another host: the old directory is forgotten",
+      undefined,
+      [
+        ["/run/postgresql", 5432],
+        ["10.0.0.9", 5432],
+      ],
+      "unreadable",
+    ],
+  ])("%s", (_, pgdata, aims, expected) => {
+    const pm = watchPostmaster(pgdata === "SELF" ? dataDir : pgdata, () => {});
+    try {
+      for (const [host, port] of aims) {
+        pm.aim(host, port);
+        // What the first poll of each connection tells.
+        pm.learn(dataDir);
+      }
+      expect(pm.status()).toBe(expected as never);
+    } finally {
+      pm.close();
+    }
   });
 });
 

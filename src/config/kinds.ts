@@ -3,6 +3,7 @@
 // options.ts gives each option one of these.
 import { isIP } from "node:net";
 import { buildAllowList } from "../listen/allow.ts";
+import { ConninfoError, isUrl, parseConninfo, redactConninfo } from "../poll/libpq/conninfo.ts";
 import { parseClusterName } from "./debian-cluster.ts";
 import {
   formatDuration,
@@ -13,7 +14,6 @@ import {
   parsePeer,
   parsePort,
   parseSizeBytes,
-  redactUrl,
 } from "../units.ts";
 
 export interface Kind<T> {
@@ -25,6 +25,8 @@ export interface Kind<T> {
   parse: (text: string) => T | undefined;
   /** The bad value as an error shows it (a URL without its password). */
   show?: (text: string) => string;
+  /** Why the text is not accepted, when there is more to say than `expected`. */
+  why?: (text: string) => string | undefined;
 }
 
 /** A flag without a value (or `REPLSTATUS_X=1`): present or not. */
@@ -141,18 +143,23 @@ export const hostPort: Kind<{ host: string; port: number }> = {
   },
 };
 
-/** Kept as given: postgres.js parses it; checked here so a typo fails at start. */
-export const postgresUrl: Kind<string> = {
-  arg: "URL",
-  expected: "a URL postgres://[user[:password]@][host][:port][/dbname]",
-  parse: (text) => {
-    let url: URL | undefined;
+/** A libpq connection string, kept as given: poll/target.ts resolves it; checked here so a typo fails at start. */
+export const connInfo: Kind<string> = {
+  arg: "CONNINFO",
+  expected: "a URL postgres://[user[:password]@][host][:port][/dbname] or keyword/value pairs host=... port=...",
+  parse: (text) => (connInfo.why!(text) === undefined ? text : undefined),
+  show: redactConninfo,
+  why(text) {
+    // Another scheme (mysql://) would read as one bad keyword: the expected forms say it better.
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text) && !isUrl(text)) return "";
     try {
-      url = new URL(text);
-    } catch {}
-    return url && (url.protocol === "postgres:" || url.protocol === "postgresql:") ? text : undefined;
+      parseConninfo(text);
+      return undefined;
+    } catch (err) {
+      if (err instanceof ConninfoError) return err.message;
+      throw err;
+    }
   },
-  show: redactUrl,
 };
 
 export const peerUrl: Kind<string> = {

@@ -93,7 +93,11 @@ function reader(merged: Raw, scope: Scope, where: (name: string) => string): Rea
     const parsed: unknown[] = [];
     for (const text of texts) {
       const value = option.kind.parse(text);
-      if (value === undefined) throw invalid(where(name), option.kind.show?.(text) ?? text, option.kind.expected);
+      if (value === undefined) {
+        const why = option.kind.why?.(text);
+        const expected = why ? `${option.kind.expected}: ${why}` : option.kind.expected;
+        throw invalid(where(name), option.kind.show?.(text) ?? text, expected);
+      }
       if (option.unique && parsed.includes(value)) {
         throw new ConfigError(`${option.unique} ${String(value)} given more than once`);
       }

@@ -18,7 +18,7 @@ import {
   oneOf,
   peerUrl,
   port,
-  postgresUrl,
+  connInfo,
   seconds,
   sizeBytes,
   socketPath,
@@ -94,8 +94,8 @@ const TABLE = {
     help: "address of the default listener, as bgw_replstatus.bind (0.0.0.0: all IPv4 addresses)",
   },
   db: {
-    kind: postgresUrl,
-    help: "PostgreSQL to watch, as postgres://user:password@host:port/dbname (default: libpq environment PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, else the local socket)",
+    kind: connInfo,
+    help: 'PostgreSQL to watch, as libpq takes it: a URL postgres://user@host:port/dbname?sslmode=verify-full or keyword/value pairs "service=main sslmode=verify-full"; what it leaves unset comes from the service file, the PG* environment, ~/.pgpass and ~/.postgresql/, else the local socket; keep passwords out of it (.pgpass)',
   },
   cluster: {
     kind: debianCluster,
@@ -114,7 +114,7 @@ const TABLE = {
   "connect-timeout": {
     kind: durationMs(10, 600_000),
     default: DEFAULT_CONNECT_TIMEOUT,
-    help: "deadline for opening the database connection",
+    help: "deadline for opening the database connection, unless connect_timeout (--db, a service) or PGCONNECT_TIMEOUT sets one",
   },
   channel: {
     kind: identifier,

@@ -43,7 +43,7 @@ export interface Texts {
 
 export interface Config {
   listen: ListenAddress[];
-  /** postgres:// URL, or undefined for the libpq environment (PGHOST, ...). */
+  /** A postgres:// URL or libpq keyword/value pairs; undefined for the libpq environment (PGHOST, ...). */
   db: string | undefined;
   /** Debian cluster (`15-main`) whose port and socket directory are the target's defaults. */
   cluster: string | undefined;

@@ -2,6 +2,8 @@
 // from its row, and the one table of error codes that both the log line and
 // the metrics' reason label come from.
 import { oneLine } from "../units.ts";
+import type { Settings } from "./libpq/settings.ts";
+import { describeTlsError } from "./libpq/tlserror.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
 export interface PollFacts {
@@ -120,12 +122,15 @@ function withDetail(e: PollError): string {
   return `${oneLine(e.message)}: ${detail[0]!.toLowerCase()}${oneLine(detail.slice(1))}`;
 }
 
+/** A hint may depend on the failed connection's settings (where its password came from). */
+type Hint = string | ((settings: Settings | undefined) => string);
+
 /**
  * Per error code (PostgreSQL's SQLSTATEs, Appendix A; postgres.js's and the
  * system's), its class and what the log line says: a fixed text, or the
  * server's message, then for the usual mistakes what to do.
  */
-const POLL_ERRORS: Record<string, { reason: PollErrorReason; text?: (e: PollError) => string; hint?: string }> = {
+const POLL_ERRORS: Record<string, { reason: PollErrorReason; text?: (e: PollError) => string; hint?: Hint }> = {
   POLL_TIMEOUT: { reason: "timeout" },
   CONNECT_TIMEOUT: { reason: "timeout", text: () => "connect timed out" },
   ETIMEDOUT: { reason: "timeout" },
@@ -152,7 +157,13 @@ const POLL_ERRORS: Record<string, { reason: PollErrorReason; text?: (e: PollErro
   // cannot_connect_now: starting up, shutting down, in crash recovery, or a
   // warm standby ("not accepting connections", detail "Hot standby mode is disabled.")
   "57P03": { reason: "starting_or_stopping", text: withDetail },
-  "28P01": { reason: "auth", hint: "set PGPASSWORD or the password in --db" },
+  "28P01": {
+    reason: "auth",
+    hint: (s) =>
+      s?.passwordFrom
+        ? `the password came from ${s.passwordFrom}`
+        : "no password was found: put it in ~/.pgpass or the file PGPASSFILE names",
+  },
   // Both "role ... does not exist" and a refused peer/ident login: the user is
   // the OS user unless PGUSER or --db says otherwise, as in libpq.
   "28000": {
@@ -179,11 +190,18 @@ export function classifyPollError(err: unknown): PollErrorReason {
   return entryOf(code)?.reason ?? (code.startsWith("28") ? "auth" : "other");
 }
 
-/** One line for a log: what failed, and for the usual mistakes what to do. */
-export function describe(err: unknown): string {
+/**
+ * One line for a log: what failed, and for the usual mistakes what to do.
+ * `settings`, those of the failed connection, say where its password and
+ * root certificate came from.
+ */
+export function describe(err: unknown, settings?: Settings): string {
   if (!(err instanceof Error)) return String(err);
   const e = err as Error & PollError;
+  const tls = settings && describeTlsError(e, settings);
+  if (tls) return tls;
   const entry = entryOf(codeOf(err));
   const text = entry?.text?.(e) ?? oneLine(e.message);
-  return entry?.hint === undefined ? text : `${text} (${entry.hint})`;
+  const hint = typeof entry?.hint === "function" ? entry.hint(settings) : entry?.hint;
+  return hint === undefined ? text : `${text} (${hint})`;
 }

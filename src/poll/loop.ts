@@ -6,7 +6,7 @@
 import { formatDuration } from "../units.ts";
 import { classifyPollError, describe, POLL_QUERY, type PollErrorReason } from "./facts.ts";
 import { watchPostmaster, type PmStatus, type Postmaster } from "./postmaster.ts";
-import { createSession, type SessionConfig } from "./session.ts";
+import { connectTimeoutOf, createSession, type SessionConfig } from "./session.ts";
 
 export const BACKOFF_MIN_MS = 100;
 export const BACKOFF_MAX_MS = 2000;
@@ -136,16 +136,16 @@ function alarm(): { nap(ms: number): Promise<void>; wake(): void } {
 }
 
 export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
-  const session = createSession(config, {
+  // A shutdown, even a smart one, is seen here first: this session is closed
+  // then, so that the shutdown need not wait for it.
+  const pm = watchPostmaster(config.target.dataDir, (status) => {
+    if (status === "stopping" && session.connected) fail(SHUTTING_DOWN, "57P03");
+    else if (!session.connected) wake();
+  });
+  const session = createSession(config, pm, {
     notified: poke,
     lost: () => fail("connection lost", "CONNECTION_CLOSED"),
     warn: hooks.warn,
-  });
-  // A shutdown, even a smart one, is seen here first: this session is closed
-  // then, so that the shutdown need not wait for it.
-  const pm = watchPostmaster(config.target, (status) => {
-    if (status === "stopping" && session.connected) fail(SHUTTING_DOWN, "57P03");
-    else if (!session.connected) wake();
   });
   const retry = createRetry(config, pm);
   let stopped = false;
@@ -180,16 +180,16 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     return true;
   }
 
-  // One poll: connect if needed, query under a deadline (a hung server never
-  // answers, and server-side timeouts never fire there); at the deadline the
-  // connection is dropped and the query fails as one of an old session.
+  // One poll: the settings (a bad file or a missing socket fails here), connect if needed, query under a deadline (a
+  // hung server never answers); at it the connection is dropped and the query fails as one of an old session.
   async function poll(startedAt: number): Promise<boolean> {
-    const missing = session.missingSocket();
-    if (missing) return (fail(describe(missing), "ENOENT"), false);
+    const refused = await session.prepare();
+    if (refused && !stopped) fail(describe(refused), (refused as { code?: string }).code);
+    if (refused || stopped) return false;
     const conn = session.conn();
     const id = session.id;
     const current = () => id === session.id && !stopped;
-    const deadlineMs = config.staleAfterMs + (session.fresh ? config.connectTimeoutMs : 0);
+    const deadlineMs = config.staleAfterMs + (session.fresh ? connectTimeoutOf(config, session.plan) : 0);
     const deadline = setTimeout(() => {
       if (current()) fail(`no answer within ${formatDuration(deadlineMs)}`, "POLL_TIMEOUT");
     }, deadlineMs);
@@ -197,7 +197,7 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
       const rows = await conn.unsafe(POLL_QUERY, [!session.knowsSystemId], { prepare: true });
       return current() && succeed(rows[0]!, startedAt);
     } catch (err) {
-      if (current()) fail(describe(err), (err as { code?: string }).code);
+      if (current()) fail(describe(err, session.plan?.settings), (err as { code?: string }).code);
       return false;
     } finally {
       clearTimeout(deadline);

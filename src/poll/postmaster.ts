@@ -15,7 +15,6 @@
 // down or refusing, the poll loop sleeps until the file changes.
 import { readFileSync, statSync, watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
-import type { DbTarget } from "./target.ts";
 
 /** postmaster.pid's status, "down" without the file or its process, "unreadable" when it cannot be read. */
 export type PmStatus = "starting" | "stopping" | "ready" | "standby" | "down" | "unreadable";
@@ -52,6 +51,13 @@ function alive(pid: number): boolean {
 }
 
 export interface Postmaster {
+  /**
+   * The server the next connection goes to, from its settings (connect.ts):
+   * its port tells its file from another server's, its host whether a
+   * data_directory it tells is a path on this host at all. A new server
+   * forgets the directory learned from the old one.
+   */
+  aim(host: string, port: number): void;
   /** Where postmaster.pid is: the server's data_directory, told by a poll; ignored for a server on another host. */
   learn(dataDir: string): void;
   /** Its status now; "unreadable" before learn() or without access. */
@@ -67,20 +73,21 @@ export interface Postmaster {
   close(): void;
 }
 
+/** A host setting that names this host: a socket directory or a loopback name. */
+function isLocal(host: string): boolean {
+  return host.startsWith("/") || host === "localhost" || host === "127.0.0.1" || host === "::1";
+}
+
 /**
  * Calls onChange at every rewrite of postmaster.pid, while a watch on the data
- * directory lasts. `target` is the server's: PGDATA (dataDir) says where the
- * file is before a poll tells it, its port tells its file from another
- * server's, and its host whether a data_directory the server tells is a path
- * on this host at all.
+ * directory lasts. `pgdata` (PGDATA) says where the file is before a poll
+ * tells it, whatever the host.
  */
-export function watchPostmaster(
-  target: Pick<DbTarget, "host" | "port" | "dataDir">,
-  onChange: (status: PmStatus) => void,
-): Postmaster {
-  const { host, port } = target;
-  const local = host.startsWith("/") || host === "localhost" || host === "127.0.0.1" || host === "::1";
-  let dataDir = target.dataDir;
+export function watchPostmaster(pgdata: string | undefined, onChange: (status: PmStatus) => void): Postmaster {
+  let port: number | undefined;
+  let local = false;
+  let server = "";
+  let dataDir = pgdata;
   let watcher: FSWatcher | undefined;
   let version = 0;
   let signature = "";
@@ -108,9 +115,18 @@ export function watchPostmaster(
   }
 
   const pm: Postmaster = {
+    aim(host, newPort) {
+      if (`${host} ${newPort}` === server) return;
+      server = `${host} ${newPort}`;
+      port = newPort;
+      local = isLocal(host);
+      close();
+      dataDir = pgdata;
+      if (dataDir !== undefined && status() !== "unreadable") arm(dataDir);
+    },
     // Once per connection: a rebuilt node's directory is a new one under the same name.
     learn(dir) {
-      if (!local && dir !== target.dataDir) return;
+      if (!local && dir !== pgdata) return;
       close();
       dataDir = dir;
       if (status() !== "unreadable") arm(dir);

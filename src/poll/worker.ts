@@ -22,6 +22,12 @@ export type WorkerMessage =
 
 declare const self: Worker;
 
+// The connection settings come from the environment as it was at start
+// (target.ts); postgres.js would read PG* again where our options leave a gap
+// (PGTARGETSESSIONATTRS, PGSSLNEGOTIATION, PGPASSWORD), so this thread's own
+// copy of the environment goes without them.
+for (const key of Object.keys(process.env)) if (key.startsWith("PG")) delete process.env[key];
+
 let loop: Loop | undefined;
 let cell: Int32Array;
 /** Slot 0: performance.timeOrigin + now of the last good poll's start, for the main thread's ages. */

@@ -35,6 +35,8 @@ export interface PgOptions {
   standbyConf?: string[];
   /** pg_hba.conf lines placed before the trust lines, e.g. to require a password for one role. */
   hbaPrepend?: string[];
+  /** Files written into the primary's data dir before it starts, mode 0600 (e.g. server.key for ssl = on). */
+  dataFiles?: Record<string, string>;
   /**
    * A command prefix for the primary's (standby's) server commands, e.g. `ip netns exec NS` to run
    * the node in a network namespace (testkit/netns.ts). psql and pg_ctl's signals go through the
@@ -353,6 +355,10 @@ async function initCluster(opts: PgOptions): Promise<{ cluster: Cluster; primary
       cluster.dir,
     );
     writeOwned(join(primary.dataDir, "pg_hba.conf"), [...(opts.hbaPrepend ?? []), ...trustHba]);
+    for (const [name, text] of Object.entries(opts.dataFiles ?? {})) {
+      writeFileSync(join(primary.dataDir, name), text, { mode: 0o600 });
+      chown(join(primary.dataDir, name));
+    }
     writeFileSync(join(primary.dataDir, "postgresql.conf"), "include 'fixture.conf'\n", { flag: "a" });
     writeNodeConf(primary);
     return { cluster, primary };

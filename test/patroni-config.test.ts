@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildConfig, parseArgv } from "../src/config/load.ts";
 import { ConfigError } from "../src/config/types.ts";
+import { configTarget } from "../src/poll/target.ts";
 import { cleanEnv, MAIN } from "../src/testkit/responder.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "rs-patroni-config-"));
@@ -132,4 +133,16 @@ test("the CLI: a store other than etcd v3 is one line on stderr and exit 2", asy
     `replstatus: could not use ${file}: its store is "zookeeper:", and only etcd v3 (an "etcd3:" section) is supported\n`,
   );
   expect(code).toBe(2);
+});
+
+// patroni.yml's socket dir and port sit below --db, the service and PG*, as --cluster's do (poll/target.ts).
+test.each([
+  ["patroni.yml alone", undefined, {}, "u@/run/pg/.s.PGSQL.5433/u"],
+  ["PGPORT over the file's port", undefined, { PGPORT: "6000" }, "u@/run/pg/.s.PGSQL.6000/u"],
+  ["PGHOST over the file's socket dir", undefined, { PGHOST: "/tmp" }, "u@/tmp/.s.PGSQL.5433/u"],
+  ["--db over both", "host=10.0.0.9 port=5999", {}, "u@10.0.0.9:5999/u"],
+] as const)("the target: %s", (_, db, env, display) => {
+  const patroni = { pgEnv: { PGHOST: "/run/pg", PGPORT: "5433" } };
+  const target = configTarget({ db, cluster: undefined, patroni }, { PGUSER: "u", HOME: dir, ...env });
+  expect(target.display).toBe(display);
 });

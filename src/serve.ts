@@ -35,6 +35,8 @@ import { apply, reloadConfig, type Reloadable } from "./ops/reload.ts";
 import { listenerName, reportStart } from "./ops/report.ts";
 import { createLagJudge } from "./poll/lag.ts";
 import type { PollFacts } from "./poll/facts.ts";
+import type { PatroniWatch } from "./cluster/watch.ts";
+import type { PatroniAnswer } from "./listen/http/patroni.ts";
 import { startPoller, type Poller } from "./poll/poller.ts";
 import { configTarget } from "./poll/target.ts";
 
@@ -80,6 +82,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   let poller: Poller | undefined;
   const facts = () => poller?.facts;
   const splitBrain = startSplitBrain(config, status, facts, log, stack);
+  const patroni = config.patroni && (await startPatroniMode(config, status, facts, log, stack));
   const fdLimit = raiseFdLimit();
   const gate: Gate = {
     allow: config.allow,
@@ -87,7 +90,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     open: 0,
     counters: metrics.connections,
   };
-  const sources: Sources = { status, responses, facts, metrics, splitBrain };
+  const sources: Sources = { status, responses, facts, metrics, splitBrain, patroni };
   const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
   // Between the bind above and the first await below nothing is accepted
   // yet: the override on disk is in force before the first answer.
@@ -100,10 +103,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const overLimit = watchOverLimit(metrics.connections, gate, log);
   stack.defer(() => clearInterval(overLimit));
 
-  // Every peer is asked once before this node's first poll (cluster/peers.ts):
-  // a restarted old primary must be fenced from its first answer. The requests
-  // end within --peer-timeout; the sleep only bounds a fetch that would not.
-  if (splitBrain) await Promise.race([splitBrain.firstRound, Bun.sleep(config.peerTimeoutMs + 1000)]);
+  await fenceKnown(config, splitBrain, patroni);
 
   const first = firstOutcome(metrics);
   poller = startPoller({
@@ -120,6 +120,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     onFacts: (f) => {
       if (config.agent.weightByLag) status.setWeightBucket(weightBucket(config.agent, f));
       splitBrain?.evaluate();
+      patroni?.watch.evaluate();
       first.done();
     },
   });
@@ -133,6 +134,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     fdLimit: () => fdLimit,
     guard: () => splitBrain,
     tls: () => endpoints.tlsWatch,
+    ...(patroni && { extra: patroni.watch.metrics }),
   });
   // A socket handed over by a service manager holds the checks that came
   // during the restart; they get the answer of this process's first poll
@@ -199,12 +201,51 @@ function startSplitBrain(
   return splitBrain;
 }
 
+/** The most the first poll waits for etcd's first answer in the Patroni mode. */
+const ETCD_FIRST_ANSWER_MS = 1500;
+
+/**
+ * Every peer is asked once before this node's first poll (cluster/peers.ts):
+ * a restarted old primary must be fenced from its first answer. The requests
+ * end within --peer-timeout; the sleep only bounds a fetch that would not.
+ * Likewise the Patroni mode waits for etcd's first answer (or first failure).
+ */
+async function fenceKnown(config: Config, splitBrain: Guard | undefined, patroni: PatroniMode | undefined) {
+  if (splitBrain) await Promise.race([splitBrain.firstRound, Bun.sleep(config.peerTimeoutMs + 1000)]);
+  if (patroni) await Promise.race([patroni.watch.ready, Bun.sleep(ETCD_FIRST_ANSWER_MS)]);
+}
+
+interface PatroniMode {
+  watch: PatroniWatch;
+  answer: PatroniAnswer;
+}
+
+// Loaded only in the Patroni mode (dynamic imports): the default footprint does not grow.
+async function startPatroniMode(
+  config: Config,
+  status: Status,
+  facts: () => PollFacts | undefined,
+  log: Logger,
+  stack: AsyncDisposableStack,
+): Promise<PatroniMode> {
+  const [{ startPatroniWatch }, { patroniHttp }] = await Promise.all([
+    import("./cluster/watch.ts"),
+    import("./listen/http/patroni.ts"),
+  ]);
+  const settings = config.patroni!;
+  const watch = startPatroniWatch({ settings, status, facts, log });
+  stack.defer(() => watch.stop());
+  const answer = patroniHttp({ cell: status.cell, facts, watch, member: settings.member, tags: config.tags });
+  return { watch, answer };
+}
+
 interface Sources {
   status: Status;
   responses: Responses;
   facts: () => PollFacts | undefined;
   metrics: Metrics;
   splitBrain: Guard | undefined;
+  patroni: PatroniMode | undefined;
 }
 
 interface Endpoints {
@@ -235,14 +276,21 @@ function openListeners(
   { env, log }: { env: Env; log: Logger },
   stack: AsyncDisposableStack,
 ): Endpoints {
-  const { status, responses, metrics, splitBrain } = s;
+  const { status, responses, metrics, splitBrain, patroni } = s;
   const tls = config.tls && loadTls(config.tls);
   const tlsWatch = config.tls && createTlsWatch(config.listen.length, config.tls.clientCert);
   const onTlsFailure = failureLogger(() => metrics.listenerNames, log);
   const handlers = {
     raw: rawHandler(status.cell, responses),
     http: httpHandler(
-      { status, facts: s.facts, metrics: () => metrics.render(), guard: splitBrain && (() => splitBrain.status()) },
+      {
+        status,
+        facts: s.facts,
+        metrics: () => metrics.render(),
+        guard: splitBrain && (() => splitBrain.status()),
+        tags: config.tags,
+        ...(patroni && { patroni: patroni.answer, extraStatus: patroni.watch.status }),
+      },
       responses,
     ),
     agent: agentHandler(status.cell, responses),

@@ -29,6 +29,7 @@ function own(over: Partial<PollFacts>): PollFacts {
     receiverStatus: null,
     lagBytes: null,
     replayAgeSeconds: null,
+    replayLsn: null,
     systemId: CLUSTER,
     timeline: 1,
     startedAt: 0,

@@ -15,6 +15,7 @@ function facts(over: Partial<PollFacts>): PollFacts {
     receiverStatus: "streaming",
     lagBytes: 0,
     replayAgeSeconds: 0,
+    replayLsn: null,
     systemId: "7712175825285183157",
     timeline: 1,
     startedAt: 0,

@@ -106,6 +106,7 @@ describe("weight bucket by replay lag", () => {
     receiverStatus: "streaming",
     lagBytes: 0,
     replayAgeSeconds: null,
+    replayLsn: null,
     systemId: "7712175825285183157",
     timeline: 1,
     startedAt: 0,

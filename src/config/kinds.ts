@@ -5,6 +5,7 @@ import { isIP } from "node:net";
 import { buildAllowList } from "../listen/allow.ts";
 import { ConninfoError, isUrl, parseConninfo, redactConninfo } from "../poll/libpq/conninfo.ts";
 import { parseClusterName } from "./debian-cluster.ts";
+import { ETCD_URL_EXPECTED, etcdUrl as normalEtcdUrl, isTag, TAG_EXPECTED } from "./patroni.ts";
 import {
   formatDuration,
   LISTEN_EXPECTED,
@@ -193,4 +194,14 @@ export const debianCluster: Kind<string> = {
   arg: "VERSION-NAME",
   expected: "VERSION-NAME of a Debian cluster, such as 15-main",
   parse: (text) => (parseClusterName(text) ? text : undefined),
+};
+
+/** An etcd v3 client URL, kept as PROTOCOL://HOST:PORT (port 2379 when none is given). */
+export const etcdUrl: Kind<string> = { arg: "URL", expected: ETCD_URL_EXPECTED, parse: normalEtcdUrl };
+
+/** A node tag, KEY=VALUE, kept as text: config/patroni.ts buildTags reads the list. */
+export const nodeTag: Kind<string> = {
+  arg: "KEY=VALUE",
+  expected: TAG_EXPECTED,
+  parse: (text) => (isTag(text) ? text : undefined),
 };

@@ -3,6 +3,7 @@
 // rules here are only those that span several options.
 import { buildAllowList, type AllowList } from "../listen/allow.ts";
 import { formatAddress, formatDuration, oneLine, type ListenAddress } from "../units.ts";
+import { buildPatroni, buildTags } from "./patroni.ts";
 import { BY_NAME, envName, hasEnv, OPTIONS, type OptionName, type Values } from "./options.ts";
 import { ConfigError, type Config, type DemoConfig, type PeerTlsConfig, type Texts, type TlsConfig } from "./types.ts";
 
@@ -234,6 +235,22 @@ function tlsConfig(read: Reader, listen: ListenAddress[]): TlsConfig | undefined
   return { certFile, keyFile, caFile, clientCert };
 }
 
+/** --patroni and --etcd turn the Patroni mode on; --tag works without it. */
+function patroniConfig(read: Reader, merged: Raw, peers: string[]): Pick<Config, "patroni" | "tags"> {
+  const file = read("patroni");
+  const patroni = buildPatroni({
+    file,
+    etcd: merged.has("etcd") ? read("etcd") : undefined,
+    scope: read("scope"),
+    member: read("member"),
+    namespace: read("namespace"),
+  });
+  if (patroni && peers.length > 0) {
+    throw new ConfigError("--peer cannot be combined with the Patroni mode: the leader key in etcd is the fence there");
+  }
+  return { patroni, tags: buildTags(file, read("tag")) };
+}
+
 /**
  * Turns argv, the environment and the config file into a validated Config;
  * throws ConfigError. Reads the options in the order their errors take.
@@ -278,6 +295,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     throw new ConfigError("--isolation-after needs at least one --peer: it counts the time since a peer last answered");
   }
   const tls = tlsConfig(read, listen);
+  const { patroni, tags } = patroniConfig(read, merged, peers);
   const logFormat = read("log-format");
   checkAll(read);
   return {
@@ -306,6 +324,8 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     peerTls,
     isolationAfterMs,
     tls,
+    patroni,
+    tags,
   };
 }
 

@@ -85,6 +85,44 @@ export interface Config {
   isolationAfterMs: number | undefined;
   /** undefined when no listener is `tls+`. */
   tls: TlsConfig | undefined;
+  /** The Patroni mode (--patroni, --etcd; config/patroni.ts): undefined when off. */
+  patroni: PatroniSettings | undefined;
+  /** patroni.yml's tags, then --tag: for ?tag_KEY=VALUE and noloadbalance. */
+  tags: NodeTags;
+}
+
+export interface PatroniSettings {
+  /** patroni.yml, when given. */
+  file: string | undefined;
+  scope: string;
+  /** Patroni's namespace, default "/service/". */
+  namespace: string;
+  /** This node's member name (patroni.yml's name). */
+  member: string;
+  /** The key prefix watched: /<namespace>/<scope>/, slashes collapsed as Patroni does. */
+  prefix: string;
+  /**
+   * PGHOST and PGPORT of the local PostgreSQL from patroni.yml's postgresql
+   * section (unix_socket_directories' first entry, listen's port): defaults
+   * below --db, the service and the PG* environment (poll/target.ts).
+   */
+  pgEnv: Record<string, string>;
+  etcd: {
+    urls: string[];
+    username: string | undefined;
+    password: string | undefined;
+    /** PEM files. */
+    cacert: string | undefined;
+    cert: string | undefined;
+    key: string | undefined;
+  };
+}
+
+/** A node's tags as Patroni's ?tag_KEY=VALUE compares them: strings, or lowercased str() of other values. */
+export interface NodeTags {
+  values: Record<string, string>;
+  /** Patroni's bool(tags.get("noloadbalance")). */
+  noloadbalance: boolean;
 }
 
 export interface AgentConfig {

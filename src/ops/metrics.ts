@@ -22,6 +22,8 @@ export interface MetricsSources {
   guard?(): Guard | undefined;
   /** Handshake failures of tls+ listeners, when there is one. */
   tls?(): TlsWatch | undefined;
+  /** More families, already in the text format (the Patroni mode's, src/cluster/watch.ts). */
+  extra?(): string;
 }
 
 export interface Metrics {
@@ -73,7 +75,7 @@ export function createMetrics(listenerCount: number): Metrics {
       if (sources) renderFacts(out, sources.facts());
       const guard = sources?.guard?.();
       if (guard) renderGuard(out, guard);
-      return out.join("\n") + "\n";
+      return out.join("\n") + "\n" + (sources?.extra?.() ?? "");
     },
   };
   return metrics;

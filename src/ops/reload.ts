@@ -105,6 +105,8 @@ function restartOnly(old: Config, next: Config): string[] {
   ) {
     restart.push("peer/peer-interval/peer-timeout/peer-ca/peer-cert/peer-key/isolation-after");
   }
+  if (!same([old.patroni, old.tags], [next.patroni, next.tags]))
+    restart.push("patroni/etcd/scope/member/namespace/tag");
   if (
     old.maxLagBytes !== next.maxLagBytes ||
     old.maxLagSeconds !== next.maxLagSeconds ||

@@ -61,6 +61,7 @@ export function reportStart(log: Logger, config: Config, s: Started): void {
       log.warning(`the certificate ${config.tls!.certFile} has expired: clients that verify it refuse it`);
   }
   if (s.splitBrain) reportSplitBrain(log, config, s.splitBrain);
+  if (config.patroni) reportPatroni(log, config);
   for (const l of s.listeners) {
     if (l.backlogError) {
       log.warning(
@@ -82,6 +83,16 @@ function reportSplitBrain(log: Logger, config: Config, splitBrain: Guard): void 
     log.warning(
       "split-brain guard: this node has no http listener, so its peers cannot see its timeline; add --listen http:HOST:PORT and name it in their --peer",
     );
+  }
+}
+
+function reportPatroni(log: Logger, config: Config): void {
+  const p = config.patroni!;
+  log.info(
+    `patroni mode: member ${p.member} of ${p.scope}, watching ${p.prefix} on ${p.etcd.urls.map(redactUrl).join(", ")}`,
+  );
+  if (!config.listen.some((l) => l.mode === "http")) {
+    log.warning("patroni mode: no http listener, so Patroni's REST paths are not served; add --listen http:HOST:PORT");
   }
 }
 

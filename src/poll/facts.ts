@@ -16,6 +16,8 @@ export interface PollFacts {
   lagBytes: number | null;
   /** Seconds since the last replayed transaction's commit. */
   replayAgeSeconds: number | null;
+  /** pg_last_wal_replay_lsn() as a byte position; null on a primary. Patroni's ?lag= compares it with the leader's optime. */
+  replayLsn: number | null;
   /** pg_control_system().system_identifier, as text: it is a 64-bit number. */
   systemId: string | null;
   /**
@@ -60,6 +62,7 @@ export const POLL_QUERY = `select r.in_recovery,
   w.status as receiver_status,
   pg_wal_lsn_diff(coalesce(w.latest_end_lsn, w.flushed_lsn), pg_last_wal_replay_lsn())::float8 as lag_bytes,
   extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 as replay_age_s,
+  pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::float8 as replay_lsn,
   case when $1::bool then (select system_identifier from pg_control_system())::text end as system_id,
   case when $1::bool then (select setting from pg_settings where name = 'data_directory') end as data_directory,
   case when r.in_recovery
@@ -86,6 +89,7 @@ export function decodeFacts(
     // latest_end_lsn only moves with the sender's messages: replay can be past it.
     lagBytes: lagBytes === null ? null : Math.max(0, lagBytes),
     replayAgeSeconds: (row.replay_age_s as number | null) ?? null,
+    replayLsn: (row.replay_lsn as number | null) ?? null,
     systemId,
     timeline: (row.timeline as number | null) ?? null,
     startedAt,

@@ -63,12 +63,17 @@ export function resolveTarget(db: string | undefined, env: Env): DbTarget {
 
 /**
  * The target of a configuration: --db, then a service, then PG* variables,
- * then the --cluster's port and socket directory (as PGHOST and PGPORT where
- * the environment has none), then libpq's defaults. Throws ConfigError or
- * ClusterError (an unreadable cluster).
+ * then the --cluster's port and socket directory, else (the Patroni mode)
+ * patroni.yml's (as PGHOST and PGPORT where the environment has none), then
+ * libpq's defaults. Throws ConfigError or ClusterError (an unreadable cluster).
  */
-export function configTarget(config: { db: string | undefined; cluster: string | undefined }, env: Env): DbTarget {
-  return resolveTarget(config.db, config.cluster ? clusterEnv(findDebianCluster(config.cluster, env), env) : env);
+export function configTarget(
+  config: { db: string | undefined; cluster: string | undefined; patroni?: { pgEnv: Record<string, string> } },
+  env: Env,
+): DbTarget {
+  if (config.cluster) return resolveTarget(config.db, clusterEnv(findDebianCluster(config.cluster, env), env));
+  const below = config.patroni?.pgEnv ?? {};
+  return resolveTarget(config.db, { ...env, PGHOST: env.PGHOST || below.PGHOST, PGPORT: env.PGPORT || below.PGPORT });
 }
 
 /** The settings of the next connection attempt; throws ConninfoError. */

@@ -9,6 +9,7 @@ const REASONS: Record<number, string> = {
   405: "Method Not Allowed",
   408: "Request Timeout",
   431: "Request Header Fields Too Large",
+  502: "Bad Gateway",
   503: "Service Unavailable",
   505: "HTTP Version Not Supported",
 };
@@ -18,7 +19,7 @@ const REASONS: Record<number, string> = {
 // no traffic (src/cluster/): PostgreSQL answers, so /health and /readiness say
 // 200, but no pool may use it.
 //                 primary standby unknown lagging fenced
-const OK: boolean[][] = [
+export const OK: boolean[][] = [
   [true, false, false, false, false], // primary
   [false, true, false, false, false], // replica: a lagging standby is not a good replica
   [true, true, false, false, false], // read-only: primary or a good replica

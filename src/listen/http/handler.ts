@@ -5,20 +5,20 @@
 //
 // Paths are Patroni's (REST API, "Health check endpoints"), so a haproxy
 // configuration written for Patroni works. Every check answer is prebuilt per
-// state (answers.ts); only `?lag=` checks, `/status` and `/metrics`, which
-// carry live numbers, are rendered per request (status.ts).
+// state (answers.ts); only checks with a query (`?lag=`, `?tag_KEY=VALUE`,
+// status.ts and query.ts), `/status` and `/metrics`, which carry live numbers,
+// are rendered per request. In the Patroni mode, patroni.ts answers the paths.
 //
 // A whole head in one segment (what haproxy sends) is parsed in place without
 // copying; only a head that arrives in pieces gets a 4 KiB buffer.
 import type { Socket, SocketHandler } from "bun";
 import { DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S } from "../raw.ts";
 import type { Responses } from "../answers.ts";
-import { bytes, render } from "./answers.ts";
+import { bytes, render, type HttpResponses } from "./answers.ts";
 import {
   BAD_METHOD,
   BAD_VERSION,
   CHECK_METRICS,
-  CHECK_REPLICA,
   CHECK_STATUS,
   HEAD_LIMIT_BYTES,
   headEnd,
@@ -26,7 +26,7 @@ import {
   parseHead,
   type RequestHead,
 } from "./parse.ts";
-import { lagAnswer, statusAnswer, type HttpContext } from "./status.ts";
+import { asksQuery, queryAnswer, statusAnswer, type HttpContext } from "./status.ts";
 import { currentState } from "../../cell.ts";
 
 /** A request head not complete this long after accept gets 408. */
@@ -49,10 +49,42 @@ interface PartialHead {
  */
 type HttpData = number | PartialHead;
 
+function latin1(buf: Uint8Array, from: number, to: number): string {
+  return from < 0 ? "" : Buffer.from(buf.subarray(from, to)).toString("latin1");
+}
+
+/** The answer to the head in buf[0, end); `req` is the handler's one RequestHead, rewritten here. */
+function answerHead(ctx: HttpContext, r: HttpResponses, req: RequestHead, buf: Uint8Array, end: number): Uint8Array {
+  parseHead(buf, end, req);
+  const withBody = !req.head;
+  // The Patroni mode answers every path of a good request but /status and /metrics.
+  if (ctx.patroni && (req.kind === NOT_FOUND || (req.kind >= 0 && req.kind < CHECK_STATUS))) {
+    return ctx.patroni(latin1(buf, req.pathFrom, req.pathTo), latin1(buf, req.queryFrom, req.queryTo), req.head);
+  }
+  switch (req.kind) {
+    case NOT_FOUND:
+      return withBody ? r.notFound : r.notFoundHead;
+    case BAD_METHOD:
+      return r.badMethod;
+    case BAD_VERSION:
+      return r.badVersion;
+    case CHECK_STATUS:
+      return statusAnswer(ctx, 200, withBody);
+    case CHECK_METRICS:
+      if (!ctx.metrics) return withBody ? r.notFound : r.notFoundHead;
+      return bytes(render(200, ctx.metrics(), withBody, "", "text/plain; version=0.0.4"));
+  }
+  if (req.kind < 0) return r.badRequest;
+  if (asksQuery(ctx, req.kind, req.queryFrom >= 0)) {
+    return queryAnswer(ctx, r, req.kind, latin1(buf, req.queryFrom, req.queryTo), withBody);
+  }
+  return (withBody ? r.get : r.head)[req.kind]![currentState(ctx.status.cell)]!;
+}
+
 export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandler<HttpData> {
-  const cell = ctx.status.cell;
   const pending = new Set<Socket<HttpData>>();
-  const req: RequestHead = { kind: 0, head: false, queryFrom: -1, queryTo: -1 };
+  const req: RequestHead = { kind: 0, head: false, queryFrom: -1, queryTo: -1, pathFrom: -1, pathTo: -1 };
+  const answer = (buf: Uint8Array, end: number) => answerHead(ctx, responses.http, req, buf, end);
   let sweeper: Timer | undefined;
 
   function sweep(): void {
@@ -74,30 +106,6 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
     socket.write(response);
     socket.shutdown();
     socket.timeout(DRAIN_TIMEOUT_S);
-  }
-
-  function answer(buf: Uint8Array, end: number): Uint8Array {
-    const r = responses.http;
-    parseHead(buf, end, req);
-    const withBody = !req.head;
-    switch (req.kind) {
-      case NOT_FOUND:
-        return withBody ? r.notFound : r.notFoundHead;
-      case BAD_METHOD:
-        return r.badMethod;
-      case BAD_VERSION:
-        return r.badVersion;
-      case CHECK_STATUS:
-        return statusAnswer(ctx, 200, withBody);
-      case CHECK_METRICS:
-        if (!ctx.metrics) return withBody ? r.notFound : r.notFoundHead;
-        return bytes(render(200, ctx.metrics(), withBody, "", "text/plain; version=0.0.4"));
-      case CHECK_REPLICA:
-        if (req.queryFrom < 0) break;
-        return lagAnswer(ctx, r, Buffer.from(buf.subarray(req.queryFrom, req.queryTo)).toString("latin1"), withBody);
-    }
-    if (req.kind < 0) return r.badRequest;
-    return (withBody ? r.get : r.head)[req.kind]![currentState(cell)]!;
   }
 
   // A head in one chunk is answered from the chunk; else it is gathered in a PartialHead.

@@ -48,6 +48,9 @@ export interface RequestHead {
   /** The query's bytes, after the `?`, or -1 without one. */
   queryFrom: number;
   queryTo: number;
+  /** The path's bytes, without the query (the Patroni mode reads paths of its own). */
+  pathFrom: number;
+  pathTo: number;
 }
 
 const LF = 10;
@@ -133,7 +136,7 @@ function route(buf: Uint8Array, from: number, to: number): number {
 /** Parses the head in buf[0, end) (end from headEnd()) into `out`. */
 export function parseHead(buf: Uint8Array, end: number, out: RequestHead): void {
   out.head = false;
-  out.queryFrom = out.queryTo = -1;
+  out.queryFrom = out.queryTo = out.pathFrom = out.pathTo = -1;
   out.kind = requestLine(buf, end, out);
 }
 
@@ -155,5 +158,7 @@ function requestLine(buf: Uint8Array, end: number, out: RequestHead): number {
     out.queryFrom = q + 1;
     out.queryTo = sp2;
   }
+  out.pathFrom = target;
+  out.pathTo = q < 0 ? sp2 : q;
   return route(buf, target, q < 0 ? sp2 : q);
 }

@@ -1,10 +1,11 @@
-// The answers that carry live numbers: the /status body and `?lag=` checks,
-// rendered per request.
-import { parseSizeBytes } from "../../units.ts";
+// The answers that carry live numbers: the /status body and checks with a
+// query, rendered per request.
 import type { GuardStatus } from "../../cluster/peers.ts";
+import type { NodeTags } from "../../config/types.ts";
 import type { PollFacts } from "../../poll/facts.ts";
-import { bytes, render, roleOf, type HttpResponses } from "./answers.ts";
-import { CHECK_REPLICA } from "./parse.ts";
+import { bytes, OK, render, roleOf, type HttpResponses } from "./answers.ts";
+import { CHECK_HEALTH, CHECK_READ_ONLY, CHECK_READINESS, CHECK_REPLICA } from "./parse.ts";
+import { queryVerdict, type QueryPath } from "./query.ts";
 import { currentState, LAGGING, OVERRIDE_NAMES, STANDBY, STATE_NAMES, UNKNOWN, type Status } from "../../cell.ts";
 
 /** The live part of the answer: lag facts and ages, for /status and `?lag=` checks. */
@@ -16,6 +17,12 @@ export interface HttpContext {
   metrics?(): string;
   /** The split-brain guard's view, for /status (src/cluster/peers.ts). */
   guard?(): GuardStatus;
+  /** The Patroni mode (patroni.ts): every path but /status and /metrics; the query without "?". */
+  patroni?(path: string, query: string, isHead: boolean): Uint8Array;
+  /** More of /status: the Patroni mode's view (src/cluster/watch.ts). */
+  extraStatus?(): Record<string, unknown>;
+  /** --tag and patroni.yml's tags, for ?tag_KEY=VALUE and noloadbalance. */
+  tags?: NodeTags;
 }
 
 // timeline and system_identifier are what peers read (src/cluster/): shown
@@ -39,29 +46,38 @@ export function statusAnswer(ctx: HttpContext, code: number, withBody: boolean):
       changed_at: new Date(status.changedAt).toISOString(),
       poll_age_ms: facts ? Math.round(performance.now() - facts.startedAt) : null,
       ...ctx.guard?.(),
+      ...ctx.extraStatus?.(),
     }) + "\n";
   return bytes(render(code, body, withBody));
 }
 
-// `?lag=N`: like /replica, and the replay at most N bytes behind the
-// primary. Unknown lag (no grants, receiver not streaming) is not "at most N".
-export function lagAnswer(ctx: HttpContext, answers: HttpResponses, query: string, withBody: boolean): Uint8Array {
-  let maxBytes: number | undefined;
-  for (const pair of query.split("&")) {
-    const eq = pair.indexOf("=");
-    const key = eq === -1 ? pair : pair.slice(0, eq);
-    if (key !== "lag") continue;
-    if (maxBytes !== undefined) return answers.badLag;
-    maxBytes = parseSizeBytes(pair.slice(eq + 1));
-    if (eq === -1 || maxBytes === undefined) return answers.badLag;
-  }
+// The query of a check path (query.ts: ?lag=, ?replication_state=, ?tag_KEY=VALUE)
+// and the noloadbalance tag. An answer other than the prebuilt one is the
+// /status body with its code, since it depends on live numbers.
+const QUERY_PATHS: (QueryPath | undefined)[] = [];
+QUERY_PATHS[CHECK_REPLICA] = "replica";
+QUERY_PATHS[CHECK_READ_ONLY] = "read-only";
+QUERY_PATHS[CHECK_HEALTH] = "health";
+QUERY_PATHS[CHECK_READINESS] = "readiness";
+
+/** Whether check `kind` asks the query rule: it has a query, or a noloadbalance tag hides the node. */
+export function asksQuery(ctx: HttpContext, kind: number, hasQuery: boolean): boolean {
+  return QUERY_PATHS[kind] !== undefined && (hasQuery || ctx.tags?.noloadbalance === true);
+}
+
+/** `query` without the "?", "" for none. */
+export function queryAnswer(
+  ctx: HttpContext,
+  answers: HttpResponses,
+  kind: number,
+  query: string,
+  withBody: boolean,
+): Uint8Array {
   const state = currentState(ctx.status.cell);
-  if (maxBytes === undefined) return (withBody ? answers.get : answers.head)[CHECK_REPLICA]![state]!;
-  const facts = ctx.facts();
-  const ok =
-    (state === STANDBY || state === LAGGING) &&
-    facts?.receiverStatus === "streaming" &&
-    facts.lagBytes !== null &&
-    facts.lagBytes <= maxBytes;
-  return statusAnswer(ctx, ok ? 200 : 503, withBody);
+  const base = OK[kind]![state]!;
+  const standby = state === STANDBY || state === LAGGING;
+  const verdict = queryVerdict(QUERY_PATHS[kind]!, query, { standby, base, facts: ctx.facts(), tags: ctx.tags });
+  if (typeof verdict === "string") return verdict === "bad-lag" ? answers.badLag : answers.badRequest;
+  if (verdict === base && !/(^|&)lag=/.test(query)) return (withBody ? answers.get : answers.head)[kind]![state]!;
+  return statusAnswer(ctx, verdict ? 200 : 503, withBody);
 }

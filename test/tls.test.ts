@@ -139,7 +139,8 @@ describe("haproxy check-ssl verify required with a client certificate", () => {
       // chkfail: failed checks of a server that was UP. A server requiring client
       // certificates that cannot resume sessions fails every other check.
       expect(Number(after.pg1!.chkfail)).toBe(Number(before.pg1!.chkfail));
-      expect(after.pg1!.check_status).toBe("L7OK");
+      // haproxy marks a check still under way with "* " before the last result.
+      expect(after.pg1!.check_status!.replace(/^\* /, "")).toBe("L7OK");
       expect(await landsOn(hx.ports[pool]!)).toEqual({ inRecovery: false, port: pg.primary.port });
     },
   );

@@ -213,6 +213,8 @@ describe("two clusters on one host, one instance each", () => {
         expect(r.ports).toEqual([port]);
         expect(r.log).toContain(`; database replstatus@${node.socketDir}/.s.PGSQL.${node.port}/postgres;`);
         expect(r.log).toContain(`; control socket /run/replstatus/${cluster}/control.sock`);
+        // The limits come on the start report's second line, which may follow the "serving" line a moment later.
+        await r.waitForLog(/; open-file limit /, "the limits line");
         expect(r.log).toContain(`; open-file limit ${Math.min(cmd.nofile!, hardNofile)}`);
         await waitForAnswer(port, want);
       }

@@ -1,7 +1,7 @@
 // The benchmark suite: replstatus side by side with the C bgw_replstatus, measured in one run on
 // one machine by the same client, with the ratio to the C original and the target from bench/README.md.
 //
-//   bun run bench [--quick] [--only rate,burst,storm,failover,micro,idle] [--json FILE] [--svg FILE]
+//   bun run bench [--quick] [--only rate,burst,storm,failover,downtime,micro,idle] [--json FILE] [--svg FILE]
 //
 // It starts everything it measures (a PostgreSQL primary + standby with the C extension,
 // replstatus in its own process, the floor server, haproxy) and stops all of it at the end or
@@ -11,6 +11,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import pkg from "../package.json";
+import { DOWNTIME_SETTINGS, measureDowntime, type DowntimeResult } from "./downtime.ts";
 import { measureFailover, type FailoverResult } from "./failover.ts";
 import { measureIdle, type IdleResult } from "./idle.ts";
 import { readRssKb } from "./loadgen.ts";
@@ -22,7 +23,7 @@ import { measureStorm, type StormResult } from "./storm.ts";
 import { rateSvg } from "./svg.ts";
 import { backlogSupport, bgwWorkerPid, findBgw, startBgwPair, startReplstatus, waitAnswers } from "./targets.ts";
 
-const PARTS = ["micro", "rate", "burst", "storm", "idle", "failover"] as const;
+const PARTS = ["micro", "rate", "burst", "storm", "idle", "failover", "downtime"] as const;
 type Part = (typeof PARTS)[number];
 
 const { values } = parseArgs({
@@ -37,7 +38,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "usage: bun run bench [--quick] [--only rate,burst,storm,failover,micro,idle] [--json FILE] [--svg FILE]",
+    "usage: bun run bench [--quick] [--only rate,burst,storm,failover,downtime,micro,idle] [--json FILE] [--svg FILE]",
   );
   process.exit(0);
 }
@@ -53,8 +54,8 @@ const quick = values.quick;
 
 // Full: medians of three runs everywhere; quick: one run of each, shorter, as a smoke test.
 const PLAN = quick
-  ? { rateRuns: 1, rateS: 1, burstRuns: 1, stormRuns: 1, stormS: 3, trials: 2, idleS: 10 }
-  : { rateRuns: 3, rateS: 3, burstRuns: 3, stormRuns: 3, stormS: 5, trials: 5, idleS: 60 };
+  ? { rateRuns: 1, rateS: 1, burstRuns: 1, stormRuns: 1, stormS: 3, trials: 2, idleS: 10, downtimeTrials: 1 }
+  : { rateRuns: 3, rateS: 3, burstRuns: 3, stormRuns: 3, stormS: 5, trials: 5, idleS: 60, downtimeTrials: 5 };
 const CONCURRENCIES = [1, 16, 64, 256];
 const BURST_CONNS = 1000;
 const RAISED_BACKLOG = 4096;
@@ -77,6 +78,7 @@ interface Results {
   burst?: BurstResult;
   storm?: StormResult | { skipped: string };
   failover?: FailoverResult;
+  downtime?: DowntimeResult;
   idle?: IdleResult;
   micro?: { name: string; avgNs: number; p99Ns: number }[] | { skipped: string };
   bgwRssKb?: number | null;
@@ -211,10 +213,18 @@ try {
     results.idle = await measureIdle(primary, PLAN.idleS, log);
   }
 
-  // Last: it promotes, stops and kills nodes of the pair.
+  // Last: these promote, stop and kill nodes of the pair.
   if (want("failover")) {
     log(`failover: ${PLAN.trials} trial(s) each of promote, stop -m fast, kill -9`);
     results.failover = await measureFailover(pair, PLAN.trials, log);
+  }
+  if (want("downtime")) {
+    if (!findHaproxy()) {
+      console.log("downtime: SKIPPED, haproxy not found. To run it: apt-get install -y haproxy");
+    } else {
+      log(`downtime: ${PLAN.downtimeTrials} trial(s) each of stop -m fast + promote, kill -9 + promote`);
+      results.downtime = await measureDowntime(pair, PLAN.downtimeTrials, log);
+    }
   }
 } finally {
   await pair.pair.stop();
@@ -402,6 +412,32 @@ if (results.failover) {
       target,
       verdict: verdict(ok),
     });
+  }
+}
+
+if (results.downtime) {
+  const d = results.downtime;
+  const cell = (event: string, setting: string, key: string) =>
+    d.cells.find((x) => x.event === event && x.setting === setting && x.key === key)?.gapMs;
+  const events: [string, string][] = [
+    ["stop-fast", "write gap, stop -m fast + promote"],
+    ["kill-9", "write gap, kill -9 + promote"],
+  ];
+  for (const [event, label] of events) {
+    for (const { name } of DOWNTIME_SETTINGS) {
+      const a = cell(event, name, "replstatus");
+      if (!a) continue;
+      const b = cell(event, name, "bgw");
+      rows.push({
+        figure: `${label}, haproxy ${name} (p50 of ${d.trials})`,
+        replstatus: fmtSpread(a, fmtMs),
+        baseline: b ? fmtSpread(b, fmtMs) : missing,
+        ratio: b ? ratioText(a.median, b.median) : "-",
+        floor: "",
+        target: "<= C",
+        verdict: verdict(b ? a.median <= b.median : null),
+      });
+    }
   }
 }
 

@@ -8,11 +8,15 @@ import type { DbTarget } from "./target.ts";
 import { formatDuration } from "../config/config.ts";
 import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
 import { describe, POLL_QUERY } from "./facts.ts";
+import { isLocal, watchPromotion, type PromoteWatch } from "./promote-watch.ts";
 
 export const BACKOFF_MIN_MS = 100;
 export const BACKOFF_MAX_MS = 2000;
 /** A NOTIFY flood must not turn into a poll flood. */
 const NOTIFY_MIN_GAP_MS = 5;
+/** After a promotion signal file changes (promote-watch.ts): a poll this often, for this long at most. */
+const PROMOTE_POLL_MS = 2;
+const PROMOTE_BURST_MS = 2000;
 
 /** What the poll loop needs. */
 export interface LoopConfig {
@@ -112,12 +116,33 @@ interface Session {
   end(): Promise<void>;
 }
 
-function createSession(config: LoopConfig, hooks: LoopHooks, notified: () => void, lost: () => void): Session {
+function createSession(
+  config: LoopConfig,
+  hooks: LoopHooks,
+  notified: () => void,
+  lost: () => void,
+  promoting: () => void,
+): Session {
   let sql: postgres.Sql | undefined;
   let id = 0;
   let fresh = true;
   let listening = false;
   let knowsSystemId = false;
+  let watcher: PromoteWatch | undefined;
+  let watchTried = false;
+  let watchExplained = false;
+
+  // Tried once per connection to a standby on this host; why it cannot is said once per process.
+  function watchDataDir(conn: postgres.Sql): void {
+    const watchId = id;
+    watchTried = true;
+    const gone = () => watchId !== id;
+    void watchPromotion(conn, promoting, gone, (w) => (watcher = w)).then((why) => {
+      if (why === undefined || gone() || watchExplained) return;
+      watchExplained = true;
+      hooks.warn(`${why}; a promotion is seen at the next poll`);
+    });
+  }
 
   // Standbys cannot LISTEN ("cannot execute LISTEN during recovery"), so it is
   // only tried once per connection, on a primary. A NOTIFY only shortens the
@@ -136,6 +161,9 @@ function createSession(config: LoopConfig, hooks: LoopHooks, notified: () => voi
     fresh = true;
     listening = false;
     knowsSystemId = false;
+    watcher?.close();
+    watcher = undefined;
+    watchTried = false;
     const old = sql;
     sql = undefined;
     return old;
@@ -165,6 +193,7 @@ function createSession(config: LoopConfig, hooks: LoopHooks, notified: () => voi
       fresh = false;
       knowsSystemId = true;
       if (!inRecovery && !listening && sql) listen(sql);
+      if (inRecovery && !watchTried && sql && isLocal(config.target)) watchDataDir(sql);
     },
     drop() {
       forget()
@@ -180,12 +209,13 @@ function createSession(config: LoopConfig, hooks: LoopHooks, notified: () => voi
 }
 
 export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
-  const session = createSession(config, hooks, poke, () => fail("connection lost", "CONNECTION_CLOSED"));
+  const session = createSession(config, hooks, poke, () => fail("connection lost", "CONNECTION_CLOSED"), promoting);
   let stopped = false;
   let failures = 0;
   let staleTimer: Timer | undefined;
   let lastPollAt = 0;
   let poked = false;
+  let burstUntil = 0;
   const { nap, wake } = alarm();
 
   function fail(reason: string, code: string | undefined): void {
@@ -200,6 +230,11 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     wake();
   }
 
+  function promoting(): void {
+    burstUntil = performance.now() + PROMOTE_BURST_MS;
+    poke();
+  }
+
   function succeed(row: Record<string, unknown>, startedAt: number): void {
     const now = performance.now();
     failures = 0;
@@ -207,6 +242,7 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     // that old by the time it arrives.
     clearTimeout(staleTimer);
     staleTimer = setTimeout(hooks.stale, Math.max(0, startedAt + config.staleAfterMs - now));
+    if (row.in_recovery === false) burstUntil = 0;
     hooks.ok(row, startedAt, now - startedAt);
     session.polled(row.in_recovery !== false);
   }
@@ -245,9 +281,12 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
       lastPollAt = startedAt;
       const ok = await poll(startedAt);
       if (stopped) break;
+      const burst = performance.now() < burstUntil;
       if (!ok) await nap(backoffMs(failures));
-      else if (!poked) await nap(Math.max(0, startedAt + config.pollIntervalMs - performance.now()));
-      if (ok && poked) await nap(Math.max(0, lastPollAt + NOTIFY_MIN_GAP_MS - performance.now()));
+      else if (!poked)
+        await nap(Math.max(0, startedAt + (burst ? PROMOTE_POLL_MS : config.pollIntervalMs) - performance.now()));
+      if (ok && poked)
+        await nap(Math.max(0, lastPollAt + (burst ? PROMOTE_POLL_MS : NOTIFY_MIN_GAP_MS) - performance.now()));
     }
   }
 

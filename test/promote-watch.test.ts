@@ -1,0 +1,60 @@
+// A promotion seen from the data directory's signal files (src/poll/promote-watch.ts), long
+// before the next poll would see it; and a role that cannot read data_directory, which polls only.
+import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
+import { probe, waitForAnswer } from "../src/testkit/probe.ts";
+import { startResponder, type Responder } from "../src/testkit/responder.ts";
+
+const HOOK_TIMEOUT_MS = 90_000;
+setDefaultTimeout(60_000);
+
+let pg: PgPair;
+let watching: Responder;
+let loginOnly: Responder;
+
+beforeAll(async () => {
+  pg = await startPair();
+  await pg.primary.sql("create role rs_login login");
+  await waitFor(
+    "the role on the standby",
+    async () => (await pg.standby.sql("select count(*) from pg_roles where rolname = 'rs_login'")) === "1",
+  );
+  // A minute between polls: only the watch can see the promotion within seconds.
+  watching = await startResponder([
+    "--listen",
+    "127.0.0.1:0",
+    "--db",
+    pg.standby.url,
+    "--poll-interval",
+    "60s",
+    "--stale-after",
+    "120s",
+  ]);
+  const loginUrl = pg.standby.url.replace(`${pg.standby.user}@`, "rs_login@");
+  loginOnly = await startResponder(["--listen", "127.0.0.1:0", "--db", loginUrl, "--poll-interval", "50ms"]);
+  await waitForAnswer(watching.ports[0]!, "STANDBY");
+  await waitForAnswer(loginOnly.ports[0]!, "STANDBY");
+}, HOOK_TIMEOUT_MS);
+
+afterAll(async () => {
+  await watching?.[Symbol.asyncDispose]();
+  await loginOnly?.[Symbol.asyncDispose]();
+  await pg?.stop();
+}, HOOK_TIMEOUT_MS);
+
+test("a role without pg_read_all_settings says once that it polls only", async () => {
+  await waitFor("the warning", () => loginOnly.log.includes("could not read data_directory"), 10_000);
+  expect(loginOnly.log).toMatch(/could not read data_directory: .*; a promotion is seen at the next poll/);
+  expect(loginOnly.log.split("could not read data_directory").length).toBe(2);
+  expect(watching.log).not.toContain("data_directory");
+});
+
+test("a promotion is MASTER within seconds, with a minute between polls", async () => {
+  await pg.standby.promote();
+  // Generous: the watch usually takes a few ms; the next poll would come up to 60 s later.
+  await waitFor("MASTER", async () => (await probe(watching.ports[0]!)).text === "MASTER", 5_000, 5);
+  expect(await probe(watching.ports[0]!)).toEqual({ text: "MASTER", close: "fin" });
+  expect(watching.log).toContain("standby -> primary (promoted)");
+  // The role that cannot watch still sees it, at its next poll.
+  await waitForAnswer(loginOnly.ports[0]!, "MASTER");
+});

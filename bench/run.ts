@@ -12,7 +12,7 @@ import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import pkg from "../package.json";
 import { DOWNTIME_SETTINGS, measureDowntime, type DowntimeResult } from "./downtime.ts";
-import { measureFailover, type FailoverResult } from "./failover.ts";
+import { LOAD_C, measureFailover, type FailoverResult } from "./failover.ts";
 import { measureIdle, type IdleResult } from "./idle.ts";
 import { readRssKb } from "./loadgen.ts";
 import { measureBurst, measureRate, type BurstResult, type RateResult, type Target } from "./rate.ts";
@@ -385,13 +385,19 @@ if (results.failover) {
       "promote",
       "replstatus",
       "promote -> MASTER, default poll",
-      (a, b) => ["<= C + 30 ms", b ? a.median <= b.median + 30 : null],
+      (a, b) => ["<= C + 5 ms", b ? a.median <= b.median + 5 : null],
     ],
     [
       "promote",
       "replstatus-10ms",
       "promote -> MASTER, poll 10ms",
-      (a, b) => ["<= C + 10 ms", b ? a.median <= b.median + 10 : null],
+      (a, b) => ["<= C + 5 ms", b ? a.median <= b.median + 5 : null],
+    ],
+    [
+      `promote-c${LOAD_C}`,
+      "replstatus",
+      `promote -> MASTER, c=${LOAD_C} load on each`,
+      (a, b) => ["<= C + 5 ms", b ? a.median <= b.median + 5 : null],
     ],
     ["stop-fast", "replstatus", "stop -m fast -> not MASTER", (a) => ["<= 100 ms", a.median <= 100]],
     ["stop-fast", "replstatus-10ms", "stop -m fast -> not MASTER, poll 10ms", (a) => ["<= 100 ms", a.median <= 100]],

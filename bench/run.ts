@@ -210,7 +210,7 @@ try {
 
   if (want("idle")) {
     log(`idle: CPU time over ${PLAN.idleS} s`);
-    results.idle = await measureIdle(primary, PLAN.idleS, log);
+    results.idle = await measureIdle(primary, pair.pair.standby, PLAN.idleS, log);
   }
 
   // Last: these promote, stop and kill nodes of the pair.
@@ -365,17 +365,24 @@ if (results.storm && "cells" in results.storm) {
 }
 if (results.idle) {
   const row = (k: string) => results.idle!.rows.find((r) => r.key === k);
-  const a = row("replstatus")!;
-  const others = results.idle.rows.filter((r) => r.key !== "replstatus");
-  rows.push({
-    figure: `idle CPU over ${results.idle.windowS} s (% of a core)`,
-    replstatus: `${a.cpuPercent.toFixed(2)}%, ${fmtMb(a.rssKb)}`,
-    baseline: "(inside PostgreSQL)",
-    ratio: "",
-    floor: others.map((o) => `${o.key} ${o.cpuPercent.toFixed(2)}%`).join("; "),
-    target: "< 1%",
-    verdict: verdict(a.cpuPercent < 1),
-  });
+  const others = results.idle.rows.filter((r) => !r.key.startsWith("replstatus"));
+  for (const [key, where] of [
+    ["replstatus", "primary"],
+    ["replstatus-standby", "standby"],
+  ] as const) {
+    const a = row(key);
+    const backend = row(`${key}-backend`);
+    if (!a) continue;
+    rows.push({
+      figure: `idle CPU on the ${where} over ${results.idle.windowS} s (% of a core)`,
+      replstatus: `${a.cpuPercent.toFixed(2)}%, ${fmtMb(a.rssKb)}`,
+      baseline: backend ? `its backend ${backend.cpuPercent.toFixed(2)}%` : "(inside PostgreSQL)",
+      ratio: "",
+      floor: others.map((o) => `${o.key} ${o.cpuPercent.toFixed(2)}%`).join("; "),
+      target: "<= 0.5%",
+      verdict: verdict(a.cpuPercent <= 0.5),
+    });
+  }
 }
 if (results.failover) {
   const f = results.failover;

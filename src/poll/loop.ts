@@ -9,14 +9,21 @@ import { formatDuration } from "../config/config.ts";
 import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
 import { describe, POLL_QUERY } from "./facts.ts";
 import { isLocal, watchPromotion, type PromoteWatch } from "./promote-watch.ts";
+import { BACKOFF_MAX_MS, BACKOFF_MIN_MS } from "./backoff.ts";
 
-export const BACKOFF_MIN_MS = 100;
-export const BACKOFF_MAX_MS = 2000;
 /** A NOTIFY flood must not turn into a poll flood. */
 const NOTIFY_MIN_GAP_MS = 5;
 /** After a promotion signal file changes (promote-watch.ts): a poll this often, for this long at most. */
 const PROMOTE_POLL_MS = 2;
 const PROMOTE_BURST_MS = 2000;
+/**
+ * Where a poll cannot be the first to see a role change, it only keeps the answer fresh: at
+ * least this many polls per --stale-after (every 250 ms at the default 1 s) when --poll-interval
+ * is shorter. A primary becomes a standby only through a restart, which drops the connection
+ * (UNKNOWN at once); a standby whose data directory is watched is woken by its promotion. At
+ * 50 ms the poll cost 0.9% of a core idle; at 250 ms 0.4-0.5% (bench/README.md, idle).
+ */
+const FRESH_POLLS = 4;
 
 /** What the poll loop needs. */
 export interface LoopConfig {
@@ -107,6 +114,8 @@ interface Session {
   readonly fresh: boolean;
   /** Whether its server has told its system_identifier (POLL_QUERY's $1). */
   readonly knowsSystemId: boolean;
+  /** The server is a primary, or a standby whose promotion the watch will tell: polls keep freshness only. */
+  readonly relaxed: boolean;
   /** The connection, opened if there is none. */
   conn(): postgres.Sql;
   /** A poll succeeded on it. */
@@ -131,6 +140,7 @@ function createSession(
   let watcher: PromoteWatch | undefined;
   let watchTried = false;
   let watchExplained = false;
+  let primary = false;
 
   // Tried once per connection to a standby on this host; why it cannot is said once per process.
   function watchDataDir(conn: postgres.Sql): void {
@@ -164,6 +174,7 @@ function createSession(
     watcher?.close();
     watcher = undefined;
     watchTried = false;
+    primary = false;
     const old = sql;
     sql = undefined;
     return old;
@@ -175,6 +186,9 @@ function createSession(
     },
     get fresh() {
       return fresh;
+    },
+    get relaxed() {
+      return primary || watcher !== undefined;
     },
     get knowsSystemId() {
       return knowsSystemId;
@@ -190,6 +204,7 @@ function createSession(
       ));
     },
     polled(inRecovery) {
+      primary = !inRecovery;
       fresh = false;
       knowsSystemId = true;
       if (!inRecovery && !listening && sql) listen(sql);
@@ -282,9 +297,11 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
       const ok = await poll(startedAt);
       if (stopped) break;
       const burst = performance.now() < burstUntil;
+      const intervalMs = session.relaxed
+        ? Math.max(config.pollIntervalMs, config.staleAfterMs / FRESH_POLLS)
+        : config.pollIntervalMs;
       if (!ok) await nap(backoffMs(failures));
-      else if (!poked)
-        await nap(Math.max(0, startedAt + (burst ? PROMOTE_POLL_MS : config.pollIntervalMs) - performance.now()));
+      else if (!poked) await nap(Math.max(0, startedAt + (burst ? PROMOTE_POLL_MS : intervalMs) - performance.now()));
       if (ok && poked)
         await nap(Math.max(0, lastPollAt + (burst ? PROMOTE_POLL_MS : NOTIFY_MIN_GAP_MS) - performance.now()));
     }

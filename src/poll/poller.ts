@@ -7,7 +7,9 @@ import type { Logger } from "../log.ts";
 import { formatDuration } from "../config/config.ts";
 import type { LagJudge } from "./lag.ts";
 import { decodeFacts, type PollFacts } from "./facts.ts";
-import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, type LoopConfig, type LoopTimings } from "./loop.ts";
+import { BACKOFF_MAX_MS, BACKOFF_MIN_MS } from "./backoff.ts";
+// Types only: loop.ts loads postgres.js, which belongs to the worker's thread alone.
+import type { LoopConfig, LoopTimings } from "./loop.ts";
 import type { WorkerCommand, WorkerMessage } from "./worker.ts";
 import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "../cell.ts";
 

@@ -156,7 +156,7 @@ export const OPTIONS: readonly Option[] = [
     name: "poll-interval",
     arg: "DURATION",
     default: DEFAULT_POLL_INTERVAL,
-    help: "time between role polls",
+    help: "time between role polls on a standby; a primary, and a standby whose data directory is watched, poll every stale-after / 4 when that is longer",
   },
   {
     name: "stale-after",

@@ -28,16 +28,16 @@ import { startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
 /** haproxy default-server lines measured; the first is README's recommended one. */
 export const DOWNTIME_SETTINGS: { name: string; line: string }[] = [
   {
-    name: "recommended",
-    line: "default-server inter 1s fastinter 200ms downinter 1s rise 2 fall 2 on-marked-down shutdown-sessions",
+    name: "inter 100ms rise 1 (README)",
+    line: "default-server inter 100ms fastinter 100ms downinter 100ms rise 1 fall 2 on-marked-down shutdown-sessions",
   },
   {
-    name: "inter 100ms",
+    name: "inter 100ms rise 2",
     line: "default-server inter 100ms fastinter 100ms downinter 100ms rise 2 fall 2 on-marked-down shutdown-sessions",
   },
   {
-    name: "inter 100ms rise 1",
-    line: "default-server inter 100ms fastinter 100ms downinter 100ms rise 1 fall 2 on-marked-down shutdown-sessions",
+    name: "inter 1s rise 2",
+    line: "default-server inter 1s fastinter 200ms downinter 1s rise 2 fall 2 on-marked-down shutdown-sessions",
   },
 ];
 

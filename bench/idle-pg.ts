@@ -8,8 +8,7 @@
 // raw: the same query as a simple-protocol Query message over a plain Bun socket, no driver:
 //      what the round trip costs the process when nothing but the bytes are handled.
 import { parseArgs } from "node:util";
-import postgres from "postgres";
-import { bunPgSocket, type PgSocketOptions } from "../src/poll/pgsocket.ts";
+import { pollerLikeSql } from "./pgclient.ts";
 import { POLL_QUERY } from "../src/poll/facts.ts";
 
 const { values } = parseArgs({
@@ -37,17 +36,7 @@ function loop(once: () => Promise<unknown>): void {
 }
 
 if (values.client === "postgres") {
-  // `socket` is read by postgres.js but missing from its types (as in poller.ts).
-  const options: postgres.Options<{}> & { socket(o: PgSocketOptions): unknown } = {
-    max: 1,
-    idle_timeout: 0,
-    max_lifetime: null,
-    fetch_types: false,
-    onnotice: () => {},
-    // The poller's transport (src/pgsocket.ts).
-    socket: (o: PgSocketOptions) => bunPgSocket(o),
-  };
-  const sql = postgres(values.db, options);
+  const sql = pollerLikeSql(values.db);
   // As the poller asks once it knows the system identifier ($1 false).
   await sql.unsafe(POLL_QUERY, [false], { prepare: true });
   console.log("port=0");

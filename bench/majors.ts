@@ -4,16 +4,15 @@
 //   bun bench/majors.ts [--majors 13,18] [--rounds 3] [--polls 1000] [--json]
 //
 // Per major, one throwaway pair (the test fixture), and per node one connection with the poller's
-// options and transport (postgres.js over src/pgsocket.ts, prepared). Each round runs --polls
+// options and transport (postgres.js over src/poll/pgsocket.ts, prepared). Each round runs --polls
 // sequential round trips of `select 1` (the floor: the protocol and the driver) and of POLL_QUERY
 // with $1 false (as every poll after a connection's first). Figures are the median of the rounds'
 // medians, with their spread; the baseline is major 15 (Debian's, the suite's) in the same run.
 import { parseArgs } from "node:util";
-import postgres from "postgres";
-import { bunPgSocket, type PgSocketOptions } from "../src/poll/pgsocket.ts";
 import { POLL_QUERY } from "../src/poll/facts.ts";
 import { MAJORS } from "../src/testkit/pgbin.ts";
 import { startPair } from "../src/testkit/pg.ts";
+import { pollerLikeSql } from "./pgclient.ts";
 import { fmtSpread, spread, type Spread } from "./stats.ts";
 
 const { values } = parseArgs({
@@ -38,18 +37,7 @@ interface Row {
   pollUs: Spread;
 }
 
-function connect(url: string): postgres.Sql {
-  // `socket` is read by postgres.js but missing from its types (as in poller.ts).
-  const options: postgres.Options<{}> & { socket(o: PgSocketOptions): unknown } = {
-    max: 1,
-    idle_timeout: 0,
-    max_lifetime: null,
-    fetch_types: false,
-    onnotice: () => {},
-    socket: (o: PgSocketOptions) => bunPgSocket(o),
-  };
-  return postgres(url, options);
-}
+const connect = pollerLikeSql;
 
 /** The median round trip of `polls` sequential runs of once(), in microseconds. */
 async function medianUs(once: () => Promise<unknown>): Promise<number> {

@@ -16,7 +16,7 @@ import { POLL_QUERY } from "../src/poll/facts.ts";
 import { buildResponses } from "../src/listen/answers.ts";
 import { createStatus, currentState, PRIMARY } from "../src/cell.ts";
 import { admits, buildAllowList, type AllowList } from "../src/listen/allow.ts";
-import { DEFAULT_TEXTS } from "../src/config/config.ts";
+import { DEFAULT_TEXTS } from "../src/config/options.ts";
 
 const { values } = parseArgs({
   options: { db: { type: "string" }, json: { type: "boolean", default: false } },

@@ -1,7 +1,7 @@
 // The benchmark suite: replstatus side by side with the C bgw_replstatus, measured in one run on
 // one machine by the same client, with the ratio to the C original and the target from bench/README.md.
 //
-//   bun run bench [--quick] [--only rate,burst,storm,failover,downtime,micro,idle] [--json FILE] [--svg FILE]
+//   bun run bench [--quick] [--only rate,burst,storm,failover,downtime,micro,idle,restart] [--json FILE] [--svg FILE]
 //
 // It starts everything it measures (a PostgreSQL primary + standby with the C extension,
 // replstatus in its own process, the floor server, haproxy) and stops all of it at the end or
@@ -19,11 +19,12 @@ import { measureBurst, measureRate, type BurstResult, type RateResult, type Targ
 import { floorCommand, startServer } from "./server.ts";
 import { fmtMb, fmtMs, fmtRate, fmtSpread, spread, type Spread } from "./stats.ts";
 import { findHaproxy } from "../src/testkit/haproxy.ts";
+import { measureRestart, type RestartResult } from "./restart.ts";
 import { measureStorm, type StormResult } from "./storm.ts";
 import { rateSvg } from "./svg.ts";
 import { backlogSupport, bgwWorkerPid, findBgw, startBgwPair, startReplstatus, waitAnswers } from "./targets.ts";
 
-const PARTS = ["micro", "rate", "burst", "storm", "idle", "failover", "downtime"] as const;
+const PARTS = ["micro", "rate", "burst", "storm", "idle", "restart", "failover", "downtime"] as const;
 type Part = (typeof PARTS)[number];
 
 const { values } = parseArgs({
@@ -38,7 +39,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "usage: bun run bench [--quick] [--only rate,burst,storm,failover,downtime,micro,idle] [--json FILE] [--svg FILE]",
+    "usage: bun run bench [--quick] [--only rate,burst,storm,failover,downtime,micro,idle,restart] [--json FILE] [--svg FILE]",
   );
   process.exit(0);
 }
@@ -54,8 +55,28 @@ const quick = values.quick;
 
 // Full: medians of three runs everywhere; quick: one run of each, shorter, as a smoke test.
 const PLAN = quick
-  ? { rateRuns: 1, rateS: 1, burstRuns: 1, stormRuns: 1, stormS: 3, trials: 2, idleS: 10, downtimeTrials: 1 }
-  : { rateRuns: 3, rateS: 3, burstRuns: 3, stormRuns: 3, stormS: 5, trials: 5, idleS: 60, downtimeTrials: 5 };
+  ? {
+      rateRuns: 1,
+      rateS: 1,
+      burstRuns: 1,
+      stormRuns: 1,
+      stormS: 3,
+      trials: 2,
+      idleS: 10,
+      restarts: 3,
+      downtimeTrials: 1,
+    }
+  : {
+      rateRuns: 3,
+      rateS: 3,
+      burstRuns: 3,
+      stormRuns: 3,
+      stormS: 5,
+      trials: 5,
+      idleS: 60,
+      restarts: 10,
+      downtimeTrials: 5,
+    };
 const CONCURRENCIES = [1, 16, 64, 256];
 const BURST_CONNS = 1000;
 const RAISED_BACKLOG = 4096;
@@ -80,6 +101,7 @@ interface Results {
   storm?: StormResult | { skipped: string };
   failover?: FailoverResult;
   downtime?: DowntimeResult;
+  restart?: RestartResult;
   idle?: IdleResult;
   micro?: { name: string; avgNs: number; p99Ns: number }[] | { skipped: string };
   bgwRssKb?: number | null;
@@ -220,6 +242,11 @@ try {
   if (want("idle")) {
     log(`idle: CPU time over ${PLAN.idleS} s`);
     results.idle = await measureIdle(primary, pair.pair.standby, PLAN.idleS, log);
+  }
+
+  if (want("restart")) {
+    log(`restart: ${PLAN.restarts} restarts on a held socket, then as many binding the port`);
+    results.restart = await measureRestart(primary, PLAN.restarts, log);
   }
 
   // Last: these promote, stop and kill nodes of the pair.
@@ -444,6 +471,30 @@ if (results.failover) {
       verdict: verdict(ok),
     });
   }
+}
+
+if (results.restart) {
+  const held = results.restart.cells.find((c) => c.mode === "held")!;
+  const bind = results.restart.cells.find((c) => c.mode === "bind")!;
+  const notMaster = (c: typeof held) => Object.values(c.failed).reduce((a, b) => a + b, 0);
+  rows.push({
+    figure: `SIGTERM -> exit (p50 of ${held.restarts + bind.restarts})`,
+    replstatus: fmtSpread(spread([...held.exitMs.runs, ...bind.exitMs.runs]), fmtMs),
+    baseline: "(inside PostgreSQL)",
+    ratio: "",
+    floor: `PostgreSQL SIGSTOPped: ${fmtSpread(results.restart.hungExitMs, fmtMs)}`,
+    target: "<= 100 ms",
+    verdict: verdict(held.exitMs.max <= 100 && bind.exitMs.max <= 100 && results.restart.hungExitMs.max <= 100),
+  });
+  rows.push({
+    figure: `restart: longest gap between answers (p50 of ${held.restarts})`,
+    replstatus: `${fmtSpread(held.gapMs, fmtMs)}, ${notMaster(held)} not MASTER of ${held.probes}`,
+    baseline: "",
+    ratio: "",
+    floor: `binding the port: ${fmtSpread(bind.gapMs, fmtMs)}, ${notMaster(bind)} not MASTER of ${bind.probes}`,
+    target: "no check refused",
+    verdict: verdict(notMaster(held) === 0),
+  });
 }
 
 if (results.downtime) {

@@ -1,7 +1,7 @@
 // The states a node can be in, and the one cell that says which one it is now.
 // The poller writes the cell; listeners read it and pick a response that was
 // built when the configuration was loaded. Nothing else is shared.
-import type { AgentConfig } from "./config/config.ts";
+import type { AgentConfig } from "./config/types.ts";
 
 export const PRIMARY = 0;
 export const STANDBY = 1;

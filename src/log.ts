@@ -34,8 +34,3 @@ export function createLogger(
   };
   return logger;
 }
-
-/** A message on one line: runs of whitespace, newlines included, become one space. */
-export function oneLine(text: string): string {
-  return text.replace(/\s+/g, " ").trim();
-}

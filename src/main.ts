@@ -4,18 +4,13 @@
 // failure (an address or control socket that cannot be served) and for a
 // drain|maint|ready that finds no replstatus. demo exits with its own code.
 import pkg from "../package.json";
-import {
-  buildDemoConfig,
-  ConfigError,
-  defaultControlSocket,
-  helpText,
-  parseArgv,
-  SUBCOMMANDS,
-  type Config,
-  type Raw,
-  type Subcommand,
-} from "./config/config.ts";
+import { helpText } from "./config/help.ts";
+import { buildDemoConfig, parseArgv, type Raw } from "./config/load.ts";
+import { defaultControlSocket, SUBCOMMANDS, type Subcommand } from "./config/options.ts";
+import { ConfigError, type Config } from "./config/types.ts";
+import { ClusterError } from "./config/debian-cluster.ts";
 import { ListenError } from "./listen/gate.ts";
+import { TlsError } from "./listen/tls.ts";
 import { ControlError, sendControl } from "./ops/control.ts";
 import { loadConfig } from "./ops/reload.ts";
 import { start, type Server } from "./serve.ts";
@@ -53,21 +48,30 @@ async function main(argv: string[]): Promise<void> {
     throw err;
   }
   if (command) return await setOverride(command, config);
-  await serve(config, () => loadConfig(raw, env), env);
+  await serve(config, () => loadConfig(raw, env), env, raw.has("db"));
 }
 
-async function serve(config: Config, load: () => Promise<Config>, env: typeof process.env): Promise<void> {
+async function serve(
+  config: Config,
+  load: () => Promise<Config>,
+  env: typeof process.env,
+  dbOnCommandLine: boolean,
+): Promise<void> {
   let server: Server;
   try {
     server = await start(config, {
       version: pkg.version,
       env,
+      dbOnCommandLine,
       load,
       onFatal: (message, hint) => fatal(message, hint, 1),
     });
   } catch (err) {
     if (err instanceof ConfigError) fatal(err.message, undefined, 2);
-    if (err instanceof ListenError || err instanceof ControlError) fatal(err.message, err.hint, 1);
+    if (err instanceof ClusterError) fatal(err.message, err.hint, 2);
+    if (err instanceof ListenError || err instanceof ControlError || err instanceof TlsError) {
+      fatal(err.message, err.hint, 1);
+    }
     throw err;
   }
   let stopping = false;
@@ -94,6 +98,7 @@ async function setOverride(word: Subcommand, config: Config): Promise<void> {
     if (err instanceof ControlError) fatal(err.message, err.hint, 1);
     throw err;
   }
+  if (reply.startsWith("error ")) fatal(reply.slice("error ".length), undefined, 1);
   if (reply !== word) fatal(`unexpected answer on ${path}: ${JSON.stringify(reply)}`, undefined, 1);
   process.stdout.write(`replstatus: override set to ${word}\n`);
 }

@@ -3,29 +3,48 @@
 // then the poller), so a failure to bind happens before any database work.
 // Everything started is pushed on one stack, which is the only teardown path:
 // for a start-up failure half-way and for a shutdown alike.
-import { createStatus, STATE_NAMES, type Status } from "./cell.ts";
+import type { SocketHandler } from "bun";
+import { dirname } from "node:path";
+import { createStatus, STATE_NAMES, type State, type Status } from "./cell.ts";
 import { startGuard, type Guard } from "./cluster/peers.ts";
-import { defaultControlSocket, type Config } from "./config/config.ts";
+import { defaultControlSocket } from "./config/options.ts";
+import { type Config } from "./config/types.ts";
+import { formatAddress, type ListenAddress } from "./units.ts";
 import { agentHandler, weightBucket } from "./listen/agent.ts";
 import { buildResponses, type Responses } from "./listen/answers.ts";
 import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
-import { listen, listenError, type Gate, type Listener } from "./listen/gate.ts";
+import { listen, listenError, ListenError, type Gate, type Listener } from "./listen/gate.ts";
 import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
+import { inheritedSockets, takeInherited } from "./listen/inherit.ts";
+import {
+  createTlsWatch,
+  failureLogger,
+  loadPeerTls,
+  loadTls,
+  secureHandler,
+  type TlsMaterial,
+  type TlsWatch,
+} from "./listen/tls.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { startControl } from "./ops/control.ts";
+import { prepareDir, startControl } from "./ops/control.ts";
 import { fitFdLimit, watchOverLimit } from "./ops/limits.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
+import { overridePath, saveOverride, startingOverride } from "./ops/override.ts";
 import { apply, reloadConfig, type Reloadable } from "./ops/reload.ts";
 import { listenerName, reportStart } from "./ops/report.ts";
 import { createLagJudge } from "./poll/lag.ts";
 import type { PollFacts } from "./poll/facts.ts";
 import { startPoller, type Poller } from "./poll/poller.ts";
-import { resolveTarget } from "./poll/target.ts";
+import { configTarget } from "./poll/target.ts";
+
+type Env = Record<string, string | undefined>;
 
 export interface StartOptions {
   version: string;
-  env: Record<string, string | undefined>;
+  env: Env;
+  /** --db came from the command line, where any local user can read it (ps). */
+  dbOnCommandLine?: boolean;
   /** Reads the configuration again, for a reload; throws ConfigError. */
   load(): Promise<Config>;
   /** The process can no longer serve safely (the poll worker died): print and exit. */
@@ -41,20 +60,18 @@ export interface Server {
   reload(): Promise<void>;
 }
 
+const PASSWORD_ON_COMMAND_LINE =
+  "--db holds a password, which every user of this host can read in the process list; put it in ~/.pgpass (or the file PGPASSFILE names) instead, or use a service file or certificate authentication";
+
 /**
  * Starts serving `config`. Throws ConfigError (the database setting),
- * ListenError or ControlError, after undoing whatever had been started.
+ * ListenError, ControlError or TlsError, after undoing whatever had been started.
  */
 export async function start(config: Config, opts: StartOptions): Promise<Server> {
-  const target = resolveTarget(config.db, opts.env);
+  const target = configTarget(config, opts.env);
   const log = createLogger(undefined, config.logFormat);
-  const status = createStatus((from, to, reason) =>
-    log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`, {
-      from: STATE_NAMES[from],
-      to: STATE_NAMES[to],
-      reason,
-    }),
-  );
+  if (target.passwordInDb && opts.dbOnCommandLine) log.warning(PASSWORD_ON_COMMAND_LINE);
+  const status = createStatus(logChange(log));
   const responses = buildResponses(config.texts, config.agent);
   const metrics = createMetrics(config.listen.length);
   await using stack = new AsyncDisposableStack();
@@ -70,13 +87,13 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     open: 0,
     counters: metrics.connections,
   };
-  const listeners = openListeners(config, { status, responses, facts, metrics, splitBrain }, gate, stack);
-  metrics.listenerNames = listeners.map(listenerName);
-  const control = await startControl(
-    config.controlSocket ?? defaultControlSocket(listeners[0]!.address.port, opts.env),
-    status,
-    log,
-  );
+  const sources: Sources = { status, responses, facts, metrics, splitBrain };
+  const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
+  // Between the bind above and the first await below nothing is accepted
+  // yet: the override on disk is in force before the first answer.
+  const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, opts.env);
+  const stateFile = restoreOverride(config, controlPath, endpoints.firstPort, status, log);
+  const control = await startControl(controlPath, status, log, (override) => saveOverride(stateFile, override));
   stack.defer(() => control.stop());
   const metricsServer = config.metricsListen && serveMetrics(config.metricsListen, metrics);
   if (metricsServer) stack.defer(() => void metricsServer.stop(true));
@@ -88,6 +105,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   // end within --peer-timeout; the sleep only bounds a fetch that would not.
   if (splitBrain) await Promise.race([splitBrain.firstRound, Bun.sleep(config.peerTimeoutMs + 1000)]);
 
+  const first = firstOutcome(metrics);
   poller = startPoller({
     target,
     pollIntervalMs: config.pollIntervalMs,
@@ -97,11 +115,12 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     status,
     lag: createLagJudge(config, log),
     log,
-    observer: metrics,
+    observer: first.observer,
     onWorkerDeath: (message) => opts.onFatal(`the poll worker stopped: ${message}`, "a service manager restarts it"),
     onFacts: (f) => {
       if (config.agent.weightByLag) status.setWeightBucket(weightBucket(config.agent, f));
       splitBrain?.evaluate();
+      first.done();
     },
   });
   stack.defer(() => poller?.stop());
@@ -113,7 +132,14 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     maxConnections: () => gate.maxConnections,
     fdLimit: () => fdLimit,
     guard: () => splitBrain,
+    tls: () => endpoints.tlsWatch,
   });
+  // A socket handed over by a service manager holds the checks that came
+  // during the restart; they get the answer of this process's first poll
+  // (or UNKNOWN once that has taken --stale-after), not an UNKNOWN of before.
+  if (endpoints.inherited.includes(true)) await Promise.race([first.settled, Bun.sleep(config.staleAfterMs)]);
+  const listeners = endpoints.openDeferred();
+  metrics.listenerNames = listeners.map(listenerName);
 
   const teardown = stack.move();
   return {
@@ -121,6 +147,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
       reportStart(log, config, {
         version: opts.version,
         listeners,
+        inherited: listeners.filter((_, i) => endpoints.inherited[i]),
         database: target.display,
         controlPath: control.path,
         metricsPort: metricsServer ? metricsServer.port : undefined,
@@ -128,6 +155,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
         maxConnections: gate.maxConnections,
         fdLimit,
         splitBrain,
+        tls: endpoints.tls,
       }),
     stop: async (signal) => {
       log.info(`${signal}: shutting down`);
@@ -135,8 +163,18 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
       for (const l of listeners) l.stop();
       await teardown.disposeAsync();
     },
-    reload: reloader(config, opts, { responses, gate, poller, log, fdLimit }),
+    reload: reloader(config, opts, { responses, gate, poller, log, fdLimit, tls: endpoints.reloadTls(listeners) }),
   };
+}
+
+/** Every change of the answered state is one log line, with the reason. */
+function logChange(log: Logger) {
+  return (from: State, to: State, reason: string) =>
+    log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`, {
+      from: STATE_NAMES[from],
+      to: STATE_NAMES[to],
+      reason,
+    });
 }
 
 function startSplitBrain(
@@ -154,6 +192,8 @@ function startSplitBrain(
     status,
     facts,
     log,
+    tls: loadPeerTls(config.peerTls),
+    isolationAfterMs: config.isolationAfterMs,
   });
   stack.defer(() => splitBrain.stop());
   return splitBrain;
@@ -167,27 +207,106 @@ interface Sources {
   splitBrain: Guard | undefined;
 }
 
-/** One listener per address, each behind the shared gate; throws ListenError. */
-function openListeners(config: Config, s: Sources, gate: Gate, stack: AsyncDisposableStack): Listener[] {
+interface Endpoints {
+  /** Port of the first --listen address: it names the control socket and the override file. */
+  firstPort: number;
+  /** Per --listen address, whether its socket was inherited (opened by openDeferred()). */
+  inherited: boolean[];
+  /** Opens the inherited sockets; returns every listener, in --listen order. */
+  openDeferred(): Listener[];
+  /** The tls+ listeners' material and handshake failures; undefined without a tls+ listener. */
+  tls: TlsMaterial | undefined;
+  tlsWatch: TlsWatch | undefined;
+  /** What a reload needs to swap the TLS material of `listeners`' tls+ ones. */
+  reloadTls(listeners: Listener[]): Reloadable["tls"];
+}
+
+/**
+ * One listener per --listen address, each behind the shared gate: on the
+ * socket a service manager passed for that address, or bound here (throws
+ * ListenError). Inherited sockets are only opened by openDeferred(). A tls+
+ * listener gets its own handler object (listen/tls.ts); a plain one keeps its
+ * mode's as it is. Throws TlsError when the TLS files cannot be used.
+ */
+function openListeners(
+  config: Config,
+  s: Sources,
+  gate: Gate,
+  { env, log }: { env: Env; log: Logger },
+  stack: AsyncDisposableStack,
+): Endpoints {
   const { status, responses, metrics, splitBrain } = s;
+  const tls = config.tls && loadTls(config.tls);
+  const tlsWatch = config.tls && createTlsWatch(config.listen.length, config.tls.clientCert);
+  const onTlsFailure = failureLogger(() => metrics.listenerNames, log);
   const handlers = {
     raw: rawHandler(status.cell, responses),
     http: httpHandler(
-      {
-        status,
-        facts: s.facts,
-        metrics: () => metrics.render(),
-        guard: splitBrain && (() => splitBrain.status()),
-      },
+      { status, facts: s.facts, metrics: () => metrics.render(), guard: splitBrain && (() => splitBrain.status()) },
       responses,
     ),
     agent: agentHandler(status.cell, responses),
   };
-  return config.listen.map((address, i) => {
-    const l = listen(address, handlers[address.mode], gate, i, config.backlog, 0);
+  const inherited = inheritedSockets(env);
+  const open = (address: ListenAddress, i: number, fd?: number) => {
+    const handler = address.tls
+      ? secureHandler<number>(handlers[address.mode] as SocketHandler<number>, tlsWatch!, i, onTlsFailure)
+      : handlers[address.mode];
+    const l = listen(address, handler, gate, i, config.backlog, 0, fd, address.tls && tls!.options);
     stack.defer(() => l.stop());
     return l;
+  };
+  const matched = config.listen.map((address) => takeInherited(inherited, address));
+  const unused = inherited[0];
+  if (unused) {
+    const where = formatAddress(unused);
+    throw new ListenError(
+      `could not use inherited socket ${unused.fd} (${where}): no --listen address is ${where}`,
+      "EINVAL",
+      "name the same addresses in the socket unit's ListenStream= and in --listen (or --bind and --port)",
+    );
+  }
+  const slots = config.listen.map((address, i): Listener | { address: ListenAddress; fd: number } => {
+    const socket = matched[i];
+    return socket ? { address, fd: socket.fd } : open(address, i);
   });
+  return {
+    firstPort: slots[0]!.address.port,
+    inherited: slots.map((slot) => "fd" in slot),
+    openDeferred: () => slots.map((slot, i) => ("fd" in slot ? open(slot.address, i, slot.fd) : slot)),
+    tls,
+    tlsWatch,
+    reloadTls: (listeners) =>
+      tlsWatch && { watch: tlsWatch, servers: listeners.filter((l) => l.address.tls).map((l) => l.server) },
+  };
+}
+
+/** Applies the override saved before a restart; returns the file that keeps it. Throws ControlError. */
+function restoreOverride(config: Config, controlPath: string, port: number, status: Status, log: Logger): string {
+  if (config.stateDir !== undefined) {
+    prepareDir(config.stateDir, { what: "state directory", flag: "--state-dir", content: "the override file" });
+  }
+  const path = overridePath(config.stateDir ?? dirname(controlPath), port);
+  const saved = startingOverride(path);
+  if (saved) {
+    status.setOverride(saved.override);
+    log[saved.level](saved.line);
+  }
+  return path;
+}
+
+/** The first poll's outcome, a success or a failure, as a promise; the observer passes everything on to `metrics`. */
+function firstOutcome(metrics: Metrics) {
+  let done!: () => void;
+  const settled = new Promise<void>((resolve) => (done = resolve));
+  const observer = {
+    observePoll: (durationMs: number) => metrics.observePoll(durationMs),
+    pollError: (err: unknown) => {
+      metrics.pollError(err);
+      done();
+    },
+  };
+  return { settled, done: () => done(), observer };
 }
 
 /** Serialises reloads: a SIGHUP during one is taken after it. */

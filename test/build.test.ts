@@ -58,7 +58,7 @@ test("serves, sets the backlog through libc, and stops on SIGTERM", async () => 
 });
 
 test("the systemd unit restarts always, as an unprivileged user, with PG* from an environment file", () => {
-  const unit = readFileSync(join(ROOT, "contrib", "replstatus.service"), "utf8");
+  const unit = readFileSync(join(ROOT, "packaging", "debian", "replstatus.service"), "utf8");
   for (const line of [
     "User=replstatus",
     "Restart=always",

@@ -198,7 +198,7 @@ test(
     const url = `postgres://pwuser:wrong@127.0.0.1:${node.primary.port}/postgres`;
     await using bad = await startResponder(["--listen", "127.0.0.1:0", "--db", url, "--metrics-listen", "127.0.0.1:0"]);
     await bad.waitForLog(
-      /warning: poll failed: password authentication failed for user "pwuser" \(set PGPASSWORD or the password in --db\)/,
+      /warning: poll failed: password authentication failed for user "pwuser" \(the password came from --db\)/,
     );
     expect(await answer(bad.ports[0]!)).toBe("UNKNOWN");
     expect(bad.log).not.toContain("wrong");

@@ -4,7 +4,8 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildConfig, OPTIONS } from "../src/config/config.ts";
+import { buildConfig } from "../src/config/load.ts";
+import { OPTIONS } from "../src/config/options.ts";
 import { waitFor } from "../src/testkit/pg.ts";
 import { answer } from "../src/testkit/probe.ts";
 import { cleanEnv, MAIN, startResponder } from "../src/testkit/responder.ts";
@@ -58,12 +59,41 @@ describe("bad configuration: one line on stderr, exit 2", () => {
       'replstatus: the fenced text "MASTER_FENCED" contains the primary text "MASTER"; haproxy\'s "expect string" would match both',
     ],
     [
-      ["--peer", "https://10.0.0.2:8008"],
-      'replstatus: invalid value for --peer: "https://10.0.0.2:8008" (expected an http URL of another node\'s replstatus http listener, such as http://10.0.0.2:8008)',
+      ["--peer", "ftp://10.0.0.2:8008"],
+      'replstatus: invalid value for --peer: "ftp://10.0.0.2:8008" (expected an http or https URL of another node\'s replstatus http listener, such as http://10.0.0.2:8008)',
     ],
     [
       ["--peer", "http://10.0.0.2:8008/status"],
-      'replstatus: invalid value for --peer: "http://10.0.0.2:8008/status" (expected an http URL of another node\'s replstatus http listener, such as http://10.0.0.2:8008)',
+      'replstatus: invalid value for --peer: "http://10.0.0.2:8008/status" (expected an http or https URL of another node\'s replstatus http listener, such as http://10.0.0.2:8008)',
+    ],
+    [["--listen", "tls+http:127.0.0.1:0"], "replstatus: a tls+ listener needs --tls-cert and --tls-key"],
+    [
+      ["--listen", "tls+smtp:127.0.0.1:0"],
+      'replstatus: invalid value for --listen: "tls+smtp:127.0.0.1:0" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+    ],
+    [
+      ["--listen", "127.0.0.1:0", "--tls-cert", "/x.pem"],
+      "replstatus: --tls-cert, --tls-key, --tls-ca and --tls-client-cert apply to tls+ listeners, and no --listen is one (e.g. --listen tls+http:0.0.0.0:8443)",
+    ],
+    [
+      ["--listen", "tls:127.0.0.1:0", "--tls-cert", "/x.pem", "--tls-key", "/x.key", "--tls-client-cert", "required"],
+      "replstatus: --tls-client-cert required needs --tls-ca, the CA that client certificates must chain to",
+    ],
+    [
+      ["--listen", "tls:127.0.0.1:0", "--tls-cert", "/x.pem", "--tls-key", "/x.key", "--tls-client-cert", "maybe"],
+      'replstatus: invalid value for --tls-client-cert: "maybe" (expected none, optional or required)',
+    ],
+    [
+      ["--peer", "https://10.0.0.2:8008", "--peer-cert", "/x.pem"],
+      "replstatus: --peer-cert and --peer-key go together: give both or neither",
+    ],
+    [
+      ["--isolation-after", "2s"],
+      "replstatus: --isolation-after needs at least one --peer: it counts the time since a peer last answered",
+    ],
+    [
+      ["--peer", "http://10.0.0.2:8008", "--isolation-after", "1ms"],
+      'replstatus: invalid value for --isolation-after: "1ms" (expected a duration 10ms..3600s such as 250ms or 2s)',
     ],
     [
       ["--peer", "http://10.0.0.2:8008", "--peer", "http://10.0.0.2:8008/"],
@@ -75,27 +105,43 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     ],
     [
       ["--listen", "1.2.3:5400"],
-      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "1.2.3:5400" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "::1:5400"],
-      'replstatus: invalid value for --listen: "::1:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "::1:5400" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
-      ["--listen", "tls:127.0.0.1:5400"],
-      'replstatus: invalid value for --listen: "tls:127.0.0.1:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      ["--listen", "tls+tls:127.0.0.1:5400"],
+      'replstatus: invalid value for --listen: "tls+tls:127.0.0.1:5400" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--listen", "127.0.0.1:5400", "--port", "5401"],
       "replstatus: --port and --bind set the default listener and cannot be combined with --listen; add that address to --listen instead",
     ],
     [
+      ["--db", "host=db1 password='secret target_session_attrs=read-write"],
+      `replstatus: invalid value for --db: "host=db1 password=***" (expected a URL postgres://[user[:password]@][host][:port][/dbname] or keyword/value pairs host=... port=...: unterminated quoted string in connection string)`,
+    ],
+    [
+      ["--db", "host=db1 target_session_attrs=read-write"],
+      'replstatus: could not use target_session_attrs in --db "read-write": replstatus reports on the one server it connects to and must not be redirected to another (only "any" is accepted)',
+    ],
+    [
+      ["--db", "postgres://u:secret@db1,db2/postgres?sslmode=require"],
+      'replstatus: invalid value for --db: "postgres://u:***@db1,db2/postgres?sslmode=require" (expected a URL postgres://[user[:password]@][host][:port][/dbname] or keyword/value pairs host=... port=...: a URL with several hosts: replstatus watches one server)',
+    ],
+    [
+      ["--db", "host=db1 sslmode=verify-all"],
+      'replstatus: invalid value for sslmode in --db: "verify-all" (expected one of disable, allow, prefer, require, verify-ca, verify-full)',
+    ],
+    [
       ["--db", "mysql://u:secret@h/db"],
-      'replstatus: invalid value for --db: "mysql://u:***@h/db" (expected a URL postgres://[user[:password]@][host][:port][/dbname])',
+      'replstatus: invalid value for --db: "mysql://u:***@h/db" (expected a URL postgres://[user[:password]@][host][:port][/dbname] or keyword/value pairs host=... port=...)',
     ],
     [
       ["--listen", "http2:127.0.0.1:5400"],
-      'replstatus: invalid value for --listen: "http2:127.0.0.1:5400" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "http2:127.0.0.1:5400" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--agent-role", "replica"],
@@ -133,7 +179,7 @@ describe("bad configuration: one line on stderr, exit 2", () => {
     ],
     [
       ["--listen", "https:127.0.0.1:8008"],
-      'replstatus: invalid value for --listen: "https:127.0.0.1:8008" (expected [raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
+      'replstatus: invalid value for --listen: "https:127.0.0.1:8008" (expected [[tls+]raw|http|agent:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535)',
     ],
     [
       ["--channel", "Bad-Name"],
@@ -154,10 +200,14 @@ describe("bad configuration: one line on stderr, exit 2", () => {
       { REPLSTATUS_AGENT_WEIGHT_BY_LAG: "maybe" },
       'replstatus: invalid value for REPLSTATUS_AGENT_WEIGHT_BY_LAG: "maybe" (expected 1, true, yes, on, 0, false, no or off)',
     ],
-    [{ PGPORT: "x" }, 'replstatus: invalid PostgreSQL port: "x" (expected an integer 1..65535, from --db or PGPORT)'],
+    [{ PGPORT: "x" }, 'replstatus: invalid value for PGPORT: "x" (expected an integer 1..65535)'],
     [
       { PGSSLMODE: "maybe" },
-      'replstatus: invalid sslmode: "maybe" (expected one of disable, allow, prefer, require, verify-full)',
+      'replstatus: invalid value for PGSSLMODE: "maybe" (expected one of disable, allow, prefer, require, verify-ca, verify-full)',
+    ],
+    [
+      { PGTARGETSESSIONATTRS: "read-write" },
+      'replstatus: could not use PGTARGETSESSIONATTRS "read-write": replstatus reports on the one server it connects to and must not be redirected to another (only "any" is accepted)',
     ],
   ])("environment %j", (env, line) => {
     const r = run([], env);

@@ -1,8 +1,22 @@
-// The fencing rule on its own: a table of peer views and own polls in,
-// verdicts out. The end-to-end tests in fence.test.ts show the same rule
-// between real responders and real PostgreSQL nodes.
+// The fencing rules on their own: tables of peer views and own polls in,
+// verdicts out. The end-to-end tests in fence.test.ts, peers-tls.test.ts and
+// partition.test.ts show the same rules between real responders and real
+// PostgreSQL nodes, the last across real links.
 import { describe, expect, test } from "bun:test";
-import { fenceReason, fencingPeer, guardMode, liftReason, standing, type PeerView } from "../src/cluster/fence.ts";
+import {
+  createIsolationWatch,
+  fenceReason,
+  fencingPeer,
+  guardMode,
+  holdingPeer,
+  isolated,
+  isolationReason,
+  liftReason,
+  standing,
+  type IsolationFacts,
+  type PeerSeen,
+  type PeerView,
+} from "../src/cluster/fence.ts";
 import type { PollFacts } from "../src/poll/facts.ts";
 
 const CLUSTER = "7712175825285183157";
@@ -33,6 +47,7 @@ function peer(url: string, over: Partial<PeerView>): PeerView {
     timeline: 1,
     systemId: CLUSTER,
     answeredAt: 0,
+    askedAt: 0,
     ...over,
   };
 }
@@ -127,7 +142,123 @@ describe("the log's reasons", () => {
     expect(liftReason(peer(A, over), facts && own(facts))).toBe(expected);
   });
 
+  test("lifted: the isolation rule's fence", () => {
+    expect(liftReason(undefined, own({}))).toBe("a peer answers again, isolation over");
+  });
+
   test("raised", () => {
     expect(fenceReason(peer(A, { timeline: 2 }), own({}))).toBe(`peer ${A} is primary on timeline 2, we are on 1`);
+  });
+});
+
+describe("a fence held while its fencer proves nothing", () => {
+  const was = (over: Partial<PeerView>) => peer(A, { timeline: 2, ...over });
+  test.each<[string, Partial<PeerView>, boolean, Partial<PollFacts> | undefined, string | undefined]>([
+    ["the fencer answers as primary: still fenced", {}, false, {}, A],
+    ["the fencer answers as standby: lifted", { role: "standby" }, false, {}, undefined],
+    ["the fencer's certificate fails: held", { result: "bad_certificate" }, false, {}, A],
+    ["the fencer is silent, rule off: lifted (availability)", { result: "timeout" }, false, {}, undefined],
+    ["the fencer is silent, rule on: held", { result: "timeout" }, true, {}, A],
+    ["the fencer answers garbage, rule on: held", { result: "bad_answer" }, true, {}, A],
+    ["the fencer is of another cluster now: lifted", { systemId: OTHER }, true, {}, undefined],
+    ["this node is a standby now: lifted", { result: "timeout" }, true, { inRecovery: true }, undefined],
+    ["this node down: lifted", { result: "bad_certificate" }, true, undefined, undefined],
+  ])("%s", (_, over, isolationOn, facts, expected) => {
+    const fencer = was(over);
+    expect(holdingPeer([fencer], facts && own(facts), fencer, isolationOn)?.url).toBe(expected);
+  });
+
+  test("a new fencing peer wins over the held one", () => {
+    const held = was({ result: "timeout" });
+    const fresh = peer(B, { timeline: 3 });
+    expect(holdingPeer([held, fresh], own({}), held, true)?.url).toBe(B);
+  });
+});
+
+const base: IsolationFacts = {
+  isolationAfterMs: 2000,
+  sinceReachedMs: 0,
+  wasIsolated: false,
+  roundSinceReached: false,
+};
+
+describe("the isolation rule", () => {
+  test.each<[string, Partial<IsolationFacts>, boolean]>([
+    ["rule off, never reached", { isolationAfterMs: undefined, sinceReachedMs: undefined }, false],
+    ["rule off, long unreached", { isolationAfterMs: undefined, sinceReachedMs: 3_600_000 }, false],
+    ["reached just now", { sinceReachedMs: 0 }, false],
+    ["reached within the bound", { sinceReachedMs: 1999 }, false],
+    ["at the bound", { sinceReachedMs: 2000 }, true],
+    ["past the bound", { sinceReachedMs: 60_000 }, true],
+    ["no peer reached since start", { sinceReachedMs: undefined }, true],
+    ["was isolated, a peer answers, the round is not done", { wasIsolated: true, sinceReachedMs: 10 }, true],
+    [
+      "was isolated, a peer answers, the round is done",
+      { wasIsolated: true, sinceReachedMs: 10, roundSinceReached: true },
+      false,
+    ],
+    ["was isolated, still past the bound", { wasIsolated: true, sinceReachedMs: 5000, roundSinceReached: true }, true],
+  ])("%s", (_, facts, verdict) => {
+    expect(isolated({ ...base, ...facts })).toBe(verdict);
+  });
+
+  test.each<[Partial<IsolationFacts>, string]>([
+    [{ sinceReachedMs: 2345 }, "no peer reached for 2.3s (--isolation-after 2s)"],
+    [{ isolationAfterMs: 500, sinceReachedMs: undefined }, "no peer reached since start (--isolation-after 500ms)"],
+    [
+      { sinceReachedMs: 10, wasIsolated: true },
+      "a peer answers again, waiting for every peer's next answer (--isolation-after 2s)",
+    ],
+  ])("reason %j", (facts, reason) => {
+    expect(isolationReason({ ...base, ...facts })).toBe(reason);
+  });
+});
+
+describe("the isolation watch over time: two peers, --isolation-after 2s", () => {
+  const peer = (
+    answeredAt: number | undefined,
+    askedAt: number | undefined,
+    systemId: string | null = "1",
+  ): PeerSeen => ({
+    answeredAt,
+    askedAt,
+    systemId,
+  });
+
+  test.each<[string, [PeerSeen[], number, boolean][]]>([
+    ["never reached: isolated from the first check", [[[peer(undefined, 0), peer(undefined, 0)], 100, true]]],
+    [
+      "reached, then cut: isolated at the bound, not before",
+      [
+        [[peer(0, 0), peer(0, 0)], 100, false],
+        [[peer(0, 1500), peer(0, 1500)], 1999, false],
+        [[peer(0, 1900), peer(0, 1900)], 2000, true],
+      ],
+    ],
+    [
+      "healed: free only once every peer was asked after the first answer",
+      [
+        [[peer(0, 3000), peer(0, 3000)], 3000, true],
+        // peer 1 answers (its request started at 3100); peer 2's last request is older
+        [[peer(3100, 3100), peer(0, 3000)], 3150, true],
+        [[peer(3200, 3200), peer(0, 3000)], 3250, true],
+        // peer 2's next request (started after 3150) finished, failing: the round is done
+        [[peer(3200, 3200), peer(0, 3300)], 3400, false],
+      ],
+    ],
+    [
+      "no verdict before every peer was asked once",
+      [
+        [[peer(undefined, 0), peer(undefined, undefined)], 100, false],
+        [[peer(undefined, 0), peer(150, 150)], 200, false],
+      ],
+    ],
+    ["a peer of another cluster does not count as reached", [[[peer(50, 50, "999"), peer(undefined, 50)], 100, true]]],
+  ])("%s", (_, steps) => {
+    const watch = createIsolationWatch(2000);
+    for (const [peers, now, verdict] of steps) {
+      watch.check(peers, "1", now);
+      expect([now, watch.isolated]).toEqual([now, verdict]);
+    }
   });
 });

@@ -87,6 +87,8 @@ describe("failover with the old primary left running, then restarted as a primar
   test("both sides see each other: timelines, one system_identifier, the guard active", async () => {
     await waitFor("both guards active", async () => (await getStatus(http1)).guard === "active");
     await waitFor("both guards active", async () => (await getStatus(http2)).guard === "active");
+    // A peer can answer before its own first poll (role null): wait for the roles too.
+    await waitFor("s1 to see s2's role", async () => (await getStatus(http1)).peers[0].role === "standby");
     const systemId = await pg.primary.sql("select system_identifier from pg_control_system()");
     expect(await getStatus(http1)).toMatchObject({
       role: "primary",

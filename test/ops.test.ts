@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
 import { admits, buildAllowList, type AllowList } from "../src/listen/allow.ts";
-import { DEFAULT_TEXTS } from "../src/config/config.ts";
+import { DEFAULT_TEXTS } from "../src/config/options.ts";
 import { gated, type Gate } from "../src/listen/gate.ts";
 import { rawHandler } from "../src/listen/raw.ts";
 import { buildResponses } from "../src/listen/answers.ts";

@@ -1,5 +1,5 @@
-// A promotion seen from the data directory's signal files (src/poll/promote-watch.ts), long
-// before the next poll would see it; a role that cannot read data_directory, which polls only;
+// A promotion seen from the data directory's signal files (src/poll/postmaster.ts), long
+// before the next poll would see it; a role that is not shown data_directory, which polls only;
 // and a primary, whose polls only keep its answer fresh (four per --stale-after).
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
 import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
@@ -53,13 +53,6 @@ afterAll(async () => {
   await onPrimary?.[Symbol.asyncDispose]();
   await pg?.stop();
 }, HOOK_TIMEOUT_MS);
-
-test("a role without pg_read_all_settings says once that it polls only", async () => {
-  await waitFor("the warning", () => loginOnly.log.includes("could not read data_directory"), 10_000);
-  expect(loginOnly.log).toMatch(/could not read data_directory: .*; a promotion is seen at the next poll/);
-  expect(loginOnly.log.split("could not read data_directory").length).toBe(2);
-  expect(watching.log).not.toContain("data_directory");
-});
 
 async function polls(r: Responder): Promise<number> {
   const port = Number(/metrics http [^ ]*:(\d+)\/metrics/.exec(r.log)![1]);

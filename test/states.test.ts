@@ -1,7 +1,7 @@
 // The prebuilt answers and the cell that picks them: pure functions, no processes.
 import { describe, expect, test } from "bun:test";
 import { weightBucket } from "../src/listen/agent.ts";
-import type { AgentConfig } from "../src/config/config.ts";
+import type { AgentConfig } from "../src/config/types.ts";
 import type { PollFacts } from "../src/poll/facts.ts";
 import { buildResponses } from "../src/listen/answers.ts";
 import {

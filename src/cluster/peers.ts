@@ -16,20 +16,30 @@
 //
 // XXX: no quorum, no consensus: a node that can reach no peer, or whose peers
 // cannot see the new primary, answers from its own view (README.md,
-// "Split-brain guard").
-import { formatDuration } from "../config/config.ts";
-import { oneLine, type Logger } from "../log.ts";
+// "Split-brain guard"), unless the isolation rule (fence.ts) is on.
+//
+// https peers: a peer whose certificate does not chain to --peer-ca (or whose
+// TLS fails) is a bad_certificate result. It counts for nothing: it cannot
+// fence this node, it does not count as reached for the isolation rule, and
+// a fence it raised with an earlier good answer is not lifted because its
+// certificate now fails (fence.ts, holdingPeer).
+import { formatDuration, oneLine } from "../units.ts";
+import type { Logger } from "../log.ts";
 import type { PollFacts } from "../poll/facts.ts";
 import { FENCED, STATE_NAMES, type Status } from "../cell.ts";
 import {
   counts,
+  createIsolationWatch,
   fenceReason,
-  fencingPeer,
   guardMode,
+  holdingPeer,
+  isolationReason,
   liftReason,
   PEER_RESULTS,
   standing,
   type GuardMode,
+  type IsolationFacts,
+  type IsolationWatch,
   type PeerResult,
   type PeerView,
 } from "./fence.ts";
@@ -38,6 +48,8 @@ import {
 export interface GuardStatus {
   guard: GuardMode;
   fenced_by: { peer: string; timeline: number | null } | null;
+  /** With --isolation-after: the rule's inputs and verdict; null when it is off. */
+  isolation: { after_ms: number; since_reached_ms: number | null; isolated: boolean } | null;
   peers: {
     url: string;
     result: string;
@@ -58,6 +70,17 @@ export interface GuardOptions {
   /** This node's last successful poll. */
   facts(): PollFacts | undefined;
   log: Logger;
+  /** PEM text for https peers (--peer-ca, --peer-cert, --peer-key); undefined: the system's CAs, no client certificate. */
+  tls?: PeerTls;
+  /** --isolation-after; undefined: off. */
+  isolationAfterMs?: number;
+}
+
+/** What fetch's `tls` takes for an https peer. */
+export interface PeerTls {
+  ca?: string;
+  cert?: string;
+  key?: string;
 }
 
 export interface Guard {
@@ -70,6 +93,8 @@ export interface Guard {
   readonly firstRound: Promise<void>;
   /** Re-applies the rule: after each of this node's polls (and each peer answer). */
   evaluate(): void;
+  /** The isolation rule's verdict at the last evaluate(). */
+  isolated(): boolean;
   status(): GuardStatus;
   stop(): void;
 }
@@ -108,6 +133,8 @@ function failure(err: unknown, timeoutMs: number): [PeerResult, string] {
   if (e.name === "TimeoutError" || e.name === "AbortError")
     return ["timeout", `no answer within ${formatDuration(timeoutMs)}`];
   if (e.code === "ConnectionRefused" || e.code === "ECONNREFUSED") return ["refused", "connection refused"];
+  if (typeof e.code === "string" && /CERT|SELF_SIGNED|UNABLE_TO|VERIFY|ALTNAME|HOSTNAME|EPROTO/.test(e.code))
+    return ["bad_certificate", `TLS: ${oneLine(e.message ?? "")} (${e.code})`];
   return ["error", oneLine(e.message ?? String(err))];
 }
 
@@ -116,9 +143,15 @@ async function askPeer(
   url: string,
   signal: AbortSignal,
   timeoutMs: number,
+  tls: PeerTls | undefined,
 ): Promise<{ result: PeerResult; detail: string; answer?: PeerAnswer }> {
   try {
-    const res = await fetch(`${url}/status`, { signal, redirect: "manual", headers: { accept: "application/json" } });
+    const res = await fetch(`${url}/status`, {
+      signal,
+      redirect: "manual",
+      headers: { accept: "application/json" },
+      ...(tls && url.startsWith("https:") ? { tls } : {}),
+    });
     const text = await res.text();
     const parsed = res.status === 200 ? parseAnswer(text) : `HTTP ${res.status} from /status`;
     if (typeof parsed === "string") return { result: "bad_answer", detail: parsed };
@@ -129,11 +162,12 @@ async function askPeer(
   }
 }
 
-/** The guard's log: each change of a peer's standing, and of the guard's mode, once. */
-function guardLog(log: Logger, peers: readonly PeerView[]) {
+/** The guard's log: each change of a peer's standing, of the guard's mode and of isolation, once. */
+function guardLog(log: Logger, peers: readonly PeerView[], isolationAfterMs: number | undefined) {
   // Per peer, the detail last logged.
   const logged = peers.map(() => "");
   let modeLogged: GuardMode | undefined;
+  let isolationLogged = false;
 
   function peer(i: number, own: PollFacts | undefined): void {
     const p = peers[i]!;
@@ -146,17 +180,34 @@ function guardLog(log: Logger, peers: readonly PeerView[]) {
     if (result === "other_cluster") log.warning(`peer ${p.url} belongs to ${detail}: ignored`, fields);
     else if (result === "bad_answer")
       log.warning(`peer ${p.url} answered garbage: ${detail}; it does not count`, fields);
+    else if (result === "bad_certificate")
+      log.warning(`peer ${p.url} failed TLS verification: ${detail}; it does not count`, fields);
     else if (result === "ok") {
       if (!first) log.info(`peer ${p.url} answers again`, fields);
     } else if (result !== "pending") log.warning(`peer ${p.url} unreachable: ${detail}; it does not count`, fields);
   }
 
-  return (own: PollFacts | undefined): void => {
+  // Logged from the end of the first round on, as the guard's mode below.
+  function isolation(isolated: boolean, facts: IsolationFacts): void {
+    if (isolationAfterMs === undefined || isolated === isolationLogged) return;
+    isolationLogged = isolated;
+    if (isolated) log.warning(`split-brain guard: isolated, ${isolationReason(facts)}: a primary answers FENCED`);
+    else log.info("split-brain guard: a peer answers again, isolation over");
+  }
+
+  return (own: PollFacts | undefined, isolated: boolean, facts: IsolationFacts): void => {
+    const asked = peers.every((p) => p.result !== "pending");
+    if (asked) isolation(isolated, facts);
     for (let i = 0; i < peers.length; i++) peer(i, own);
     const mode = guardMode(peers, own);
-    if (peers.length === 0 || peers.some((p) => p.result === "pending") || mode === modeLogged) return;
+    if (peers.length === 0 || !asked || mode === modeLogged) return;
     if (mode === "no peer reachable") {
-      log.warning("split-brain guard: no peer reachable, answering from this node's own view", { guard: mode });
+      log.warning(
+        isolationAfterMs === undefined
+          ? "split-brain guard: no peer reachable, answering from this node's own view"
+          : `split-brain guard: no peer reachable; a primary answers FENCED ${formatDuration(isolationAfterMs)} after the last answer`,
+        { guard: mode },
+      );
     } else if (modeLogged !== undefined) {
       log.info("split-brain guard: a peer answers again", { guard: mode });
     }
@@ -168,11 +219,22 @@ function guardStatus(
   peers: readonly PeerView[],
   own: PollFacts | undefined,
   fencedBy: PeerView | undefined,
+  isolationAfterMs: number | undefined,
+  isolation: IsolationWatch,
 ): GuardStatus {
   const now = performance.now();
+  const since = isolation.reachedAt;
   return {
     guard: guardMode(peers, own),
     fenced_by: fencedBy ? { peer: fencedBy.url, timeline: fencedBy.timeline } : null,
+    isolation:
+      isolationAfterMs === undefined
+        ? null
+        : {
+            after_ms: isolationAfterMs,
+            since_reached_ms: since === undefined ? null : Math.round(now - since),
+            isolated: isolation.isolated,
+          },
     peers: peers.map((p) => ({
       url: p.url,
       result: standing(p, own)[0],
@@ -186,9 +248,9 @@ function guardStatus(
   };
 }
 
-export function startGuard(opts: GuardOptions): Guard {
-  const { status } = opts;
-  const peers: PeerView[] = opts.peers.map((url) => ({
+/** A peer before its first answer. */
+function newPeer(url: string): PeerView {
+  return {
     url,
     result: "pending",
     detail: "not asked yet",
@@ -197,31 +259,41 @@ export function startGuard(opts: GuardOptions): Guard {
     timeline: null,
     systemId: null,
     answeredAt: undefined,
-  }));
+    askedAt: undefined,
+  };
+}
+
+export function startGuard(opts: GuardOptions): Guard {
+  const { status } = opts;
+  const peers = opts.peers.map(newPeer);
   const results = new Float64Array(peers.length * PEER_RESULTS.length);
   const controller = new AbortController();
-  const logChanges = guardLog(opts.log, peers);
+  const logChanges = guardLog(opts.log, peers, opts.isolationAfterMs);
+  const isolation = createIsolationWatch(opts.isolationAfterMs);
   const timers = new Set<Timer>();
   let stopped = false;
   let fencer: PeerView | undefined;
 
   function evaluate(): void {
     const own = opts.facts();
-    const by = fencingPeer(peers, own);
+    const by = holdingPeer(peers, own, fencer, opts.isolationAfterMs !== undefined);
+    const facts = isolation.check(peers, own?.systemId, performance.now());
     if (by) status.setFence(fenceReason(by, own!), "");
-    else if (status.fence !== undefined) status.setFence(undefined, liftReason(fencer!, own));
+    else if (isolation.isolated) status.setFence(`isolated: ${isolationReason(facts)}`, "");
+    else if (status.fence !== undefined) status.setFence(undefined, liftReason(fencer, own));
     fencer = by;
-    logChanges(own);
+    logChanges(own, isolation.isolated, facts);
   }
 
   async function ask(i: number): Promise<void> {
     const p = peers[i]!;
     const startedAt = performance.now();
     const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(opts.timeoutMs)]);
-    const { result, detail, answer } = await askPeer(p.url, signal, opts.timeoutMs);
+    const { result, detail, answer } = await askPeer(p.url, signal, opts.timeoutMs, opts.tls);
     if (stopped) return;
     p.result = result;
     p.detail = detail;
+    p.askedAt = startedAt;
     if (answer) {
       p.role = answer.role;
       p.state = answer.state;
@@ -271,7 +343,9 @@ export function startGuard(opts: GuardOptions): Guard {
     reachable: () => peers.filter((p) => counts(p, opts.facts())).length,
     firstRound,
     evaluate,
-    status: () => guardStatus(peers, opts.facts(), status.state === FENCED ? fencer : undefined),
+    isolated: () => isolation.isolated,
+    status: () =>
+      guardStatus(peers, opts.facts(), status.state === FENCED ? fencer : undefined, opts.isolationAfterMs, isolation),
     stop() {
       stopped = true;
       controller.abort();

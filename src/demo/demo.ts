@@ -4,7 +4,8 @@
 // stop PostgreSQL, remove the dir and kill the child processes).
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { formatDuration, type DemoConfig } from "../config/config.ts";
+import { type DemoConfig } from "../config/types.ts";
+import { formatDuration } from "../units.ts";
 import { findHaproxy, startHaproxy, statsCommand, type Haproxy } from "../testkit/haproxy.ts";
 import { startPair, waitFor, type PgNode, type PgPair } from "../testkit/pg.ts";
 import { request } from "../testkit/probe.ts";
@@ -83,14 +84,7 @@ export async function runDemo(config: DemoConfig): Promise<number> {
 
     let promoting: Promise<void> | undefined;
     const promote = () => {
-      promoting ??= (async () => {
-        say(
-          `failover: stopping ${nodes[0]!.name} (pg_ctl stop -m fast), then promoting ${nodes[1]!.name} (pg_ctl promote)`,
-        );
-        await pair.primary.stop("fast");
-        await pair.standby.promote();
-        say(`failover: ${nodes[1]!.name} was promoted; watch its answer turn MASTER and haproxy follow`);
-      })().catch((err: Error) => say(`failover failed: ${err.message}`));
+      promoting ??= failover(pair, nodes, say);
     };
     const started = performance.now();
     const promoteTimer = promoteAfter === undefined ? undefined : setTimeout(promote, promoteAfter);
@@ -122,6 +116,20 @@ export async function runDemo(config: DemoConfig): Promise<number> {
   }
   await cleanUp(children, pair, say);
   return 0;
+}
+
+/** Stops the primary and promotes the standby; says so, and says why when it fails. */
+async function failover(pair: PgPair, nodes: Node[], say: (line: string) => void): Promise<void> {
+  try {
+    say(
+      `failover: stopping ${nodes[0]!.name} (pg_ctl stop -m fast), then promoting ${nodes[1]!.name} (pg_ctl promote)`,
+    );
+    await pair.primary.stop("fast");
+    await pair.standby.promote();
+    say(`failover: ${nodes[1]!.name} was promoted; watch its answer turn MASTER and haproxy follow`);
+  } catch (err) {
+    say(`failover failed: ${(err as Error).message}`);
+  }
 }
 
 async function cleanUp(children: Child[], pair: PgPair, say: (line: string) => void): Promise<void> {

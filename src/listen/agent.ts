@@ -3,7 +3,7 @@
 // "down ready #standby", "drain", "maint". The lines are prebuilt per state,
 // override and weight bucket (cell.ts); open() only picks one.
 import type { SocketHandler } from "bun";
-import type { AgentConfig } from "../config/config.ts";
+import type { AgentConfig } from "../config/types.ts";
 import { DRAIN_TIMEOUT_S, rawHandler } from "./raw.ts";
 import type { PollFacts } from "../poll/facts.ts";
 import type { Responses } from "./answers.ts";

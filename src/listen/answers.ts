@@ -2,7 +2,7 @@
 // reload builds a new set and copies its fields into the object the listeners
 // hold, so their next connection sees it. The http answers do not depend on
 // the configuration: every set shares the one built at start-up.
-import type { AgentConfig, Texts } from "../config/config.ts";
+import type { AgentConfig, Texts } from "../config/types.ts";
 import { HTTP_ANSWERS, type HttpResponses } from "./http/answers.ts";
 import {
   agentIndex,

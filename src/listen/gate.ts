@@ -1,10 +1,15 @@
 // Bun.listen per address, and the gate every connection passes before its
 // mode's handler (raw.ts, agent.ts, http/) sees it.
-import type { SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
+import type { SocketHandler, TCPSocketListener, TCPSocketListenOptions, TLSOptions } from "bun";
 import { admits, type AllowList } from "./allow.ts";
 import { setBacklog } from "./backlog.ts";
-import { formatAddress, type ListenAddress } from "../config/config.ts";
-import { ANSWERED, OVER_LIMIT, REJECTED_PEER, RESULTS } from "../ops/metrics.ts";
+import { formatAddress, type ListenAddress } from "../units.ts";
+
+/** Results of a connection, the `result` label; slot offsets within a listener's block. */
+export const RESULTS = ["answered", "rejected_peer", "over_limit"] as const;
+export const ANSWERED = 0;
+export const REJECTED_PEER = 1;
+export const OVER_LIMIT = 2;
 
 /** Thrown when an address cannot be served; main prints it and exits 1. */
 export class ListenError extends Error {
@@ -70,6 +75,8 @@ export function gated<T>(handler: SocketHandler<T>, gate: Gate, index: number): 
 
 export interface Listener {
   address: ListenAddress;
+  /** For a TLS context swap (listen/tls.ts). */
+  server: TCPSocketListener<unknown>;
   /** Why the listen backlog could not be set, if it could not. */
   backlogError: string | undefined;
   stop(): void;
@@ -78,7 +85,9 @@ export interface Listener {
 /**
  * Serves `handler` (a mode's handler, guarded here by `gate`) on `address`.
  * `index` is the listener's place in the metrics; `backlog` the listen(2)
- * backlog to set after Bun's fixed 512.
+ * backlog to set after Bun's fixed 512. With `inheritedFd`, it accepts on that
+ * listening socket, bound to `address` (listen/inherit.ts), instead of binding.
+ * With `tls` (a tls+ listener, listen/tls.ts) it serves inside TLS.
  */
 export function listen<T>(
   address: ListenAddress,
@@ -87,6 +96,8 @@ export function listen<T>(
   index: number,
   backlog: number,
   data: T,
+  inheritedFd?: number,
+  tls?: TLSOptions,
 ): Listener {
   // ipv6Only is honoured by Bun.listen but missing from its listen types.
   const options: TCPSocketListenOptions<T> & { ipv6Only: boolean } = {
@@ -99,10 +110,11 @@ export function listen<T>(
     allowHalfOpen: true,
     data,
     socket: gated(handler, gate, index),
+    ...(tls ? { tls } : {}),
   };
   let server: TCPSocketListener<T>;
   try {
-    server = Bun.listen<T>(options);
+    server = Bun.listen<T>(inheritedFd === undefined ? options : onFd(options, inheritedFd));
   } catch (err) {
     throw listenError(address, err);
   }
@@ -110,10 +122,17 @@ export function listen<T>(
   const fd = (server as unknown as { fd?: number }).fd;
   const backlogError = typeof fd === "number" ? setBacklog(fd, backlog) : "the listener has no fd";
   return {
-    address: { ...address, port: server.port },
+    address: { ...address, port: server.port ?? address.port },
+    server: server as TCPSocketListener<unknown>,
     backlogError,
     stop: () => server.stop(),
   };
+}
+
+// Bun.listen takes { fd } (missing from its types) and would bind instead if given an address.
+function onFd<T>(options: TCPSocketListenOptions<T>, fd: number): TCPSocketListenOptions<T> {
+  const { allowHalfOpen, data, socket, tls } = options;
+  return { allowHalfOpen, data, socket, fd, ...(tls ? { tls } : {}) } as unknown as TCPSocketListenOptions<T>;
 }
 
 export function listenError(address: { host: string; port: number }, err: unknown): ListenError {

@@ -2,7 +2,7 @@
 // that only its own user can use: the socket file is 0600 and, by default,
 // lives in a 0700 directory of that user's. One request per connection: a
 // word ("drain", "maint", "ready") and a newline; the reply is the override
-// now in force, or "error ..." for anything else.
+// now in force, or "error ..." for anything else or a failed save.
 import type { UnixSocketListener } from "bun";
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import { connect } from "node:net";
@@ -30,7 +30,13 @@ export interface Control {
   stop(): void;
 }
 
-export async function startControl(path: string, status: Status, log: Logger): Promise<Control> {
+/** `save` keeps the override across restarts (ops/override.ts); it returns an error text, or undefined. */
+export async function startControl(
+  path: string,
+  status: Status,
+  log: Logger,
+  save: (override: Override) => string | undefined = () => undefined,
+): Promise<Control> {
   prepareDir(dirname(path));
   if (existsSync(path)) {
     if (!lstatSync(path).isSocket()) {
@@ -81,7 +87,12 @@ export async function startControl(path: string, status: Status, log: Logger): P
     if (status.setOverride(override as Override)) {
       log.info(`override ${OVERRIDE_NAMES[from]} -> ${word} (replstatus ${word})`);
     }
-    return `${word}\n`;
+    // Saved even when unchanged: it also rewrites a file that could not be read at start.
+    const failed = save(override as Override);
+    if (failed === undefined) return `${word}\n`;
+    const message = `could not save override ${word}: ${failed}; it is in force until replstatus restarts`;
+    log.error(message);
+    return `error ${message}\n`;
   }
 
   return {
@@ -95,34 +106,38 @@ export async function startControl(path: string, status: Status, log: Logger): P
   };
 }
 
+const CONTROL_DIR = { what: "control socket directory", flag: "--control-socket", content: "the socket" };
+
 // The default directory under /tmp is shared ground: refuse one that another
-// user made or could write to, since its owner could stand in for us.
-function prepareDir(dir: string): void {
+// user made or could write to, since its owner could stand in for us (the
+// control socket's, and the --state-dir that keeps the override).
+/** Creates `dir` (0700), or refuses one that another user owns or could write to; throws ControlError. */
+export function prepareDir(dir: string, { what, flag, content } = CONTROL_DIR): void {
   if (!existsSync(dir)) {
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
     } catch (err) {
-      throw new ControlError(`could not create control socket directory ${dir}: ${(err as Error).message}`, "EMKDIR");
+      throw new ControlError(`could not create ${what} ${dir}: ${(err as Error).message}`, "EMKDIR");
     }
     return;
   }
   const st = lstatSync(dir);
   const uid = process.getuid?.();
   if (!st.isDirectory()) {
-    throw new ControlError(`could not use control socket directory ${dir}: not a directory`, "ENOTDIR");
+    throw new ControlError(`could not use ${what} ${dir}: not a directory`, "ENOTDIR");
   }
   if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
     throw new ControlError(
-      `could not use control socket directory ${dir}: owned by uid ${st.uid}, not by this user (uid ${uid})`,
+      `could not use ${what} ${dir}: owned by uid ${st.uid}, not by this user (uid ${uid})`,
       "EPERM",
-      "remove it, or choose another --control-socket",
+      `remove it, or choose another ${flag}`,
     );
   }
   if (st.uid === uid && (st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
     throw new ControlError(
-      `could not use control socket directory ${dir}: mode ${(st.mode & 0o777).toString(8)} lets other users replace the socket`,
+      `could not use ${what} ${dir}: mode ${(st.mode & 0o777).toString(8)} lets other users replace ${content}`,
       "EPERM",
-      "chmod 700 it, or choose another --control-socket",
+      `chmod 700 it, or choose another ${flag}`,
     );
   }
 }

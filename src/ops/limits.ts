@@ -3,7 +3,7 @@
 // (listen/gate.ts); logging happens here, never per connection.
 import type { Gate } from "../listen/gate.ts";
 import type { Logger } from "../log.ts";
-import { OVER_LIMIT, RESULTS } from "./metrics.ts";
+import { OVER_LIMIT, RESULTS } from "../listen/gate.ts";
 
 /** Open files the process needs besides client sockets: runtime, database, metrics. */
 export const FD_RESERVE = 32;

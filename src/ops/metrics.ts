@@ -2,15 +2,11 @@
 // increments a slot of a Float64Array; every string is built here, per scrape.
 // Format: https://prometheus.io/docs/instrumenting/exposition_formats/
 import { PEER_RESULTS } from "../cluster/fence.ts";
+import { REJECTED_PEER, RESULTS } from "../listen/gate.ts";
 import type { Guard } from "../cluster/peers.ts";
+import { TLS_FAILURES, type TlsWatch } from "../listen/tls.ts";
 import { classifyPollError, POLL_ERROR_REASONS, type PollFacts } from "../poll/facts.ts";
 import { STATE_NAMES, type State } from "../cell.ts";
-
-/** Results of a connection, the `result` label; slot offsets within a listener's block. */
-export const RESULTS = ["answered", "rejected_peer", "over_limit"] as const;
-export const ANSWERED = 0;
-export const REJECTED_PEER = 1;
-export const OVER_LIMIT = 2;
 
 /** Upper bounds of the poll latency buckets, in seconds. */
 export const POLL_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -24,6 +20,8 @@ export interface MetricsSources {
   fdLimit(): number | undefined;
   /** The split-brain guard, when --peer is given. */
   guard?(): Guard | undefined;
+  /** Handshake failures of tls+ listeners, when there is one. */
+  tls?(): TlsWatch | undefined;
 }
 
 export interface Metrics {
@@ -68,6 +66,8 @@ export function createMetrics(listenerCount: number): Metrics {
       const out: string[] = [];
       if (sources) renderState(out, sources);
       renderConnections(out, metrics.listenerNames, connections);
+      const tls = sources?.tls?.();
+      if (tls) renderTls(out, metrics.listenerNames, tls);
       if (sources) renderLimits(out, sources);
       renderPolls(out, poll);
       if (sources) renderFacts(out, sources.facts());
@@ -101,7 +101,12 @@ function renderState(out: string[], sources: MetricsSources): void {
 }
 
 function renderConnections(out: string[], listenerNames: string[], connections: Float64Array): void {
-  family(out, "replstatus_connections_total", "counter", "Connections accepted, by listener and result");
+  family(
+    out,
+    "replstatus_connections_total",
+    "counter",
+    "Connections accepted, by listener and result (on a tls+ listener, answered counts before the handshake)",
+  );
   listenerNames.forEach((listener, l) => {
     RESULTS.forEach((result, r) => {
       out.push(
@@ -113,6 +118,23 @@ function renderConnections(out: string[], listenerNames: string[], connections: 
   let rejected = 0;
   for (let l = 0; l < listenerNames.length; l++) rejected += connections[l * RESULTS.length + REJECTED_PEER]!;
   out.push(`replstatus_rejected_peers_total ${rejected}`);
+}
+
+function renderTls(out: string[], listenerNames: string[], tls: TlsWatch): void {
+  family(
+    out,
+    "replstatus_tls_handshake_failures_total",
+    "counter",
+    "Connections to a tls+ listener closed unanswered: failed handshake or client certificate, by reason",
+  );
+  listenerNames.forEach((listener, l) => {
+    if (!listener.startsWith("tls+")) return;
+    TLS_FAILURES.forEach((reason, r) => {
+      out.push(
+        `replstatus_tls_handshake_failures_total{listener="${label(listener)}",reason="${reason}"} ${tls.failures[l * TLS_FAILURES.length + r]}`,
+      );
+    });
+  });
 }
 
 function renderLimits(out: string[], sources: MetricsSources): void {
@@ -159,6 +181,11 @@ function renderFacts(out: string[], facts: PollFacts | undefined): void {
   out.push(`replstatus_timeline ${number(facts?.timeline)}`);
   family(out, "replstatus_standby_replay_age_seconds", "gauge", "Seconds since the last replayed transaction's commit");
   out.push(`replstatus_standby_replay_age_seconds ${number(facts?.replayAgeSeconds)}`);
+  // Which cluster the node is of, for rules that join on it (two primaries of one cluster).
+  if (facts?.systemId) {
+    family(out, "replstatus_cluster_info", "gauge", "1, labelled with the system_identifier of this node's cluster");
+    out.push(`replstatus_cluster_info{system_identifier="${label(facts.systemId)}"} 1`);
+  }
 }
 
 function renderGuard(out: string[], guard: Guard): void {
@@ -170,6 +197,15 @@ function renderGuard(out: string[], guard: Guard): void {
     "1 while a peer answers, 0 while answering from this node's own view (no peer reachable)",
   );
   out.push(`replstatus_guard_active ${view.guard === "active" ? 1 : 0}`);
+  if (view.isolation) {
+    family(
+      out,
+      "replstatus_isolated",
+      "gauge",
+      "1 while the isolation rule holds (no peer reached for --isolation-after)",
+    );
+    out.push(`replstatus_isolated ${view.isolation.isolated ? 1 : 0}`);
+  }
   family(out, "replstatus_peers_reachable", "gauge", "Peers of this cluster that answered their last request");
   out.push(`replstatus_peers_reachable ${guard.reachable()}`);
   family(out, "replstatus_peer_up", "gauge", "1 when the peer's last answer counts, 0 otherwise");

@@ -2,20 +2,18 @@
 // process can change. Addresses, the database and the channel belong to
 // sockets and connections made at start, so a change there is reported and
 // waits for a restart.
-import {
-  buildConfig,
-  ConfigError,
-  envName,
-  formatDuration,
-  readConfigFile,
-  type Config,
-  type Raw,
-} from "../config/config.ts";
+import { buildConfig, readConfigFile, type Raw } from "../config/load.ts";
+import { envName } from "../config/options.ts";
+import { ConfigError, type Config } from "../config/types.ts";
+import { formatDuration } from "../units.ts";
 import { buildResponses, type Responses } from "../listen/answers.ts";
 import type { Gate } from "../listen/gate.ts";
+import { reloadTls, type TlsWatch } from "../listen/tls.ts";
+import type { TCPSocketListener } from "bun";
 import type { Logger } from "../log.ts";
 import type { Poller } from "../poll/poller.ts";
-import { resolveTarget } from "../poll/target.ts";
+import { ClusterError } from "../config/debian-cluster.ts";
+import { configTarget } from "../poll/target.ts";
 import { fitFdLimit } from "./limits.ts";
 
 type Env = Record<string, string | undefined>;
@@ -30,10 +28,10 @@ export async function loadConfig(raw: Raw, env: Env): Promise<Config> {
 export async function reloadConfig(load: () => Promise<Config>, env: Env, log: Logger): Promise<Config | undefined> {
   try {
     const next = await load();
-    resolveTarget(next.db, env);
+    configTarget(next, env);
     return next;
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
+    if (!(err instanceof ConfigError || err instanceof ClusterError)) throw err;
     log.error(`SIGHUP: reload rejected, keeping the running configuration: ${err.message}`);
     return undefined;
   }
@@ -46,6 +44,8 @@ export interface Reloadable {
   poller: Poller;
   log: Logger;
   fdLimit: number | undefined;
+  /** The tls+ listeners, whose certificate, key, CA and rule are read again; undefined: none. */
+  tls: { watch: TlsWatch; servers: TCPSocketListener<unknown>[] } | undefined;
 }
 
 /** Applies `next` over `old` and logs what changed and what waits for a restart. */
@@ -62,6 +62,7 @@ export function apply(old: Config, next: Config, live: Reloadable): void {
   if (restart.length) {
     live.log.warning(`SIGHUP: ${restart.join(", ")} changed but only take effect after a restart`);
   }
+  if (next.tls && live.tls) reloadTls(next.tls, live.tls.servers, live.tls.watch, live.log);
 }
 
 function changes(old: Config, next: Config): string[] {
@@ -88,18 +89,21 @@ function restartOnly(old: Config, next: Config): string[] {
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
   const restart: string[] = [];
   if (!same(old.listen, next.listen)) restart.push("listen/port/bind");
-  if (old.db !== next.db) restart.push("db");
+  if (old.db !== next.db || old.cluster !== next.cluster) restart.push("db/cluster");
   if (old.channel !== next.channel) restart.push("channel");
   if (old.backlog !== next.backlog) restart.push("backlog");
   if (!same(old.metricsListen, next.metricsListen)) restart.push("metrics-listen");
   if (old.controlSocket !== next.controlSocket) restart.push("control-socket");
+  if (old.stateDir !== next.stateDir) restart.push("state-dir");
   if (old.agent.weightByLag !== next.agent.weightByLag) restart.push("agent-weight-by-lag");
   if (
     !same(old.peers, next.peers) ||
     old.peerIntervalMs !== next.peerIntervalMs ||
-    old.peerTimeoutMs !== next.peerTimeoutMs
+    old.peerTimeoutMs !== next.peerTimeoutMs ||
+    !same(old.peerTls, next.peerTls) ||
+    old.isolationAfterMs !== next.isolationAfterMs
   ) {
-    restart.push("peer/peer-interval/peer-timeout");
+    restart.push("peer/peer-interval/peer-timeout/peer-ca/peer-cert/peer-key/isolation-after");
   }
   if (
     old.maxLagBytes !== next.maxLagBytes ||

@@ -1,15 +1,19 @@
 // The start-up report: what this process serves and with which limits, logged
 // once everything is in place. Tests and scripts take the "serving" line as
 // "ready", so its wording is part of the interface.
-import { formatAddress, formatBytes, formatDuration, redactUrl, type Config } from "../config/config.ts";
+import { type Config } from "../config/types.ts";
+import { formatAddress, formatBytes, formatDuration, redactUrl } from "../units.ts";
 import type { Listener } from "../listen/gate.ts";
 import type { Logger } from "../log.ts";
 import type { Guard } from "../cluster/peers.ts";
+import type { TlsMaterial } from "../listen/tls.ts";
 
 /** What start-up ended with, beside the configuration. */
 export interface Started {
   version: string;
   listeners: Listener[];
+  /** Listeners on a socket passed by the service manager (listen/inherit.ts). */
+  inherited: Listener[];
   /** The database as shown to a person (a URL may still hold a password: redacted here). */
   database: string;
   controlPath: string;
@@ -20,10 +24,13 @@ export interface Started {
   maxConnections: number;
   fdLimit: number | undefined;
   splitBrain: Guard | undefined;
+  /** The tls+ listeners' material as read at start; undefined: none. */
+  tls: TlsMaterial | undefined;
 }
 
+/** `raw 0.0.0.0:5400`, `tls+http [::]:8443`: the start line's and the metrics' name of a listener. */
 export function listenerName(l: Listener): string {
-  return `${l.address.mode} ${formatAddress(l.address)}`;
+  return `${l.address.tls ? "tls+" : ""}${l.address.mode} ${formatAddress(l.address)}`;
 }
 
 export function reportStart(log: Logger, config: Config, s: Started): void {
@@ -45,6 +52,14 @@ export function reportStart(log: Logger, config: Config, s: Started): void {
       `; open-file limit ${s.fdLimit ?? "unknown"}` +
       (config.allow ? `; answering only ${config.allow.cidrs.join(", ")}` : ""),
   );
+  if (s.inherited.length) {
+    log.info(`socket activation: ${s.inherited.map(listenerName).join(", ")} passed by the service manager`);
+  }
+  if (s.tls) {
+    log.info(`tls+ listeners: ${s.tls.summary}`);
+    if (s.tls.expired)
+      log.warning(`the certificate ${config.tls!.certFile} has expired: clients that verify it refuse it`);
+  }
   if (s.splitBrain) reportSplitBrain(log, config, s.splitBrain);
   for (const l of s.listeners) {
     if (l.backlogError) {
@@ -58,7 +73,10 @@ export function reportStart(log: Logger, config: Config, s: Started): void {
 function reportSplitBrain(log: Logger, config: Config, splitBrain: Guard): void {
   log.info(
     `split-brain guard: asking ${config.peers.join(", ")} every ${formatDuration(config.peerIntervalMs)} ` +
-      `(timeout ${formatDuration(config.peerTimeoutMs)}); ${splitBrain.reachable()} of ${config.peers.length} answered`,
+      `(timeout ${formatDuration(config.peerTimeoutMs)}); ${splitBrain.reachable()} of ${config.peers.length} answered` +
+      (config.isolationAfterMs === undefined
+        ? ""
+        : `; isolation rule: FENCED after ${formatDuration(config.isolationAfterMs)} without a peer`),
   );
   if (!config.listen.some((l) => l.mode === "http")) {
     log.warning(

@@ -1,7 +1,9 @@
 // What one poll reads and what its failures mean: the query, the facts decoded
 // from its row, and the one table of error codes that both the log line and
 // the metrics' reason label come from.
-import { oneLine } from "../log.ts";
+import { oneLine } from "../units.ts";
+import type { Settings } from "./libpq/settings.ts";
+import { describeTlsError } from "./libpq/tlserror.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
 export interface PollFacts {
@@ -50,13 +52,16 @@ export interface PollFacts {
 // poll about 45 us slower), so only when $1 asks for it, on the first poll of
 // a connection: it cannot change while the server runs, and a rebuilt node
 // restarts its server, which drops the connection. Every one of these
-// functions is executable by PUBLIC.
+// functions is executable by PUBLIC. data_directory, read at the same time,
+// says where postmaster.pid is (postmaster.ts); pg_settings shows it only to
+// members of pg_read_all_settings (pg_monitor has it), and is null without.
 export const POLL_QUERY = `select r.in_recovery,
   w.pid as receiver_pid,
   w.status as receiver_status,
   pg_wal_lsn_diff(coalesce(w.latest_end_lsn, w.flushed_lsn), pg_last_wal_replay_lsn())::float8 as lag_bytes,
   extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 as replay_age_s,
   case when $1::bool then (select system_identifier from pg_control_system())::text end as system_id,
+  case when $1::bool then (select setting from pg_settings where name = 'data_directory') end as data_directory,
   case when r.in_recovery
     then coalesce(w.received_tli, (select timeline_id from pg_control_checkpoint()))
     else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
@@ -104,16 +109,28 @@ export type PollErrorReason = (typeof POLL_ERROR_REASONS)[number];
 interface PollError {
   code?: string;
   message: string;
+  /** The server's DETAIL field. */
+  detail?: string;
   /** The socket path of an ENOENT. */
   address?: string;
 }
+
+/** `message: detail`, the detail as a clause: "...: hot standby mode is disabled". */
+function withDetail(e: PollError): string {
+  const detail = e.detail?.replace(/\.$/, "");
+  if (!detail) return oneLine(e.message);
+  return `${oneLine(e.message)}: ${detail[0]!.toLowerCase()}${oneLine(detail.slice(1))}`;
+}
+
+/** A hint may depend on the failed connection's settings (where its password came from). */
+type Hint = string | ((settings: Settings | undefined) => string);
 
 /**
  * Per error code (PostgreSQL's SQLSTATEs, Appendix A; postgres.js's and the
  * system's), its class and what the log line says: a fixed text, or the
  * server's message, then for the usual mistakes what to do.
  */
-const POLL_ERRORS: Record<string, { reason: PollErrorReason; text?: (e: PollError) => string; hint?: string }> = {
+const POLL_ERRORS: Record<string, { reason: PollErrorReason; text?: (e: PollError) => string; hint?: Hint }> = {
   POLL_TIMEOUT: { reason: "timeout" },
   CONNECT_TIMEOUT: { reason: "timeout", text: () => "connect timed out" },
   ETIMEDOUT: { reason: "timeout" },
@@ -137,9 +154,16 @@ const POLL_ERRORS: Record<string, { reason: PollErrorReason; text?: (e: PollErro
   "57P01": { reason: "connection_lost" }, // admin_shutdown: pg_terminate_backend(), fast shutdown
   "57P02": { reason: "connection_lost" }, // crash_shutdown
   "53300": { reason: "too_many_connections" },
-  // cannot_connect_now: starting up, shutting down, in recovery without hot standby
-  "57P03": { reason: "starting_or_stopping" },
-  "28P01": { reason: "auth", hint: "set PGPASSWORD or the password in --db" },
+  // cannot_connect_now: starting up, shutting down, in crash recovery, or a
+  // warm standby ("not accepting connections", detail "Hot standby mode is disabled.")
+  "57P03": { reason: "starting_or_stopping", text: withDetail },
+  "28P01": {
+    reason: "auth",
+    hint: (s) =>
+      s?.passwordFrom
+        ? `the password came from ${s.passwordFrom}`
+        : "no password was found: put it in ~/.pgpass or the file PGPASSFILE names",
+  },
   // Both "role ... does not exist" and a refused peer/ident login: the user is
   // the OS user unless PGUSER or --db says otherwise, as in libpq.
   "28000": {
@@ -166,11 +190,18 @@ export function classifyPollError(err: unknown): PollErrorReason {
   return entryOf(code)?.reason ?? (code.startsWith("28") ? "auth" : "other");
 }
 
-/** One line for a log: what failed, and for the usual mistakes what to do. */
-export function describe(err: unknown): string {
+/**
+ * One line for a log: what failed, and for the usual mistakes what to do.
+ * `settings`, those of the failed connection, say where its password and
+ * root certificate came from.
+ */
+export function describe(err: unknown, settings?: Settings): string {
   if (!(err instanceof Error)) return String(err);
   const e = err as Error & PollError;
+  const tls = settings && describeTlsError(e, settings);
+  if (tls) return tls;
   const entry = entryOf(codeOf(err));
   const text = entry?.text?.(e) ?? oneLine(e.message);
-  return entry?.hint === undefined ? text : `${text} (${entry.hint})`;
+  const hint = typeof entry?.hint === "function" ? entry.hint(settings) : entry?.hint;
+  return hint === undefined ? text : `${text} (${hint})`;
 }

@@ -13,7 +13,7 @@
 //   it is not being fed, whatever its last numbers said (ARCHITECTURE.md).
 // - Without pg_read_all_stats the receiver's columns read as null: nothing can
 //   be judged, so the role is answered as it is and the log says so once.
-import { formatBytes } from "../config/config.ts";
+import { formatBytes } from "../units.ts";
 import type { Logger } from "../log.ts";
 import type { PollFacts } from "./facts.ts";
 

@@ -1,19 +1,18 @@
-// The poll loop: one connection, one query per tick under a deadline, backoff
+// The poll loop: one connection, one query per tick under a deadline, a retry
 // after a failure, LISTEN on a primary, and the stale timer. It runs on a
 // thread of its own (worker.ts), so a flood of connections on the listeners'
 // thread cannot hold its timers up (measured: a Bun.listen loop under 15k
 // connections/s ran 10 ms timers up to 3 s late; a worker's, 7 ms).
-import postgres from "postgres";
-import type { DbTarget } from "./target.ts";
-import { formatDuration } from "../config/config.ts";
-import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
-import { describe, POLL_QUERY } from "./facts.ts";
-import { isLocal, watchPromotion, type PromoteWatch } from "./promote-watch.ts";
-import { BACKOFF_MAX_MS, BACKOFF_MIN_MS } from "./backoff.ts";
+import { formatDuration } from "../units.ts";
+import { classifyPollError, describe, POLL_QUERY, type PollErrorReason } from "./facts.ts";
+import { watchPostmaster, type PmStatus, type Postmaster } from "./postmaster.ts";
+import { connectTimeoutOf, createSession, type SessionConfig } from "./session.ts";
 
+export const BACKOFF_MIN_MS = 100;
+export const BACKOFF_MAX_MS = 2000;
 /** A NOTIFY flood must not turn into a poll flood. */
 const NOTIFY_MIN_GAP_MS = 5;
-/** After a promotion signal file changes (promote-watch.ts): a poll this often, for this long at most. */
+/** After a promotion's signal file changes (postmaster.ts): a poll this often, for this long at most. */
 const PROMOTE_POLL_MS = 2;
 const PROMOTE_BURST_MS = 2000;
 /**
@@ -21,17 +20,14 @@ const PROMOTE_BURST_MS = 2000;
  * least this many polls per --stale-after (every 250 ms at the default 1 s) when --poll-interval
  * is shorter. A primary becomes a standby only through a restart, which drops the connection
  * (UNKNOWN at once); a standby whose data directory is watched is woken by its promotion. At
- * 50 ms the poll cost 0.9% of a core idle; at 250 ms 0.4-0.5% (bench/README.md, idle).
+ * 50 ms the poll cost 0.9% of a core idle; at 250 ms 0.45% (bench/README.md, idle).
  */
 const FRESH_POLLS = 4;
 
 /** What the poll loop needs. */
-export interface LoopConfig {
-  target: DbTarget;
+export interface LoopConfig extends SessionConfig {
   pollIntervalMs: number;
   staleAfterMs: number;
-  connectTimeoutMs: number;
-  channel: string;
 }
 
 export type LoopTimings = Pick<LoopConfig, "pollIntervalMs" | "staleAfterMs" | "connectTimeoutMs">;
@@ -39,7 +35,8 @@ export type LoopTimings = Pick<LoopConfig, "pollIntervalMs" | "staleAfterMs" | "
 /** What the poll loop reports. Times are performance.now() of the loop's thread. */
 export interface LoopHooks {
   ok(row: Record<string, unknown>, startedAt: number, durationMs: number): void;
-  fail(reason: string, code: string | undefined): void;
+  /** `retry` says when the next attempt comes, for the log. */
+  fail(reason: string, code: string | undefined, retry: string): void;
   /** The last good poll started staleAfterMs ago and nothing newer came. */
   stale(): void;
   warn(message: string): void;
@@ -50,42 +47,85 @@ export interface Loop {
   stop(): Promise<void>;
 }
 
-/** A connection as a monitor wants it; `onnotify` and `onclose` are told only while it is current. */
-function connect(config: LoopConfig, onnotify: () => void, onclose: () => void): postgres.Sql {
-  const { target } = config;
-  // onnotify, onclose and socket are read by postgres.js but missing from its types.
-  const options: postgres.Options<{}> & { onnotify(): void; onclose(): void } = {
-    host: target.host,
-    port: target.port,
-    user: target.user,
-    database: target.database,
-    ...(target.password !== undefined && { password: target.password }),
-    ...(target.sslmode !== undefined && {
-      ssl: target.sslmode === "disable" ? false : (target.sslmode as "require"),
-    }),
-    max: 1,
-    // postgres.js defaults that are wrong for a monitor (ARCHITECTURE.md):
-    // no recycling of the connection, no 30 s connect wait, no notices on stdout.
-    idle_timeout: 0,
-    max_lifetime: null,
-    connect_timeout: config.connectTimeoutMs / 1000,
-    fetch_types: false,
-    onnotice: () => {},
-    onnotify,
-    onclose,
-    connection: { application_name: "replstatus" },
-    // Bun's own sockets under postgres.js, unless TLS is asked for (pgsocket.ts).
-    ...((target.sslmode === undefined || target.sslmode === "disable") && {
-      socket: (o: PgSocketOptions) => bunPgSocket(o),
-    }),
-  };
-  return postgres(options);
-}
+// How soon to try again. Asking a server that is down costs it nothing, and
+// one that refuses (starting, in recovery, a warm standby) a fork and a FATAL
+// line in its log: without postmaster.pid both are asked again at the poll
+// interval, not on a growing backoff, so a server that comes back is seen at
+// once. With postmaster.pid (postmaster.ts), a server that is down or refuses
+// is asked again when the file changes, which it does at every change of
+// state, and at the latest every PM_RETRY_MS. The rest (a hung server, a bad
+// password, a missing database, no free slot) gets the capped backoff.
+const FLAT_RETRY: readonly PollErrorReason[] = ["refused", "starting_or_stopping", "connection_lost"];
+/** While postmaster.pid says the server cannot take a connection: the longest wait between attempts. */
+const PM_RETRY_MS = 5000;
+/** While watching postmaster.pid, how often to wake anyway (the watch may have gone with its directory). */
+const PM_RECHECK_MS = 1000;
+/** What the log says of a smart or fast shutdown seen in postmaster.pid. */
+const SHUTTING_DOWN = "the database system is shutting down (postmaster.pid says stopping)";
 
 /** The wait after the failures-th failure in a row: doubling from the minimum, capped, with a 20% jitter. */
 function backoffMs(failures: number): number {
   const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(failures - 1, 10));
   return base * (0.8 + Math.random() * 0.4);
+}
+
+/** When to ask again after a failure, by the rule above. */
+function createRetry(config: LoopConfig, pm: Postmaster) {
+  let failures = 0;
+  let code: string | undefined;
+  /** Ask again only once postmaster.pid has changed (or PM_RETRY_MS has passed). */
+  let waiting = false;
+  /** postmaster.pid's version and the time before the last attempt (or a lost connection). */
+  let triedVersion = 0;
+  let triedAt = 0;
+
+  function plan(): { ms: number; text: string } {
+    if (waiting && pm.watching) return { ms: PM_RECHECK_MS, text: "retrying when postmaster.pid changes" };
+    const every = `every ${formatDuration(config.pollIntervalMs)}`;
+    if (waiting) return { ms: config.pollIntervalMs, text: `retrying when postmaster.pid changes, read ${every}` };
+    if (FLAT_RETRY.includes(classifyPollError({ code })))
+      return { ms: config.pollIntervalMs, text: `retrying ${every}` };
+    const range = `${formatDuration(BACKOFF_MIN_MS)}..${formatDuration(BACKOFF_MAX_MS)}`;
+    return { ms: backoffMs(failures), text: `retrying every ${range}` };
+  }
+
+  return {
+    /**
+     * A failure with `failCode`; `lost`: of a connection that worked, so what
+     * postmaster.pid says now is the news (an attempt's own failure keeps the
+     * version from before it). Returns what the log says of the retry.
+     */
+    failed(failCode: string | undefined, lost: boolean): string {
+      failures++;
+      code = failCode;
+      const status = pm.status();
+      const refusing = status === "down" || status === "stopping" || status === "starting";
+      waiting = refusing || (status !== "unreadable" && classifyPollError({ code }) === "starting_or_stopping");
+      if (lost) {
+        triedVersion = pm.version();
+        triedAt = performance.now();
+      }
+      return plan().text;
+    },
+    succeeded(): void {
+      failures = 0;
+      waiting = false;
+    },
+    /** Whether to try to connect now. */
+    due(): boolean {
+      if (!waiting) return true;
+      const version = pm.version();
+      const now = performance.now();
+      if (version === triedVersion && now - triedAt < PM_RETRY_MS) return false;
+      triedVersion = version;
+      triedAt = now;
+      return true;
+    },
+    /** The wait after a failure, or after an attempt not made; none if the file changed meanwhile. */
+    waitMs(): number {
+      return waiting && pm.version() !== triedVersion ? 0 : plan().ms;
+    },
+  };
 }
 
 /** A sleep that wake() ends early. */
@@ -106,138 +146,37 @@ function alarm(): { nap(ms: number): Promise<void>; wake(): void } {
   };
 }
 
-/** The one connection and what is known of it. */
-interface Session {
-  /** Bumped whenever the connection is dropped, so late events of an old one are recognised and ignored. */
-  readonly id: number;
-  /** No poll has succeeded on this connection yet. */
-  readonly fresh: boolean;
-  /** Whether its server has told its system_identifier (POLL_QUERY's $1). */
-  readonly knowsSystemId: boolean;
-  /** The server is a primary, or a standby whose promotion the watch will tell: polls keep freshness only. */
-  readonly relaxed: boolean;
-  /** The connection, opened if there is none. */
-  conn(): postgres.Sql;
-  /** A poll succeeded on it. */
-  polled(inRecovery: boolean): void;
-  drop(): void;
-  /** Closes it for good, waiting up to a second for the server to be told. */
-  end(): Promise<void>;
-}
-
-function createSession(
-  config: LoopConfig,
-  hooks: LoopHooks,
-  notified: () => void,
-  lost: () => void,
-  promoting: () => void,
-): Session {
-  let sql: postgres.Sql | undefined;
-  let id = 0;
-  let fresh = true;
-  let listening = false;
-  let knowsSystemId = false;
-  let watcher: PromoteWatch | undefined;
-  let watchTried = false;
-  let watchExplained = false;
-  let primary = false;
-
-  // Tried once per connection to a standby on this host; why it cannot is said once per process.
-  function watchDataDir(conn: postgres.Sql): void {
-    const watchId = id;
-    watchTried = true;
-    const gone = () => watchId !== id;
-    void watchPromotion(conn, promoting, gone, (w) => (watcher = w)).then((why) => {
-      if (why === undefined || gone() || watchExplained) return;
-      watchExplained = true;
-      hooks.warn(`${why}; a promotion is seen at the next poll`);
-    });
-  }
-
-  // Standbys cannot LISTEN ("cannot execute LISTEN during recovery"), so it is
-  // only tried once per connection, on a primary. A NOTIFY only shortens the
-  // wait for the next poll; it never sets the state (anyone can NOTIFY).
-  function listen(conn: postgres.Sql): void {
-    const listenId = id;
-    listening = true;
-    conn.unsafe(`listen "${config.channel}"`).catch((err: unknown) => {
-      if (listenId === id)
-        hooks.warn(`could not LISTEN on channel "${config.channel}": ${describe(err)}; polling only`);
-    });
-  }
-
-  function forget(): postgres.Sql | undefined {
-    id++;
-    fresh = true;
-    listening = false;
-    knowsSystemId = false;
-    watcher?.close();
-    watcher = undefined;
-    watchTried = false;
-    primary = false;
-    const old = sql;
-    sql = undefined;
-    return old;
-  }
-
-  return {
-    get id() {
-      return id;
-    },
-    get fresh() {
-      return fresh;
-    },
-    get relaxed() {
-      return primary || watcher !== undefined;
-    },
-    get knowsSystemId() {
-      return knowsSystemId;
-    },
-    conn() {
-      if (sql) return sql;
-      const mine = ++id;
-      fresh = true;
-      return (sql = connect(
-        config,
-        () => mine === id && notified(),
-        () => mine === id && lost(),
-      ));
-    },
-    polled(inRecovery) {
-      primary = !inRecovery;
-      fresh = false;
-      knowsSystemId = true;
-      if (!inRecovery && !listening && sql) listen(sql);
-      if (inRecovery && !watchTried && sql && isLocal(config.target)) watchDataDir(sql);
-    },
-    drop() {
-      forget()
-        ?.end({ timeout: 0 })
-        .catch(() => {});
-    },
-    async end() {
-      await forget()
-        ?.end({ timeout: 1 })
-        .catch(() => {});
-    },
-  };
-}
-
 export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
-  const session = createSession(config, hooks, poke, () => fail("connection lost", "CONNECTION_CLOSED"), promoting);
+  // A shutdown, even a smart one, is seen here first: this session is closed
+  // then, so that the shutdown need not wait for it.
+  const pm = watchPostmaster(
+    config.target.dataDir,
+    (status) => {
+      if (status === "stopping" && session.connected) fail(SHUTTING_DOWN, "57P03");
+      else if (!session.connected) wake();
+    },
+    promoting,
+  );
+  const session = createSession(config, pm, {
+    notified: poke,
+    lost: () => fail("connection lost", "CONNECTION_CLOSED"),
+    warn: hooks.warn,
+  });
+  const retry = createRetry(config, pm);
   let stopped = false;
-  let failures = 0;
   let staleTimer: Timer | undefined;
-  let lastPollAt = 0;
   let poked = false;
   let burstUntil = 0;
+  /** The last poll saw a primary. */
+  let primary = false;
   const { nap, wake } = alarm();
 
   function fail(reason: string, code: string | undefined): void {
+    primary = false;
+    const lost = !session.fresh;
     session.drop();
     clearTimeout(staleTimer);
-    failures++;
-    hooks.fail(reason, code);
+    hooks.fail(reason, code, retry.failed(code, lost));
   }
 
   function poke(): void {
@@ -250,77 +189,81 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     poke();
   }
 
-  function succeed(row: Record<string, unknown>, startedAt: number): void {
+  function succeed(row: Record<string, unknown>, startedAt: number): boolean {
+    if (typeof row.data_directory === "string") pm.learn(row.data_directory);
+    // A few microseconds a poll, and a smart shutdown is seen even where the directory cannot be watched.
+    if (pm.status() === "stopping") return (fail(SHUTTING_DOWN, "57P03"), false);
     const now = performance.now();
-    failures = 0;
+    retry.succeeded();
     // Fresh until staleAfterMs after the poll *started*: the answer may be
     // that old by the time it arrives.
     clearTimeout(staleTimer);
     staleTimer = setTimeout(hooks.stale, Math.max(0, startedAt + config.staleAfterMs - now));
-    if (row.in_recovery === false) burstUntil = 0;
+    primary = row.in_recovery === false;
+    if (primary) burstUntil = 0;
     hooks.ok(row, startedAt, now - startedAt);
     session.polled(row.in_recovery !== false);
+    return true;
   }
 
-  // One poll: connect if needed, query under a deadline. A hung server never
-  // answers and server-side timeouts never fire there, hence the deadline: at
-  // it the connection is dropped, the query then fails as one of an old
-  // session, and the loop goes on to the backoff. Returns whether it succeeded.
+  // One poll: the settings (a bad file or a missing socket fails here), connect if needed, query under a deadline (a
+  // hung server never answers); at it the connection is dropped and the query fails as one of an old session.
   async function poll(startedAt: number): Promise<boolean> {
+    const refused = await session.prepare();
+    if (refused && !stopped) fail(describe(refused), (refused as { code?: string }).code);
+    if (refused || stopped) return false;
     const conn = session.conn();
     const id = session.id;
     const current = () => id === session.id && !stopped;
-    const deadlineMs = config.staleAfterMs + (session.fresh ? config.connectTimeoutMs : 0);
+    const deadlineMs = config.staleAfterMs + (session.fresh ? connectTimeoutOf(config, session.plan) : 0);
     const deadline = setTimeout(() => {
       if (current()) fail(`no answer within ${formatDuration(deadlineMs)}`, "POLL_TIMEOUT");
     }, deadlineMs);
     try {
       const rows = await conn.unsafe(POLL_QUERY, [!session.knowsSystemId], { prepare: true });
-      if (!current()) return false;
-      succeed(rows[0]!, startedAt);
-      return true;
+      return current() && succeed(rows[0]!, startedAt);
     } catch (err) {
-      if (current()) fail(describe(err), (err as { code?: string }).code);
+      if (current()) fail(describe(err, session.plan?.settings), (err as { code?: string }).code);
       return false;
     } finally {
       clearTimeout(deadline);
     }
   }
 
-  // One poll at a time, then the wait for the next tick (or the backoff after
-  // a failure); a NOTIFY cuts the wait short, no closer than NOTIFY_MIN_GAP_MS.
+  // One poll at a time, then the wait for the next tick (or the retry after a
+  // failure); a NOTIFY cuts the wait short, no closer than NOTIFY_MIN_GAP_MS.
   async function run(): Promise<void> {
     while (!stopped) {
       poked = false;
       const startedAt = performance.now();
-      lastPollAt = startedAt;
-      const ok = await poll(startedAt);
+      const ok = (session.connected || retry.due()) && (await poll(startedAt));
       if (stopped) break;
       const burst = performance.now() < burstUntil;
-      const intervalMs = session.relaxed
-        ? Math.max(config.pollIntervalMs, config.staleAfterMs / FRESH_POLLS)
-        : config.pollIntervalMs;
-      if (!ok) await nap(backoffMs(failures));
+      // A primary, or a standby whose promotion the watch will tell: polls keep freshness only.
+      const intervalMs =
+        primary || pm.watching
+          ? Math.max(config.pollIntervalMs, config.staleAfterMs / FRESH_POLLS)
+          : config.pollIntervalMs;
+      if (!ok) await nap(retry.waitMs());
       else if (!poked) await nap(Math.max(0, startedAt + (burst ? PROMOTE_POLL_MS : intervalMs) - performance.now()));
       if (ok && poked)
-        await nap(Math.max(0, lastPollAt + (burst ? PROMOTE_POLL_MS : NOTIFY_MIN_GAP_MS) - performance.now()));
+        await nap(Math.max(0, startedAt + (burst ? PROMOTE_POLL_MS : NOTIFY_MIN_GAP_MS) - performance.now()));
     }
   }
 
-  const running = run();
+  void run();
 
   return {
-    retime(timings) {
-      config.pollIntervalMs = timings.pollIntervalMs;
-      config.staleAfterMs = timings.staleAfterMs;
-      config.connectTimeoutMs = timings.connectTimeoutMs;
+    retime({ pollIntervalMs, staleAfterMs, connectTimeoutMs }) {
+      Object.assign(config, { pollIntervalMs, staleAfterMs, connectTimeoutMs });
       wake();
     },
     async stop() {
       stopped = true;
+      pm.close();
       wake();
       clearTimeout(staleTimer);
-      await running;
+      // The poll in flight, if any, is rejected by end() and run() returns.
       await session.end();
     },
   };

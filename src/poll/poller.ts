@@ -4,11 +4,9 @@
 // with the lag judge, the logs and the metrics. It never says primary unless a
 // poll that started less than staleAfterMs ago saw pg_is_in_recovery() false.
 import type { Logger } from "../log.ts";
-import { formatDuration } from "../config/config.ts";
+import { formatDuration } from "../units.ts";
 import type { LagJudge } from "./lag.ts";
 import { decodeFacts, type PollFacts } from "./facts.ts";
-import { BACKOFF_MAX_MS, BACKOFF_MIN_MS } from "./backoff.ts";
-// Types only: loop.ts loads postgres.js, which belongs to the worker's thread alone.
 import type { LoopConfig, LoopTimings } from "./loop.ts";
 import type { WorkerCommand, WorkerMessage } from "./worker.ts";
 import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "../cell.ts";
@@ -67,16 +65,14 @@ function createResults(opts: PollerOptions) {
     }
   }
 
-  function fail(reason: string, code: string | undefined): void {
+  function fail(reason: string, code: string | undefined, retry: string): void {
     systemId = null;
     opts.observer?.pollError({ code });
     opts.lag.reset();
     status.set(UNKNOWN, reason);
     if (logged.has(reason)) return;
     logged.add(reason);
-    log.warning(
-      `poll failed: ${reason} (retrying every ${formatDuration(BACKOFF_MIN_MS)}..${formatDuration(BACKOFF_MAX_MS)})`,
-    );
+    log.warning(`poll failed: ${reason} (${retry})`);
   }
 
   function stale(): void {
@@ -86,6 +82,9 @@ function createResults(opts: PollerOptions) {
 
   return { ok, fail, stale, facts: () => facts };
 }
+
+/** How long stop() lets the worker say goodbye to PostgreSQL before ending it. */
+const STOP_GRACE_MS = 50;
 
 export function startPoller(opts: PollerOptions): Poller {
   const { status, log } = opts;
@@ -108,7 +107,7 @@ export function startPoller(opts: PollerOptions): Poller {
         return results.ok(m.row, m.startedEpochMs - performance.timeOrigin, m.durationsMs);
       case "fail":
         status.sync(m.gen);
-        return results.fail(m.reason, m.code);
+        return results.fail(m.reason, m.code, m.retry);
       case "stale":
         status.sync(m.gen);
         return results.stale();
@@ -151,7 +150,7 @@ export function startPoller(opts: PollerOptions): Poller {
       ending = true;
       const done = new Promise<void>((resolve) => (stopped = resolve));
       command({ t: "stop" });
-      await Promise.race([done, Bun.sleep(3000)]);
+      await Promise.race([done, Bun.sleep(STOP_GRACE_MS)]);
       worker.terminate();
     },
   };

@@ -1,20 +1,30 @@
-// Where the PostgreSQL to watch is, resolved the way libpq does it: the URL
-// first, then PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGSSLMODE, then
-// the local socket directory. postgres.js alone would default to TCP localhost.
-import { existsSync, readFileSync } from "node:fs";
-import { userInfo } from "node:os";
-import { ConfigError } from "../config/config.ts";
+// Where the PostgreSQL to watch is, resolved the way libpq does it (see
+// poll/libpq/): --db (a URL or keyword/value pairs) first, then the service
+// it names or PGSERVICE, then the PG* environment, then a --cluster's port and
+// socket directory, then the local socket directory. postgres.js alone would
+// default to TCP localhost. The files (.pgpass, service files, TLS files) are
+// read again at every connection attempt, in the poll worker, so a fixed file
+// is picked up without a restart. PGDATA, as pg_ctl reads it, says where
+// postmaster.pid is before a first connection has told it (postmaster.ts).
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { homedir, userInfo } from "node:os";
+import { ConfigError } from "../config/types.ts";
+import { clusterEnv, findDebianCluster } from "../config/debian-cluster.ts";
+import { ConninfoError, parseConninfo, type Conninfo } from "./libpq/conninfo.ts";
+import { ENV_OF, resolveSettings, type Io, type Settings } from "./libpq/settings.ts";
 
+/** Plain data: it is sent to the poll worker. Never printed whole (it may hold a password). */
 export interface DbTarget {
-  /** Hostname, IP address, or a socket directory (starts with "/"). */
-  host: string;
-  port: number;
-  user: string;
-  database: string;
-  password: string | undefined;
-  sslmode: string | undefined;
+  /** The settings given in --db. */
+  conninfo: Conninfo;
+  /** The PG* variables libpq reads, and HOME, as they were at start. */
+  env: Record<string, string | undefined>;
   /** For logs: never contains the password. */
   display: string;
+  /** --db carries a password. */
+  passwordInDb: boolean;
+  /** PGDATA: the data directory, whose postmaster.pid tells a refusing server's state. */
+  dataDir?: string;
 }
 
 /** libpq's compiled-in socket directories: Debian's first, upstream's second. */
@@ -25,44 +35,73 @@ export function defaultSocketDir(port: number): string {
   return live ?? SOCKET_DIRS.find((dir) => existsSync(dir)) ?? "/tmp";
 }
 
-// The modes postgres.js implements (no verify-ca).
-const SSLMODES = ["disable", "allow", "prefer", "require", "verify-full"];
+const ENV_READ = [...Object.values(ENV_OF), "PGSERVICEFILE", "PGSYSCONFDIR", "HOME"];
 
-export function resolveTarget(url: string | undefined, env: Record<string, string | undefined>): DbTarget {
-  let host = "";
-  let portText = "";
-  let user = "";
-  let database = "";
-  let password: string | undefined;
-  let sslmode: string | undefined;
-  if (url !== undefined) {
-    const u = new URL(url);
-    host = decodeURIComponent(u.hostname).replace(/^\[(.*)\]$/, "$1") || (u.searchParams.get("host") ?? "");
-    portText = u.port || (u.searchParams.get("port") ?? "");
-    user = decodeURIComponent(u.username);
-    password = u.password ? decodeURIComponent(u.password) : undefined;
-    database = decodeURIComponent(u.pathname.slice(1));
-    sslmode = u.searchParams.get("sslmode") ?? undefined;
+type Env = Record<string, string | undefined>;
+
+/**
+ * Checks --db and the environment; throws ConfigError for a setting that can
+ * never work. A bad file is not an error here: the poller reports it and
+ * keeps trying, since it may be fixed while replstatus runs.
+ */
+export function resolveTarget(db: string | undefined, env: Env): DbTarget {
+  const snapshot: Record<string, string | undefined> = {};
+  for (const key of ENV_READ) if (env[key] !== undefined) snapshot[key] = env[key];
+  let conninfo: Conninfo = {};
+  let display: string;
+  try {
+    if (db !== undefined) conninfo = parseConninfo(db);
+    display = describeSettings(connectSettings({ conninfo, env: snapshot }));
+  } catch (err) {
+    if (!(err instanceof ConninfoError)) throw err;
+    if (err.code !== "CONNINFO_FILE") throw new ConfigError(err.message);
+    display = `service ${conninfo.service || env.PGSERVICE} (not usable yet: ${err.message})`;
   }
-  portText ||= env.PGPORT || "5432";
-  const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port < 1 || port > 65535) {
-    throw new ConfigError(
-      `invalid PostgreSQL port: ${JSON.stringify(portText)} (expected an integer 1..65535, from --db or PGPORT)`,
-    );
-  }
-  host ||= env.PGHOST || defaultSocketDir(port);
-  user ||= env.PGUSER || osUser();
-  database ||= env.PGDATABASE || user;
-  password ??= env.PGPASSWORD || undefined;
-  sslmode ??= env.PGSSLMODE || undefined;
-  if (sslmode !== undefined && !SSLMODES.includes(sslmode)) {
-    throw new ConfigError(`invalid sslmode: ${JSON.stringify(sslmode)} (expected one of ${SSLMODES.join(", ")})`);
-  }
-  const where = host.startsWith("/")
-    ? `${host}/.s.PGSQL.${port}`
-    : `${host.includes(":") ? `[${host}]` : host}:${port}`;
-  return { host, port, user, database, password, sslmode, display: `${user}@${where}/${database}` };
+  const passwordInDb = conninfo.password !== undefined;
+  return { conninfo, env: snapshot, display, passwordInDb, ...(env.PGDATA && { dataDir: env.PGDATA }) };
+}
+
+/**
+ * The target of a configuration: --db, then a service, then PG* variables,
+ * then the --cluster's port and socket directory (as PGHOST and PGPORT where
+ * the environment has none), then libpq's defaults. Throws ConfigError or
+ * ClusterError (an unreadable cluster).
+ */
+export function configTarget(config: { db: string | undefined; cluster: string | undefined }, env: Env): DbTarget {
+  return resolveTarget(config.db, config.cluster ? clusterEnv(findDebianCluster(config.cluster, env), env) : env);
+}
+
+/** The settings of the next connection attempt; throws ConninfoError. */
+export function connectSettings(target: Pick<DbTarget, "conninfo" | "env">): Settings {
+  return resolveSettings(target.conninfo, target.env, nodeIo(target.env));
+}
+
+/** user@host:port/dbname, or user@/socket/dir/.s.PGSQL.port/dbname. */
+export function describeSettings(s: Settings): string {
+  const where = s.unixSocket
+    ? `${s.connectHost}/.s.PGSQL.${s.port}`
+    : `${s.connectHost.includes(":") ? `[${s.connectHost}]` : s.connectHost}:${s.port}`;
+  return `${s.user}@${where}/${s.dbname}${s.service ? ` (service ${s.service})` : ""}`;
+}
+
+export function nodeIo(env: Env): Io {
+  return {
+    home: env.HOME || homedir(),
+    readText: (path) => readFileSync(path, "utf8"),
+    stat(path) {
+      try {
+        const st = statSync(path);
+        return { mode: st.mode, uid: st.uid };
+      } catch (err) {
+        if ((err as { code?: string }).code === "ENOENT") return undefined;
+        throw err;
+      }
+    },
+    defaultSocketDir,
+    socketDirs: SOCKET_DIRS,
+    osUser,
+    uid: process.getuid?.() ?? -1,
+  };
 }
 
 /** The OS user name, as libpq takes it from getpwuid(). */

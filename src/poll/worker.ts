@@ -15,12 +15,18 @@ export type WorkerCommand =
 /** What this thread sends back; `gen` is the answer word's generation (cell.ts). */
 export type WorkerMessage =
   | { t: "ok"; row: Record<string, unknown>; startedEpochMs: number; durationsMs: number[]; gen: number }
-  | { t: "fail"; reason: string; code: string | undefined; gen: number }
+  | { t: "fail"; reason: string; code: string | undefined; retry: string; gen: number }
   | { t: "stale"; gen: number }
   | { t: "warn"; message: string }
   | { t: "stopped" };
 
 declare const self: Worker;
+
+// The connection settings come from the environment as it was at start
+// (target.ts); postgres.js would read PG* again where our options leave a gap
+// (PGTARGETSESSIONATTRS, PGSSLNEGOTIATION, PGPASSWORD), so this thread's own
+// copy of the environment goes without them.
+for (const key of Object.keys(process.env)) if (key.startsWith("PG")) delete process.env[key];
 
 let loop: Loop | undefined;
 let cell: Int32Array;
@@ -69,9 +75,9 @@ self.onmessage = async (event: MessageEvent<WorkerCommand>) => {
     lastPoll = m.lastPoll;
     loop = pollLoop(m.config, {
       ok,
-      fail: (reason, code) => {
+      fail: (reason, code, retry) => {
         last = undefined;
-        send({ t: "fail", reason, code, gen: forceUnknown(cell) });
+        send({ t: "fail", reason, code, retry, gen: forceUnknown(cell) });
       },
       stale: () => {
         last = undefined;

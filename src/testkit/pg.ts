@@ -16,10 +16,12 @@ import {
   messageOf,
   postgresOwner,
   processesUnder,
+  releaseSharedMemory,
   run,
   signal,
   superuser,
   waitFor,
+  writeOwned,
 } from "./proc.ts";
 
 export { freePort, superuser, waitFor } from "./proc.ts";
@@ -33,6 +35,17 @@ export interface PgOptions {
   standbyConf?: string[];
   /** pg_hba.conf lines placed before the trust lines, e.g. to require a password for one role. */
   hbaPrepend?: string[];
+  /** Files written into the primary's data dir before it starts, mode 0600 (e.g. server.key for ssl = on). */
+  dataFiles?: Record<string, string>;
+  /**
+   * A command prefix for the primary's (standby's) server commands, e.g. `ip netns exec NS` to run
+   * the node in a network namespace (testkit/netns.ts). psql and pg_ctl's signals go through the
+   * socket dir and the pid, so they reach it anyway.
+   */
+  primaryWrap?: string[];
+  standbyWrap?: string[];
+  /** Address the standby streams from (primary_conninfo); default 127.0.0.1. Allow it in hbaPrepend. */
+  primaryHost?: string;
   /**
    * The PostgreSQL major to run (13..18, testkit/pgbin.ts): the machine's own when it has that
    * major, else the npm package pinned for it. Default: the machine's own PostgreSQL.
@@ -171,32 +184,21 @@ async function halt(node: PgNode): Promise<void> {
   if (existsSync(pidFile)) releaseSharedMemory(pidFile);
 }
 
-// A postmaster that was SIGKILLed (by a test, or above) leaves its System V segment behind; line 7
-// of postmaster.pid holds "key shmid" (PostgreSQL's LOCK_FILE_LINE_SHMEM_KEY).
-function releaseSharedMemory(pidFile: string): void {
-  const shmid = readFileSync(pidFile, "utf8").split("\n")[6]?.trim().split(/\s+/)[1];
-  if (shmid && shmid !== "0") Bun.spawnSync(["ipcrm", "-m", shmid], { stdout: "ignore", stderr: "ignore" });
-}
-
-function writeOwned(path: string, lines: string[]): void {
-  writeFileSync(path, `${lines.join("\n")}\n`);
-  chown(path);
-}
-
 // Node-specific settings live in fixture.conf, included from postgresql.conf: pg_basebackup copies
-// both, and the copy's fixture.conf is rewritten, so a clone never keeps its source's port.
-const nodeConfs = new WeakMap<PgNode, string[]>();
+// both, and the copy's fixture.conf is rewritten, so a clone never keeps its source's port. `wrap`
+// prefixes a node's server commands (PgOptions.primaryWrap).
+const nodeSettings = new WeakMap<PgNode, { conf: string[]; wrap: string[] }>();
 
 function writeNodeConf(node: PgNode): void {
   writeOwned(join(node.dataDir, "fixture.conf"), [
     ...baseConf,
     `port = ${node.port}`,
     `unix_socket_directories = '${node.socketDir}'`,
-    ...(nodeConfs.get(node) ?? []),
+    ...(nodeSettings.get(node)?.conf ?? []),
   ]);
 }
 
-async function newNode(cluster: Cluster, name: string, conf: string[]): Promise<PgNode> {
+async function newNode(cluster: Cluster, name: string, conf: string[], wrap: string[] = []): Promise<PgNode> {
   const { dir } = cluster;
   const port = await freePort();
   const dataDir = join(dir, name);
@@ -214,7 +216,13 @@ async function newNode(cluster: Cluster, name: string, conf: string[]): Promise<
   const pgCtl = (action: string, ...args: string[]) =>
     withLog(
       node,
-      run([join(cluster.binDir, "pg_ctl"), action, ...args, "-D", dataDir], dir, `pg_ctl ${action} of ${name}`),
+      run(
+        [join(cluster.binDir, "pg_ctl"), action, ...args, "-D", dataDir],
+        dir,
+        `pg_ctl ${action} of ${name}`,
+        undefined,
+        wrap,
+      ),
     );
   const node: PgNode = {
     name,
@@ -263,20 +271,24 @@ async function newNode(cluster: Cluster, name: string, conf: string[]): Promise<
       return run([...psql, "-U", superuser, "-d", "postgres", "-c", query], dir, `psql on ${name}`, sqlTimeoutMs);
     },
   };
-  nodeConfs.set(node, conf);
+  nodeSettings.set(node, { conf, wrap });
   cluster.nodes.push(node);
   return node;
 }
 
 /** Makes node a fresh copy of source (pg_basebackup -R), starts it and waits until it streams. */
-async function cloneFrom(node: PgNode, source: PgNode): Promise<void> {
+async function cloneFrom(node: PgNode, source: PgNode, sourceHost = "127.0.0.1"): Promise<void> {
   rmSync(node.dataDir, { recursive: true, force: true });
   if (hasBaseBackup(source.binDir)) {
     const backup = [join(source.binDir, "pg_basebackup"), "-D", node.dataDir, "-R", "-X", "stream", "-c", "fast"];
-    const from = ["--no-sync", "-h", "127.0.0.1", "-p", String(source.port), "-U", source.user];
-    await withLog(source, run([...backup, ...from], dirname(node.dataDir), `pg_basebackup of ${node.name}`));
+    const from = ["--no-sync", "-h", sourceHost, "-p", String(source.port), "-U", source.user];
+    const what = `pg_basebackup of ${node.name}`;
+    await withLog(
+      source,
+      run([...backup, ...from], dirname(node.dataDir), what, undefined, nodeSettings.get(node)?.wrap),
+    );
   } else {
-    await copyStopped(node, source);
+    await copyStopped(node, source, sourceHost);
   }
   writeNodeConf(node);
   await node.start();
@@ -293,7 +305,7 @@ async function cloneFrom(node: PgNode, source: PgNode): Promise<void> {
 // 15) would keep the source up, but needs one session held across the copy and the backup_label it
 // returns written into the copy; one restart of the source is simpler, and in startPair happens
 // before anything watches it.
-async function copyStopped(node: PgNode, source: PgNode): Promise<void> {
+async function copyStopped(node: PgNode, source: PgNode, sourceHost: string): Promise<void> {
   await source.stop("fast");
   try {
     await run(["cp", "-a", source.dataDir, node.dataDir], dirname(node.dataDir), `copy of ${source.name}`);
@@ -304,7 +316,7 @@ async function copyStopped(node: PgNode, source: PgNode): Promise<void> {
   const kept = readFileSync(autoConf, "utf8")
     .split("\n")
     .filter((line) => line !== "" && !line.startsWith("primary_conninfo"));
-  writeOwned(autoConf, [...kept, `primary_conninfo = 'host=127.0.0.1 port=${source.port} user=${source.user}'`]);
+  writeOwned(autoConf, [...kept, `primary_conninfo = 'host=${sourceHost} port=${source.port} user=${source.user}'`]);
   writeOwned(join(node.dataDir, "standby.signal"), []);
 }
 
@@ -326,7 +338,7 @@ async function orStop<T>(cluster: Cluster, work: () => Promise<T>): Promise<T> {
 async function initCluster(opts: PgOptions): Promise<{ cluster: Cluster; primary: PgNode }> {
   const cluster = newCluster(opts.major);
   return orStop(cluster, async () => {
-    const primary = await newNode(cluster, "primary", opts.primaryConf ?? []);
+    const primary = await newNode(cluster, "primary", opts.primaryConf ?? [], opts.primaryWrap);
     await run(
       [
         join(cluster.binDir, "initdb"),
@@ -343,6 +355,10 @@ async function initCluster(opts: PgOptions): Promise<{ cluster: Cluster; primary
       cluster.dir,
     );
     writeOwned(join(primary.dataDir, "pg_hba.conf"), [...(opts.hbaPrepend ?? []), ...trustHba]);
+    for (const [name, text] of Object.entries(opts.dataFiles ?? {})) {
+      writeFileSync(join(primary.dataDir, name), text, { mode: 0o600 });
+      chown(join(primary.dataDir, name));
+    }
     writeFileSync(join(primary.dataDir, "postgresql.conf"), "include 'fixture.conf'\n", { flag: "a" });
     writeNodeConf(primary);
     return { cluster, primary };
@@ -368,8 +384,8 @@ export async function startPair(opts: PgOptions = {}): Promise<PgPair> {
   return orStop(cluster, async () => {
     await primary.start();
     const standbyConf = [...(opts.primaryConf ?? []), ...(opts.standbyConf ?? [])];
-    const standby = await newNode(cluster, "standby", standbyConf);
-    await cloneFrom(standby, primary);
+    const standby = await newNode(cluster, "standby", standbyConf, opts.standbyWrap);
+    await cloneFrom(standby, primary, opts.primaryHost);
     return { ...handle(cluster, primary), standby };
   });
 }

@@ -1,6 +1,6 @@
 // Processes for the testkit: waits with a deadline, free ports, and running
 // PostgreSQL's programs as the postgres OS user when the suite runs as root.
-import { chownSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { chownSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import { basename } from "node:path";
 
@@ -46,14 +46,18 @@ export function asPostgres(cmd: string[]): string[] {
   return asRoot ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", ...cmd] : cmd;
 }
 
-/** Runs a PostgreSQL command as the server's OS user; returns trimmed stdout, throws with stderr. */
+/**
+ * Runs a PostgreSQL command as the server's OS user; returns trimmed stdout, throws with stderr.
+ * `wrap` is a command prefix that execs it, e.g. `ip netns exec NS` (testkit/netns.ts).
+ */
 export async function run(
   cmd: string[],
   cwd: string,
   what = basename(cmd[0] ?? ""),
   timeout = commandTimeoutMs,
+  wrap: string[] = [],
 ): Promise<string> {
-  const proc = Bun.spawn(asPostgres(cmd), {
+  const proc = Bun.spawn([...wrap, ...asPostgres(cmd)], {
     cwd,
     env: { ...baseEnv, HOME: cwd },
     stdin: "ignore",
@@ -149,4 +153,17 @@ export function signal(pids: number[], sig: NodeJS.Signals): void {
       // already gone
     }
   }
+}
+
+// A postmaster that was SIGKILLed (by a test, or pg.ts's halt) leaves its System V segment behind; line 7
+// of postmaster.pid holds "key shmid" (PostgreSQL's LOCK_FILE_LINE_SHMEM_KEY).
+export function releaseSharedMemory(pidFile: string): void {
+  const shmid = readFileSync(pidFile, "utf8").split("\n")[6]?.trim().split(/\s+/)[1];
+  if (shmid && shmid !== "0") Bun.spawnSync(["ipcrm", "-m", shmid], { stdout: "ignore", stderr: "ignore" });
+}
+
+/** Writes lines to path, owned by the servers' OS user. */
+export function writeOwned(path: string, lines: string[]): void {
+  writeFileSync(path, `${lines.join("\n")}\n`);
+  chown(path);
 }

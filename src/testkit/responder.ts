@@ -23,6 +23,8 @@ export interface ResponderOptions {
   command?: string[];
   /** Called with every line it logs, as it arrives. */
   onLine?(line: string): void;
+  /** A listening socket to pass as fd 3, with socket.ts's ACTIVATE as `wrap`. */
+  inheritFd?: number;
 }
 
 /**
@@ -37,10 +39,8 @@ export async function startResponder(
 ): Promise<Responder> {
   const proc = Bun.spawn([...wrap, ...(opts.command ?? [process.execPath, MAIN]), ...args], {
     env: { ...cleanEnv(), ...env },
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+    stdio: ["ignore", "pipe", "pipe", ...(opts.inheritFd === undefined ? [] : [opts.inheritFd])],
+  }) as Bun.Subprocess<"ignore", "pipe", "pipe">;
   track(proc.pid);
   void proc.exited.then(() => untrack(proc.pid));
   let log = "";

@@ -1,6 +1,6 @@
 // The answers that carry live numbers: the /status body and `?lag=` checks,
 // rendered per request.
-import { parseSizeBytes } from "../../config/config.ts";
+import { parseSizeBytes } from "../../units.ts";
 import type { GuardStatus } from "../../cluster/peers.ts";
 import type { PollFacts } from "../../poll/facts.ts";
 import { bytes, render, roleOf, type HttpResponses } from "./answers.ts";

@@ -1,0 +1,33 @@
+// --help, built from the option table.
+import { DEFAULT_TEXTS, envName, hasEnv, OPTIONS, type Option } from "./options.ts";
+
+function row(o: Option): string {
+  const left = `  --${o.name}${o.arg ? " " + o.arg : ""}`;
+  const def = o.default !== undefined ? ` (default: ${o.default === "" ? '""' : o.default})` : "";
+  const env = hasEnv(o) ? ` [${envName(o.name)}${o.arg ? "" : "=1"}]` : "";
+  return `${left.padEnd(34)} ${o.help}${def}${env}`;
+}
+
+export function helpText(version: string): string {
+  return [
+    `replstatus ${version}: tells a load balancer whether this PostgreSQL node is the primary`,
+    "",
+    "Usage: replstatus [flags]                    serve (the default)",
+    "       replstatus drain|maint|ready [flags]  set the override of the replstatus started with the same",
+    "                                             --port/--listen/--control-socket; ready clears it",
+    "       replstatus demo [demo flags]          a throwaway primary + standby (+ haproxy) and a failover",
+    "",
+    "Every connection gets the current state's text, then the server closes:",
+    `${DEFAULT_TEXTS.primary} (primary), ${DEFAULT_TEXTS.standby} (standby), ${DEFAULT_TEXTS.unknown} (no fresh answer from PostgreSQL),`,
+    `${DEFAULT_TEXTS.lagging} for a standby over a lag limit, or ${DEFAULT_TEXTS.fenced} for a primary while a --peer of the same`,
+    "cluster is primary on a higher timeline. An http listener answers haproxy's option httpchk on /primary,",
+    "/replica[?lag=16MB], /read-only, /health, /liveness, /readiness, /status and /metrics (see README.md).",
+    "",
+    "Flags (environment variable in brackets; durations as 250ms, 2s, or milliseconds):",
+    ...OPTIONS.filter((o) => !o.demo).map(row),
+    "",
+    "Flags of replstatus demo:",
+    ...OPTIONS.filter((o) => o.demo).map(row),
+    "",
+  ].join("\n");
+}

@@ -1,0 +1,323 @@
+// The option table: the one source of the parser, the validation, --help, the
+// REPLSTATUS_* variables and the TOML file's keys. Adding an option is one entry
+// in TABLE (its kind, from kinds.ts, says how the value is parsed and what is
+// accepted); buildConfig in load.ts then reads it, typed, with read("its-name")
+// into a Config field. An option it does not read is still checked.
+import {
+  absolutePath,
+  answerText,
+  anyText,
+  cidr,
+  debianCluster,
+  durationMs,
+  hostPort,
+  identifier,
+  integer,
+  ipAddress,
+  listenAddress,
+  oneOf,
+  peerUrl,
+  port,
+  connInfo,
+  seconds,
+  sizeBytes,
+  socketPath,
+  switchKind,
+  type Kind,
+} from "./kinds.ts";
+import { LISTEN_MODES } from "../units.ts";
+import { AGENT_ROLES, CLIENT_CERT_RULES, type AgentRole, type Texts } from "./types.ts";
+
+// Defaults, as bgw_replstatus has them where it has them.
+export const DEFAULT_PORT = 5400;
+export const DEFAULT_BIND = "0.0.0.0";
+export const DEFAULT_POLL_INTERVAL = "50ms";
+export const DEFAULT_STALE_AFTER = "1s";
+export const DEFAULT_CONNECT_TIMEOUT = "2s";
+export const DEFAULT_CHANNEL = "replstatus";
+export const DEFAULT_TEXTS: Texts = {
+  primary: "MASTER",
+  standby: "STANDBY",
+  unknown: "UNKNOWN",
+  lagging: "LAGGING",
+  fenced: "FENCED",
+};
+export const DEFAULT_LAG_GRACE = "1s";
+export const MAX_TEXT_BYTES = 64;
+export const DEFAULT_AGENT_ROLE: AgentRole = "primary";
+export const DEFAULT_AGENT_LAG_FOR_MIN_WEIGHT = "64MB";
+export const DEFAULT_PROMOTE_AFTER = "10s";
+export const DEFAULT_PEER_INTERVAL = "500ms";
+export const DEFAULT_PEER_TIMEOUT = "300ms";
+export const DEFAULT_BACKLOG = 4096;
+// High on purpose: the open-file limit is the real bound (main.ts fits this
+// 32 below it), and answered sockets stay open until the peer closes (the
+// drain), so a slow or busy client fleet holds thousands at a time.
+export const DEFAULT_MAX_CONNECTIONS = 65_536;
+export const DEFAULT_LOG_FORMAT = "text";
+/** Longest unix socket path: sun_path (108 bytes on Linux) minus its terminating NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/** The first word of argv when it is one of these; flags follow it. */
+export const SUBCOMMANDS = ["drain", "maint", "ready", "demo"] as const;
+export type Subcommand = (typeof SUBCOMMANDS)[number];
+
+interface Spec<T> {
+  kind: Kind<T>;
+  /** Placeholder shown in --help, where the kind's own is too vague. */
+  arg?: string;
+  /** Default as the user would type it; absent means "none". */
+  default?: string;
+  repeatable?: true;
+  /** Repeatable only: a value given twice (once parsed) is an error that calls it this. */
+  unique?: string;
+  /** Only accepted by `replstatus demo` (which accepts nothing else but --help). */
+  demo?: true;
+  help: string;
+}
+
+// In --help order.
+const TABLE = {
+  listen: {
+    kind: listenAddress,
+    repeatable: true,
+    help: `address to serve on, repeatable; IPv6 in brackets ([::1]:5400); MODE is ${LISTEN_MODES.join("|")} (default raw), or tls+MODE for the same inside TLS (tls: alone is tls+raw; see --tls-cert). Replaces --port/--bind`,
+  },
+  port: {
+    kind: port(1025),
+    default: String(DEFAULT_PORT),
+    help: "TCP port of the default listener, as bgw_replstatus.port",
+  },
+  bind: {
+    kind: ipAddress(DEFAULT_BIND),
+    default: DEFAULT_BIND,
+    help: "address of the default listener, as bgw_replstatus.bind (0.0.0.0: all IPv4 addresses)",
+  },
+  db: {
+    kind: connInfo,
+    help: 'PostgreSQL to watch, as libpq takes it: a URL postgres://user@host:port/dbname?sslmode=verify-full or keyword/value pairs "service=main sslmode=verify-full"; what it leaves unset comes from the service file, the PG* environment, ~/.pgpass and ~/.postgresql/, else the local socket; keep passwords out of it (.pgpass)',
+  },
+  cluster: {
+    kind: debianCluster,
+    help: "Debian cluster (15-main) whose port and socket directory, read from /etc/postgresql/VERSION/NAME/postgresql.conf as pg_lsclusters does, replace the defaults of --db and PGHOST/PGPORT (default: none)",
+  },
+  "poll-interval": {
+    kind: durationMs(1, 60_000),
+    default: DEFAULT_POLL_INTERVAL,
+    help: "time between role polls on a standby; a primary, and a standby whose data directory is watched, poll every stale-after / 4 when that is longer",
+  },
+  "stale-after": {
+    kind: durationMs(10, 3_600_000),
+    default: DEFAULT_STALE_AFTER,
+    help: "answer UNKNOWN when the last good poll is older than this; also each poll's deadline",
+  },
+  "connect-timeout": {
+    kind: durationMs(10, 600_000),
+    default: DEFAULT_CONNECT_TIMEOUT,
+    help: "deadline for opening the database connection, unless connect_timeout (--db, a service) or PGCONNECT_TIMEOUT sets one",
+  },
+  channel: {
+    kind: identifier,
+    default: DEFAULT_CHANNEL,
+    help: "LISTEN channel on a primary; a NOTIFY on it triggers an immediate poll",
+  },
+  "text-primary": {
+    kind: answerText(MAX_TEXT_BYTES),
+    default: DEFAULT_TEXTS.primary,
+    help: "raw answer of a primary",
+  },
+  "text-standby": {
+    kind: answerText(MAX_TEXT_BYTES),
+    default: DEFAULT_TEXTS.standby,
+    help: "raw answer of a standby",
+  },
+  "text-unknown": {
+    kind: answerText(MAX_TEXT_BYTES),
+    default: DEFAULT_TEXTS.unknown,
+    help: "raw answer when the role is not known (PostgreSQL down, hung, refusing)",
+  },
+  "agent-role": {
+    kind: oneOf("ROLE", AGENT_ROLES),
+    default: DEFAULT_AGENT_ROLE,
+    help: `role that agent listeners report as "up ready" (${AGENT_ROLES.join("|")}); any other state is "down"`,
+  },
+  "agent-weight-by-lag": {
+    kind: switchKind,
+    help: 'agent listeners add a weight to "up": 100% at no replay lag, falling to 10% at --agent-lag-for-min-weight',
+  },
+  "agent-lag-for-min-weight": {
+    kind: sizeBytes(1, "a size of at least 1 byte such as 512kB, 64MB or 1GB"),
+    default: DEFAULT_AGENT_LAG_FOR_MIN_WEIGHT,
+    help: "replay lag at which the agent weight reaches its floor of 10% (kB, MB, GB or bytes)",
+  },
+  "control-socket": {
+    kind: socketPath(MAX_SOCKET_PATH_BYTES),
+    help: "unix socket (mode 0600) for replstatus drain|maint|ready (default: $XDG_RUNTIME_DIR/replstatus-PORT.sock, else /tmp/replstatus-UID/replstatus-PORT.sock, PORT of the first listener)",
+  },
+  "state-dir": {
+    kind: absolutePath,
+    help: "directory of the file that keeps a drain or maint across restarts, replstatus-PORT.override (default: the control socket's directory)",
+  },
+  "promote-after": {
+    kind: durationMs(0, 86_400_000, "500ms or 10s"),
+    default: DEFAULT_PROMOTE_AFTER,
+    demo: true,
+    help: "demo: stop the primary and promote the standby this long after start (Enter does it at once)",
+  },
+  duration: {
+    kind: durationMs(0, 86_400_000, "500ms or 10s"),
+    demo: true,
+    help: "demo: clean up and exit after this long (default: run until Ctrl-C)",
+  },
+  "text-lagging": {
+    kind: answerText(MAX_TEXT_BYTES),
+    default: DEFAULT_TEXTS.lagging,
+    help: "raw answer of a standby over --max-lag-bytes or --max-lag-seconds",
+  },
+  "text-fenced": {
+    kind: answerText(MAX_TEXT_BYTES),
+    default: DEFAULT_TEXTS.fenced,
+    help: "raw answer of a primary fenced by a peer that is primary on a higher timeline (--peer)",
+  },
+  "max-lag-bytes": {
+    kind: sizeBytes(0, "a size in bytes such as 1048576, 512kB, 16MB or 1GB"),
+    help: "a standby whose replay is further behind the primary than this (bytes, or with kB, MB, GB), or whose WAL receiver is not streaming, is lagging (default: no limit)",
+  },
+  "max-lag-seconds": {
+    kind: seconds(86_400),
+    help: "a standby with WAL left to replay whose last replayed transaction is older than this is lagging (default: no limit)",
+  },
+  "lag-grace": {
+    kind: durationMs(0, 3_600_000),
+    default: DEFAULT_LAG_GRACE,
+    help: "how long a standby must stay over a lag limit before it turns lagging; it is back to standby as soon as it is under",
+  },
+  backlog: {
+    kind: integer(1, 65535),
+    default: String(DEFAULT_BACKLOG),
+    help: "listen backlog of every listener, capped by net.core.somaxconn (Bun's own is a fixed 512)",
+  },
+  allow: {
+    kind: cidr,
+    repeatable: true,
+    help: "answer only peers in this network, repeatable (10.0.0.0/8, ::1/128, a bare address); others are closed without a byte (default: every peer)",
+  },
+  "max-connections": {
+    kind: integer(1, 1_000_000),
+    default: String(DEFAULT_MAX_CONNECTIONS),
+    help: "open sockets at most, across listeners; more are closed at once, unanswered; lowered to fit the open-file limit",
+  },
+  "metrics-listen": {
+    kind: hostPort,
+    help: "serve Prometheus metrics over HTTP at /metrics on this address (default: none)",
+  },
+  peer: {
+    kind: peerUrl,
+    repeatable: true,
+    unique: "peer",
+    help: "http listener of another node's replstatus (http://10.0.0.2:8008, or https:// for a tls+http one), repeatable; this node answers FENCED instead of MASTER while a peer of the same cluster is primary on a higher timeline (default: none)",
+  },
+  "peer-interval": {
+    kind: durationMs(10, 60_000),
+    default: DEFAULT_PEER_INTERVAL,
+    help: "time between two requests for a peer's /status",
+  },
+  "peer-timeout": {
+    kind: durationMs(10, 60_000),
+    default: DEFAULT_PEER_TIMEOUT,
+    help: "a peer that has not answered within this is unreachable, and no longer counts",
+  },
+  "peer-ca": {
+    kind: anyText("FILE"),
+    help: "CA bundle (PEM) an https --peer's certificate must chain to; a peer that fails is not counted (default: the system's CAs)",
+  },
+  "peer-cert": {
+    kind: anyText("FILE"),
+    help: "client certificate (PEM) shown to https peers, with --peer-key (default: none)",
+  },
+  "peer-key": {
+    kind: anyText("FILE"),
+    help: "private key (PEM) of --peer-cert (default: none)",
+  },
+  "isolation-after": {
+    kind: durationMs(10, 3_600_000),
+    help: "a primary that has reached none of its --peer for this long answers FENCED until it reaches one again; with all peers down it fences too (default: off)",
+  },
+  "tls-cert": {
+    kind: anyText("FILE"),
+    help: "certificate chain (PEM) of every tls+ listener; re-read on SIGHUP (default: none)",
+  },
+  "tls-key": {
+    kind: anyText("FILE"),
+    help: "private key (PEM) of --tls-cert; re-read on SIGHUP (default: none)",
+  },
+  "tls-ca": {
+    kind: anyText("FILE"),
+    help: "CA bundle (PEM) that client certificates of tls+ listeners must chain to; re-read on SIGHUP (default: none)",
+  },
+  "tls-client-cert": {
+    kind: oneOf("RULE", CLIENT_CERT_RULES),
+    default: "none",
+    help: `client certificates on tls+ listeners (${CLIENT_CERT_RULES.join("|")}): optional answers clients without one but closes those with a bad one; optional and required need --tls-ca`,
+  },
+  config: {
+    kind: anyText("FILE"),
+    help: 'TOML file of flag names and values (poll-interval = "100ms"), below flags and variables; re-read on SIGHUP (default: none)',
+  },
+  "log-format": {
+    kind: oneOf("FORMAT", ["text", "json"] as const),
+    default: DEFAULT_LOG_FORMAT,
+    help: "text, or json for JSON lines (time, level, msg)",
+  },
+  help: { kind: switchKind, help: "print this help and exit" },
+  version: { kind: switchKind, help: "print the version and exit" },
+} satisfies Record<string, Spec<unknown>>;
+
+type Table = typeof TABLE;
+export type OptionName = keyof Table;
+type ValueOf<S> = S extends { kind: Kind<infer T> }
+  ? S extends { repeatable: true }
+    ? T[]
+    : S extends { default: string }
+      ? T
+      : T | undefined
+  : never;
+/** Every option's parsed value: a list when repeatable, undefined when absent without a default. */
+export type Values = { -readonly [K in OptionName]: ValueOf<Table[K]> };
+
+export interface Option extends Spec<unknown> {
+  /** Flag name without the leading dashes; also the TOML key. */
+  name: string;
+  /** Placeholder shown in --help; undefined for a switch. */
+  arg: string | undefined;
+}
+
+export const OPTIONS: readonly Option[] = Object.entries(TABLE).map(([name, spec]: [string, Spec<unknown>]) => ({
+  ...spec,
+  name,
+  arg: spec.arg ?? spec.kind.arg,
+}));
+
+export const BY_NAME: ReadonlyMap<string, Option> = new Map(OPTIONS.map((o) => [o.name, o]));
+
+/** Every server flag has a REPLSTATUS_* variable, but --help, --version and the demo's flags. */
+export function hasEnv(option: Option): boolean {
+  return !option.demo && option.name !== "help" && option.name !== "version";
+}
+
+/** REPLSTATUS_POLL_INTERVAL for poll-interval. */
+export function envName(name: string): string {
+  return "REPLSTATUS_" + name.toUpperCase().replaceAll("-", "_");
+}
+
+/**
+ * Where the control socket is when --control-socket is not given: the
+ * user's runtime dir (systemd's per-user 0700 tmpfs), else a 0700 dir of
+ * this user's under /tmp. One socket per listener port, so several
+ * responders on one host (one per PostgreSQL instance) do not collide.
+ */
+export function defaultControlSocket(port: number, env: Record<string, string | undefined>): string {
+  const runtimeDir = env.XDG_RUNTIME_DIR;
+  if (runtimeDir && runtimeDir.startsWith("/")) return `${runtimeDir}/replstatus-${port}.sock`;
+  return `/tmp/replstatus-${process.getuid?.() ?? 0}/replstatus-${port}.sock`;
+}

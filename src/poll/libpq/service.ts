@@ -1,0 +1,49 @@
+// The connection service file (PostgreSQL docs, "The Connection Service
+// File"): INI-style sections of keyword=value lines, no quoting. The user's
+// file (PGSERVICEFILE, else ~/.pg_service.conf) is searched first, then the
+// system-wide PGSYSCONFDIR/pg_service.conf; the first file holding the
+// service wins, and its settings fill only what the connection string left
+// unset.
+import { checkKeyword, ConninfoError, type Conninfo } from "./conninfo.ts";
+
+/**
+ * The settings of `name` in the text of one service file, or undefined when
+ * the file has no such section. Throws ConninfoError naming the file and
+ * line for a line libpq would refuse.
+ */
+export function findService(text: string, path: string, name: string): Conninfo | undefined {
+  let found: Conninfo | undefined;
+  let inSection = false;
+  const lines = text.split("\n");
+  for (let n = 0; n < lines.length; n++) {
+    const line = lines[n]!.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const where = `service file "${path}", line ${n + 1}`;
+    if (line.startsWith("[")) {
+      // The section is done: libpq stops at the next one.
+      if (found) return found;
+      if (!line.endsWith("]")) throw new ConninfoError(`syntax error in ${where}`, "CONNINFO_FILE");
+      inSection = line.slice(1, -1) === name;
+      if (inSection) found = {};
+      continue;
+    }
+    if (!inSection) continue;
+    const eq = line.indexOf("=");
+    if (eq < 0) throw new ConninfoError(`syntax error in ${where}`, "CONNINFO_FILE");
+    const key = line.slice(0, eq).trim();
+    if (key === "service")
+      throw new ConninfoError(`nested service specifications not supported in ${where}`, "CONNINFO_FILE");
+    const keyword = checkKeyword(key, where, "CONNINFO_FILE");
+    // The first setting of a keyword wins, as in libpq.
+    if (found![keyword] === undefined) found![keyword] = line.slice(eq + 1);
+  }
+  return found;
+}
+
+/** Where libpq looks, in order: the user's file, then the system's. */
+export function serviceFiles(env: Record<string, string | undefined>, home: string): string[] {
+  return [env.PGSERVICEFILE || `${home}/.pg_service.conf`, `${env.PGSYSCONFDIR || SYSCONFDIR}/pg_service.conf`];
+}
+
+/** libpq's compiled-in sysconfdir on Debian and Ubuntu (pg_config --sysconfdir). */
+export const SYSCONFDIR = "/etc/postgresql-common";

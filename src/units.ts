@@ -1,0 +1,119 @@
+// Durations, sizes and addresses: parsed from the text a user types, and
+// formatted back for logs and errors; oneLine for messages of other libraries.
+import { isIP } from "node:net";
+
+export type ListenMode = "raw" | "http" | "agent";
+export const LISTEN_MODES: readonly ListenMode[] = ["raw", "http", "agent"];
+
+export interface ListenAddress {
+  mode: ListenMode;
+  /** Literal IP address (IPv6 without brackets). */
+  host: string;
+  /** 0 asks the kernel for a free port (tests). */
+  port: number;
+  /** A `tls+MODE:` listener: the protocol inside TLS (--tls-cert, --tls-key, --tls-client-cert). */
+  tls?: true;
+}
+
+/** `250ms`, `2s`, `1.5s` or a bare integer of milliseconds. */
+export function parseDurationMs(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(text.trim());
+  if (!m) return undefined;
+  const n = Number(m[1]) * (m[2] === "s" ? 1000 : 1);
+  if (m[2] !== "s" && !Number.isInteger(n)) return undefined;
+  return Math.round(n);
+}
+
+export function formatDuration(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
+
+/**
+ * `16MB`, `512kB`, `1GB` or a bare number of bytes; units are 1024-based as in
+ * PostgreSQL's settings and taken in any case. Used by --max-lag-bytes and `?lag=`.
+ */
+export function parseSizeBytes(text: string): number | undefined {
+  const m = /^(\d{1,15})\s?([kmgt]?b)?$/i.exec(text);
+  if (!m) return undefined;
+  const n = Number(m[1]) * SIZE_UNITS[(m[2] ?? "b").toLowerCase()]!;
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** `20 MB`, `1.5 GB`, `512 bytes`: for log lines. */
+export function formatBytes(n: number): string {
+  if (Math.abs(n) < 1024) return `${n} bytes`;
+  let unit = 0;
+  while (Math.abs(n) >= 1024 && unit < 4) {
+    n /= 1024;
+    unit++;
+  }
+  return `${Math.round(n * 10) / 10} ${["bytes", "kB", "MB", "GB", "TB"][unit]}`;
+}
+
+/** A TCP port `min`..65535 in decimal. */
+export function parsePort(text: string, min: number): number | undefined {
+  if (!/^\d{1,5}$/.test(text)) return undefined;
+  const n = Number(text);
+  return n >= min && n <= 65535 ? n : undefined;
+}
+
+export const LISTEN_EXPECTED = `[[tls+]${LISTEN_MODES.join("|")}:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535`;
+
+/** `[[tls+]MODE:]HOST:PORT`, IPv6 in brackets; `tls:` alone is tls+raw. Returns an error text on failure. */
+export function parseListen(text: string): ListenAddress | string {
+  let rest = text;
+  let mode: ListenMode = "raw";
+  let tls = false;
+  const colon = rest.indexOf(":");
+  let head = colon === -1 ? "" : rest.slice(0, colon);
+  if (/^[a-z+]+$/.test(head) && !/^[0-9a-f]+$/.test(head)) {
+    if (head === "tls" || head.startsWith("tls+")) {
+      tls = true;
+      head = head === "tls" ? "raw" : head.slice(4);
+    }
+    if (!(LISTEN_MODES as readonly string[]).includes(head)) return LISTEN_EXPECTED;
+    mode = head as ListenMode;
+    rest = rest.slice(colon + 1);
+  }
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(rest);
+  if (!m) return LISTEN_EXPECTED;
+  const host = (m[1] ?? m[2])!;
+  const port = parsePort(m[3]!, 0);
+  if (port === undefined) return LISTEN_EXPECTED;
+  if (m[1] !== undefined ? isIP(host) !== 6 : isIP(host) !== 4) return LISTEN_EXPECTED;
+  return tls ? { mode, host, port, tls } : { mode, host, port };
+}
+
+export function formatAddress(l: { host: string; port: number }): string {
+  return isIP(l.host) === 6 ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
+}
+
+/**
+ * `http://HOST:PORT` or `https://HOST:PORT` with an optional `/`, as the base of a peer's /status;
+ * undefined when it is not one. No credentials, path, query or fragment: the
+ * peer is a replstatus http listener, which has nothing else.
+ */
+export function parsePeer(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return undefined;
+  if (url.hostname === "" || url.username || url.password) return undefined;
+  if (url.pathname !== "/" || url.search || url.hash) return undefined;
+  return `${url.protocol}//${url.host}`;
+}
+
+/** Hides the password of a connection URL, for logs and errors. */
+export function redactUrl(text: string): string {
+  return text.replace(/^(\w+:\/\/[^:/@]*:)[^@/]*@/, "$1***@");
+}
+
+/** Another library's message (a TOML parser's, a driver's) folded onto one line, for errors and logs. */
+export function oneLine(text: string): string {
+  return text.replace(/\s+/g, " ").trim();
+}

@@ -4,16 +4,24 @@
 //   trial promotes a fresh standby;
 // - failure: from the start of `pg_ctl stop -m fast`, or of a SIGKILL to the postmaster,
 //   until it stops answering MASTER; the node is started again after each trial.
+// - promote-c64: the promotion again, while a load client keeps 64 connections at a time open
+//   against replstatus (default interval) and another 64 against the C worker of that node.
 // One role change is watched by every responder at once: replstatus at the default poll
 // interval, replstatus at --poll-interval 10ms, and the C bgw_replstatus of that node.
 // Fresh replstatus processes are started for each trial, so no reconnect backoff from an
 // earlier trial carries over.
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { runLoad } from "./loadgen.ts";
 import { spread, type Spread } from "./stats.ts";
 import { probe, rebuildAsStandby, startReplstatus, waitAnswers, waitFor, type Pair, type PgNode } from "./targets.ts";
 
 export const FAST_POLL = "10ms";
+/** Concurrent connections of the load during promote-c64, per loaded responder. */
+export const LOAD_C = 64;
+const LOAD_S = 3;
+/** The load client starts its slots this long after it is spawned (loadgen.ts), plus a margin. */
+const LOAD_WARMUP_MS = 900;
 
 export interface FailoverCell {
   /** promote | stop-fast | kill-9 */
@@ -67,20 +75,32 @@ async function responders(pair: Pair, node: PgNode) {
   };
 }
 
-/** Times one event on `node`: `act` starts it, `done` says when a responder has seen it. */
+/**
+ * Times one event on `node`: `act` starts it, `done` says when a responder has seen it. With
+ * `loaded`, a load of LOAD_C connections runs against replstatus (default interval) and the C
+ * worker throughout.
+ */
 async function trial(
   pair: Pair,
   node: PgNode,
   before: string,
   done: (answer: string) => boolean,
   act: () => Promise<void>,
+  loaded = false,
 ): Promise<Map<string, number>> {
   const r = await responders(pair, node);
+  let loads: Promise<unknown>[] = [];
   try {
     await waitAnswers(
       r.watched.map((w) => w.port),
       before,
     );
+    if (loaded) {
+      const ports = r.watched.filter((w) => w.key !== "replstatus-10ms").map((w) => w.port);
+      // The answer changes during the run: the load checks nothing but that a reply comes.
+      loads = ports.map((port) => runLoad({ port, concurrency: LOAD_C, durationS: LOAD_S, procs: 1, expect: "" }));
+      await Bun.sleep(LOAD_WARMUP_MS);
+    }
     let t0 = Number.NaN;
     const started = () => t0;
     // The probes start before the event, so the first one after it is at most 1 ms late.
@@ -93,6 +113,7 @@ async function trial(
     const ms = await Promise.all(timings);
     return new Map(r.watched.map((w, i) => [w.key, ms[i]!]));
   } finally {
+    await Promise.allSettled(loads);
     await r.stop();
   }
 }
@@ -161,22 +182,25 @@ export async function measureFailover(
 
   let primary = pair.pair.primary;
   let standby = pair.pair.standby;
-  for (let i = 0; i < trials; i++) {
-    const promoted = standby;
-    note(
-      "promote",
-      await trial(
-        pair,
-        promoted,
-        "STANDBY",
-        (a) => a === "MASTER",
-        () => promoted.promote(),
-      ),
-    );
-    await promoted.waitPrimary();
-    await rebuildAsStandby(primary, promoted);
-    standby = primary;
-    primary = promoted;
+  for (const event of ["promote", `promote-c${LOAD_C}`]) {
+    for (let i = 0; i < trials; i++) {
+      const promoted = standby;
+      note(
+        event,
+        await trial(
+          pair,
+          promoted,
+          "STANDBY",
+          (a) => a === "MASTER",
+          () => promoted.promote(),
+          event !== "promote",
+        ),
+      );
+      await promoted.waitPrimary();
+      await rebuildAsStandby(primary, promoted);
+      standby = primary;
+      primary = promoted;
+    }
   }
 
   const node = primary;

@@ -1,7 +1,8 @@
 // Idle cost: CPU time of a process over a window with no client traffic, as a percentage of
 // one core, from utime + stime in /proc/PID/stat; and its resident memory at the end. All the
 // processes run side by side over the same window:
-// - replstatus at its default poll interval against a live primary;
+// - replstatus at its default settings against a live primary, and another against the standby,
+//   each with the CPU time of its PostgreSQL backend beside it (found by application_name);
 // - a bare Bun.listen with an empty 50 ms timer (the least a polling Bun process costs);
 // - the poll query every 50 ms through postgres.js, nothing else (idle-pg.ts);
 // - the same query every 50 ms as raw protocol bytes on a plain Bun socket (idle-pg.ts --client raw).
@@ -9,7 +10,7 @@ import { readFileSync } from "node:fs";
 import { readRssKb } from "./loadgen.ts";
 import { floorCommand, startServer, type ServerProcess } from "./server.ts";
 import type { PgNode } from "./targets.ts";
-import { startReplstatus } from "./targets.ts";
+import { startReplstatus, waitFor } from "./targets.ts";
 
 export interface IdleRow {
   key: string;
@@ -39,9 +40,22 @@ function cpuSeconds(pid: number, hz: number): number {
 
 const IDLE_PG = new URL("./idle-pg.ts", import.meta.url).pathname;
 
-export async function measureIdle(primary: PgNode, windowS: number, log: (line: string) => void): Promise<IdleResult> {
+/** The pid of the backend serving the replstatus connection on `node`. */
+async function backendPid(node: PgNode): Promise<number> {
+  const q =
+    "select pid from pg_stat_activity where application_name = 'replstatus' order by backend_start desc limit 1";
+  return Number(await waitFor(`replstatus's backend on ${node.name}`, async () => await node.sql(q), 10_000));
+}
+
+export async function measureIdle(
+  primary: PgNode,
+  standby: PgNode,
+  windowS: number,
+  log: (line: string) => void,
+): Promise<IdleResult> {
   const hz = clockTicks();
   await using replstatus = await startReplstatus(primary);
+  await using onStandby = await startReplstatus(standby);
   const others: { key: string; label: string; server: ServerProcess }[] = [];
   try {
     others.push({
@@ -60,7 +74,10 @@ export async function measureIdle(primary: PgNode, windowS: number, log: (line: 
       server: await startServer([process.execPath, IDLE_PG, "--db", primary.url, "--client", "raw"]),
     });
     const procs = [
-      { key: "replstatus", label: "replstatus, default poll interval", pid: replstatus.pid },
+      { key: "replstatus", label: "replstatus on the primary, default settings", pid: replstatus.pid },
+      { key: "replstatus-backend", label: "its PostgreSQL backend", pid: await backendPid(primary) },
+      { key: "replstatus-standby", label: "replstatus on the standby, default settings", pid: onStandby.pid },
+      { key: "replstatus-standby-backend", label: "its PostgreSQL backend", pid: await backendPid(standby) },
       ...others.map((o) => ({ key: o.key, label: o.label, pid: o.server.pid })),
     ];
     // Start-up (module loading, JIT warm-up, connecting) is not idle time.

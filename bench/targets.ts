@@ -74,14 +74,22 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/**
+ * max_connections of the pair: the downtime part's clients start a connection every few ms
+ * each, up to 30 at a time, and the fixture's 30 would refuse them ("too many clients").
+ */
+export const DOWNTIME_MAX_CONNECTIONS = 250;
+
 /** A primary and a standby, each with the C bgw_replstatus on its own port when it is installed. */
 export async function startBgwPair(bgw: boolean): Promise<Pair> {
   const bgwPort = new Map<string, number>();
-  if (!bgw) return { pair: await startPair(), bgwPort, bgw };
+  const connections = `max_connections = ${DOWNTIME_MAX_CONNECTIONS}`;
+  if (!bgw) return { pair: await startPair({ primaryConf: [connections] }), bgwPort, bgw };
   const primaryPort = await freePort();
   const standbyPort = await freePort();
   const pair = await startPair({
     primaryConf: [
+      connections,
       "shared_preload_libraries = 'bgw_replstatus'",
       "bgw_replstatus.bind = '127.0.0.1'",
       `bgw_replstatus.port = ${primaryPort}`,

@@ -106,7 +106,7 @@ const TABLE = {
   "poll-interval": {
     kind: durationMs(1, 60_000),
     default: DEFAULT_POLL_INTERVAL,
-    help: "time between role polls",
+    help: "time between role polls on a standby; a primary, and a standby whose data directory is watched, poll every stale-after / 4 when that is longer",
   },
   "stale-after": {
     kind: durationMs(10, 3_600_000),

@@ -13,11 +13,21 @@
 // line in its log (docs/lifecycle.md has the numbers). A watch on the
 // directory (inotify) tells of every rewrite at once, so while PostgreSQL is
 // down or refusing, the poll loop sleeps until the file changes.
+//
+// The same watch sees a promotion start: `pg_ctl promote` (and pg_promote())
+// creates the file `promote`, the startup process deletes it when it takes the
+// request, and deletes `standby.signal` as recovery ends (PostgreSQL
+// documentation, "Failover" and "pg_ctl"). Each change of one of those wakes
+// the poll loop, which then polls every few ms until the server says it has
+// left recovery. Like a NOTIFY it is a hint: only a poll sets the state.
 import { readFileSync, statSync, watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
 
 /** postmaster.pid's status, "down" without the file or its process, "unreadable" when it cannot be read. */
 export type PmStatus = "starting" | "stopping" | "ready" | "standby" | "down" | "unreadable";
+
+/** The files a promotion creates or deletes in the data directory. */
+const SIGNAL_FILES = new Set(["promote", "standby.signal", "recovery.signal", "fallback_promote"]);
 
 /** Lines of postmaster.pid, 0-based: the port (LOCK_FILE_LINE_PORT) and the status. */
 const PORT_LINE = 3;
@@ -79,11 +89,16 @@ function isLocal(host: string): boolean {
 }
 
 /**
- * Calls onChange at every rewrite of postmaster.pid, while a watch on the data
- * directory lasts. `pgdata` (PGDATA) says where the file is before a poll
- * tells it, whatever the host.
+ * Calls onChange at every rewrite of postmaster.pid, and onSignal at every
+ * change of a promotion's signal file, while a watch on the data directory
+ * lasts. `pgdata` (PGDATA) says where the file is before a poll tells it,
+ * whatever the host.
  */
-export function watchPostmaster(pgdata: string | undefined, onChange: (status: PmStatus) => void): Postmaster {
+export function watchPostmaster(
+  pgdata: string | undefined,
+  onChange: (status: PmStatus) => void,
+  onSignal: () => void = () => {},
+): Postmaster {
   let port: number | undefined;
   let local = false;
   let server = "";
@@ -99,6 +114,7 @@ export function watchPostmaster(pgdata: string | undefined, onChange: (status: P
   function arm(dir: string): void {
     try {
       watcher = watch(dir, { persistent: false }, (_event, name) => {
+        if (name !== null && SIGNAL_FILES.has(String(name))) return onSignal();
         if (name !== "postmaster.pid") return;
         version++;
         onChange(status());

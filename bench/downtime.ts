@@ -1,0 +1,312 @@
+// What a client feels across a failover: the gap in its writes through haproxy.
+//
+// One real haproxy with a frontend per (settings, checker): each frontend has both nodes of the
+// pair as servers, checked either by replstatus (one process per node) or by the node's C
+// bgw_replstatus, with `tcp-check expect string MASTER` and the same default-server line. One
+// event is seen by every frontend at once:
+// - stop-fast: `pg_ctl stop -m fast` of the primary, then `pg_ctl promote` of the standby, as a
+//   failover manager would;
+// - kill-9: SIGKILL to the primary's postmaster, then the promotion.
+// A client per frontend starts a new connection every few ms (not one sequential writer: a
+// client library's connect timeout and haproxy's queueing while no server is up would hide the
+// gap) and runs one insert; the gap is the longest time between two writes that committed, in a
+// window from just before the event until the writes have come back. After each trial the old
+// primary is rebuilt as a standby of the new one.
+import { spread, type Spread } from "./stats.ts";
+import { writeOnce, type WriteTarget } from "./pgwrite.ts";
+import {
+  rebuildAsStandby,
+  startReplstatus,
+  waitAnswers,
+  waitFor,
+  type Pair,
+  type PgNode,
+  type RunningResponder,
+} from "./targets.ts";
+import { startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
+
+/** haproxy default-server lines measured; the first is README's recommended one. */
+export const DOWNTIME_SETTINGS: { name: string; line: string }[] = [
+  {
+    name: "inter 100ms rise 1 (README)",
+    line: "default-server inter 100ms fastinter 100ms downinter 100ms rise 1 fall 2 on-marked-down shutdown-sessions",
+  },
+  {
+    name: "inter 100ms rise 2",
+    line: "default-server inter 100ms fastinter 100ms downinter 100ms rise 2 fall 2 on-marked-down shutdown-sessions",
+  },
+  {
+    name: "inter 1s rise 2",
+    line: "default-server inter 1s fastinter 200ms downinter 1s rise 2 fall 2 on-marked-down shutdown-sessions",
+  },
+];
+
+export interface DowntimeCell {
+  /** stop-fast | kill-9 */
+  event: string;
+  /** DOWNTIME_SETTINGS[].name */
+  setting: string;
+  /** replstatus | bgw */
+  key: string;
+  gapMs: Spread;
+}
+
+export interface DowntimeResult {
+  trials: number;
+  attemptEveryMs: number;
+  settings: { name: string; line: string }[];
+  cells: DowntimeCell[];
+}
+
+const ATTEMPT_EVERY_MS = 5;
+const ATTEMPT_TIMEOUT_MS = 500;
+/**
+ * In flight per client at most: a bound, not a pace. It must stay well above what a steady
+ * 5 ms pace needs, because while haproxy still routes to a dead server it holds each attempt
+ * through its connect retries (a 1 s turn-around each), and a client whose slots are all held
+ * so would start nothing and see a longer gap than a real client would (measured with 3: every
+ * gap was about ATTEMPT_TIMEOUT_MS). Six clients at 30 stay below the pair's max_connections
+ * (DOWNTIME_MAX_CONNECTIONS, set by targets.ts).
+ */
+const MAX_IN_FLIGHT = 30;
+/** Writes that must commit before the event, and in a row after it. */
+const WARM_WRITES = 5;
+const BACK_STREAK = 20;
+const TRIAL_DEADLINE_MS = 20_000;
+const TABLE = "downtime_probe";
+
+interface Frontend {
+  proxy: string;
+  setting: string;
+  key: string;
+  port: number;
+}
+
+/**
+ * A client that starts a write every ATTEMPT_EVERY_MS and keeps the completion time of each
+ * that committed. Once a write has failed after arm() it stops after BACK_STREAK commits in a row: a
+ * commit of a write begun before the event does not end the gap, nor does one of every other
+ * write while haproxy still sends half of them to a dead server.
+ */
+function writer(target: WriteTarget) {
+  const committed: number[] = [];
+  let inFlight = 0;
+  let failed = false;
+  let streak = 0;
+  let back = false;
+  let stopped = false;
+  const attempt = async () => {
+    inFlight++;
+    const ok = await writeOnce(target, ATTEMPT_TIMEOUT_MS);
+    inFlight--;
+    if (ok) {
+      committed.push(performance.now());
+      if (failed && ++streak >= BACK_STREAK) back = stopped = true;
+    } else {
+      failed = true;
+      streak = 0;
+    }
+  };
+  const timer = setInterval(() => {
+    if (!stopped && inFlight < MAX_IN_FLIGHT) void attempt();
+  }, ATTEMPT_EVERY_MS);
+  return {
+    get committed() {
+      return committed.length;
+    },
+    /** The event starts now: failures before it (a slow warm-up) do not count. */
+    arm() {
+      failed = false;
+      streak = 0;
+    },
+    get done() {
+      return stopped && inFlight === 0;
+    },
+    /** The longest time between two commits from `from` on; NaN when the writes never came back. */
+    gap(from: number): number {
+      if (!back) return Number.NaN;
+      const times = committed.filter((t) => t >= from).sort((a, b) => a - b);
+      let gap = 0;
+      for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
+      return gap;
+    },
+    stop() {
+      stopped = true;
+      clearInterval(timer);
+    },
+  };
+}
+
+function proxyLines(setting: string, servers: { name: string; pgPort: number; checkPort: number }[]): string[] {
+  return [
+    "option tcp-check",
+    "tcp-check expect string MASTER",
+    setting,
+    ...servers.map((s) => `server ${s.name} 127.0.0.1:${s.pgPort} check port ${s.checkPort}`),
+  ];
+}
+
+async function startFrontends(
+  pair: Pair,
+  nodes: PgNode[],
+  rs: Map<PgNode, RunningResponder>,
+): Promise<{ haproxy: Haproxy; frontends: Frontend[] }> {
+  const proxies: Record<string, string[]> = {};
+  const frontends: Omit<Frontend, "port">[] = [];
+  DOWNTIME_SETTINGS.forEach((s, i) => {
+    const checkers: [string, (n: PgNode) => number][] = [["replstatus", (n) => rs.get(n)!.port]];
+    if (pair.bgw) checkers.push(["bgw", (n) => pair.bgwPort.get(n.name)!]);
+    for (const [key, checkPort] of checkers) {
+      const proxy = `${key}-${i}`;
+      const servers = nodes.map((n) => ({ name: n.name, pgPort: n.port, checkPort: checkPort(n) }));
+      proxies[proxy] = proxyLines(s.line, servers);
+      frontends.push({ proxy, setting: s.name, key });
+    }
+  });
+  const haproxy = await startHaproxy({ proxies, global: ["maxconn 1000"] });
+  return { haproxy, frontends: frontends.map((f) => ({ ...f, port: haproxy.ports[f.proxy]! })) };
+}
+
+/**
+ * Until every checker answers for its node's role (a replstatus that lost its server while the
+ * node was rebuilt may still be in its reconnect backoff), and every frontend routes to
+ * `primary` only.
+ */
+async function waitRouted(
+  pair: Pair,
+  rs: Map<PgNode, RunningResponder>,
+  haproxy: Haproxy,
+  frontends: Frontend[],
+  primary: PgNode,
+  standby: PgNode,
+): Promise<void> {
+  for (const [node, want] of [
+    [primary, "MASTER"],
+    [standby, "STANDBY"],
+  ] as const) {
+    const bgw = pair.bgwPort.get(node.name);
+    await waitAnswers([rs.get(node)!.port, ...(bgw ? [bgw] : [])], want, 60_000);
+  }
+  await waitFor(
+    `every frontend to route to ${primary.name} only`,
+    async () => {
+      const servers = await haproxy.servers();
+      return frontends.every((f) =>
+        Object.entries(servers)
+          .filter(([k]) => k.startsWith(`${f.proxy}/`))
+          .every(([k, s]) => s.status === (k === `${f.proxy}/${primary.name}` ? "UP" : "DOWN")),
+      );
+    },
+    60_000,
+    20,
+  );
+}
+
+/** One event seen by every frontend's client; resolves to each frontend's gap in ms. */
+async function trial(frontends: Frontend[], user: string, act: () => Promise<void>): Promise<number[]> {
+  const writers = frontends.map((f) =>
+    writer({ port: f.port, user, database: "postgres", sql: `insert into ${TABLE} values (now())` }),
+  );
+  try {
+    await waitFor("writes through every frontend", () => writers.every((w) => w.committed >= WARM_WRITES), 10_000, 5);
+    const t0 = performance.now();
+    for (const w of writers) w.arm();
+    await act();
+    await waitFor(
+      "writes to come back through every frontend",
+      () => writers.every((w) => w.done),
+      TRIAL_DEADLINE_MS,
+      10,
+    ).catch(() => {});
+    // From a little before the event: the last commit before it starts the gap.
+    return writers.map((w) => w.gap(t0 - 100));
+  } finally {
+    for (const w of writers) w.stop();
+  }
+}
+
+export async function measureDowntime(
+  pair: Pair,
+  trials: number,
+  log: (line: string) => void,
+): Promise<DowntimeResult> {
+  const nodes = [pair.pair.primary, pair.pair.standby];
+  // An earlier part (failover) may have swapped the roles.
+  const swapped = (await pair.pair.primary.sql("select pg_is_in_recovery()")) === "t";
+  let primary = swapped ? pair.pair.standby : pair.pair.primary;
+  let standby = swapped ? pair.pair.primary : pair.pair.standby;
+  await primary.sql(`create table if not exists ${TABLE} (at timestamptz)`);
+  await waitFor(
+    `${TABLE} on ${standby.name}`,
+    async () => (await standby.sql(`select to_regclass('${TABLE}') is not null`)) === "t",
+  );
+  const rs = new Map<PgNode, RunningResponder>();
+  for (const n of nodes) rs.set(n, await startReplstatus(n));
+  const { haproxy, frontends } = await startFrontends(pair, nodes, rs);
+  const gaps = new Map<string, number[]>();
+  try {
+    const events: [string, (old: PgNode, next: PgNode) => Promise<void>][] = [
+      [
+        "stop-fast",
+        async (old, next) => {
+          await old.stop("fast");
+          await next.promote();
+        },
+      ],
+      [
+        "kill-9",
+        async (old, next) => {
+          process.kill(old.pid(), "SIGKILL");
+          await next.promote();
+        },
+      ],
+    ];
+    for (const [event, act] of events.filter(([e]) => !process.env.DTEV || e === process.env.DTEV)) {
+      for (let i = 0; i < trials; i++) {
+        await waitRouted(pair, rs, haproxy, frontends, primary, standby);
+        const old = primary;
+        const next = standby;
+        let actMs = Number.NaN;
+        let ms: number[];
+        try {
+          ms = await trial(frontends, primary.user, async () => {
+            const t = performance.now();
+            await act(old, next);
+            actMs = performance.now() - t;
+          });
+        } catch (err) {
+          // Before the event (no writes got through to begin with): the roles are unchanged.
+          if (Number.isNaN(actMs)) {
+            const direct = await primary.sql(`insert into ${TABLE} values (now())`).then(
+              () => "a direct insert works",
+              (e: Error) => `a direct insert fails: ${e.message.split("\n")[0]}`,
+            );
+            log(`downtime ${event}: trial skipped: ${(err as Error).message}; ${direct}`);
+            continue;
+          }
+          throw err;
+        }
+        frontends.forEach((f, j) => {
+          const k = `${event}/${f.setting}/${f.key}`;
+          gaps.set(k, [...(gaps.get(k) ?? []), ms[j]!]);
+        });
+        log(
+          `downtime ${event} (its commands took ${actMs.toFixed(0)} ms): ${frontends.map((f, j) => `${f.setting} ${f.key} ${ms[j]!.toFixed(0)}ms`).join(", ")}`,
+        );
+        await next.waitPrimary();
+        await rebuildAsStandby(old, next);
+        primary = next;
+        standby = old;
+      }
+    }
+  } finally {
+    await haproxy.stop();
+    for (const r of rs.values()) await r.stop();
+  }
+  const cells: DowntimeCell[] = [];
+  for (const [k, ms] of gaps) {
+    const [event, setting, key] = k.split("/") as [string, string, string];
+    cells.push({ event, setting, key, gapMs: spread(ms) });
+  }
+  return { trials, attemptEveryMs: ATTEMPT_EVERY_MS, settings: DOWNTIME_SETTINGS, cells };
+}

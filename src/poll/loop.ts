@@ -6,7 +6,7 @@
 import { formatDuration } from "../units.ts";
 import { classifyPollError, describe, POLL_QUERY, type PollErrorReason } from "./facts.ts";
 import { watchPostmaster, type PmStatus, type Postmaster } from "./postmaster.ts";
-import { connectTimeoutOf, createSession, type SessionConfig } from "./session.ts";
+import { connectTimeoutOf, createSession, type Session, type SessionConfig } from "./session.ts";
 
 export const BACKOFF_MIN_MS = 100;
 export const BACKOFF_MAX_MS = 2000;
@@ -146,6 +146,69 @@ function alarm(): { nap(ms: number): Promise<void>; wake(): void } {
   };
 }
 
+/**
+ * One poll: the settings (a bad file or a missing socket fails here), connect
+ * if needed, the query under a deadline (a hung server never answers); at the
+ * deadline the connection is dropped and the query fails as one of an old
+ * session. The row, or undefined after `fail` was told why.
+ */
+async function queryOnce(
+  config: LoopConfig,
+  session: Session,
+  stopped: () => boolean,
+  fail: (reason: string, code: string | undefined) => void,
+): Promise<Record<string, unknown> | undefined> {
+  const refused = await session.prepare();
+  if (refused && !stopped()) fail(describe(refused), (refused as { code?: string }).code);
+  if (refused || stopped()) return undefined;
+  const conn = session.conn();
+  const id = session.id;
+  const current = () => id === session.id && !stopped();
+  const deadlineMs = config.staleAfterMs + (session.fresh ? connectTimeoutOf(config, session.plan) : 0);
+  const deadline = setTimeout(() => {
+    if (current()) fail(`no answer within ${formatDuration(deadlineMs)}`, "POLL_TIMEOUT");
+  }, deadlineMs);
+  try {
+    const rows = await conn.unsafe(POLL_QUERY, [!session.knowsSystemId], { prepare: true });
+    return current() ? rows[0]! : undefined;
+  } catch (err) {
+    if (current()) fail(describe(err, session.plan?.settings), (err as { code?: string }).code);
+    return undefined;
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+/**
+ * When the next poll starts. A primary, or a standby whose promotion the
+ * watch will tell, polls to stay fresh only (FRESH_POLLS per --stale-after); a
+ * NOTIFY or a signal file cuts the wait short, no closer than
+ * NOTIFY_MIN_GAP_MS; a promotion under way is polled every PROMOTE_POLL_MS.
+ */
+function createPace(config: LoopConfig, pm: Postmaster) {
+  let burstUntil = 0;
+  let primary = false;
+  return {
+    polled(isPrimary: boolean): void {
+      primary = isPrimary;
+      if (primary) burstUntil = 0;
+    },
+    promoting(): void {
+      burstUntil = performance.now() + PROMOTE_BURST_MS;
+    },
+    /** The start of the poll after one that started at startedAt; poked: one was asked for. */
+    nextAt(startedAt: number, poked: boolean): number {
+      if (performance.now() < burstUntil) return startedAt + PROMOTE_POLL_MS;
+      if (poked) return startedAt + NOTIFY_MIN_GAP_MS;
+      const freshOnly = primary || pm.watching;
+      return (
+        startedAt +
+        (freshOnly ? Math.max(config.pollIntervalMs, config.staleAfterMs / FRESH_POLLS) : config.pollIntervalMs)
+      );
+    },
+  };
+}
+
 export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
   // A shutdown, even a smart one, is seen here first: this session is closed
   // then, so that the shutdown need not wait for it.
@@ -163,16 +226,14 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     warn: hooks.warn,
   });
   const retry = createRetry(config, pm);
+  const pace = createPace(config, pm);
   let stopped = false;
   let staleTimer: Timer | undefined;
   let poked = false;
-  let burstUntil = 0;
-  /** The last poll saw a primary. */
-  let primary = false;
   const { nap, wake } = alarm();
 
   function fail(reason: string, code: string | undefined): void {
-    primary = false;
+    pace.polled(false);
     const lost = !session.fresh;
     session.drop();
     clearTimeout(staleTimer);
@@ -185,7 +246,7 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
   }
 
   function promoting(): void {
-    burstUntil = performance.now() + PROMOTE_BURST_MS;
+    pace.promoting();
     poke();
   }
 
@@ -199,55 +260,31 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     // that old by the time it arrives.
     clearTimeout(staleTimer);
     staleTimer = setTimeout(hooks.stale, Math.max(0, startedAt + config.staleAfterMs - now));
-    primary = row.in_recovery === false;
-    if (primary) burstUntil = 0;
+    pace.polled(row.in_recovery === false);
     hooks.ok(row, startedAt, now - startedAt);
     session.polled(row.in_recovery !== false);
     return true;
   }
 
-  // One poll: the settings (a bad file or a missing socket fails here), connect if needed, query under a deadline (a
-  // hung server never answers); at it the connection is dropped and the query fails as one of an old session.
   async function poll(startedAt: number): Promise<boolean> {
-    const refused = await session.prepare();
-    if (refused && !stopped) fail(describe(refused), (refused as { code?: string }).code);
-    if (refused || stopped) return false;
-    const conn = session.conn();
-    const id = session.id;
-    const current = () => id === session.id && !stopped;
-    const deadlineMs = config.staleAfterMs + (session.fresh ? connectTimeoutOf(config, session.plan) : 0);
-    const deadline = setTimeout(() => {
-      if (current()) fail(`no answer within ${formatDuration(deadlineMs)}`, "POLL_TIMEOUT");
-    }, deadlineMs);
-    try {
-      const rows = await conn.unsafe(POLL_QUERY, [!session.knowsSystemId], { prepare: true });
-      return current() && succeed(rows[0]!, startedAt);
-    } catch (err) {
-      if (current()) fail(describe(err, session.plan?.settings), (err as { code?: string }).code);
-      return false;
-    } finally {
-      clearTimeout(deadline);
-    }
+    const row = await queryOnce(config, session, () => stopped, fail);
+    return row !== undefined && succeed(row, startedAt);
   }
 
   // One poll at a time, then the wait for the next tick (or the retry after a
-  // failure); a NOTIFY cuts the wait short, no closer than NOTIFY_MIN_GAP_MS.
+  // failure); a NOTIFY or a signal file cuts the wait short (createPace).
   async function run(): Promise<void> {
     while (!stopped) {
       poked = false;
       const startedAt = performance.now();
       const ok = (session.connected || retry.due()) && (await poll(startedAt));
       if (stopped) break;
-      const burst = performance.now() < burstUntil;
-      // A primary, or a standby whose promotion the watch will tell: polls keep freshness only.
-      const intervalMs =
-        primary || pm.watching
-          ? Math.max(config.pollIntervalMs, config.staleAfterMs / FRESH_POLLS)
-          : config.pollIntervalMs;
-      if (!ok) await nap(retry.waitMs());
-      else if (!poked) await nap(Math.max(0, startedAt + (burst ? PROMOTE_POLL_MS : intervalMs) - performance.now()));
-      if (ok && poked)
-        await nap(Math.max(0, startedAt + (burst ? PROMOTE_POLL_MS : NOTIFY_MIN_GAP_MS) - performance.now()));
+      if (!ok) {
+        await nap(retry.waitMs());
+        continue;
+      }
+      if (!poked) await nap(Math.max(0, pace.nextAt(startedAt, false) - performance.now()));
+      if (poked) await nap(Math.max(0, pace.nextAt(startedAt, true) - performance.now()));
     }
   }
 

@@ -131,7 +131,8 @@ describe("agent lines", () => {
   });
 
   test("--agent-role standby --agent-weight-by-lag: up with a weight on the standby", async () => {
-    expect(await answer(reader.ports[0]!)).toBe("up ready 100%\n");
+    // Started beside the others, it may not have polled yet.
+    await waitForLine(reader.ports[0]!, "up ready 100%\n");
     expect(reader.log).toContain("control socket " + sock("reader"));
   });
 

@@ -234,8 +234,16 @@ describe("differential: replstatus answers as Patroni's REST API does", () => {
       SETTLE_MS,
       100,
     );
-    await differential("synchronous_mode");
     const sync = JSON.parse((await etcd.get(`${cluster.namespace}${cluster.scope}/sync`))!).sync_standby as string;
+    // The sync key comes before Patroni's own /sync says 200: compare once Patroni does.
+    const member = cluster.members.find((m) => m.name === sync)!;
+    await waitFor(
+      "Patroni's /sync on the sync standby",
+      async () => (await ask(member.restPort, "GET /sync")) === 200,
+      SETTLE_MS,
+      100,
+    );
+    await differential("synchronous_mode");
     expect(await ask(rs(sync).ports[1]!, "GET /sync")).toBe(200);
     await cluster.ctl("edit-config", "--set", "synchronous_mode=false", "--force");
     await differential("synchronous_mode off again");

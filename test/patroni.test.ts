@@ -225,27 +225,31 @@ describe("differential: replstatus answers as Patroni's REST API does", () => {
 
   test("synchronous_mode: true", async () => {
     await cluster.ctl("edit-config", "--set", "synchronous_mode=true", "--force");
-    await waitFor(
-      "a sync standby in the sync key",
-      async () => {
-        const sync = await etcd.get(`${cluster.namespace}${cluster.scope}/sync`);
-        return sync !== undefined && JSON.parse(sync).sync_standby;
-      },
-      SETTLE_MS,
-      100,
-    );
-    const sync = JSON.parse((await etcd.get(`${cluster.namespace}${cluster.scope}/sync`))!).sync_standby as string;
-    // The sync key comes before Patroni's own /sync says 200: compare once Patroni does.
-    const member = cluster.members.find((m) => m.name === sync)!;
-    await waitFor(
-      "Patroni's /sync on the sync standby",
-      async () => (await ask(member.restPort, "GET /sync")) === 200,
-      SETTLE_MS,
-      100,
-    );
-    await differential("synchronous_mode");
-    expect(await ask(rs(sync).ports[1]!, "GET /sync")).toBe(200);
-    await cluster.ctl("edit-config", "--set", "synchronous_mode=false", "--force");
+    try {
+      await waitFor(
+        "a sync standby in the sync key",
+        async () => {
+          const sync = await etcd.get(`${cluster.namespace}${cluster.scope}/sync`);
+          return sync !== undefined && JSON.parse(sync).sync_standby;
+        },
+        SETTLE_MS,
+        100,
+      );
+      const sync = JSON.parse((await etcd.get(`${cluster.namespace}${cluster.scope}/sync`))!).sync_standby as string;
+      // The sync key comes before Patroni's own /sync says 200: compare once Patroni does.
+      const member = cluster.members.find((m) => m.name === sync)!;
+      await waitFor(
+        "Patroni's /sync on the sync standby",
+        async () => (await ask(member.restPort, "GET /sync")) === 200,
+        SETTLE_MS,
+        100,
+      );
+      await differential("synchronous_mode");
+      expect(await ask(rs(sync).ports[1]!, "GET /sync")).toBe(200);
+    } finally {
+      // Also on failure: a switchover later on would be refused in synchronous mode.
+      await cluster.ctl("edit-config", "--set", "synchronous_mode=false", "--force");
+    }
     await differential("synchronous_mode off again");
   });
 

@@ -1,31 +1,7 @@
 // Two kernel settings Bun has no option for, set through libc: the listen
 // backlog of a listening socket, and the open-file limit of the process.
-import { dlopen, FFIType } from "bun:ffi";
 import { readFileSync } from "node:fs";
-
-// Bun.listen passes a fixed backlog of 512 to listen(2): a burst of more
-// simultaneous connects than that waits for SYN retransmits (1 s and more).
-// On Linux listen(2) on a socket that is already listening only changes its
-// backlog (net/ipv4/af_inet.c, inet_listen: "Really, if the socket is already
-// in listen state we can only allow the backlog to be adjusted").
-let libc:
-  | {
-      symbols: {
-        listen(fd: number, backlog: number): number;
-        getrlimit(resource: number, limits: BigUint64Array): number;
-        setrlimit(resource: number, limits: BigUint64Array): number;
-      };
-    }
-  | undefined;
-
-function open() {
-  libc ??= dlopen("libc.so.6", {
-    listen: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-    getrlimit: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
-    setrlimit: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
-  }) as unknown as typeof libc;
-  return libc!.symbols;
-}
+import { libc } from "./libc.ts";
 
 /** net.core.somaxconn: the kernel silently caps every backlog at it. */
 export function somaxconn(): number | undefined {
@@ -36,10 +12,15 @@ export function somaxconn(): number | undefined {
   }
 }
 
+// Bun.listen passes a fixed backlog of 512 to listen(2): a burst of more
+// simultaneous connects than that waits for SYN retransmits (1 s and more).
+// On Linux listen(2) on a socket that is already listening only changes its
+// backlog (net/ipv4/af_inet.c, inet_listen: "Really, if the socket is already
+// in listen state we can only allow the backlog to be adjusted").
 /** Calls listen(fd, backlog) again; returns an error text, or undefined when done. */
 export function setBacklog(fd: number, backlog: number): string | undefined {
   try {
-    return open().listen(fd, backlog) === 0 ? undefined : "listen(2) failed";
+    return libc().listen(fd, backlog) === 0 ? undefined : "listen(2) failed";
   } catch (err) {
     return (err as Error).message;
   }
@@ -54,7 +35,7 @@ const RLIMIT_NOFILE = 7;
  */
 export function raiseFdLimit(): number | undefined {
   try {
-    const sys = open();
+    const sys = libc();
     const limits = new BigUint64Array(2);
     if (sys.getrlimit(RLIMIT_NOFILE, limits) !== 0) return undefined;
     if (limits[0]! < limits[1]!) {

@@ -6,9 +6,10 @@
 // Bun.listen({ fd }) accepts on such a socket (Bun 1.4.5; node:net's
 // listen({ fd }) does not); its address is read here through libc, before
 // anything accepts on it.
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { ptr } from "bun:ffi";
 import { isIP } from "node:net";
 import { ListenError } from "./gate.ts";
+import { libc } from "./libc.ts";
 
 /** The first passed fd (SD_LISTEN_FDS_START). */
 const FIRST_FD = 3;
@@ -26,23 +27,6 @@ export interface InheritedSocket {
   /** Literal IP address as getsockname(2) tells it (IPv6 without brackets). */
   host: string;
   port: number;
-}
-
-let libc:
-  | {
-      getsockname(fd: number, addr: number, len: number): number;
-      getsockopt(fd: number, level: number, name: number, value: number, len: number): number;
-      fcntl(fd: number, cmd: number, arg: number): number;
-    }
-  | undefined;
-
-function sys() {
-  libc ??= dlopen("libc.so.6", {
-    getsockname: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-    getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-    fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-  }).symbols as unknown as typeof libc;
-  return libc!;
 }
 
 /**
@@ -71,7 +55,7 @@ function describeSocket(fd: number): InheritedSocket {
       "EINVAL",
       "pass only listening TCP sockets (a .socket unit with ListenStream=HOST:PORT)",
     );
-  const c = sys();
+  const c = libc();
   const value = new Int32Array(1);
   const length = new Uint32Array([4]);
   if (c.getsockopt(fd, SOL_SOCKET, SO_TYPE, ptr(value), ptr(length)) !== 0) throw bad("not a socket");

@@ -2,35 +2,13 @@
 // bound and listening in this process, never accepted on here, passed to each
 // replstatus started with it as fd 3 (LISTEN_FDS=1). Tests and the bench
 // restart replstatus under it and see what a check sees meanwhile.
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { ptr } from "bun:ffi";
+import { libc } from "../listen/libc.ts";
 
 const AF_INET = 2;
 const SOCK_STREAM = 1;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
-
-let libc:
-  | {
-      socket(domain: number, type: number, protocol: number): number;
-      setsockopt(fd: number, level: number, name: number, value: number, len: number): number;
-      bind(fd: number, addr: number, len: number): number;
-      listen(fd: number, backlog: number): number;
-      getsockname(fd: number, addr: number, len: number): number;
-      close(fd: number): number;
-    }
-  | undefined;
-
-function sys() {
-  libc ??= dlopen("libc.so.6", {
-    socket: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-    setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
-    bind: { args: [FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
-    listen: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-    getsockname: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-    close: { args: [FFIType.i32], returns: FFIType.i32 },
-  }).symbols as unknown as typeof libc;
-  return libc!;
-}
 
 export interface HeldSocket extends Disposable {
   fd: number;
@@ -42,7 +20,7 @@ export interface HeldSocket extends Disposable {
 
 /** A listening TCP socket on 127.0.0.1 (port 0: a free one), as systemd's ListenStream= makes it. */
 export function holdSocket(port = 0, backlog = 4096): HeldSocket {
-  const c = sys();
+  const c = libc();
   const fd = c.socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw new Error("testkit: socket(2) failed");
   const addr = new Uint8Array(16);

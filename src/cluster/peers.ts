@@ -15,7 +15,7 @@
 // fenced from its first answer, not one interval later.
 //
 // XXX: no quorum, no consensus: a node that can reach no peer, or whose peers
-// cannot see the new primary, answers from its own view (README.md,
+// cannot see the new primary, answers from its own view (docs/split-brain.md,
 // "Split-brain guard"), unless the isolation rule (fence.ts) is on.
 //
 // https peers: a peer whose certificate does not chain to --peer-ca (or whose

@@ -21,7 +21,7 @@ export function helpText(version: string): string {
     `${DEFAULT_TEXTS.primary} (primary), ${DEFAULT_TEXTS.standby} (standby), ${DEFAULT_TEXTS.unknown} (no fresh answer from PostgreSQL),`,
     `${DEFAULT_TEXTS.lagging} for a standby over a lag limit, or ${DEFAULT_TEXTS.fenced} for a primary while a --peer of the same`,
     "cluster is primary on a higher timeline. An http listener answers haproxy's option httpchk on /primary,",
-    "/replica[?lag=16MB], /read-only, /health, /liveness, /readiness, /status and /metrics (see README.md).",
+    "/replica[?lag=16MB], /read-only, /health, /liveness, /readiness, /status and /metrics (see docs/haproxy.md).",
     "",
     "Flags (environment variable in brackets; durations as 250ms, 2s, or milliseconds):",
     ...OPTIONS.filter((o) => !o.demo).map(row),

@@ -5,11 +5,11 @@
 // certificate, another CA's, an expired one) get nothing and change nothing.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { copyFileSync, readFileSync } from "node:fs";
-import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
+import type { ConnectionOptions } from "node:tls";
 import { makeCerts, type CertPair, type Certs } from "../src/testkit/certs.ts";
 import { landsOn, startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
 import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
-import { probe } from "../src/testkit/probe.ts";
+import { probe, tlsExchange } from "../src/testkit/probe.ts";
 import { startResponder, type Responder } from "../src/testkit/responder.ts";
 import { ACTIVATE, holdSocket } from "../src/testkit/socket.ts";
 
@@ -19,38 +19,7 @@ const INTER_MS = 100;
 /** How long a healthy check-ssl backend is watched for flaps: about 40 checks per server. */
 const WATCH_MS = 4000;
 
-interface TlsProbe {
-  text: string;
-  /** "fin" on a clean end, else the error code (or "timeout"). */
-  close: string;
-  /** CN of the server's certificate, when the handshake got that far. */
-  serverCn: string | undefined;
-}
-
-/** A TLS client: connects, optionally sends, reads until the server closes. */
-function tlsProbe(port: number, opts: ConnectionOptions & { send?: string } = {}): Promise<TlsProbe> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let serverCn: string | undefined;
-    let done = false;
-    const finish = (close: string) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ text: Buffer.concat(chunks).toString("latin1"), close, serverCn });
-    };
-    const socket = tlsConnect({ host: "127.0.0.1", port, ...opts }, () => {
-      serverCn = (socket.getPeerCertificate()?.subject as { CN?: string } | undefined)?.CN;
-      if (opts.send !== undefined) socket.write(opts.send);
-    });
-    socket.on("data", (d: Buffer) => chunks.push(d));
-    socket.on("end", () => finish("fin"));
-    socket.on("close", () => finish("fin"));
-    socket.on("error", (e: NodeJS.ErrnoException) => finish(e.code ?? e.message));
-    const timer = setTimeout(() => finish("timeout"), 5000);
-  });
-}
+const tlsProbe = tlsExchange;
 
 let certs: Certs;
 let ca: string;

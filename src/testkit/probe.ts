@@ -1,7 +1,8 @@
-// One TCP (or unix socket) client for the tests, the bench and the demo: connect,
+// One TCP (or unix socket, or TLS) client for the tests, the bench and the demo: connect,
 // optionally send bytes first (as haproxy's tcp-check send does), read until
 // the server closes, and say how it closed.
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
+import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
 import { waitFor } from "./pg.ts";
 
 export type Where = { host: string; port: number; localAddress?: string } | { path: string };
@@ -13,6 +14,42 @@ export interface ProbeResult {
 }
 
 export function exchange(where: Where, send?: string | Uint8Array, timeoutMs = 5000): Promise<ProbeResult> {
+  return collect((onConnect) => connect(where as { path: string }, onConnect), send, timeoutMs);
+}
+
+export interface TlsProbeResult extends ProbeResult {
+  /** CN of the server's certificate, when the handshake got that far. */
+  serverCn: string | undefined;
+}
+
+/** exchange() through TLS on 127.0.0.1:port; a close after the handshake's end counts as a clean one. */
+export function tlsExchange(
+  port: number,
+  opts: ConnectionOptions & { send?: string } = {},
+  timeoutMs = 5000,
+): Promise<TlsProbeResult> {
+  let serverCn: string | undefined;
+  return collect(
+    (onConnect) => {
+      const socket = tlsConnect({ host: "127.0.0.1", port, ...opts }, () => {
+        serverCn = (socket.getPeerCertificate()?.subject as { CN?: string } | undefined)?.CN;
+        onConnect();
+      });
+      return socket;
+    },
+    opts.send,
+    timeoutMs,
+    true,
+  ).then((r) => ({ ...r, serverCn }));
+}
+
+/** Sends once connected, reads until the server closes, and says how it closed. */
+function collect(
+  open: (onConnect: () => void) => Socket,
+  send: string | Uint8Array | undefined,
+  timeoutMs: number,
+  closeIsClean = false,
+): Promise<ProbeResult> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let done = false;
@@ -23,11 +60,12 @@ export function exchange(where: Where, send?: string | Uint8Array, timeoutMs = 5
       socket.destroy();
       resolve({ text: Buffer.concat(chunks).toString("latin1"), close });
     };
-    const socket = connect(where as { path: string }, () => {
+    const socket = open(() => {
       if (send !== undefined) socket.write(send);
     });
     socket.on("data", (d: Buffer) => chunks.push(d));
     socket.on("end", () => finish("fin"));
+    if (closeIsClean) socket.on("close", () => finish("fin"));
     socket.on("error", (e: NodeJS.ErrnoException) => finish(e.code === "ECONNRESET" ? "reset" : (e.code ?? e.message)));
     const timer = setTimeout(() => finish("timeout"), timeoutMs);
   });

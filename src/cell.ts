@@ -38,17 +38,20 @@ export const WEIGHT_BUCKETS = 10;
 // Status.cell, shared with the poll worker (poll/worker.ts) and readable from
 // any thread. Slot 0 is what listeners read, packed into one word so that one
 // atomic write changes all of it: bits 0-7 the state raw and http show (the
-// state, unknown under maint), bits 8-15 the agent line's index (agentIndex()),
-// bits 16-30 a generation. The poll worker, whose timers run on their own
-// thread and are not held up by a flood of connections on this one, writes
-// UNKNOWN there itself the moment the last good poll goes stale or the
-// connection fails, and bumps the generation; this thread writes only with a
-// compare-and-swap against the generation it has heard of, so a poll result
-// that was overtaken by such a write can never bring MASTER back.
+// state, unknown under maint), bits 8-15 the agent line's index (agentIndex(),
+// which also names the state behind it and the override), bits 16-30 a
+// generation, bit 31 the permit for the poll worker's promote(). Who may write
+// what, and why MASTER never shows where this thread would not show it:
+// ARCHITECTURE.md, "Two threads and one word".
 export const ANSWER_SLOT = 0;
 /** The override in force. */
 export const OVERRIDE_SLOT = 1;
-const SLOTS = 2;
+/** Slots 2-3, as one BigInt64 (byte 8): the permit's deadline, epoch ms (performance.timeOrigin + now). */
+const DEADLINE_BYTE = 8;
+const SLOTS = 4;
+const PERMIT = 1 << 31;
+/** A deadline that never comes (a safe integer, as a BigInt64). */
+const NEVER_MS = 2 ** 52;
 
 /** The state raw and http answers show. */
 export function shownState(word: number): State {
@@ -58,6 +61,16 @@ export function shownState(word: number): State {
 /** The agent line shown: an agentIndex(), into Responses.agent. */
 export function shownAgent(word: number): number {
   return (word >> 8) & 0xff;
+}
+
+/** The state behind the word, before maint hides it: the one its agent line was picked for. */
+export function wordState(word: number): State {
+  return (Math.floor(shownAgent(word) / WEIGHT_BUCKETS) % STATE_COUNT) as State;
+}
+
+/** Whether the word carries the permit for promote(). */
+export function permitted(word: number): boolean {
+  return (word & PERMIT) !== 0;
 }
 
 // The listeners' reads of the answer word. The poll worker writes it from
@@ -78,22 +91,63 @@ export function generation(word: number): number {
   return (word >>> 16) & 0x7fff;
 }
 
-function pack(gen: number, shown: State, agent: number): number {
-  return ((gen & 0x7fff) << 16) | (agent << 8) | shown;
+function pack(gen: number, state: State, override: Override, bucket: number, permit: boolean): number {
+  const shown = override === MAINT ? UNKNOWN : state;
+  return (permit ? PERMIT : 0) | ((gen & 0x7fff) << 16) | (agentIndex(state, override, bucket) << 8) | shown;
+}
+
+/** The permit's deadline in `cell`'s buffer; one view per thread, made once. */
+export function permitDeadline(cell: Int32Array): BigInt64Array {
+  return new BigInt64Array(cell.buffer, DEADLINE_BYTE, 1);
 }
 
 /**
  * The poll worker's write: UNKNOWN in every protocol, whatever this thread
- * last published, and a new generation, which it returns.
+ * last published, and a new generation, which it returns. The permit is kept.
  */
 export function forceUnknown(cell: Int32Array): number {
   for (;;) {
     const old = Atomics.load(cell, ANSWER_SLOT);
     const gen = (generation(old) + 1) & 0x7fff;
     const override = Atomics.load(cell, OVERRIDE_SLOT) as Override;
-    const next = pack(gen, UNKNOWN, agentIndex(UNKNOWN, override, 0));
+    const next = pack(gen, UNKNOWN, override, 0, permitted(old));
     if (Atomics.compareExchange(cell, ANSWER_SLOT, old, next) === old) return gen;
   }
+}
+
+/**
+ * The poll worker's write for a poll that saw pg_is_in_recovery() false: the
+ * primary this thread would publish for that poll (unknown under maint,
+ * weight bucket 0), with a new generation, which it returns. Only for a
+ * promotion, and only with this thread's permit: when the word stands for a
+ * standby (STANDBY or LAGGING, never UNKNOWN) and carries the permit, and
+ * the permit's deadline (`deadline`, from permitDeadline()) is after
+ * `nowEpochMs`. Otherwise it writes nothing and returns undefined.
+ */
+export function promote(cell: Int32Array, deadline: BigInt64Array, nowEpochMs: number): number | undefined {
+  for (;;) {
+    const old = Atomics.load(cell, ANSWER_SLOT);
+    const was = wordState(old);
+    if (!permitted(old) || (was !== STANDBY && was !== LAGGING)) return undefined;
+    if (nowEpochMs >= Number(Atomics.load(deadline, 0))) return undefined;
+    const gen = (generation(old) + 1) & 0x7fff;
+    const override = Math.floor(shownAgent(old) / (WEIGHT_BUCKETS * STATE_COUNT)) as Override;
+    if (Atomics.compareExchange(cell, ANSWER_SLOT, old, pack(gen, PRIMARY, override, 0, true)) === old) return gen;
+  }
+}
+
+/**
+ * This thread's write over a word of a generation it has not heard of yet
+ * (a forced UNKNOWN, or promote()'s primary): the override and the permit
+ * brought up to date, the state never raised, only lowered: a primary without
+ * the permit (a fence was raised, or a guard's input changed) shows fenced
+ * until the worker's message brings this thread up to date.
+ */
+function lowered(old: number, override: Override, permit: boolean): number {
+  const agent = shownAgent(old);
+  const was = wordState(old);
+  const state = was === PRIMARY && !permit ? FENCED : was;
+  return pack(generation(old), state, override, agent % WEIGHT_BUCKETS, permit);
 }
 
 export function agentIndex(state: State, override: Override, bucket: number): number {
@@ -135,7 +189,7 @@ export interface Status {
   /** Date.now() of the last change. */
   readonly changedAt: number;
   readonly changes: number;
-  /** Sets the poller's state; logs and counts a change of the answered state, does nothing if unchanged. */
+  /** Sets the poller's state; logs and counts a change of the answered state. */
   set(state: State, reason: string): void;
   /**
    * Raises (a reason) or lowers (undefined) the fence; `reason` is also the
@@ -147,7 +201,18 @@ export interface Status {
   setOverride(override: Override): boolean;
   /** Sets the agent weight bucket (0..WEIGHT_BUCKETS-1), from the last poll's lag. */
   setWeightBucket(bucket: number): void;
-  /** The generation of the poll worker's last forced UNKNOWN that this thread has heard of. */
+  /**
+   * Until when (performance.now() ms) a guard lets a promotion that only the
+   * poll worker has seen yet answer primary, besides the fence: 0 not now,
+   * Infinity (the default) until told otherwise. The permit is this and no
+   * fence (ARCHITECTURE.md, "Two threads and one word").
+   */
+  setPermit(untilMs: number): void;
+  /**
+   * The generation of the poll worker's write (a forced UNKNOWN or a
+   * promotion) that this thread has heard of, once its message is applied:
+   * publishes this thread's state under it.
+   */
   sync(gen: number): void;
 }
 
@@ -161,22 +226,31 @@ export function createStatus(onChange: (from: State, to: State, reason: string) 
   let changedAt = Date.now();
   let changes = 0;
   let gen = 0;
-  // Skipped when the worker forced UNKNOWN since: its message, on the way,
-  // brings this thread up to date and publishes again.
+  let permitUntilMs = Infinity;
+  const deadline = permitDeadline(cell);
+  // One CAS loop for every change of this thread's inputs, whatever the
+  // generation: a word of its own generation gets its state; one of another,
+  // which the worker wrote and whose message is on the way, only the
+  // override and the permit, and never a higher state (lowered()).
   const publish = () => {
     Atomics.store(cell, OVERRIDE_SLOT, override);
-    const old = Atomics.load(cell, ANSWER_SLOT);
-    if (generation(old) !== gen) return;
-    const next = pack(gen, override === MAINT ? UNKNOWN : state, agentIndex(state, override, bucket));
-    Atomics.compareExchange(cell, ANSWER_SLOT, old, next);
+    const permit = fence === undefined && permitUntilMs > performance.now();
+    const untilEpochMs = Math.min(NEVER_MS, Math.floor(performance.timeOrigin + permitUntilMs));
+    Atomics.store(deadline, 0, permit ? BigInt(untilEpochMs) : 0n);
+    for (;;) {
+      const old = Atomics.load(cell, ANSWER_SLOT);
+      const next =
+        generation(old) === gen ? pack(gen, state, override, bucket, permit) : lowered(old, override, permit);
+      if (next === old || Atomics.compareExchange(cell, ANSWER_SLOT, old, next) === old) return;
+    }
   };
   publish();
   function update(reason: string): void {
     const from = state;
     const to = polled === PRIMARY && fence !== undefined ? FENCED : polled;
-    if (from === to) return;
     state = to;
     publish();
+    if (from === to) return;
     changedAt = Date.now();
     changes++;
     onChange(from, to, to === FENCED ? fence! : reason);
@@ -218,6 +292,11 @@ export function createStatus(onChange: (from: State, to: State, reason: string) 
     setWeightBucket(to) {
       if (to === bucket) return;
       bucket = to;
+      publish();
+    },
+    setPermit(untilMs) {
+      if (untilMs === permitUntilMs) return;
+      permitUntilMs = untilMs;
       publish();
     },
     sync(to) {

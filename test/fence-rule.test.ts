@@ -12,6 +12,7 @@ import {
   isolated,
   isolationReason,
   liftReason,
+  promotionUntil,
   standing,
   type IsolationFacts,
   type PeerSeen,
@@ -261,5 +262,72 @@ describe("the isolation watch over time: two peers, --isolation-after 2s", () =>
       watch.check(peers, "1", now);
       expect([now, watch.isolated]).toEqual([now, verdict]);
     }
+  });
+});
+
+describe("a promotion shown before this thread hears of it (promotionUntil)", () => {
+  const standby = { inRecovery: true, timeline: 2 };
+  test.each<[string, Partial<PollFacts> | undefined, PeerView[], number | undefined, number | undefined, number]>([
+    [
+      "no peer is primary: until told otherwise",
+      standby,
+      [peer(A, { role: "standby", timeline: 3 })],
+      0,
+      undefined,
+      Infinity,
+    ],
+    [
+      "the old primary on a lower timeline cannot fence the new one",
+      standby,
+      [peer(A, { timeline: 1 })],
+      0,
+      undefined,
+      Infinity,
+    ],
+    [
+      "a peer primary on this standby's timeline: the new one is higher",
+      standby,
+      [peer(A, { timeline: 2 })],
+      0,
+      undefined,
+      Infinity,
+    ],
+    [
+      "a peer primary above this standby's timeline may fence the new one: not now",
+      standby,
+      [peer(A, { timeline: 3 })],
+      0,
+      undefined,
+      0,
+    ],
+    [
+      "the standby's timeline unknown: not while a peer is primary",
+      { ...standby, timeline: null },
+      [peer(A, {})],
+      0,
+      undefined,
+      0,
+    ],
+    [
+      "an unreachable peer does not count",
+      standby,
+      [peer(A, { timeline: 3, result: "timeout" })],
+      0,
+      undefined,
+      Infinity,
+    ],
+    [
+      "a peer of another cluster does not count",
+      standby,
+      [peer(A, { timeline: 3, systemId: OTHER })],
+      0,
+      undefined,
+      Infinity,
+    ],
+    ["no poll yet", undefined, [], 0, undefined, 0],
+    ["the isolation rule: until it would hold", standby, [peer(A, { role: "standby" })], 1500, 2000, 3500],
+    ["the isolation rule, no peer reached yet: not now", standby, [], undefined, 2000, 0],
+  ])("%s", (_, facts, peers, reachedAt, isolationAfterMs, expected) => {
+    expect(promotionUntil(peers, facts && own(facts), reachedAt, isolationAfterMs)).toBe(expected);
   });
 });

@@ -120,6 +120,29 @@ export function holdingPeer(
   return was.result === "bad_certificate" || isolationOn ? was : undefined;
 }
 
+/**
+ * Until when (performance.now() ms) a promotion of this standby that only
+ * the poll worker has seen yet may answer primary (cell.ts, promote): the
+ * fence itself comes with the poll, judged on the new timeline, which is
+ * higher than the standby's but not known before. So never while a peer that
+ * counts is primary on a timeline above the standby's (or the standby's is
+ * not known); with the isolation rule on, until it would hold.
+ */
+export function promotionUntil(
+  peers: readonly PeerView[],
+  own: PollFacts | undefined,
+  reachedAt: number | undefined,
+  isolationAfterMs: number | undefined,
+): number {
+  if (!own) return 0;
+  for (const p of peers) {
+    if (!counts(p, own) || p.role !== "primary" || p.timeline === null) continue;
+    if (own.timeline === null || p.timeline > own.timeline) return 0;
+  }
+  if (isolationAfterMs === undefined) return Infinity;
+  return reachedAt === undefined ? 0 : reachedAt + isolationAfterMs;
+}
+
 /** The log's reason for raising the fence. */
 export function fenceReason(by: PeerView, own: PollFacts): string {
   return `peer ${by.url} is primary on timeline ${by.timeline}, we are on ${own.timeline}`;

@@ -36,6 +36,7 @@ import {
   isolationReason,
   liftReason,
   PEER_RESULTS,
+  promotionUntil,
   standing,
   type GuardMode,
   type IsolationFacts,
@@ -281,6 +282,7 @@ export function startGuard(opts: GuardOptions): Guard {
     if (by) status.setFence(fenceReason(by, own!), "");
     else if (isolation.isolated) status.setFence(`isolated: ${isolationReason(facts)}`, "");
     else if (status.fence !== undefined) status.setFence(undefined, liftReason(fencer, own));
+    status.setPermit(promotionUntil(peers, own, isolation.reachedAt, opts.isolationAfterMs));
     fencer = by;
     logChanges(own, isolation.isolated, facts);
   }

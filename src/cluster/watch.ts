@@ -80,6 +80,9 @@ export function startPatroniWatch(opts: WatchOptions): PatroniWatch {
     const { view: v, why } = current();
     const reason = fenceReason(v, why, settings.member);
     if (reason !== status.fence) status.setFence(reason, `member ${settings.member} holds the leader key`);
+    // Cut off from etcd the view expires with time alone: the worker's
+    // promotion waits for this thread's judgement then (cell.ts, promote).
+    status.setPermit(mirror.connected ? Infinity : 0);
   }
 
   function onChange(): void {

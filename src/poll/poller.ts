@@ -99,18 +99,23 @@ export function startPoller(opts: PollerOptions): Poller {
   worker.onmessage = (event: MessageEvent<WorkerMessage>) => {
     const m = event.data;
     switch (m.t) {
+      // Each message is applied before its generation is synced: until
+      // then this thread's writes leave the worker's state as it is (a
+      // promotion the worker published is not taken back to standby) or
+      // lower it (cell.ts, lowered()); the sync publishes the outcome.
       case "ok":
         // Overtaken by a forced UNKNOWN (the poll went stale, or the
-        // connection failed, before this thread got to it): dropped.
+        // connection failed, before this thread got to it) or by the
+        // worker's own promotion, whose message follows: dropped.
         if (m.gen !== generation(Atomics.load(cell, ANSWER_SLOT))) return;
-        status.sync(m.gen);
-        return results.ok(m.row, m.startedEpochMs - performance.timeOrigin, m.durationsMs);
+        results.ok(m.row, m.startedEpochMs - performance.timeOrigin, m.durationsMs);
+        return status.sync(m.gen);
       case "fail":
-        status.sync(m.gen);
-        return results.fail(m.reason, m.code, m.retry);
+        results.fail(m.reason, m.code, m.retry);
+        return status.sync(m.gen);
       case "stale":
-        status.sync(m.gen);
-        return results.stale();
+        results.stale();
+        return status.sync(m.gen);
       case "warn":
         return log.warning(m.message);
       case "stopped":
@@ -123,8 +128,9 @@ export function startPoller(opts: PollerOptions): Poller {
   let ending = false;
   const died = (message: string) => {
     if (ending) return;
-    status.sync(forceUnknown(cell));
+    const gen = forceUnknown(cell);
     status.set(UNKNOWN, "poll worker stopped");
+    status.sync(gen);
     opts.onWorkerDeath(message);
   };
   worker.addEventListener("error", (event) => died((event as ErrorEvent).message || "error"));

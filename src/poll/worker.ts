@@ -2,9 +2,10 @@
 // flood of connections, and Bun then runs its timers late (seconds, at 15k
 // connections/s); here the deadline, the backoff and the stale timer keep
 // time. A failure or a stale poll is written into the shared answer word at
-// once (cell.ts, forceUnknown), before the main thread hears of it.
+// once (cell.ts, forceUnknown), before the main thread hears of it, and so is
+// a promotion the main thread has permitted in advance (cell.ts, promote).
 import { pollLoop, type Loop, type LoopConfig, type LoopTimings } from "./loop.ts";
-import { ANSWER_SLOT, forceUnknown, generation } from "../cell.ts";
+import { ANSWER_SLOT, forceUnknown, generation, permitDeadline, promote } from "../cell.ts";
 
 /** What the main thread (poller.ts) sends. */
 export type WorkerCommand =
@@ -30,6 +31,7 @@ for (const key of Object.keys(process.env)) if (key.startsWith("PG")) delete pro
 
 let loop: Loop | undefined;
 let cell: Int32Array;
+let deadline: BigInt64Array;
 /** Slot 0: performance.timeOrigin + now of the last good poll's start, for the main thread's ages. */
 let lastPoll: Float64Array;
 
@@ -55,7 +57,10 @@ function ok(row: Record<string, unknown>, startedAt: number, durationMs: number)
   const now = performance.now();
   lastPoll[0] = performance.timeOrigin + startedAt;
   durations.push(durationMs);
-  if (!changed(row) && now - lastSentAt < QUIET_MS) return;
+  // The listeners' thread may be busy with connections for a while before
+  // it reads the message below: a promotion it permitted is shown now.
+  const promoted = row.in_recovery === false && promote(cell, deadline, performance.timeOrigin + now) !== undefined;
+  if (!promoted && !changed(row) && now - lastSentAt < QUIET_MS) return;
   send({
     t: "ok",
     row,
@@ -72,6 +77,7 @@ self.onmessage = async (event: MessageEvent<WorkerCommand>) => {
   const m = event.data;
   if (m.t === "start") {
     cell = m.cell;
+    deadline = permitDeadline(cell);
     lastPoll = m.lastPoll;
     loop = pollLoop(m.config, {
       ok,

@@ -1,6 +1,5 @@
 // Durations, sizes and addresses: parsed from the text a user types, and
 // formatted back for logs and errors; oneLine for messages of other libraries.
-import { isIP } from "node:net";
 
 export type ListenMode = "raw" | "http" | "agent";
 export const LISTEN_MODES: readonly ListenMode[] = ["raw", "http", "agent"];
@@ -59,6 +58,45 @@ export function parsePort(text: string, min: number): number | undefined {
   return n >= min && n <= 65535 ? n : undefined;
 }
 
+const IPV4_PART = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+const IPV6_GROUP = /^[0-9a-fA-F]{1,4}$/;
+const IPV6_ZONE = /%[0-9a-zA-Z.:-]+$/;
+
+function isIpv4(text: string): boolean {
+  const parts = text.split(".");
+  return parts.length === 4 && parts.every((p) => IPV4_PART.test(p));
+}
+
+/** The 16-bit groups of one side of "::", a dotted IPv4 counting two; -1 when one is not a group. */
+function ipv6Groups(side: string, last: boolean): number {
+  if (side === "") return 0;
+  const groups = side.split(":");
+  const tail = groups.at(-1)!;
+  const v4 = last && tail.includes(".");
+  if (v4 && !isIpv4(tail)) return -1;
+  const hex = v4 ? groups.slice(0, -1) : groups;
+  return hex.every((g) => IPV6_GROUP.test(g)) ? groups.length + (v4 ? 1 : 0) : -1;
+}
+
+function isIpv6(text: string): boolean {
+  const halves = text.replace(IPV6_ZONE, "").split("::");
+  if (halves.length > 2) return false;
+  const left = ipv6Groups(halves[0]!, halves.length === 1);
+  if (halves.length === 1) return left === 8;
+  const right = ipv6Groups(halves[1]!, true);
+  return left >= 0 && right >= 0 && left + right <= 7;
+}
+
+/**
+ * 4 or 6 for an IP address literal, else 0: what node:net's isIP answers
+ * (dotted IPv4 without leading zeros; IPv6 text forms of RFC 4291 section 2.2
+ * with an optional %zone), without loading node:net into the listeners' thread.
+ */
+export function ipVersion(text: string): 0 | 4 | 6 {
+  if (isIpv4(text)) return 4;
+  return text.includes(":") && isIpv6(text) ? 6 : 0;
+}
+
 export const LISTEN_EXPECTED = `[[tls+]${LISTEN_MODES.join("|")}:]HOST:PORT with an IP address, IPv6 in brackets, port 0..65535`;
 
 /** `[[tls+]MODE:]HOST:PORT`, IPv6 in brackets; `tls:` alone is tls+raw. Returns an error text on failure. */
@@ -82,12 +120,12 @@ export function parseListen(text: string): ListenAddress | string {
   const host = (m[1] ?? m[2])!;
   const port = parsePort(m[3]!, 0);
   if (port === undefined) return LISTEN_EXPECTED;
-  if (m[1] !== undefined ? isIP(host) !== 6 : isIP(host) !== 4) return LISTEN_EXPECTED;
+  if (m[1] !== undefined ? ipVersion(host) !== 6 : ipVersion(host) !== 4) return LISTEN_EXPECTED;
   return tls ? { mode, host, port, tls } : { mode, host, port };
 }
 
 export function formatAddress(l: { host: string; port: number }): string {
-  return isIP(l.host) === 6 ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
+  return ipVersion(l.host) === 6 ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
 }
 
 /**

@@ -3,12 +3,14 @@
 // read and print what users type. The CLI tests in cli.test.ts show the same
 // checks through the program.
 import { describe, expect, test } from "bun:test";
+import { isIP } from "node:net";
 import { buildConfig, buildDemoConfig, parseArgv } from "../src/config/load.ts";
 import { OPTIONS } from "../src/config/options.ts";
 import {
   formatAddress,
   formatBytes,
   formatDuration,
+  ipVersion,
   parseDurationMs,
   parseListen,
   parsePeer,
@@ -124,6 +126,70 @@ describe("units", () => {
   ])("parseListen(%j)", (text, address) => {
     const parsed = parseListen(text);
     expect(typeof parsed === "string" ? undefined : parsed).toEqual(address);
+  });
+
+  // The listeners' thread checks addresses without node:net; ipVersion must
+  // answer what node:net's isIP answers, case by case.
+  test.each<[string, 0 | 4 | 6]>([
+    ["1.2.3.4", 4],
+    ["0.0.0.0", 4],
+    ["255.255.255.255", 4],
+    ["256.1.1.1", 0],
+    ["01.2.3.4", 0],
+    ["1.2.3", 0],
+    ["1.2.3.4.5", 0],
+    ["1..3.4", 0],
+    [" 1.2.3.4", 0],
+    ["", 0],
+    ["::", 6],
+    ["::1", 6],
+    ["1::", 6],
+    ["FE80::abcd", 6],
+    ["1:2:3:4:5:6:7:8", 6],
+    ["1:2:3:4:5:6:7::", 6],
+    ["::2:3:4:5:6:7:8", 6],
+    ["0000:0000:0000:0000:0000:0000:0000:0000", 6],
+    ["::ffff:1.2.3.4", 6],
+    ["1:2:3:4:5:6:1.2.3.4", 6],
+    ["1:2:3:4:5::1.2.3.4", 6],
+    ["fe80::1%eth0", 6],
+    ["fe80::1%a.b:c-d", 6],
+    [":::", 0],
+    ["1::2::3", 0],
+    [":1::2", 0],
+    ["1::2:", 0],
+    ["1:2:3:4:5:6:7", 0],
+    ["1:2:3:4:5:6:7:8:9", 0],
+    ["1:2:3:4:5:6::1.2.3.4", 0],
+    ["1.2.3.4::", 0],
+    ["::01.2.3.4", 0],
+    ["12345::", 0],
+    ["g::", 0],
+    ["fe80::1%", 0],
+    ["fe80::1%eth 0", 0],
+    ["[::1]", 0],
+    ["1.2.3.4%z", 0],
+  ])("ipVersion(%j) = %p, as node:net's isIP", (text, version) => {
+    expect(ipVersion(text)).toBe(version);
+    expect(isIP(text)).toBe(version);
+  });
+
+  test("ipVersion agrees with node:net's isIP on generated texts", () => {
+    // Valid groups, empty ones (for "::") and near misses, joined by ":"; a fixed seed.
+    const GROUPS = ["", "", "0", "ffff", "db8", "A", "1.2.3.4", "255.0.0.01", "%z", "10000", "g"];
+    let seed = 12;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), Math.floor((seed / 2 ** 31) * n));
+    const disagree: string[] = [];
+    const found = [0, 0, 0, 0, 0, 0, 0];
+    for (let i = 0; i < 50_000; i++) {
+      const text = Array.from({ length: random(11) }, () => GROUPS[random(GROUPS.length)]).join(":");
+      found[isIP(text)]!++;
+      if (ipVersion(text) !== isIP(text)) disagree.push(text);
+    }
+    expect(disagree).toEqual([]);
+    // The texts reach both families, not only refusals.
+    expect(found[4]).toBeGreaterThan(100);
+    expect(found[6]).toBeGreaterThan(100);
   });
 
   test("formatAddress brackets IPv6 only", () => {

@@ -1,13 +1,13 @@
 // The kinds of value an option takes: how its text is parsed, what is
 // accepted (as error messages say it) and the placeholder --help shows.
 // options.ts gives each option one of these.
-import { isIP } from "node:net";
 import { buildAllowList } from "../listen/allow.ts";
 import { ConninfoError, isUrl, parseConninfo, redactConninfo } from "../poll/libpq/conninfo.ts";
 import { parseClusterName } from "./debian-cluster.ts";
 import { ETCD_URL_EXPECTED, etcdUrl as normalEtcdUrl, isTag, TAG_EXPECTED } from "./patroni.ts";
 import {
   formatDuration,
+  ipVersion,
   LISTEN_EXPECTED,
   type ListenAddress,
   parseDurationMs,
@@ -119,7 +119,7 @@ export function ipAddress(whenEmpty: string): Kind<string> {
     expected: "an IPv4 or IPv6 address",
     parse: (text) => {
       const host = text === "" ? whenEmpty : text.replace(/^\[(.*)\]$/, "$1");
-      return isIP(host) === 0 ? undefined : host;
+      return ipVersion(host) === 0 ? undefined : host;
     },
   };
 }

@@ -7,9 +7,9 @@
 // listen({ fd }) does not); its address is read here through libc, before
 // anything accepts on it.
 import { ptr } from "bun:ffi";
-import { isIP } from "node:net";
 import { ListenError } from "./gate.ts";
 import { libc } from "./libc.ts";
+import { ipVersion } from "../units.ts";
 
 /** The first passed fd (SD_LISTEN_FDS_START). */
 const FIRST_FD = 3;
@@ -81,7 +81,7 @@ function describeSocket(fd: number): InheritedSocket {
 
 /** One spelling per address, so that "::1" and "0:0:0:0:0:0:0:1" compare equal. */
 export function canonicalHost(host: string): string {
-  return isIP(host) === 6 ? new URL(`http://[${host}]/`).hostname.slice(1, -1) : host;
+  return ipVersion(host) === 6 ? new URL(`http://[${host}]/`).hostname.slice(1, -1) : host;
 }
 
 /** The inherited socket bound to exactly `address`, taken out of `sockets`; undefined when none is. */

@@ -15,11 +15,12 @@
 // haproxy resumes TLS sessions between checks, and an OpenSSL server without
 // a session id context that requires client certificates fails every resumed
 // one; Bun resumes them with the certificate's verdict kept, which
-// test/tls.test.ts watches over many haproxy checks.
+// test/tls.test.ts watches over many haproxy checks. node:crypto and node:tls
+// are loaded (process.getBuiltinModule) only where TLS is configured: a plain
+// listener's thread does without them (ARCHITECTURE.md, "Memory").
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
-import { createPrivateKey, X509Certificate } from "node:crypto";
+import type { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { createServer } from "node:tls";
 import type { ClientCertRule, PeerTlsConfig, TlsConfig } from "../config/types.ts";
 import type { Logger } from "../log.ts";
 
@@ -83,6 +84,7 @@ function readPem(path: string, what: string): string {
 
 /** Reads and checks the files of `config`: a certificate, its key (they must match), the CA. */
 export function loadTls(config: TlsConfig): TlsMaterial {
+  const { createPrivateKey, X509Certificate } = process.getBuiltinModule("node:crypto");
   const cert = readPem(config.certFile, "certificate file");
   const key = readPem(config.keyFile, "key file");
   const ca = config.caFile === undefined ? undefined : readPem(config.caFile, "CA file");
@@ -133,7 +135,7 @@ export function loadTls(config: TlsConfig): TlsMaterial {
  * connections keep theirs. Throws TlsError when this Bun cannot do it.
  */
 export function swapContext(server: TCPSocketListener<unknown>, material: TlsMaterial): void {
-  const holder = createServer({
+  const holder = process.getBuiltinModule("node:tls").createServer({
     requestCert: material.options.requestCert,
     rejectUnauthorized: material.options.rejectUnauthorized,
   }) as unknown as { setSecureContext?: (options: object) => void };
@@ -260,6 +262,7 @@ export function loadPeerTls(config: PeerTlsConfig): { ca?: string; cert?: string
   if (config.certFile === undefined || config.keyFile === undefined) return { ca };
   const cert = readPem(config.certFile, "certificate file");
   const key = readPem(config.keyFile, "key file");
+  const { createPrivateKey, X509Certificate } = process.getBuiltinModule("node:crypto");
   try {
     if (new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) return { ca, cert, key };
   } catch (err) {

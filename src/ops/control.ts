@@ -3,9 +3,8 @@
 // lives in a 0700 directory of that user's. One request per connection: a
 // word ("drain", "maint", "ready") and a newline; the reply is the override
 // now in force, or "error ..." for anything else or a failed save.
-import type { UnixSocketListener } from "bun";
+import type { Socket, UnixSocketListener } from "bun";
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
-import { connect } from "node:net";
 import { dirname } from "node:path";
 import type { Logger } from "../log.ts";
 import { OVERRIDE_NAMES, type Override, type Status } from "../cell.ts";
@@ -142,35 +141,45 @@ export function prepareDir(dir: string, { what, flag, content } = CONTROL_DIR): 
   }
 }
 
-function reachable(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ path });
-    s.on("connect", () => (s.destroy(), resolve(true)));
-    s.on("error", () => resolve(false));
-  });
+async function reachable(path: string): Promise<boolean> {
+  try {
+    (await Bun.connect({ unix: path, socket: { data() {} } })).terminate();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Sends one override word to a running replstatus; resolves to its reply line. */
-export function sendControl(path: string, word: string, timeoutMs = CONTROL_TIMEOUT_MS): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = "";
-    const s = connect({ path });
-    const timer = setTimeout(() => {
-      s.destroy();
+export async function sendControl(path: string, word: string, timeoutMs = CONTROL_TIMEOUT_MS): Promise<string> {
+  let text = "";
+  let done: (reply: string) => void = () => {};
+  const replied = new Promise<string>((resolve) => (done = resolve));
+  let socket: Socket;
+  try {
+    socket = await Bun.connect({
+      unix: path,
+      socket: {
+        data: (_, chunk) => void (text += chunk.toString("latin1")),
+        close: () => done(text.trim()),
+      },
+    });
+  } catch (err) {
+    throw unreachable(path, err as NodeJS.ErrnoException);
+  }
+  socket.write(`${word}\n`);
+  let timer: Timer | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      socket.terminate();
       reject(new ControlError(`no answer on control socket ${path} within ${timeoutMs}ms`, "ETIMEDOUT"));
     }, timeoutMs);
-    s.on("connect", () => s.write(`${word}\n`));
-    s.on("data", (d: Buffer) => (text += d.toString("latin1")));
-    s.on("end", () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(text.trim());
-    });
-    s.on("error", (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(unreachable(path, err));
-    });
   });
+  try {
+    return await Promise.race([replied, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function unreachable(path: string, err: NodeJS.ErrnoException): ControlError {
@@ -187,6 +196,6 @@ function unreachable(path: string, err: NodeJS.ErrnoException): ControlError {
         "run as the user that runs replstatus",
       );
     default:
-      return new ControlError(`could not reach ${path}: ${err.message}`, err.code ?? "EUNKNOWN");
+      return new ControlError(`could not reach ${path}: ${err.code ?? err.message}`, err.code ?? "EUNKNOWN");
   }
 }

@@ -141,29 +141,38 @@ function share(total: number, parts: number, i: number): number {
   return Math.floor(total / parts) + (i < total % parts ? 1 : 0);
 }
 
-/** Run one load against host:port and return the merged result. */
-export async function runLoad(partial: Partial<LoadOptions>): Promise<LoadResult> {
-  const o: LoadOptions = { ...DEFAULTS, ...partial };
-  const procs = Math.max(1, Math.min(o.procs, o.concurrency));
+/** Samples a process's VmRSS while a run lasts: the peak, and the value after the run settles. */
+interface RssSampler {
+  /** Stops sampling; resolves to before/peak/after, or null without a pid or /proc. */
+  finish(): Promise<MemorySample | null>;
+}
+
+async function sampleRss(pid: number): Promise<RssSampler> {
+  const before = pid > 0 ? await readRssKb(pid) : null;
+  if (before === null) return { finish: async () => null };
+  const r: MemorySample = { beforeKb: before, peakKb: before, afterKb: before };
+  const sampler = setInterval(async () => {
+    const kb = await readRssKb(pid);
+    if (kb !== null && kb > r.peakKb) r.peakKb = kb;
+  }, RSS_SAMPLE_MS);
+  return {
+    async finish() {
+      clearInterval(sampler);
+      await Bun.sleep(RSS_SETTLE_MS);
+      const after = await readRssKb(pid);
+      if (after !== null) {
+        r.afterKb = after;
+        if (after > r.peakKb) r.peakKb = after;
+      }
+      return r;
+    },
+  };
+}
+
+/** Starts the worker processes, each with its share of the slots, and returns their reports. */
+async function runWorkers(o: LoadOptions, procs: number, durationMs: number): Promise<WorkerReport[]> {
   const startAtMs = Date.now() + START_DELAY_MS;
-  const durationMs = o.waves > 0 ? (o.waves - 1) * o.waveGapMs + o.timeoutMs : o.durationS * 1000;
   const sources = sourceAddresses(o.host, o.spread);
-
-  let rss: MemorySample | null = null;
-  let sampler: ReturnType<typeof setInterval> | undefined;
-  if (o.serverPid > 0) {
-    const before = await readRssKb(o.serverPid);
-    if (before !== null) {
-      const r: MemorySample = { beforeKb: before, peakKb: before, afterKb: before };
-      rss = r;
-      sampler = setInterval(async () => {
-        const kb = await readRssKb(o.serverPid);
-        if (kb !== null && kb > r.peakKb) r.peakKb = kb;
-      }, RSS_SAMPLE_MS);
-    }
-  }
-
-  const overflowsBefore = await readListenOverflows();
   const workers: Bun.Subprocess<"ignore", "pipe", "inherit">[] = [];
   for (let i = 0; i < procs; i++) {
     const config: WorkerConfig = {
@@ -214,18 +223,17 @@ export async function runLoad(partial: Partial<LoadOptions>): Promise<LoadResult
       untrack(w.pid);
     }
   }
+  return reports;
+}
 
-  const overflowsAfter = await readListenOverflows();
-  if (sampler) clearInterval(sampler);
-  if (rss) {
-    await Bun.sleep(RSS_SETTLE_MS);
-    const after = await readRssKb(o.serverPid);
-    if (after !== null) {
-      rss.afterKb = after;
-      if (after > rss.peakKb) rss.peakKb = after;
-    }
-  }
-
+/** The workers' reports as one result. */
+function mergeReports(
+  o: LoadOptions,
+  procs: number,
+  reports: WorkerReport[],
+  listenOverflows: number | null,
+  serverRss: MemorySample | null,
+): LoadResult {
   const hist = createHistogram();
   const sum = (f: (r: WorkerReport) => number) => reports.reduce((a, r) => a + f(r), 0);
   for (const r of reports) mergeSparse(hist, r.hist);
@@ -257,9 +265,29 @@ export async function runLoad(partial: Partial<LoadOptions>): Promise<LoadResult
     errorCodes: [...new Set(reports.flatMap((r) => r.errorCodes))],
     mismatches: sum((r) => r.mismatches),
     resets: sum((r) => r.resets),
-    listenOverflows: overflowsBefore === null || overflowsAfter === null ? null : overflowsAfter - overflowsBefore,
-    serverRss: rss,
+    listenOverflows,
+    serverRss,
   };
+}
+
+/** Run one load against host:port and return the merged result. */
+export async function runLoad(partial: Partial<LoadOptions>): Promise<LoadResult> {
+  const o: LoadOptions = { ...DEFAULTS, ...partial };
+  const procs = Math.max(1, Math.min(o.procs, o.concurrency));
+  const durationMs = o.waves > 0 ? (o.waves - 1) * o.waveGapMs + o.timeoutMs : o.durationS * 1000;
+  const rss = await sampleRss(o.serverPid);
+  const overflowsBefore = await readListenOverflows();
+  let reports: WorkerReport[];
+  try {
+    reports = await runWorkers(o, procs, durationMs);
+  } catch (err) {
+    await rss.finish();
+    throw err;
+  }
+  const overflowsAfter = await readListenOverflows();
+  const serverRss = await rss.finish();
+  const overflows = overflowsBefore === null || overflowsAfter === null ? null : overflowsAfter - overflowsBefore;
+  return mergeReports(o, procs, reports, overflows, serverRss);
 }
 
 function fmtRate(n: number): string {

@@ -6,7 +6,10 @@
 // - a bare Bun.listen with an empty 50 ms timer (the least a polling Bun process costs);
 // - the poll query every 50 ms through postgres.js, nothing else (idle-pg.ts);
 // - the same query every 50 ms as raw protocol bytes on a plain Bun socket (idle-pg.ts --client raw).
-import { readFileSync } from "node:fs";
+// For each replstatus the log also splits its CPU by thread (schedstat's run time, in ns), to show
+// where an idle responder's time goes: the main thread, the poll worker, the JIT, the GC, the
+// allocator's purge thread.
+import { readdirSync, readFileSync } from "node:fs";
 import { readRssKb } from "./loadgen.ts";
 import { floorCommand, startServer, type ServerProcess } from "./server.ts";
 import type { PgNode } from "./targets.ts";
@@ -17,6 +20,8 @@ export interface IdleRow {
   label: string;
   cpuPercent: number;
   rssKb: number;
+  /** replstatus only: % of a core by thread group (THREAD_GROUPS), from live threads' run time. */
+  threads?: Record<string, number>;
 }
 
 export interface IdleResult {
@@ -36,6 +41,53 @@ function cpuSeconds(pid: number, hz: number): number {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // Fields 14 and 15 of stat(5), counted from the state field (3) after the command name.
   return (Number(fields[11]) + Number(fields[12])) / hz;
+}
+
+/**
+ * Bun's and JavaScriptCore's thread names as groups (comm keeps the last 15 characters: "Heap
+ * Collector Thread" is "ollector Thread"). The process's first thread is "main"; a Worker's, "Worker".
+ */
+const THREAD_GROUPS: [RegExp, string][] = [
+  [/^Worker$/, "poll worker"],
+  [/^JITWorker$|^JSCWarmUp$/, "jit"],
+  [/^HeapHelper$|ollector Thread$/, "gc"],
+  [/^mi-scavenger$/, "allocator purge"],
+];
+
+const GROUP_ORDER = ["main", ...THREAD_GROUPS.map(([, group]) => group), "other"];
+
+/** Run time in ns of each live thread of pid (schedstat), keyed by tid; empty where unreadable. */
+function threadNs(pid: number): Map<string, { group: string; ns: number }> {
+  const out = new Map<string, { group: string; ns: number }>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
+      const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+      const group = tid === String(pid) ? "main" : (THREAD_GROUPS.find(([re]) => re.test(comm))?.[1] ?? "other");
+      if (Number.isFinite(ns)) out.set(tid, { group, ns });
+    } catch {
+      // exited while we looked
+    }
+  }
+  return out;
+}
+
+/** % of a core by group between two threadNs() samples; a thread that exited meanwhile is not counted. */
+function threadPercent(
+  before: Map<string, { group: string; ns: number }>,
+  after: Map<string, { group: string; ns: number }>,
+  wallS: number,
+): Record<string, number> {
+  const out: Record<string, number> = Object.fromEntries(GROUP_ORDER.map((g) => [g, 0]));
+  for (const [tid, t] of after)
+    out[t.group] = (out[t.group] ?? 0) + (100 * (t.ns - (before.get(tid)?.ns ?? 0))) / 1e9 / wallS;
+  return out;
 }
 
 const IDLE_PG = new URL("./idle-pg.ts", import.meta.url).pathname;
@@ -84,21 +136,32 @@ export async function measureIdle(
     await Bun.sleep(2000);
     const t0 = performance.now();
     const before = procs.map((p) => cpuSeconds(p.pid, hz));
+    const ours = (key: string) => key.startsWith("replstatus") && !key.endsWith("-backend");
+    const threadsBefore = procs.map((p) => (ours(p.key) ? threadNs(p.pid) : undefined));
     log(`idle: measuring ${procs.length} processes for ${windowS} s`);
     await Bun.sleep(windowS * 1000);
     const wallS = (performance.now() - t0) / 1000;
     const rows: IdleRow[] = [];
     for (const [i, p] of procs.entries()) {
       const cpu = cpuSeconds(p.pid, hz) - before[i]!;
+      const threadsAt = threadsBefore[i];
+      const threads = threadsAt && threadPercent(threadsAt, threadNs(p.pid), wallS);
       rows.push({
         key: p.key,
         label: p.label,
         cpuPercent: (100 * cpu) / wallS,
         rssKb: (await readRssKb(p.pid)) ?? Number.NaN,
+        ...(threads && { threads }),
       });
     }
-    for (const r of rows)
-      log(`idle ${r.key}: ${r.cpuPercent.toFixed(2)}% of a core, ${(r.rssKb / 1024).toFixed(1)} MB`);
+    for (const r of rows) {
+      const split = r.threads
+        ? ` (${Object.entries(r.threads)
+            .map(([group, pct]) => `${group} ${pct.toFixed(3)}`)
+            .join(", ")})`
+        : "";
+      log(`idle ${r.key}: ${r.cpuPercent.toFixed(2)}% of a core${split}, ${(r.rssKb / 1024).toFixed(1)} MB`);
+    }
     return { windowS, rows };
   } finally {
     await Promise.all(others.map((o) => o.server.stop()));

@@ -252,8 +252,10 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
 
   function succeed(row: Record<string, unknown>, startedAt: number): boolean {
     if (typeof row.data_directory === "string") pm.learn(row.data_directory);
-    // A few microseconds a poll, and a smart shutdown is seen even where the directory cannot be watched.
-    if (pm.status() === "stopping") return (fail(SHUTTING_DOWN, "57P03"), false);
+    // A smart shutdown is seen even where the directory cannot be watched. Where it is, the watch
+    // tells every rewrite, so the file is read only at a connection's first poll (the watch may have
+    // been armed just now): reading it was a quarter of an idle poll's CPU (bench/README.md, idle).
+    if ((session.fresh || !pm.watching) && pm.status() === "stopping") return (fail(SHUTTING_DOWN, "57P03"), false);
     const now = performance.now();
     retry.succeeded();
     // Fresh until staleAfterMs after the poll *started*: the answer may be

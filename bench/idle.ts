@@ -26,7 +26,11 @@ export interface IdleRow {
 
 export interface IdleResult {
   windowS: number;
+  /** How many windows ran back to back; rows are the last one's. */
+  windows: number;
   rows: IdleRow[];
+  /** With windows > 1: the first window's rows, which hold the warm-up. */
+  firstRows?: IdleRow[];
 }
 
 function clockTicks(): number {
@@ -99,11 +103,40 @@ async function backendPid(node: PgNode): Promise<number> {
   return Number(await waitFor(`replstatus's backend on ${node.name}`, async () => await node.sql(q), 10_000));
 }
 
+/** CPU over one window of `windowS` for each process, split by thread for ours. */
+async function measureWindow(
+  procs: { key: string; label: string; pid: number }[],
+  windowS: number,
+  hz: number,
+  ours: (key: string) => boolean,
+): Promise<IdleRow[]> {
+  const t0 = performance.now();
+  const before = procs.map((p) => cpuSeconds(p.pid, hz));
+  const threadsBefore = procs.map((p) => (ours(p.key) ? threadNs(p.pid) : undefined));
+  await Bun.sleep(windowS * 1000);
+  const wallS = (performance.now() - t0) / 1000;
+  const rows: IdleRow[] = [];
+  for (const [i, p] of procs.entries()) {
+    const cpu = cpuSeconds(p.pid, hz) - before[i]!;
+    const threadsAt = threadsBefore[i];
+    const threads = threadsAt && threadPercent(threadsAt, threadNs(p.pid), wallS);
+    rows.push({
+      key: p.key,
+      label: p.label,
+      cpuPercent: (100 * cpu) / wallS,
+      rssKb: (await readRssKb(p.pid)) ?? Number.NaN,
+      ...(threads && { threads }),
+    });
+  }
+  return rows;
+}
+
 export async function measureIdle(
   primary: PgNode,
   standby: PgNode,
   windowS: number,
   log: (line: string) => void,
+  windows = 1,
 ): Promise<IdleResult> {
   const hz = clockTicks();
   await using replstatus = await startReplstatus(primary);
@@ -132,37 +165,29 @@ export async function measureIdle(
       { key: "replstatus-standby-backend", label: "its PostgreSQL backend", pid: await backendPid(standby) },
       ...others.map((o) => ({ key: o.key, label: o.label, pid: o.server.pid })),
     ];
-    // Start-up (module loading, JIT warm-up, connecting) is not idle time.
+    // Start-up (module loading, connecting) is not idle time. The first window still holds the
+    // warm-up (JIT tier-up, Bun's GC timer); with windows = 2 the second one is the steady cost.
     await Bun.sleep(2000);
-    const t0 = performance.now();
-    const before = procs.map((p) => cpuSeconds(p.pid, hz));
     const ours = (key: string) => key.startsWith("replstatus") && !key.endsWith("-backend");
-    const threadsBefore = procs.map((p) => (ours(p.key) ? threadNs(p.pid) : undefined));
-    log(`idle: measuring ${procs.length} processes for ${windowS} s`);
-    await Bun.sleep(windowS * 1000);
-    const wallS = (performance.now() - t0) / 1000;
-    const rows: IdleRow[] = [];
-    for (const [i, p] of procs.entries()) {
-      const cpu = cpuSeconds(p.pid, hz) - before[i]!;
-      const threadsAt = threadsBefore[i];
-      const threads = threadsAt && threadPercent(threadsAt, threadNs(p.pid), wallS);
-      rows.push({
-        key: p.key,
-        label: p.label,
-        cpuPercent: (100 * cpu) / wallS,
-        rssKb: (await readRssKb(p.pid)) ?? Number.NaN,
-        ...(threads && { threads }),
-      });
+    const measured: IdleRow[][] = [];
+    for (let w = 0; w < windows; w++) {
+      log(`idle: measuring ${procs.length} processes for ${windowS} s (window ${w + 1} of ${windows})`);
+      measured.push(await measureWindow(procs, windowS, hz, ours));
     }
-    for (const r of rows) {
-      const split = r.threads
-        ? ` (${Object.entries(r.threads)
-            .map(([group, pct]) => `${group} ${pct.toFixed(3)}`)
-            .join(", ")})`
-        : "";
-      log(`idle ${r.key}: ${r.cpuPercent.toFixed(2)}% of a core${split}, ${(r.rssKb / 1024).toFixed(1)} MB`);
+    for (const [w, rows] of measured.entries()) {
+      for (const r of rows) {
+        const split = r.threads
+          ? ` (${Object.entries(r.threads)
+              .map(([group, pct]) => `${group} ${pct.toFixed(3)}`)
+              .join(", ")})`
+          : "";
+        log(
+          `idle ${r.key}, window ${w + 1}: ${r.cpuPercent.toFixed(2)}% of a core${split}, ${(r.rssKb / 1024).toFixed(1)} MB`,
+        );
+      }
     }
-    return { windowS, rows };
+    const rows = measured.at(-1)!;
+    return { windowS, windows, rows, ...(windows > 1 && { firstRows: measured[0]! }) };
   } finally {
     await Promise.all(others.map((o) => o.server.stop()));
   }

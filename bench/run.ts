@@ -63,6 +63,7 @@ const PLAN = quick
       stormS: 3,
       trials: 2,
       idleS: 10,
+      idleWindows: 1,
       restarts: 3,
       downtimeTrials: 1,
     }
@@ -74,6 +75,7 @@ const PLAN = quick
       stormS: 5,
       trials: 5,
       idleS: 60,
+      idleWindows: 2,
       restarts: 10,
       downtimeTrials: 5,
     };
@@ -240,8 +242,8 @@ try {
   }
 
   if (want("idle")) {
-    log(`idle: CPU time over ${PLAN.idleS} s`);
-    results.idle = await measureIdle(primary, pair.pair.standby, PLAN.idleS, log);
+    log(`idle: CPU time over ${PLAN.idleWindows} x ${PLAN.idleS} s`);
+    results.idle = await measureIdle(primary, pair.pair.standby, PLAN.idleS, log, PLAN.idleWindows);
   }
 
   if (want("restart")) {
@@ -418,9 +420,13 @@ if (results.idle) {
     const a = row(key);
     const backend = row(`${key}-backend`);
     if (!a) continue;
+    // With two windows the figure is the second: the first holds the warm-up (JIT, GC timer).
+    const first = results.idle.firstRows?.find((r) => r.key === key);
+    const w = results.idle.windowS;
+    const when = first ? `${w} s, after a first ${w} s` : `${w} s`;
     rows.push({
-      figure: `idle CPU on the ${where} over ${results.idle.windowS} s (% of a core)`,
-      replstatus: `${a.cpuPercent.toFixed(2)}%, ${fmtMb(a.rssKb)}`,
+      figure: `idle CPU on the ${where} over ${when} (% of a core)`,
+      replstatus: `${a.cpuPercent.toFixed(2)}%${first ? ` (first window ${first.cpuPercent.toFixed(2)}%)` : ""}, ${fmtMb(a.rssKb)}`,
       baseline: backend ? `its backend ${backend.cpuPercent.toFixed(2)}%` : "(inside PostgreSQL)",
       ratio: "",
       floor: others.map((o) => `${o.key} ${o.cpuPercent.toFixed(2)}%`).join("; "),

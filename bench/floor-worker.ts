@@ -5,6 +5,7 @@
 //
 //   bun bench/floor-worker.ts [--db URL] [--interval-ms 50]
 import { parseArgs } from "node:util";
+import { announce } from "./announce.ts";
 
 const POLL = "poll";
 
@@ -37,13 +38,7 @@ if (Bun.isMainThread) {
     // Ready once the worker's first poll is done.
     await new Promise((resolve) => worker.addEventListener("message", resolve, { once: true }));
   }
-  console.log(`port=${listener.port}`);
-  const stop = () => {
-    listener.stop(true);
-    process.exit(0);
-  };
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
+  announce(listener);
 } else {
   const self = globalThis as unknown as Worker;
   self.onmessage = async (event: MessageEvent<{ t: string; db: string; intervalMs: number }>) => {

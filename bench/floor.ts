@@ -11,6 +11,7 @@
 // src/listen/raw.ts) instead of closing at once: what the FIN-after-reply rule costs on bare Bun.
 import { parseArgs } from "node:util";
 import { setBacklog } from "../src/listen/backlog.ts";
+import { announce } from "./announce.ts";
 
 const { values } = parseArgs({
   options: {
@@ -84,11 +85,4 @@ if (backlog > 0) {
   }
 }
 
-console.log(`port=${listener.port}`);
-
-const stop = () => {
-  listener.stop(true);
-  process.exit(0);
-};
-process.on("SIGTERM", stop);
-process.on("SIGINT", stop);
+announce(listener);

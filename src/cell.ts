@@ -209,6 +209,13 @@ export interface Status {
    */
   setPermit(untilMs: number): void;
   /**
+   * A guard's verdict in one step: the fence (as setFence) and the permit's
+   * deadline (as setPermit), published once. Two calls would publish the
+   * permit of one verdict with the fence of the other in between, and a
+   * promotion the worker wrote then would show for a moment.
+   */
+  setGuard(fence: string | undefined, reason: string, permitUntilMs: number): void;
+  /**
    * The generation of the poll worker's write (a forced UNKNOWN or a
    * promotion) that this thread has heard of, once its message is applied:
    * publishes this thread's state under it.
@@ -298,6 +305,12 @@ export function createStatus(onChange: (from: State, to: State, reason: string) 
       if (untilMs === permitUntilMs) return;
       permitUntilMs = untilMs;
       publish();
+    },
+    setGuard(to, reason, untilMs) {
+      permitUntilMs = untilMs;
+      if (to === fence) return publish();
+      fence = to;
+      update(to ?? reason);
     },
     sync(to) {
       gen = to;

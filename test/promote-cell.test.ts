@@ -91,6 +91,37 @@ describe("the permit, kept by the main thread", () => {
   });
 });
 
+describe("a guard's verdict, in one step (setGuard)", () => {
+  // peers.ts and watch.ts give the fence and the permit together: the word never carries the
+  // permit of one verdict with the fence of another, which a promotion written between two
+  // separate writes would have shown for a moment.
+  test("lifting a fence with a permit of 0 never sets the permit; the lift is logged once", () => {
+    const n = node(PRIMARY);
+    n.status.setGuard("isolated: no peer answered", "", performance.now() + 60_000);
+    expect([permitted(n.word()), shownState(n.word())]).toEqual([false, FENCED]);
+    n.status.set(STANDBY, "now in recovery");
+    n.changes.length = 0;
+    // The witness answers again and a peer is primary on a higher timeline: no fence (a
+    // standby), and no permit either: the new timeline is known only from the next poll.
+    n.status.setGuard(undefined, "peers answer again", 0);
+    expect([permitted(n.word()), n.status.fence, n.workerPromote()]).toEqual([false, undefined, undefined]);
+    expect(shownState(n.word())).toBe(STANDBY);
+    n.status.setGuard(undefined, "", Infinity);
+    expect(permitted(n.word())).toBe(true);
+    expect(n.changes).toEqual([]);
+  });
+
+  test("raising a fence logs it as setFence does, and the permit follows the fence", () => {
+    const n = node(PRIMARY);
+    n.status.setGuard("member b holds the leader key", "member a holds the leader key", Infinity);
+    expect([permitted(n.word()), shownState(n.word())]).toEqual([false, FENCED]);
+    expect(n.changes).toEqual([`${PRIMARY} -> ${FENCED} (member b holds the leader key)`]);
+    n.status.setGuard(undefined, "member a holds the leader key", Infinity);
+    expect([permitted(n.word()), shownState(n.word())]).toEqual([true, PRIMARY]);
+    expect(n.changes.at(-1)).toBe(`${FENCED} -> ${PRIMARY} (member a holds the leader key)`);
+  });
+});
+
 describe("the worker's promotion write", () => {
   test.each<[string, State, Override, number, string[]]>([
     ["from standby", STANDBY, READY, 0, ["MASTER", "up ready 100%\n"]],

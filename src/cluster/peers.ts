@@ -279,10 +279,10 @@ export function startGuard(opts: GuardOptions): Guard {
     const own = opts.facts();
     const by = holdingPeer(peers, own, fencer, opts.isolationAfterMs !== undefined);
     const facts = isolation.check(peers, own?.systemId, performance.now());
-    if (by) status.setFence(fenceReason(by, own!), "");
-    else if (isolation.isolated) status.setFence(`isolated: ${isolationReason(facts)}`, "");
-    else if (status.fence !== undefined) status.setFence(undefined, liftReason(fencer, own));
-    status.setPermit(promotionUntil(peers, own, isolation.reachedAt, opts.isolationAfterMs));
+    const fence = by ? fenceReason(by, own!) : isolation.isolated ? `isolated: ${isolationReason(facts)}` : undefined;
+    const lift = fence === undefined && status.fence !== undefined ? liftReason(fencer, own) : "";
+    // The fence and the permit in one step (cell.ts, setGuard).
+    status.setGuard(fence, lift, promotionUntil(peers, own, isolation.reachedAt, opts.isolationAfterMs));
     fencer = by;
     logChanges(own, isolation.isolated, facts);
   }

@@ -79,10 +79,10 @@ export function startPatroniWatch(opts: WatchOptions): PatroniWatch {
   function evaluate(): void {
     const { view: v, why } = current();
     const reason = fenceReason(v, why, settings.member);
-    if (reason !== status.fence) status.setFence(reason, `member ${settings.member} holds the leader key`);
     // Cut off from etcd the view expires with time alone: the worker's
     // promotion waits for this thread's judgement then (cell.ts, promote).
-    status.setPermit(mirror.connected ? Infinity : 0);
+    // The fence and the permit in one step (cell.ts, setGuard).
+    status.setGuard(reason, `member ${settings.member} holds the leader key`, mirror.connected ? Infinity : 0);
   }
 
   function onChange(): void {

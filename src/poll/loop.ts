@@ -229,6 +229,8 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
   const pace = createPace(config, pm);
   let stopped = false;
   let staleTimer: Timer | undefined;
+  /** The start of the last good poll while its answer stands (the stale timer armed), else undefined. */
+  let freshFrom: number | undefined;
   let poked = false;
   const { nap, wake } = alarm();
 
@@ -236,8 +238,26 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     pace.polled(false);
     const lost = !session.fresh;
     session.drop();
-    clearTimeout(staleTimer);
+    disarm();
     hooks.fail(reason, code, retry.failed(code, lost));
+  }
+
+  /** The answer of the poll that started at `startedAt` stands until staleAfterMs after it. */
+  function arm(startedAt: number): void {
+    clearTimeout(staleTimer);
+    freshFrom = startedAt;
+    staleTimer = setTimeout(
+      () => {
+        freshFrom = undefined;
+        hooks.stale();
+      },
+      Math.max(0, startedAt + config.staleAfterMs - performance.now()),
+    );
+  }
+
+  function disarm(): void {
+    clearTimeout(staleTimer);
+    freshFrom = undefined;
   }
 
   function poke(): void {
@@ -259,11 +279,17 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     const now = performance.now();
     retry.succeeded();
     // Fresh until staleAfterMs after the poll *started*: the answer may be
-    // that old by the time it arrives.
-    clearTimeout(staleTimer);
-    staleTimer = setTimeout(hooks.stale, Math.max(0, startedAt + config.staleAfterMs - now));
+    // that old by the time it arrives. One that arrives that old (read in the
+    // same turn as its deadline, or after a reload shortened it) is stale, not
+    // ok: the worker shows a promotion from an ok poll at once (cell.ts).
     pace.polled(row.in_recovery === false);
-    hooks.ok(row, startedAt, now - startedAt);
+    if (now - startedAt >= config.staleAfterMs) {
+      disarm();
+      hooks.stale();
+    } else {
+      arm(startedAt);
+      hooks.ok(row, startedAt, now - startedAt);
+    }
     session.polled(row.in_recovery !== false);
     return true;
   }
@@ -295,13 +321,15 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
   return {
     retime({ pollIntervalMs, staleAfterMs, connectTimeoutMs }) {
       Object.assign(config, { pollIntervalMs, staleAfterMs, connectTimeoutMs });
+      // The answer standing now is held to the new bound too.
+      if (freshFrom !== undefined) arm(freshFrom);
       wake();
     },
     async stop() {
       stopped = true;
       pm.close();
       wake();
-      clearTimeout(staleTimer);
+      disarm();
       // The poll in flight, if any, is rejected by end() and run() returns.
       await session.end();
     },

@@ -136,7 +136,8 @@ export function startPoller(opts: PollerOptions): Poller {
   worker.addEventListener("error", (event) => died((event as ErrorEvent).message || "error"));
   worker.addEventListener("close", () => died("exited"));
   const { target, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel } = opts;
-  command({ t: "start", config: { target, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel }, cell, lastPoll });
+  const config = { target, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel };
+  command({ t: "start", config, cell, lastPoll, sentEpochMs: performance.timeOrigin + performance.now() });
 
   return {
     get facts() {

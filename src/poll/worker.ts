@@ -9,7 +9,7 @@ import { ANSWER_SLOT, forceUnknown, generation, permitDeadline, promote } from "
 
 /** What the main thread (poller.ts) sends. */
 export type WorkerCommand =
-  | { t: "start"; config: LoopConfig; cell: Int32Array; lastPoll: Float64Array }
+  | { t: "start"; config: LoopConfig; cell: Int32Array; lastPoll: Float64Array; sentEpochMs: number }
   | { t: "retime"; timings: LoopTimings }
   | { t: "stop" };
 
@@ -32,8 +32,18 @@ for (const key of Object.keys(process.env)) if (key.startsWith("PG")) delete pro
 let loop: Loop | undefined;
 let cell: Int32Array;
 let deadline: BigInt64Array;
-/** Slot 0: performance.timeOrigin + now of the last good poll's start, for the main thread's ages. */
+/** Slot 0: the epoch ms (epochMs()) of the last good poll's start, for the main thread's ages. */
 let lastPoll: Float64Array;
+// Epoch ms in the main thread's terms. Each thread takes performance.timeOrigin
+// from the wall clock when it starts, so a clock step between the two starts
+// would set them apart; the start command carries the main thread's time of
+// sending, and a worker whose clock reads earlier at receipt is behind by at
+// least that. A worker clock ahead cannot be told, and only makes the permit's
+// deadline (cell.ts, promote) come sooner.
+let clockBehindMs = 0;
+const epochMs = (t: number) => performance.timeOrigin + t + clockBehindMs;
+/** The connection's system identifier, which only its first poll reads; sent with every poll. */
+let systemId: unknown = null;
 
 // A poll that saw what the last one saw is not sent on (the main thread wakes
 // for each message, which at 20 polls a second costs more than the poll):
@@ -55,16 +65,19 @@ const send = (m: WorkerMessage) => self.postMessage(m);
 
 function ok(row: Record<string, unknown>, startedAt: number, durationMs: number): void {
   const now = performance.now();
-  lastPoll[0] = performance.timeOrigin + startedAt;
+  // Every message carries it: the main thread may drop the first one (cell.ts, generations).
+  if (row.system_id != null) systemId = row.system_id;
+  else row.system_id = systemId;
+  lastPoll[0] = epochMs(startedAt);
   durations.push(durationMs);
   // The listeners' thread may be busy with connections for a while before
   // it reads the message below: a promotion it permitted is shown now.
-  const promoted = row.in_recovery === false && promote(cell, deadline, performance.timeOrigin + now) !== undefined;
+  const promoted = row.in_recovery === false && promote(cell, deadline, epochMs(now)) !== undefined;
   if (!promoted && !changed(row) && now - lastSentAt < QUIET_MS) return;
   send({
     t: "ok",
     row,
-    startedEpochMs: performance.timeOrigin + startedAt,
+    startedEpochMs: epochMs(startedAt),
     durationsMs: durations,
     gen: generation(Atomics.load(cell, ANSWER_SLOT)),
   });
@@ -76,6 +89,7 @@ function ok(row: Record<string, unknown>, startedAt: number, durationMs: number)
 self.onmessage = async (event: MessageEvent<WorkerCommand>) => {
   const m = event.data;
   if (m.t === "start") {
+    clockBehindMs = Math.max(0, m.sentEpochMs - (performance.timeOrigin + performance.now()));
     cell = m.cell;
     deadline = permitDeadline(cell);
     lastPoll = m.lastPoll;
@@ -83,6 +97,7 @@ self.onmessage = async (event: MessageEvent<WorkerCommand>) => {
       ok,
       fail: (reason, code, retry) => {
         last = undefined;
+        systemId = null;
         send({ t: "fail", reason, code, retry, gen: forceUnknown(cell) });
       },
       stale: () => {

@@ -61,14 +61,15 @@ export interface DowntimeResult {
 const ATTEMPT_EVERY_MS = 5;
 const ATTEMPT_TIMEOUT_MS = 500;
 /**
- * In flight per client at most: a bound, not a pace. It must stay well above what a steady
- * 5 ms pace needs, because while haproxy still routes to a dead server it holds each attempt
- * through its connect retries (a 1 s turn-around each), and a client whose slots are all held
- * so would start nothing and see a longer gap than a real client would (measured with 3: every
- * gap was about ATTEMPT_TIMEOUT_MS). Six clients at 30 stay below the pair's max_connections
+ * In flight per client at most: a bound, not a pace, and one a steady pace never reaches (every
+ * attempt ends within ATTEMPT_TIMEOUT_MS). While haproxy still routes to the dead old primary
+ * it holds each attempt through its connect retries, so a lower bound fills with those and
+ * the client starts nothing until they time out: a real population of clients would not wait
+ * so (measured with 30: gaps of about ATTEMPT_TIMEOUT_MS where haproxy routed to the new primary
+ * after 200 ms). Six clients at this bound stay below the pair's max_connections
  * (DOWNTIME_MAX_CONNECTIONS, set by targets.ts).
  */
-const MAX_IN_FLIGHT = 30;
+const MAX_IN_FLIGHT = Math.ceil(ATTEMPT_TIMEOUT_MS / ATTEMPT_EVERY_MS) + 1;
 /**
  * haproxy's process-wide connection limit. A session sent to the dead old primary before its
  * checks mark it down is held through the connect retries (`retries 3`, a turn-around of

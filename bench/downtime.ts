@@ -61,14 +61,25 @@ export interface DowntimeResult {
 const ATTEMPT_EVERY_MS = 5;
 const ATTEMPT_TIMEOUT_MS = 500;
 /**
- * In flight per client at most: a bound, not a pace. It must stay well above what a steady
- * 5 ms pace needs, because while haproxy still routes to a dead server it holds each attempt
- * through its connect retries (a 1 s turn-around each), and a client whose slots are all held
- * so would start nothing and see a longer gap than a real client would (measured with 3: every
- * gap was about ATTEMPT_TIMEOUT_MS). Six clients at 30 stay below the pair's max_connections
+ * In flight per client at most: a bound, not a pace, and one a steady pace never reaches (every
+ * attempt ends within ATTEMPT_TIMEOUT_MS). While haproxy still routes to the dead old primary
+ * it holds each attempt through its connect retries, so a lower bound fills with those and
+ * the client starts nothing until they time out: a real population of clients would not wait
+ * so (measured with 30: gaps of about ATTEMPT_TIMEOUT_MS where haproxy routed to the new primary
+ * after 200 ms). Six clients at this bound stay below the pair's max_connections
  * (DOWNTIME_MAX_CONNECTIONS, set by targets.ts).
  */
-const MAX_IN_FLIGHT = 30;
+const MAX_IN_FLIGHT = Math.ceil(ATTEMPT_TIMEOUT_MS / ATTEMPT_EVERY_MS) + 1;
+/**
+ * haproxy's process-wide connection limit. A session sent to the dead old primary before its
+ * checks mark it down is held through the connect retries (`retries 3`, a turn-around of
+ * min(timeout connect, 1 s) each: about 3 s), also after its client gave up; at one attempt
+ * every ATTEMPT_EVERY_MS that is up to 600 held sessions per frontend. At the limit haproxy stops
+ * accepting on every frontend, so one frontend's held sessions would stall the others' clients
+ * in the kernel's accept queue (measured at 200: gaps of 3 to 5 s through frontends whose new
+ * primary was long up). The limit must stay out of reach; each trial checks that it did.
+ */
+const HAPROXY_MAXCONN = 8192;
 /** Writes that must commit before the event, and in a row after it. */
 const WARM_WRITES = 5;
 const BACK_STREAK = 20;
@@ -163,7 +174,7 @@ async function startFrontends(
       frontends.push({ proxy, setting: s.name, key });
     }
   });
-  const haproxy = await startHaproxy({ proxies, global: ["maxconn 1000"] });
+  const haproxy = await startHaproxy({ proxies, maxconn: HAPROXY_MAXCONN });
   return { haproxy, frontends: frontends.map((f) => ({ ...f, port: haproxy.ports[f.proxy]! })) };
 }
 
@@ -200,6 +211,12 @@ async function waitRouted(
     60_000,
     20,
   );
+}
+
+/** An upper bound of haproxy's peak of open sessions so far: the sum of each frontend's peak. */
+async function peakSessions(haproxy: Haproxy): Promise<number> {
+  const rows = await haproxy.showStat();
+  return rows.filter((r) => r.svname === "FRONTEND").reduce((n, r) => n + Number(r.smax), 0);
 }
 
 /** One event seen by every frontend's client; resolves to each frontend's gap in ms. */
@@ -290,9 +307,12 @@ export async function measureDowntime(
           const k = `${event}/${f.setting}/${f.key}`;
           gaps.set(k, [...(gaps.get(k) ?? []), ms[j]!]);
         });
+        const held = await peakSessions(haproxy);
         log(
-          `downtime ${event} (its commands took ${actMs.toFixed(0)} ms): ${frontends.map((f, j) => `${f.setting} ${f.key} ${ms[j]!.toFixed(0)}ms`).join(", ")}`,
+          `downtime ${event} (its commands took ${actMs.toFixed(0)} ms): ${frontends.map((f, j) => `${f.setting} ${f.key} ${ms[j]!.toFixed(0)}ms`).join(", ")}; haproxy sessions at most ${held} of ${HAPROXY_MAXCONN}`,
         );
+        if (held >= HAPROXY_MAXCONN)
+          throw new Error(`haproxy reached maxconn ${HAPROXY_MAXCONN}: the gaps are its queue's`);
         await next.waitPrimary();
         await rebuildAsStandby(old, next);
         primary = next;

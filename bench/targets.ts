@@ -75,10 +75,10 @@ async function freePort(): Promise<number> {
 }
 
 /**
- * max_connections of the pair: the downtime part's clients start a connection every few ms
- * each, up to 30 at a time, and the fixture's 30 would refuse them ("too many clients").
+ * max_connections of the pair: the downtime part's six clients start a connection every 5 ms
+ * each, up to 101 at a time, and the fixture's 30 would refuse them ("too many clients").
  */
-export const DOWNTIME_MAX_CONNECTIONS = 250;
+export const DOWNTIME_MAX_CONNECTIONS = 700;
 
 /** A primary and a standby, each with the C bgw_replstatus on its own port when it is installed. */
 export async function startBgwPair(bgw: boolean): Promise<Pair> {

@@ -4,8 +4,9 @@
 //   trial promotes a fresh standby;
 // - failure: from the start of `pg_ctl stop -m fast`, or of a SIGKILL to the postmaster,
 //   until it stops answering MASTER; the node is started again after each trial.
-// - promote-c64: the promotion again, while a load client keeps 64 connections at a time open
-//   against replstatus (default interval) and another 64 against the C worker of that node.
+// - promote-c64, stop-fast-c64, kill-9-c64: each again, while a load client keeps 64 connections
+//   at a time open against replstatus (default interval) and another 64 against the C worker of
+//   that node.
 // One role change is watched by every responder at once: replstatus at the default poll
 // interval, replstatus at --poll-interval 10ms, and the C bgw_replstatus of that node.
 // Fresh replstatus processes are started for each trial, so no reconnect backoff from an
@@ -24,7 +25,7 @@ const LOAD_S = 3;
 const LOAD_WARMUP_MS = 900;
 
 export interface FailoverCell {
-  /** promote | stop-fast | kill-9 */
+  /** promote | stop-fast | kill-9, each also with -c64 (under load) */
   event: string;
   /** replstatus | replstatus-10ms | bgw */
   key: string;
@@ -204,35 +205,40 @@ export async function measureFailover(
   }
 
   const node = primary;
-  for (let i = 0; i < trials; i++) {
-    note(
-      "stop-fast",
-      await trial(
-        pair,
-        node,
-        "MASTER",
-        (a) => a !== "MASTER",
-        () => node.stop("fast"),
-      ),
-    );
-    await node.start();
-  }
-  let postmaster = 0;
-  for (let i = 0; i < trials; i++) {
-    note(
-      "kill-9",
-      await trial(
-        pair,
-        node,
-        "MASTER",
-        (a) => a !== "MASTER",
-        async () => {
-          postmaster = node.pid();
-          process.kill(postmaster, "SIGKILL");
-        },
-      ),
-    );
-    await restartAfterKill(node, postmaster);
+  for (const loaded of [false, true]) {
+    const under = loaded ? `-c${LOAD_C}` : "";
+    for (let i = 0; i < trials; i++) {
+      note(
+        `stop-fast${under}`,
+        await trial(
+          pair,
+          node,
+          "MASTER",
+          (a) => a !== "MASTER",
+          () => node.stop("fast"),
+          loaded,
+        ),
+      );
+      await node.start();
+    }
+    let postmaster = 0;
+    for (let i = 0; i < trials; i++) {
+      note(
+        `kill-9${under}`,
+        await trial(
+          pair,
+          node,
+          "MASTER",
+          (a) => a !== "MASTER",
+          async () => {
+            postmaster = node.pid();
+            process.kill(postmaster, "SIGKILL");
+          },
+          loaded,
+        ),
+      );
+      await restartAfterKill(node, postmaster);
+    }
   }
 
   const cells: FailoverCell[] = [];

@@ -253,7 +253,7 @@ try {
 
   // Last: these promote, stop and kill nodes of the pair.
   if (want("failover")) {
-    log(`failover: ${PLAN.trials} trial(s) each of promote, stop -m fast, kill -9`);
+    log(`failover: ${PLAN.trials} trial(s) each of promote, stop -m fast, kill -9, without and with a load`);
     results.failover = await measureFailover(pair, PLAN.trials, log);
   }
   if (want("downtime")) {
@@ -461,6 +461,18 @@ if (results.failover) {
     ["stop-fast", "replstatus-10ms", "stop -m fast -> not MASTER, poll 10ms", (a) => ["<= 100 ms", a.median <= 100]],
     ["kill-9", "replstatus", "kill -9 postmaster -> not MASTER", (a) => ["<= 200 ms", a.median <= 200]],
     ["kill-9", "replstatus-10ms", "kill -9 postmaster -> not MASTER, poll 10ms", (a) => ["<= 200 ms", a.median <= 200]],
+    [
+      `stop-fast-c${LOAD_C}`,
+      "replstatus",
+      `stop -m fast -> not MASTER, c=${LOAD_C} load on each`,
+      (a) => ["<= 100 ms", a.median <= 100],
+    ],
+    [
+      `kill-9-c${LOAD_C}`,
+      "replstatus",
+      `kill -9 postmaster -> not MASTER, c=${LOAD_C} load on each`,
+      (a) => ["<= 200 ms", a.median <= 200],
+    ],
   ];
   for (const [event, key, figure, judge] of plan) {
     const a = cell(event, key);

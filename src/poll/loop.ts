@@ -209,6 +209,48 @@ function createPace(config: LoopConfig, pm: Postmaster) {
   };
 }
 
+/**
+ * The stale timer: the answer of a good poll stands until staleAfterMs after
+ * the poll *started* (it may be that old by the time it arrives), and then
+ * `stale` runs, unless a newer poll or a failure came first.
+ */
+function createFreshness(config: LoopConfig, stale: () => void) {
+  let timer: Timer | undefined;
+  /** The start of the last good poll while its answer stands, else undefined. */
+  let freshFrom: number | undefined;
+  const disarm = () => {
+    clearTimeout(timer);
+    freshFrom = undefined;
+  };
+  const arm = (startedAt: number) => {
+    clearTimeout(timer);
+    freshFrom = startedAt;
+    const fire = () => {
+      freshFrom = undefined;
+      stale();
+    };
+    timer = setTimeout(fire, Math.max(0, startedAt + config.staleAfterMs - performance.now()));
+  };
+  return {
+    /** Whether an answer that started at `startedAt` is still fresh now. */
+    fresh: (startedAt: number) => performance.now() - startedAt < config.staleAfterMs,
+    arm,
+    disarm,
+    /** After a reload: the answer standing now is held to the new bound too. */
+    retimed: () => freshFrom !== undefined && arm(freshFrom),
+  };
+}
+
+/**
+ * Whether postmaster.pid says a shutdown (a smart one too) has begun, seen even where the
+ * directory cannot be watched. Where it is, the watch tells every rewrite, so the file is read
+ * only at a connection's first poll (the watch may have been armed just now): reading it was a
+ * quarter of an idle poll's CPU (bench/README.md, idle).
+ */
+function shutdownSeen(session: Session, pm: Postmaster): boolean {
+  return (session.fresh || !pm.watching) && pm.status() === "stopping";
+}
+
 export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
   // A shutdown, even a smart one, is seen here first: this session is closed
   // then, so that the shutdown need not wait for it.
@@ -227,10 +269,8 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
   });
   const retry = createRetry(config, pm);
   const pace = createPace(config, pm);
+  const freshness = createFreshness(config, hooks.stale);
   let stopped = false;
-  let staleTimer: Timer | undefined;
-  /** The start of the last good poll while its answer stands (the stale timer armed), else undefined. */
-  let freshFrom: number | undefined;
   let poked = false;
   const { nap, wake } = alarm();
 
@@ -238,26 +278,8 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     pace.polled(false);
     const lost = !session.fresh;
     session.drop();
-    disarm();
+    freshness.disarm();
     hooks.fail(reason, code, retry.failed(code, lost));
-  }
-
-  /** The answer of the poll that started at `startedAt` stands until staleAfterMs after it. */
-  function arm(startedAt: number): void {
-    clearTimeout(staleTimer);
-    freshFrom = startedAt;
-    staleTimer = setTimeout(
-      () => {
-        freshFrom = undefined;
-        hooks.stale();
-      },
-      Math.max(0, startedAt + config.staleAfterMs - performance.now()),
-    );
-  }
-
-  function disarm(): void {
-    clearTimeout(staleTimer);
-    freshFrom = undefined;
   }
 
   function poke(): void {
@@ -272,23 +294,18 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
 
   function succeed(row: Record<string, unknown>, startedAt: number): boolean {
     if (typeof row.data_directory === "string") pm.learn(row.data_directory);
-    // A smart shutdown is seen even where the directory cannot be watched. Where it is, the watch
-    // tells every rewrite, so the file is read only at a connection's first poll (the watch may have
-    // been armed just now): reading it was a quarter of an idle poll's CPU (bench/README.md, idle).
-    if ((session.fresh || !pm.watching) && pm.status() === "stopping") return (fail(SHUTTING_DOWN, "57P03"), false);
-    const now = performance.now();
+    if (shutdownSeen(session, pm)) return (fail(SHUTTING_DOWN, "57P03"), false);
     retry.succeeded();
-    // Fresh until staleAfterMs after the poll *started*: the answer may be
-    // that old by the time it arrives. One that arrives that old (read in the
-    // same turn as its deadline, or after a reload shortened it) is stale, not
-    // ok: the worker shows a promotion from an ok poll at once (cell.ts).
     pace.polled(row.in_recovery === false);
-    if (now - startedAt >= config.staleAfterMs) {
-      disarm();
-      hooks.stale();
+    // An answer that arrives as old as staleAfterMs (read in the same turn as
+    // its deadline, or after a reload shortened it) is stale, not ok: the
+    // worker shows a promotion from an ok poll at once (cell.ts).
+    if (freshness.fresh(startedAt)) {
+      freshness.arm(startedAt);
+      hooks.ok(row, startedAt, performance.now() - startedAt);
     } else {
-      arm(startedAt);
-      hooks.ok(row, startedAt, now - startedAt);
+      freshness.disarm();
+      hooks.stale();
     }
     session.polled(row.in_recovery !== false);
     return true;
@@ -321,15 +338,14 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
   return {
     retime({ pollIntervalMs, staleAfterMs, connectTimeoutMs }) {
       Object.assign(config, { pollIntervalMs, staleAfterMs, connectTimeoutMs });
-      // The answer standing now is held to the new bound too.
-      if (freshFrom !== undefined) arm(freshFrom);
+      freshness.retimed();
       wake();
     },
     async stop() {
       stopped = true;
       pm.close();
       wake();
-      disarm();
+      freshness.disarm();
       // The poll in flight, if any, is rejected by end() and run() returns.
       await session.end();
     },

@@ -11,8 +11,9 @@
 // interval, replstatus at --poll-interval 10ms, and the C bgw_replstatus of that node.
 // Fresh replstatus processes are started for each trial, so no reconnect backoff from an
 // earlier trial carries over.
-import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { processesUnder, releaseSharedMemory, signal } from "../src/testkit/proc.ts";
 import { runLoad } from "./loadgen.ts";
 import { spread, type Spread } from "./stats.ts";
 import { probe, rebuildAsStandby, startReplstatus, waitAnswers, waitFor, type Pair, type PgNode } from "./targets.ts";
@@ -119,22 +120,6 @@ async function trial(
   }
 }
 
-// A postmaster killed with SIGKILL leaves its children to notice and exit; all of them (found
-// by their cwd, the data dir) must be gone before it can start again.
-function pidsUnder(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cwd = readlinkSync(`/proc/${entry}/cwd`);
-      if (cwd === dir || cwd.startsWith(`${dir}/`)) pids.push(Number(entry));
-    } catch {
-      // exited, or not ours to inspect
-    }
-  }
-  return pids;
-}
-
 // Whether a pid is gone or a zombie nobody has reaped yet (dead all the same).
 function dead(pid: number): boolean {
   try {
@@ -146,15 +131,11 @@ function dead(pid: number): boolean {
 }
 
 async function restartAfterKill(node: PgNode, postmaster: number): Promise<void> {
+  // A killed postmaster leaves its children (found by their cwd, the data dir) to notice and
+  // exit; all of them must be gone before it can start again.
   await waitFor(`the processes of ${node.name} to exit`, () => {
-    for (const pid of pidsUnder(node.dataDir)) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // gone
-      }
-    }
-    return pidsUnder(node.dataDir).length === 0 && dead(postmaster);
+    signal(processesUnder(node.dataDir), "SIGKILL");
+    return processesUnder(node.dataDir).length === 0 && dead(postmaster);
   });
   // A killed postmaster that is not reaped yet still has its pid, and PostgreSQL refuses to
   // start while the pid in postmaster.pid (or in the socket's lock file) exists. Everything is
@@ -162,8 +143,7 @@ async function restartAfterKill(node: PgNode, postmaster: number): Promise<void>
   // key and shmid), which would otherwise leak.
   const pidFile = join(node.dataDir, "postmaster.pid");
   if (existsSync(pidFile)) {
-    const shmid = readFileSync(pidFile, "utf8").split("\n")[6]?.trim().split(/\s+/)[1];
-    if (shmid && shmid !== "0") Bun.spawnSync(["ipcrm", "-m", shmid], { stdout: "ignore", stderr: "ignore" });
+    releaseSharedMemory(pidFile);
     rmSync(pidFile, { force: true });
   }
   rmSync(join(node.socketDir, `.s.PGSQL.${node.port}.lock`), { force: true });

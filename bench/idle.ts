@@ -10,6 +10,7 @@
 // where an idle responder's time goes: the main thread, the poll worker, the JIT, the GC, the
 // allocator's purge thread.
 import { readdirSync, readFileSync } from "node:fs";
+import { cpuSeconds } from "./cpu.ts";
 import { readRssKb } from "./loadgen.ts";
 import { floorCommand, startServer, type ServerProcess } from "./server.ts";
 import type { PgNode } from "./targets.ts";
@@ -31,20 +32,6 @@ export interface IdleResult {
   rows: IdleRow[];
   /** With windows > 1: the first window's rows, which hold the warm-up. */
   firstRows?: IdleRow[];
-}
-
-function clockTicks(): number {
-  const out = Bun.spawnSync(["getconf", "CLK_TCK"], { stderr: "ignore" });
-  const n = Number(out.stdout.toString().trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-}
-
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number, hz: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // Fields 14 and 15 of stat(5), counted from the state field (3) after the command name.
-  return (Number(fields[11]) + Number(fields[12])) / hz;
 }
 
 /**
@@ -107,17 +94,16 @@ async function backendPid(node: PgNode): Promise<number> {
 async function measureWindow(
   procs: { key: string; label: string; pid: number }[],
   windowS: number,
-  hz: number,
   ours: (key: string) => boolean,
 ): Promise<IdleRow[]> {
   const t0 = performance.now();
-  const before = procs.map((p) => cpuSeconds(p.pid, hz));
+  const before = procs.map((p) => cpuSeconds(p.pid));
   const threadsBefore = procs.map((p) => (ours(p.key) ? threadNs(p.pid) : undefined));
   await Bun.sleep(windowS * 1000);
   const wallS = (performance.now() - t0) / 1000;
   const rows: IdleRow[] = [];
   for (const [i, p] of procs.entries()) {
-    const cpu = cpuSeconds(p.pid, hz) - before[i]!;
+    const cpu = cpuSeconds(p.pid) - before[i]!;
     const threadsAt = threadsBefore[i];
     const threads = threadsAt && threadPercent(threadsAt, threadNs(p.pid), wallS);
     rows.push({
@@ -138,7 +124,6 @@ export async function measureIdle(
   log: (line: string) => void,
   windows = 1,
 ): Promise<IdleResult> {
-  const hz = clockTicks();
   await using replstatus = await startReplstatus(primary);
   await using onStandby = await startReplstatus(standby);
   const others: { key: string; label: string; server: ServerProcess }[] = [];
@@ -172,7 +157,7 @@ export async function measureIdle(
     const measured: IdleRow[][] = [];
     for (let w = 0; w < windows; w++) {
       log(`idle: measuring ${procs.length} processes for ${windowS} s (window ${w + 1} of ${windows})`);
-      measured.push(await measureWindow(procs, windowS, hz, ours));
+      measured.push(await measureWindow(procs, windowS, ours));
     }
     for (const [w, rows] of measured.entries()) {
       for (const r of rows) {

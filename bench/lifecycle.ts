@@ -13,6 +13,7 @@
 // as a role that cannot see data_directory (retries at the poll interval), and the C
 // bgw_replstatus of the same node when it is installed.
 import { appendFileSync, readFileSync } from "node:fs";
+import { cpuSeconds } from "./cpu.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
@@ -42,17 +43,6 @@ async function until(port: number, done: (answer: string) => boolean, t0: number
     await Bun.sleep(1);
   }
   return Number.NaN;
-}
-
-/** CPU seconds of a process (utime + stime, and with `children` those of reaped children). */
-function cpuS(pid: number, children = false): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat
-    .slice(stat.lastIndexOf(")") + 2)
-    .split(" ")
-    .map(Number);
-  const ticks = f[11]! + f[12]! + (children ? f[13]! + f[14]! : 0);
-  return ticks / 100;
 }
 
 function startNoWait(node: PgNode): Promise<string> {
@@ -102,12 +92,12 @@ try {
   const gone = await Promise.all(shutdownTargets.map((x) => until(x.port, (a) => a !== "MASTER", t0, 3000)));
   // While the server waits for the client, each refused attempt is a fork and a FATAL line.
   const pm = primary.pid();
-  const [cpu0, fatal0] = [cpuS(pm, true), fatalLines(primary)];
+  const [cpu0, fatal0] = [cpuSeconds(pm, true), fatalLines(primary)];
   const attempts = 500;
   for (let i = 0; i < attempts; i++)
     await postgres(primary.url, { max: 1, onnotice: () => {} })`select 1`.catch(() => {});
   results["refused attempt (57P03), server CPU ms/attempt"] = Number(
-    (((cpuS(pm, true) - cpu0) * 1000) / attempts).toFixed(2),
+    (((cpuSeconds(pm, true) - cpu0) * 1000) / attempts).toFixed(2),
   );
   results["refused attempt (57P03), server FATAL lines/attempt"] = (fatalLines(primary) - fatal0) / attempts;
   await client.end({ timeout: 1 });
@@ -126,11 +116,11 @@ try {
     { key: "retry every 50ms over the socket", pid: onSocket.proc.pid },
   ];
   const idleS = 20;
-  const before = idle.map((x) => cpuS(x.pid));
+  const before = idle.map((x) => cpuSeconds(x.pid));
   await Bun.sleep(idleS * 1000);
   idle.forEach((x, i) => {
     results[`down, replstatus CPU % of a core (${x.key})`] = Number(
-      (((cpuS(x.pid) - before[i]!) / idleS) * 100).toFixed(2),
+      (((cpuSeconds(x.pid) - before[i]!) / idleS) * 100).toFixed(2),
     );
   });
   await onSocket.stop();

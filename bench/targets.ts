@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { rebuildAsStandby, startPair, waitFor, type PgNode, type PgPair } from "../src/testkit/pg.ts";
 import { MAIN, startResponder, type Responder } from "../src/testkit/responder.ts";
-import { track, untrack } from "../src/testkit/cleanup.ts";
+import { childrenOf, freePort } from "../src/testkit/proc.ts";
 import { exchange } from "../src/testkit/probe.ts";
 
 export { rebuildAsStandby, waitFor, type PgNode, type PgPair };
@@ -67,13 +67,6 @@ export interface Pair {
   bgw: boolean;
 }
 
-async function freePort(): Promise<number> {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = l.port;
-  l.stop(true);
-  return port;
-}
-
 /**
  * max_connections of the pair: the downtime part's six clients start a connection every 5 ms
  * each, up to 101 at a time, and the fixture's 30 would refuse them ("too many clients").
@@ -112,14 +105,9 @@ export function bgwWorkerPid(node: PgNode): number {
   } catch {
     return 0;
   }
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
+  for (const pid of childrenOf(postmaster)) {
     try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid !== postmaster) continue;
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      if (cmdline.includes("bgw_replstatus")) return Number(entry);
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("bgw_replstatus")) return pid;
     } catch {
       // exited while we looked
     }
@@ -140,8 +128,8 @@ export interface RunningResponder {
 /** replstatus in its own process on 127.0.0.1 (a free port), watching `node`. */
 export async function startReplstatus(node: PgNode, extra: string[] = []): Promise<RunningResponder> {
   const args = ["--listen", "127.0.0.1:0", "--db", node.url, ...extra];
+  // startResponder tracks the process for the exit clean-up.
   const responder = await startResponder(args);
-  track(responder.proc.pid);
   const pid = responder.proc.pid;
   const started = /listen backlog (\d+)/.exec(responder.log)?.[1];
   const stop = async () => {
@@ -151,7 +139,6 @@ export async function startReplstatus(node: PgNode, extra: string[] = []): Promi
       await responder.proc.exited;
       clearTimeout(killer);
     }
-    untrack(pid);
   };
   return {
     port: responder.ports[0]!,

@@ -6,25 +6,29 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { waitFor } from "../src/testkit/proc.ts";
-import { startMirror } from "../src/cluster/etcd.ts";
+import { startMirror, type MirrorOptions } from "../src/cluster/etcd.ts";
 import { createLogger } from "../src/log.ts";
 import { b64, startEtcd } from "../src/testkit/etcd.ts";
 
+/** A mirror of `prefix` on one etcd, with the tests' short heartbeat, and its log lines. */
+function mirrorOf(opts: Pick<MirrorOptions, "urls" | "prefix" | "timeoutMs" | "username" | "password" | "tls">) {
+  const lines: string[] = [];
+  const mirror = startMirror({
+    leaseKey: "leader",
+    heartbeatMs: 100,
+    log: createLogger((l) => lines.push(l)),
+    onChange() {},
+    ...opts,
+  });
+  return { mirror, lines };
+}
+
 test("mirror: watch, lease, loss of contact and resync", async () => {
   await using etcd = await startEtcd();
-  const lines: string[] = [];
   const put = (key: string, value: string, lease?: string) =>
     etcd.call("kv/put", { key: b64(`/service/t/${key}`), value: b64(value), ...(lease && { lease }) });
   await put("config", '{"ttl":10}');
-  const mirror = startMirror({
-    urls: [etcd.url],
-    prefix: "/service/t/",
-    leaseKey: "leader",
-    heartbeatMs: 100,
-    timeoutMs: 300,
-    log: createLogger((l) => lines.push(l)),
-    onChange() {},
-  });
+  const { mirror, lines } = mirrorOf({ urls: [etcd.url], prefix: "/service/t/", timeoutMs: 300 });
   try {
     await waitFor("the first range", () => mirror.connected && mirror.kvs.get("config")?.value === '{"ttl":10}');
     // Not under the prefix: never mirrored.
@@ -65,21 +69,8 @@ test("mirror: with etcd auth on, a user and password get a token; without, the r
   await etcd.call("auth/user/add", { name: "root", password: "s3cret" });
   await etcd.call("auth/user/grant", { user: "root", role: "root" });
   await etcd.call("auth/enable", {});
-  const start = (username?: string, password?: string) => {
-    const lines: string[] = [];
-    const mirror = startMirror({
-      urls: [etcd.url],
-      username,
-      password,
-      prefix: "/service/a/",
-      leaseKey: "leader",
-      heartbeatMs: 100,
-      timeoutMs: 500,
-      log: createLogger((l) => lines.push(l)),
-      onChange() {},
-    });
-    return { mirror, lines };
-  };
+  const start = (username?: string, password?: string) =>
+    mirrorOf({ urls: [etcd.url], username, password, prefix: "/service/a/", timeoutMs: 500 });
   const good = start("root", "s3cret");
   const none = start();
   try {
@@ -162,20 +153,8 @@ test("mirror over https: the CA verifies etcd; with client-cert-auth, only a cli
     expect(etcd.url).toStartWith("https://");
     await etcd.call("kv/put", { key: b64("/service/s/leader"), value: b64("m0") });
     const pem = (f: string) => readFileSync(f, "utf8");
-    const start = (tls: { ca?: string; cert?: string; key?: string }) => {
-      const lines: string[] = [];
-      const mirror = startMirror({
-        urls: [etcd.url],
-        tls,
-        prefix: "/service/s/",
-        leaseKey: "leader",
-        heartbeatMs: 100,
-        timeoutMs: 500,
-        log: createLogger((l) => lines.push(l)),
-        onChange() {},
-      });
-      return { mirror, lines };
-    };
+    const start = (tls: { ca?: string; cert?: string; key?: string }) =>
+      mirrorOf({ urls: [etcd.url], tls, prefix: "/service/s/", timeoutMs: 500 });
     const good = start({ ca: pem(files.ca), cert: pem(files.cert), key: pem(files.key) });
     const noCert = start({ ca: pem(files.ca) });
     try {

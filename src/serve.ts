@@ -118,7 +118,8 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     observer: first.observer,
     onWorkerDeath: (message) => opts.onFatal(`the poll worker stopped: ${message}`, "a service manager restarts it"),
     onFacts: (f) => {
-      if (config.agent.weightByLag) status.setWeightBucket(weightBucket(config.agent, f));
+      const { agentConfig } = responses; // a reload replaces it (ops/reload.ts)
+      if (agentConfig.weightByLag) status.setWeightBucket(weightBucket(agentConfig, f));
       splitBrain?.evaluate();
       patroni?.watch.evaluate();
       first.done();
@@ -362,13 +363,18 @@ function reloader(config: Config, opts: StartOptions, live: Reloadable): () => P
   let current = config;
   let reloading: Promise<void> = Promise.resolve();
   return () => {
-    reloading = reloading.then(async () => {
-      const next = await reloadConfig(opts.load, opts.env, live.log);
-      if (next) {
-        apply(current, next, live);
-        current = next;
-      }
-    });
+    // Changes are told against the running settings; what waits for a restart, against the
+    // started ones, so it is told again at every reload until then. A reload that throws is one
+    // log line, and the next SIGHUP still reloads.
+    reloading = reloading
+      .then(async () => {
+        const next = await reloadConfig(opts.load, opts.env, live.log);
+        if (next) {
+          apply(current, next, live, config);
+          current = next;
+        }
+      })
+      .catch((err: unknown) => live.log.error(`SIGHUP: reload failed, keeping the running configuration: ${err}`));
     return reloading;
   };
 }

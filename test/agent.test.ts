@@ -1,7 +1,7 @@
 // The agent mode and the operator override, end to end: real PostgreSQL pair, real haproxy
 // with agent-check in front, the real CLI for drain/maint/ready.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { landsOn, startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
@@ -26,6 +26,8 @@ let reader: Responder;
 let haproxy: Haproxy;
 
 const SEND = 'agent-send "hello\\n"';
+/** The standby's received-but-not-replayed WAL, in bytes. */
+const LAG_QUERY = "select pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())";
 const sock = (name: string) => join(dir, `${name}.sock`);
 
 beforeAll(async () => {
@@ -225,6 +227,30 @@ test("weight by lag: paused replay lowers the standby's weight in haproxy, resum
   }
   await waitForLine(reader.ports[0]!, "up ready 100%\n");
   await waitForServers("ro", { r2: "UP/100" });
+});
+
+test("a reload's --agent-lag-for-min-weight is what the weight is reckoned from", async () => {
+  const file = join(dir, "reader2.toml");
+  writeFileSync(file, 'agent-lag-for-min-weight = "1GB"\n');
+  await using reader2 = await startResponder([
+    ...["--config", file, "--listen", "agent:127.0.0.1:0", "--agent-role", "standby", "--agent-weight-by-lag"],
+    ...["--control-socket", sock("reader2"), "--db", pg.standby.url],
+  ]);
+  await pg.standby.sql("select pg_wal_replay_pause()");
+  try {
+    // About 4 MB of WAL: under a 1GB floor the weight stays at 100%, under 1MB it is the floor.
+    await pg.primary.sql(
+      "create table agent_lag_reload as select g, repeat('x', 100) as pad from generate_series(1, 30000) g",
+    );
+    await waitFor("the lag to show", async () => Number(await pg.standby.sql(LAG_QUERY)) > 2 ** 20);
+    await waitForLine(reader2.ports[0]!, "up ready 100%\n");
+    writeFileSync(file, 'agent-lag-for-min-weight = "1MB"\n');
+    reader2.proc.kill("SIGHUP");
+    await reader2.waitForLog(/SIGHUP: reloaded; agent-lag-for-min-weight/);
+    await waitForLine(reader2.ports[0]!, "up ready 10%\n");
+  } finally {
+    await pg.standby.sql("select pg_wal_replay_resume()");
+  }
 });
 
 test("failover: haproxy follows the promotion and never marks the old primary UP again", async () => {

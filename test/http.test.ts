@@ -2,6 +2,7 @@
 // and streaming standby, probed with raw TCP clients so every byte is checked.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect } from "node:net";
+import { bytes, render } from "../src/listen/http/answers.ts";
 import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
 import { answer, probe, waitForAnswer } from "../src/testkit/probe.ts";
 import { startResponder, type Responder } from "../src/testkit/responder.ts";
@@ -49,6 +50,16 @@ const get = (path: string, version = "1.0") => `GET ${path} HTTP/${version}\r\n\
 
 const OK = "HTTP/1.1 200 OK";
 const UNAVAILABLE = "HTTP/1.1 503 Service Unavailable";
+
+test("a rendered answer's Content-Length is the length of the body it sends, non-ASCII too", () => {
+  for (const body of ['{"member":"pg-1"}\n', '{"member":"nœud-ü"}\n', '{"reason":"東京"}\n']) {
+    const answer = Buffer.from(bytes(render(200, body, true)));
+    const split = answer.indexOf("\r\n\r\n");
+    const length = Number(/Content-Length: (\d+)/.exec(answer.subarray(0, split).toString())?.[1]);
+    expect(answer.subarray(split + 4).toString("utf8")).toBe(body);
+    expect(length).toBe(answer.length - split - 4);
+  }
+});
 
 describe("paths", () => {
   test.each([

@@ -65,6 +65,18 @@ test("patroni.yml: scope, namespace, name, etcd3 hosts and tags", () => {
 
 test.each([
   ["etcd3 url with credentials", "etcd3:\n  url: http://u:p@127.0.0.1:2380\n", ["http://127.0.0.1:2380"], "u"],
+  [
+    "etcd3 url as a comma list, credentials from the first",
+    "etcd3:\n  url: http://u:p@127.0.0.1:2380,http://127.0.0.2:2380\n",
+    ["http://127.0.0.1:2380", "http://127.0.0.2:2380"],
+    "u",
+  ],
+  [
+    "etcd3 url as a YAML list",
+    "etcd3:\n  url:\n  - http://v:p@127.0.0.1:2380\n  - http://127.0.0.2:2380\n",
+    ["http://127.0.0.1:2380", "http://127.0.0.2:2380"],
+    "v",
+  ],
   ["etcd3 host, default port", "etcd3:\n  host: 127.0.0.1\n", ["http://127.0.0.1:2379"], undefined],
   ["etcd3 hosts as a list", "etcd3:\n  hosts:\n  - a:1\n  - b:2\n", ["http://a:1", "http://b:2"], undefined],
 ] as const)("%s", (_, section, urls, username) => {

@@ -2,6 +2,7 @@
 // as old as --stale-after is stale, never ok. The poll worker shows a promotion from an ok poll
 // at once (src/cell.ts, promote), so an over-age answer must not reach it as one.
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { offersTls } from "../src/poll/connect.ts";
 import { pollLoop, type Loop } from "../src/poll/loop.ts";
 import { resolveTarget } from "../src/poll/target.ts";
 import { startPrimary, waitFor, type PgPrimary } from "../src/testkit/pg.ts";
@@ -72,5 +73,17 @@ test("a shortened --stale-after holds the answer standing and the poll in flight
   } finally {
     for (const pid of backends) process.kill(pid, "SIGCONT");
     await loop.stop();
+  }
+});
+
+test("the TLS question to a server that accepts but never answers ends its socket at the timeout", async () => {
+  // A stand-in for a SIGSTOPped server, whose kernel still completes the handshake.
+  let closed = 0;
+  const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {}, close: () => void closed++ } });
+  try {
+    expect(await offersTls("127.0.0.1", silent.port, 100)).toBeUndefined();
+    await waitFor("the client to close its socket", () => closed === 1, 5000);
+  } finally {
+    silent.stop(true);
   }
 });

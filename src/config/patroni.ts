@@ -135,7 +135,9 @@ export function buildPatroni(flags: PatroniFlags): PatroniSettings | undefined {
   // --etcd URLs passed their kind (etcdUrl) already.
   const urls = flags.etcd ?? etcdUrls(section);
   if (urls.length === 0) throw new ConfigError(`could not use ${where}: its "etcd3:" section names no host`);
-  const fromUrl = section.url !== undefined && flags.etcd === undefined ? new URL(String(section.url)) : undefined;
+  // The credentials of a url: are those of its first entry (a comma list, or a YAML list).
+  const firstUrl = section.url === undefined ? undefined : String([section.url].flat()[0]).split(",")[0]!.trim();
+  const fromUrl = firstUrl !== undefined && flags.etcd === undefined ? (URL.parse(firstUrl) ?? undefined) : undefined;
   const scope = flags.scope ?? str(doc.scope);
   const member = flags.member ?? str(doc.name);
   if (!scope) throw new ConfigError(`missing scope: give --scope or a scope: in ${where}`);

@@ -23,6 +23,8 @@ export interface Responses {
   raw: Uint8Array[];
   /** Indexed by agentIndex(state, override, bucket). */
   agent: Uint8Array[];
+  /** The settings the agent lines were built from, which the weight bucket is reckoned from too. */
+  agentConfig: AgentConfig;
   http: HttpResponses;
 }
 
@@ -47,6 +49,7 @@ export function buildResponses(texts: Texts, agent: AgentConfig = DEFAULT_AGENT)
       encode(texts.fenced),
     ],
     agent: agentLines,
+    agentConfig: agent,
     http: HTTP_ANSWERS,
   };
 }

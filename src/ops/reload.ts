@@ -48,9 +48,14 @@ export interface Reloadable {
   tls: { watch: TlsWatch; servers: TCPSocketListener<unknown>[] } | undefined;
 }
 
-/** Applies `next` over `old` and logs what changed and what waits for a restart. */
-export function apply(old: Config, next: Config, live: Reloadable): void {
-  Object.assign(live.responses, buildResponses(next.texts, next.agent));
+/**
+ * Applies `next` over `old` and logs what changed, and what differs from `started` (the
+ * configuration the process started with) and so waits for a restart.
+ */
+export function apply(old: Config, next: Config, live: Reloadable, started: Config): void {
+  // --agent-weight-by-lag waits for a restart (restartOnly): the weight word stays as it was.
+  const agent = { ...next.agent, weightByLag: live.responses.agentConfig.weightByLag };
+  Object.assign(live.responses, buildResponses(next.texts, agent));
   live.gate.allow = next.allow;
   live.gate.maxConnections = fitFdLimit(next.maxConnections, live.fdLimit);
   live.poller.retime(next);
@@ -58,7 +63,7 @@ export function apply(old: Config, next: Config, live: Reloadable): void {
 
   const changed = changes(old, next);
   live.log.info(`SIGHUP: reloaded; ${changed.length ? changed.join(", ") : "nothing changed"}`);
-  const restart = restartOnly(old, next);
+  const restart = restartOnly(started, next);
   if (restart.length) {
     live.log.warning(`SIGHUP: ${restart.join(", ")} changed but only take effect after a restart`);
   }

@@ -62,7 +62,10 @@ export async function planConnection(target: DbTarget, timeoutMs: number, state:
 export function offersTls(host: string, port: number, timeoutMs: number): Promise<boolean | undefined> {
   return new Promise((resolve) => {
     let done = false;
-    const finish = (value: boolean | undefined, socket?: { end(): void }) => {
+    // Ended however the answer came, a timeout included: a server that completes the
+    // handshake but never answers (SIGSTOPped) would otherwise keep one socket per attempt.
+    let socket: { end(): void } | undefined;
+    const finish = (value: boolean | undefined) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
@@ -74,8 +77,12 @@ export function offersTls(host: string, port: number, timeoutMs: number): Promis
       hostname: host,
       port,
       socket: {
-        open: (s) => void s.write(SSL_REQUEST),
-        data: (s, chunk) => finish(chunk[0] === 0x53, s),
+        open: (s) => {
+          socket = s;
+          if (done) s.end();
+          else s.write(SSL_REQUEST);
+        },
+        data: (_s, chunk) => finish(chunk[0] === 0x53),
         close: () => finish(undefined),
         error: () => finish(undefined),
         connectError: () => finish(undefined),

@@ -55,8 +55,9 @@ export function render(code: number, body: string, withBody: boolean, extra = ""
   );
 }
 
+/** An answer's bytes: UTF-8, as render() counts its body (a member name or a reason may be non-ASCII). */
 export function bytes(text: string): Uint8Array {
-  return new Uint8Array(Buffer.from(text, "latin1"));
+  return new Uint8Array(Buffer.from(text, "utf8"));
 }
 
 /** PostgreSQL's role: a fenced node is still a primary, and says so to its peers. */

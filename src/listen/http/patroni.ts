@@ -9,7 +9,7 @@
 import type { NodeTags } from "../../config/types.ts";
 import { checkStatus, clusterJson, parseQuery, readinessStatus, type LocalNode } from "../../cluster/patroni.ts";
 import type { PatroniWatch } from "../../cluster/watch.ts";
-import { render } from "./answers.ts";
+import { bytes, render } from "./answers.ts";
 import type { PollFacts } from "../../poll/facts.ts";
 import {
   FENCED,
@@ -34,10 +34,6 @@ export interface PatroniHttpContext {
 
 /** Answers one request: path without the query, the query without "?", and whether it is HEAD. */
 export type PatroniAnswer = (path: string, query: string, isHead: boolean) => Uint8Array;
-
-function bytes(text: string): Uint8Array {
-  return new Uint8Array(Buffer.from(text, "utf8"));
-}
 
 /** Patroni's "role" and "state" of a state shown: a fenced node is still PostgreSQL's primary. */
 function patroniRole(state: State): string | null {

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { landsOn, startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
 import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
 import { answer, probe, waitForAnswer } from "../src/testkit/probe.ts";
-import { cleanEnv, MAIN, startResponder, type Responder } from "../src/testkit/responder.ts";
+import { runCliAsync, startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
@@ -69,15 +69,7 @@ afterAll(async () => {
 }, HOOK_TIMEOUT_MS);
 
 /** `replstatus <args>` as a user runs it: stdout, stderr, exit code. */
-async function cli(args: string[]) {
-  const proc = Bun.spawn([process.execPath, MAIN, ...args], { env: cleanEnv(), stdin: "ignore", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
-}
+const cli = (args: string[]) => runCliAsync(args);
 
 async function waitForLine(port: number, want: string, timeoutMs = 10_000): Promise<void> {
   let last = "";

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { landsOn, startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
 import { startPair, waitFor, type PgPair } from "../src/testkit/pg.ts";
 import { answer, probe, waitForAnswer } from "../src/testkit/probe.ts";
-import { cleanEnv, MAIN, startResponder, type Responder } from "../src/testkit/responder.ts";
+import { runCliAsync, startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
@@ -71,14 +71,15 @@ afterAll(async () => {
 }, HOOK_TIMEOUT_MS);
 
 /** `replstatus <args>` as a user runs it: stdout, stderr, exit code. */
-async function cli(args: string[]) {
-  const proc = Bun.spawn([process.execPath, MAIN, ...args], { env: cleanEnv(), stdin: "ignore", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
+const cli = (args: string[]) => runCliAsync(args);
+
+/** Runs body, then sets the node's override back to ready (a no-op when body did), also when body fails. */
+async function thenReady(node: string, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } finally {
+    await cli(["ready", "--control-socket", sock(node)]);
+  }
 }
 
 async function waitForLine(port: number, want: string, timeoutMs = 10_000): Promise<void> {
@@ -151,43 +152,49 @@ describe("operator override", () => {
   });
 
   test("drain: agent says drain, raw keeps the role, haproxy drains; ready undoes it", async () => {
-    const r = await cli(["drain", "--control-socket", sock("primary")]);
-    expect(r).toEqual({ code: 0, stdout: "replstatus: override set to drain\n", stderr: "" });
-    expect(await answer(onPrimary.ports[1]!)).toBe("up drain\n");
-    expect(await answer(onPrimary.ports[0]!)).toBe("MASTER");
-    await waitForServers("rw", { s1: "DRAIN", s2: "DOWN" });
-    await onPrimary.waitForLog(/info: override ready -> drain \(replstatus drain\)\n/);
+    await thenReady("primary", async () => {
+      const r = await cli(["drain", "--control-socket", sock("primary")]);
+      expect(r).toEqual({ code: 0, stdout: "replstatus: override set to drain\n", stderr: "" });
+      expect(await answer(onPrimary.ports[1]!)).toBe("up drain\n");
+      expect(await answer(onPrimary.ports[0]!)).toBe("MASTER");
+      await waitForServers("rw", { s1: "DRAIN", s2: "DOWN" });
+      await onPrimary.waitForLog(/info: override ready -> drain \(replstatus drain\)\n/);
 
-    expect(await cli(["ready", "--control-socket", sock("primary")])).toEqual({
-      code: 0,
-      stdout: "replstatus: override set to ready\n",
-      stderr: "",
+      expect(await cli(["ready", "--control-socket", sock("primary")])).toEqual({
+        code: 0,
+        stdout: "replstatus: override set to ready\n",
+        stderr: "",
+      });
+      expect(await answer(onPrimary.ports[1]!)).toBe("up ready\n");
+      await waitForServers("rw", { s1: "UP", s2: "DOWN" });
     });
-    expect(await answer(onPrimary.ports[1]!)).toBe("up ready\n");
-    await waitForServers("rw", { s1: "UP", s2: "DOWN" });
   });
 
   test("maint: agent says maint, raw says UNKNOWN, haproxy puts the server in maintenance; ready undoes it", async () => {
-    expect((await cli(["maint", "--control-socket", sock("primary")])).code).toBe(0);
-    expect(await answer(onPrimary.ports[1]!)).toBe("maint\n");
-    expect(await answer(onPrimary.ports[0]!)).toBe("UNKNOWN");
-    await waitForServers("rw", { s1: "MAINT", s2: "DOWN" });
-    // Repeating an override changes nothing and logs nothing.
-    expect((await cli(["maint", "--control-socket", sock("primary")])).code).toBe(0);
-    expect(onPrimary.log.match(/-> maint/g)).toHaveLength(1);
+    await thenReady("primary", async () => {
+      expect((await cli(["maint", "--control-socket", sock("primary")])).code).toBe(0);
+      expect(await answer(onPrimary.ports[1]!)).toBe("maint\n");
+      expect(await answer(onPrimary.ports[0]!)).toBe("UNKNOWN");
+      await waitForServers("rw", { s1: "MAINT", s2: "DOWN" });
+      // Repeating an override changes nothing and logs nothing.
+      expect((await cli(["maint", "--control-socket", sock("primary")])).code).toBe(0);
+      expect(onPrimary.log.match(/-> maint/g)).toHaveLength(1);
 
-    expect((await cli(["ready", "--control-socket", sock("primary")])).code).toBe(0);
-    expect(await answer(onPrimary.ports[0]!)).toBe("MASTER");
-    await waitForServers("rw", { s1: "UP", s2: "DOWN" });
-    expect(await landsOn(haproxy.ports.rw!)).toEqual({ port: pg.primary.port, inRecovery: false });
+      expect((await cli(["ready", "--control-socket", sock("primary")])).code).toBe(0);
+      expect(await answer(onPrimary.ports[0]!)).toBe("MASTER");
+      await waitForServers("rw", { s1: "UP", s2: "DOWN" });
+      expect(await landsOn(haproxy.ports.rw!)).toEqual({ port: pg.primary.port, inRecovery: false });
+    });
   });
 
   test("a standby honours it too", async () => {
-    expect((await cli(["drain", "--control-socket", sock("standby")])).code).toBe(0);
-    expect(await answer(onStandby.ports[1]!)).toBe("down drain #standby\n");
-    expect(await answer(onStandby.ports[0]!)).toBe("STANDBY");
-    expect((await cli(["ready", "--control-socket", sock("standby")])).code).toBe(0);
-    expect(await answer(onStandby.ports[1]!)).toBe("down ready #standby\n");
+    await thenReady("standby", async () => {
+      expect((await cli(["drain", "--control-socket", sock("standby")])).code).toBe(0);
+      expect(await answer(onStandby.ports[1]!)).toBe("down drain #standby\n");
+      expect(await answer(onStandby.ports[0]!)).toBe("STANDBY");
+      expect((await cli(["ready", "--control-socket", sock("standby")])).code).toBe(0);
+      expect(await answer(onStandby.ports[1]!)).toBe("down ready #standby\n");
+    });
   });
 
   test("no replstatus on the control socket: one error line, a hint, exit 1", async () => {

@@ -8,12 +8,9 @@ import { buildConfig } from "../src/config/load.ts";
 import { OPTIONS } from "../src/config/options.ts";
 import { waitFor } from "../src/testkit/pg.ts";
 import { answer } from "../src/testkit/probe.ts";
-import { cleanEnv, MAIN, startResponder } from "../src/testkit/responder.ts";
+import { runCli, startResponder } from "../src/testkit/responder.ts";
 
-function run(args: string[], env: Record<string, string> = {}) {
-  const r = Bun.spawnSync([process.execPath, MAIN, ...args], { env: { ...cleanEnv(), ...env }, stdin: "ignore" });
-  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
-}
+const run = runCli;
 
 describe("bad configuration: one line on stderr, exit 2", () => {
   test.each([

@@ -13,7 +13,7 @@ import {
   type ConfReader,
 } from "../src/config/debian-cluster.ts";
 import { resolveTarget } from "../src/poll/target.ts";
-import { cleanEnv, MAIN, startResponder } from "../src/testkit/responder.ts";
+import { runCli, startResponder } from "../src/testkit/responder.ts";
 
 function memory(files: Record<string, string>): ConfReader {
   return {
@@ -198,10 +198,8 @@ describe("--cluster", () => {
       'replstatus: invalid value for --cluster: "main" (expected VERSION-NAME of a Debian cluster, such as 15-main)\n',
     ],
   ])("--cluster %s: one error line and exit 2", (name, stderr) => {
-    const r = Bun.spawnSync([process.execPath, MAIN, "--listen", "127.0.0.1:0", "--cluster", name], {
-      env: { ...cleanEnv(), PG_CLUSTER_CONF_ROOT: root },
-    });
-    expect({ code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() }).toEqual({
+    const r = runCli(["--listen", "127.0.0.1:0", "--cluster", name], { PG_CLUSTER_CONF_ROOT: root });
+    expect(r).toEqual({
       code: 2,
       stdout: "",
       stderr,

@@ -78,10 +78,16 @@ test("the demo shows a failover, ends by itself with 0 and leaves nothing behind
 
 test("SIGTERM stops the demo and cleans up", async () => {
   const demo = spawnDemo([]);
-  await waitFor("the first status line", () => /node2 +raw STANDBY/.test(demo.stdout), 60_000);
-  const dir = demoDir(demo.stdout);
-  demo.proc.kill("SIGTERM");
-  expect(await demo.proc.exited).toBe(143);
-  await waitFor("the demo's processes to be gone", () => processesNaming(dir).length === 0, 10_000);
-  expect(existsSync(dir)).toBe(false);
+  try {
+    await waitFor("the first status line", () => /node2 +raw STANDBY/.test(demo.stdout), 60_000);
+    const dir = demoDir(demo.stdout);
+    demo.proc.kill("SIGTERM");
+    expect(await demo.proc.exited).toBe(143);
+    await waitFor("the demo's processes to be gone", () => processesNaming(dir).length === 0, 10_000);
+    expect(existsSync(dir)).toBe(false);
+  } finally {
+    // On a failure above: SIGTERM still lets the demo remove its clusters and dir.
+    if (demo.proc.exitCode === null && demo.proc.signalCode === null) demo.proc.kill("SIGTERM");
+    await demo.proc.exited;
+  }
 });

@@ -341,23 +341,27 @@ describe("peers that cannot vouch: the node keeps its own view and says why", ()
     const turn = next(systemId);
     if (turn === "down") await peer!.stop(true);
     else mode = turn;
-    await waitForAnswer(node.ports[0]!, "MASTER");
-    expect(performance.now() - t0).toBeLessThan(PEER_INTERVAL_MS + PEER_TIMEOUT_MS + SLACK_MS);
-    expect(node.log).toContain(`info: fenced -> primary (${fill(change)})\n`);
-    if (warning) await node.waitForLog(new RegExp(escape(fill(warning)) + "\n"));
-    expect(await getStatus(httpPort)).toMatchObject({
-      state: "primary",
-      guard,
-      fenced_by: null,
-      peers: [{ url: peerUrl, result }],
-    });
-    const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
-    expect(metrics).toContain(`replstatus_guard_active ${guard === "active" ? 1 : 0}\n`);
-    expect(metrics).toContain(`replstatus_peer_up{peer="${peerUrl}"} ${result === "ok" ? 1 : 0}\n`);
-    expect(metrics).toMatch(
-      new RegExp(`replstatus_peer_requests_total\\{peer="${escape(peerUrl)}",result="${result}"\\} [1-9]`),
-    );
-    if (turn === "down") servePeer();
+    try {
+      await waitForAnswer(node.ports[0]!, "MASTER");
+      expect(performance.now() - t0).toBeLessThan(PEER_INTERVAL_MS + PEER_TIMEOUT_MS + SLACK_MS);
+      expect(node.log).toContain(`info: fenced -> primary (${fill(change)})\n`);
+      if (warning) await node.waitForLog(new RegExp(escape(fill(warning)) + "\n"));
+      expect(await getStatus(httpPort)).toMatchObject({
+        state: "primary",
+        guard,
+        fenced_by: null,
+        peers: [{ url: peerUrl, result }],
+      });
+      const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+      expect(metrics).toContain(`replstatus_guard_active ${guard === "active" ? 1 : 0}\n`);
+      expect(metrics).toContain(`replstatus_peer_up{peer="${peerUrl}"} ${result === "ok" ? 1 : 0}\n`);
+      expect(metrics).toMatch(
+        new RegExp(`replstatus_peer_requests_total\\{peer="${escape(peerUrl)}",result="${result}"\\} [1-9]`),
+      );
+    } finally {
+      // The cases after this one need the peer back, also when this one failed.
+      if (turn === "down") servePeer();
+    }
   });
 
   test("a warning is logged once per change of reason, not per request", async () => {

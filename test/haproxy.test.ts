@@ -102,26 +102,30 @@ describe("failover", () => {
       }
     })();
 
-    await pg.standby.promote();
-    await pg.standby.waitPrimary();
-    // haproxy's own bounds: RISE good checks one interval apart to come up, FALL
-    // bad ones to go down, after the responder's next poll (50 ms) sees the change.
-    const newUpMs = await Promise.all(WRITE_POOLS.map((pool) => hx.waitForServer(pool, "pg2", "UP")));
-    expect(Math.max(...newUpMs)).toBeLessThan(50 + RISE * INTER_MS + SLACK_MS);
-    const stopping = pg.primary.stop("fast");
-    const oldDownMs = await Promise.all(WRITE_POOLS.map((pool) => hx.waitForServer(pool, "pg1", "DOWN")));
-    await stopping;
-    expect(Math.max(...oldDownMs)).toBeLessThan(FALL * INTER_MS + SLACK_MS);
-    if (process.env.REPLSTATUS_TEST_VERBOSE) console.log({ newUpMs, oldDownMs });
+    try {
+      await pg.standby.promote();
+      await pg.standby.waitPrimary();
+      // haproxy's own bounds: RISE good checks one interval apart to come up, FALL
+      // bad ones to go down, after the responder's next poll (50 ms) sees the change.
+      const newUpMs = await Promise.all(WRITE_POOLS.map((pool) => hx.waitForServer(pool, "pg2", "UP")));
+      expect(Math.max(...newUpMs)).toBeLessThan(50 + RISE * INTER_MS + SLACK_MS);
+      const stopping = pg.primary.stop("fast");
+      const oldDownMs = await Promise.all(WRITE_POOLS.map((pool) => hx.waitForServer(pool, "pg1", "DOWN")));
+      await stopping;
+      expect(Math.max(...oldDownMs)).toBeLessThan(FALL * INTER_MS + SLACK_MS);
+      if (process.env.REPLSTATUS_TEST_VERBOSE) console.log({ newUpMs, oldDownMs });
 
-    for (const pool of WRITE_POOLS) {
-      expect(await landsOn(hx.ports[pool]!)).toEqual({ inRecovery: false, port: pg.standby.port });
+      for (const pool of WRITE_POOLS) {
+        expect(await landsOn(hx.ports[pool]!)).toEqual({ inRecovery: false, port: pg.standby.port });
+      }
+      // Twenty more samples (several rounds of checks), then the verdict on the whole history.
+      const seen = history["tcp/pg1"]!.length;
+      await waitFor("more samples", () => history["tcp/pg1"]!.length >= seen + 20);
+    } finally {
+      // Also on a failure above: no sampler left polling haproxy's stats into the next test.
+      sampling = false;
+      await sampler;
     }
-    // Twenty more samples (several rounds of checks), then the verdict on the whole history.
-    const seen = history["tcp/pg1"]!.length;
-    await waitFor("more samples", () => history["tcp/pg1"]!.length >= seen + 20);
-    sampling = false;
-    await sampler;
     for (const pool of WRITE_POOLS) {
       const old = history[`${pool}/pg1`]!;
       const firstDown = old.indexOf("DOWN");

@@ -16,7 +16,7 @@ import { rawHandler } from "../src/listen/raw.ts";
 import { buildResponses } from "../src/listen/answers.ts";
 import { waitFor } from "../src/testkit/pg.ts";
 import { answer, probe } from "../src/testkit/probe.ts";
-import { cleanEnv, MAIN, startResponder, type Responder } from "../src/testkit/responder.ts";
+import { runCli, startResponder, type Responder } from "../src/testkit/responder.ts";
 
 let noPg: string;
 beforeAll(() => {
@@ -204,8 +204,8 @@ describe("--allow", () => {
   test.each(["10.0.0.0/33", "10.0.0/8", "::1/129", "::1::2", "010.0.0.1", "fe80::1%eth0", "10.0.0.0/", "host/8", ""])(
     "%j is refused at start-up",
     (bad) => {
-      const r = Bun.spawnSync([process.execPath, MAIN, "--allow", bad], { env: cleanEnv(), stdin: "ignore" });
-      expect({ code: r.exitCode, stderr: r.stderr.toString() }).toEqual({
+      const r = runCli(["--allow", bad]);
+      expect({ code: r.code, stderr: r.stderr }).toEqual({
         code: 2,
         stderr: `replstatus: invalid value for --allow: ${JSON.stringify(bad)} (expected an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or fd00::/8, or an address)\n`,
       });

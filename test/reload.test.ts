@@ -5,7 +5,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { answer, probe } from "../src/testkit/probe.ts";
-import { cleanEnv, MAIN, startResponder } from "../src/testkit/responder.ts";
+import { runCli, startResponder } from "../src/testkit/responder.ts";
 
 let dir: string;
 beforeAll(() => {
@@ -21,10 +21,7 @@ function configFile(text: string): string {
   return path;
 }
 
-function run(args: string[], env: Record<string, string> = {}) {
-  const r = Bun.spawnSync([process.execPath, MAIN, ...args], { env: { ...cleanEnv(), ...env }, stdin: "ignore" });
-  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
-}
+const run = runCli;
 
 /** The raw text a peer bound to `localAddress` gets ("" when closed unanswered). */
 function answerFrom(port: number, localAddress: string): Promise<string> {

@@ -11,7 +11,7 @@ import { startHaproxy } from "../src/testkit/haproxy.ts";
 import { startPrimary, waitFor, type PgPrimary } from "../src/testkit/pg.ts";
 import { ACTIVATE, holdSocket, type HeldSocket } from "../src/testkit/socket.ts";
 import { answer, probe, waitForAnswer, type ProbeResult } from "../src/testkit/probe.ts";
-import { cleanEnv, MAIN, ROOT, startResponder, type Responder } from "../src/testkit/responder.ts";
+import { cleanEnv, MAIN, ROOT, runCli, startResponder, type Responder } from "../src/testkit/responder.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a primary on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
@@ -66,10 +66,7 @@ function probeEveryMs(port: number) {
   };
 }
 
-function cli(args: string[]) {
-  const r = Bun.spawnSync([process.execPath, MAIN, ...args], { env: cleanEnv(), stdin: "ignore" });
-  return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
-}
+const cli = (args: string[]) => runCli(args);
 
 describe("fast exit", () => {
   test("SIGTERM and SIGINT exit 0 at once, idle or with a poll in flight to a hung server", async () => {
@@ -178,11 +175,8 @@ describe("a held listening socket (socket activation)", () => {
     using held = holdSocket();
     using other = holdSocket();
     const run = (args: string[], fd: number) => {
-      const r = Bun.spawnSync([...ACTIVATE, process.execPath, MAIN, ...args], {
-        env: cleanEnv(),
-        stdio: ["ignore", "pipe", "pipe", fd],
-      });
-      return { code: r.exitCode, stderr: r.stderr.toString() };
+      const { code, stderr } = runCli(args, {}, { wrap: ACTIVATE, inheritFd: fd });
+      return { code, stderr };
     };
     expect(run(["--listen", held.listen, "--db", pg.primary.url], other.fd)).toEqual({
       code: 1,

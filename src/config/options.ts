@@ -179,7 +179,7 @@ const TABLE = {
   "text-fenced": {
     kind: answerText(MAX_TEXT_BYTES),
     default: DEFAULT_TEXTS.fenced,
-    help: "raw answer of a primary fenced by a peer that is primary on a higher timeline (--peer)",
+    help: "raw answer of a fenced primary: a --peer is primary on a higher timeline, the isolation rule holds, or (Patroni) it does not hold the leader key; /status says which",
   },
   "max-lag-bytes": {
     kind: sizeBytes(0, "a size in bytes such as 1048576, 512kB, 16MB or 1GB"),

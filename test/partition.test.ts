@@ -151,6 +151,8 @@ async function startNodes(isolation: boolean): Promise<Nodes> {
 }
 
 const skip = netnsAvailable();
+// Network namespaces need root: a run without them says why, rather than skipping in silence.
+if (skip !== undefined) console.warn(`test/partition.test.ts: skipped: ${skip}`);
 
 /** Cuts n1 from both peers, promotes n2, and returns when the cut was made. */
 async function cutAndPromote(nodes: Nodes): Promise<number> {

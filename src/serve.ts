@@ -16,6 +16,7 @@ import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
 import { listen, listenError, ListenError, type Gate, type Listener } from "./listen/gate.ts";
 import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
+import { createHolds } from "./listen/http/holds.ts";
 import { inheritedSockets, takeInherited } from "./listen/inherit.ts";
 import {
   createTlsWatch,
@@ -236,7 +237,14 @@ async function startPatroniMode(
   const settings = config.patroni!;
   const watch = startPatroniWatch({ settings, status, facts, log });
   stack.defer(() => watch.stop());
-  const answer = patroniHttp({ cell: status.cell, facts, watch, member: settings.member, tags: config.tags });
+  const answer = patroniHttp({
+    cell: status.cell,
+    facts,
+    watch,
+    member: settings.member,
+    tags: config.tags,
+    holds: createHolds(),
+  });
   return { watch, answer };
 }
 
@@ -290,6 +298,7 @@ function openListeners(
         metrics: () => metrics.render(),
         guard: splitBrain && (() => splitBrain.status()),
         tags: config.tags,
+        holds: createHolds(),
         ...(patroni && { patroni: patroni.answer, extraStatus: patroni.watch.status }),
       },
       responses,

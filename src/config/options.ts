@@ -45,6 +45,7 @@ export const DEFAULT_TEXTS: Texts = {
   fenced: "FENCED",
 };
 export const DEFAULT_LAG_GRACE = "1s";
+export const DEFAULT_REJOIN_AFTER = "0s";
 export const MAX_TEXT_BYTES = 64;
 export const DEFAULT_AGENT_ROLE: AgentRole = "primary";
 export const DEFAULT_AGENT_LAG_FOR_MIN_WEIGHT = "64MB";
@@ -192,7 +193,20 @@ const TABLE = {
   "lag-grace": {
     kind: durationMs(0, 3_600_000),
     default: DEFAULT_LAG_GRACE,
-    help: "how long a standby must stay over a lag limit before it turns lagging; it is back to standby as soon as it is under",
+    help: "how long a standby must stay over a lag limit before it turns lagging",
+  },
+  "rejoin-lag-bytes": {
+    kind: sizeBytes(0, "a size in bytes such as 1048576, 512kB, 16MB or 1GB, at most --max-lag-bytes"),
+    help: "a lagging standby rejoins only at most this far behind (bytes, or with kB, MB, GB); below --max-lag-bytes, it keeps a replica near the limit from flapping (default: --max-lag-bytes)",
+  },
+  "rejoin-lag-seconds": {
+    kind: seconds(86_400),
+    help: "as --max-lag-seconds, for rejoining; at most --max-lag-seconds (default: --max-lag-seconds)",
+  },
+  "rejoin-after": {
+    kind: durationMs(0, 3_600_000, "5s or 30s"),
+    default: DEFAULT_REJOIN_AFTER,
+    help: "how long a lagging standby must stay under the rejoin limits before it is a standby again (0s: at the first poll under them)",
   },
   backlog: {
     kind: integer(1, 65535),

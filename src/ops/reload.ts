@@ -115,9 +115,12 @@ function restartOnly(old: Config, next: Config): string[] {
   if (
     old.maxLagBytes !== next.maxLagBytes ||
     old.maxLagSeconds !== next.maxLagSeconds ||
-    old.lagGraceMs !== next.lagGraceMs
+    old.lagGraceMs !== next.lagGraceMs ||
+    old.rejoinLagBytes !== next.rejoinLagBytes ||
+    old.rejoinLagSeconds !== next.rejoinLagSeconds ||
+    old.rejoinAfterMs !== next.rejoinAfterMs
   ) {
-    restart.push("max-lag-bytes/max-lag-seconds/lag-grace");
+    restart.push("max-lag-bytes/max-lag-seconds/lag-grace/rejoin-lag-bytes/rejoin-lag-seconds/rejoin-after");
   }
   return restart;
 }

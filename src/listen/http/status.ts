@@ -6,6 +6,7 @@ import type { PollFacts } from "../../poll/facts.ts";
 import { bytes, OK, render, roleOf, type HttpResponses } from "./answers.ts";
 import { CHECK_HEALTH, CHECK_READ_ONLY, CHECK_READINESS, CHECK_REPLICA } from "./parse.ts";
 import { queryVerdict, type QueryPath } from "./query.ts";
+import type { Holds } from "./holds.ts";
 import { currentState, LAGGING, OVERRIDE_NAMES, STANDBY, STATE_NAMES, UNKNOWN, type Status } from "../../cell.ts";
 
 /** The live part of the answer: lag facts and ages, for /status and `?lag=` checks. */
@@ -23,6 +24,8 @@ export interface HttpContext {
   extraStatus?(): Record<string, unknown>;
   /** --tag and patroni.yml's tags, for ?tag_KEY=VALUE and noloadbalance. */
   tags?: NodeTags;
+  /** The memory of ?lag= checks with rejoin_lag= or rejoin_after= (holds.ts). */
+  holds?: Holds;
 }
 
 // timeline and system_identifier are what peers read (src/cluster/): shown
@@ -76,8 +79,11 @@ export function queryAnswer(
   const state = currentState(ctx.status.cell);
   const base = OK[kind]![state]!;
   const standby = state === STANDBY || state === LAGGING;
-  const verdict = queryVerdict(QUERY_PATHS[kind]!, query, { standby, base, facts: ctx.facts(), tags: ctx.tags });
-  if (typeof verdict === "string") return verdict === "bad-lag" ? answers.badLag : answers.badRequest;
+  const node = { standby, base, facts: ctx.facts(), tags: ctx.tags, holds: ctx.holds };
+  const verdict = queryVerdict(QUERY_PATHS[kind]!, query, node);
+  if (typeof verdict === "string") {
+    return verdict === "bad-lag" ? answers.badLag : verdict === "bad-rejoin" ? answers.badRejoin : answers.badRequest;
+  }
   if (verdict === base && !/(^|&)lag=/.test(query)) return (withBody ? answers.get : answers.head)[kind]![state]!;
   return statusAnswer(ctx, verdict ? 200 : 503, withBody);
 }

@@ -18,7 +18,7 @@ import { readRssKb } from "./loadgen.ts";
 import { measureBurst, measureRate, type BurstResult, type RateResult, type Target } from "./rate.ts";
 import { floorCommand, startServer } from "./server.ts";
 import { fmtMb, fmtMs, fmtRate, fmtSpread, spread, type Spread } from "./stats.ts";
-import { findHaproxy } from "../src/testkit/haproxy.ts";
+import { findHaproxy } from "../src/demo/haproxy.ts";
 import { measureRestart, type RestartResult } from "./restart.ts";
 import { measureStorm, type StormResult } from "./storm.ts";
 import { rateSvg } from "./svg.ts";

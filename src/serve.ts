@@ -5,7 +5,7 @@
 // for a start-up failure half-way and for a shutdown alike.
 import type { SocketHandler } from "bun";
 import { dirname } from "node:path";
-import { createStatus, STATE_NAMES, type State, type Status } from "./cell.ts";
+import { createStatus, currentState, OVERRIDE_NAMES, STATE_NAMES, type State, type Status } from "./cell.ts";
 import { startGuard, type Guard } from "./cluster/peers.ts";
 import { defaultControlSocket } from "./config/options.ts";
 import { type Config } from "./config/types.ts";
@@ -16,6 +16,8 @@ import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
 import { listen, listenError, ListenError, type Gate, type Listener } from "./listen/gate.ts";
 import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
+import { createEvents, type Events } from "./listen/http/events.ts";
+import { statusBody, type HttpContext } from "./listen/http/status.ts";
 import { inheritedSockets, takeInherited } from "./listen/inherit.ts";
 import {
   createTlsWatch,
@@ -73,7 +75,13 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const target = configTarget(config, opts.env);
   const log = createLogger(undefined, config.logFormat);
   if (target.passwordInDb && opts.dbOnCommandLine) log.warning(PASSWORD_ON_COMMAND_LINE);
-  const status = createStatus(logChange(log));
+  // Every change of the answer is logged and, once the listeners are open, streamed (GET /events).
+  const logged = logChange(log);
+  let announce = (_reason: string) => {};
+  const status = createStatus((from, to, reason) => {
+    logged(from, to, reason);
+    announce(reason);
+  });
   const responses = buildResponses(config.texts, config.agent);
   const metrics = createMetrics(config.listen.length);
   await using stack = new AsyncDisposableStack();
@@ -82,7 +90,8 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   let poller: Poller | undefined;
   const facts = () => poller?.facts;
   const splitBrain = startSplitBrain(config, status, facts, log, stack);
-  const patroni = config.patroni && (await startPatroniMode(config, status, facts, log, stack));
+  const onLeader = (leader: string | null) => announce(`leader key: ${leader ?? "none"}`);
+  const patroni = config.patroni && (await startPatroniMode(config, status, facts, log, stack, onLeader));
   const fdLimit = raiseFdLimit();
   const gate: Gate = {
     allow: config.allow,
@@ -92,11 +101,16 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   };
   const sources: Sources = { status, responses, facts, metrics, splitBrain, patroni };
   const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
+  const { events } = endpoints;
+  announce = events.changed;
   // Between the bind above and the first await below nothing is accepted
   // yet: the override on disk is in force before the first answer.
   const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, opts.env);
   const stateFile = restoreOverride(config, controlPath, endpoints.firstPort, status, log);
-  const control = await startControl(controlPath, status, log, (override) => saveOverride(stateFile, override));
+  const control = await startControl(controlPath, status, log, (override) => {
+    events.changed(`override ${OVERRIDE_NAMES[override]}`);
+    return saveOverride(stateFile, override);
+  });
   stack.defer(() => control.stop());
   const metricsServer = config.metricsListen && serveMetrics(config.metricsListen, metrics);
   if (metricsServer) stack.defer(() => void metricsServer.stop(true));
@@ -135,6 +149,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     fdLimit: () => fdLimit,
     guard: () => splitBrain,
     tls: () => endpoints.tlsWatch,
+    events: () => events,
     ...(patroni && { extra: patroni.watch.metrics }),
   });
   // A socket handed over by a service manager holds the checks that came
@@ -228,13 +243,14 @@ async function startPatroniMode(
   facts: () => PollFacts | undefined,
   log: Logger,
   stack: AsyncDisposableStack,
+  onLeader: (leader: string | null) => void,
 ): Promise<PatroniMode> {
   const [{ startPatroniWatch }, { patroniHttp }] = await Promise.all([
     import("./cluster/watch.ts"),
     import("./listen/http/patroni.ts"),
   ]);
   const settings = config.patroni!;
-  const watch = startPatroniWatch({ settings, status, facts, log });
+  const watch = startPatroniWatch({ settings, status, facts, log, onLeader });
   stack.defer(() => watch.stop());
   const answer = patroniHttp({ cell: status.cell, facts, watch, member: settings.member, tags: config.tags });
   return { watch, answer };
@@ -261,6 +277,8 @@ interface Endpoints {
   tlsWatch: TlsWatch | undefined;
   /** What a reload needs to swap the TLS material of `listeners`' tls+ ones. */
   reloadTls(listeners: Listener[]): Reloadable["tls"];
+  /** GET /events on the http listeners. */
+  events: Events;
 }
 
 /**
@@ -281,19 +299,23 @@ function openListeners(
   const tls = config.tls && loadTls(config.tls);
   const tlsWatch = config.tls && createTlsWatch(config.listen.length, config.tls.clientCert);
   const onTlsFailure = failureLogger(() => metrics.listenerNames, log);
+  const http: HttpContext = {
+    status,
+    facts: s.facts,
+    metrics: () => metrics.render(),
+    guard: splitBrain && (() => splitBrain.status()),
+    tags: config.tags,
+    ...(patroni && { patroni: patroni.answer, extraStatus: patroni.watch.status }),
+  };
+  const raw = new TextDecoder("latin1");
+  http.events = createEvents(
+    { body: () => statusBody(http), answer: () => raw.decode(responses.raw[currentState(status.cell)]) },
+    config.events,
+  );
+  stack.defer(() => http.events!.stop());
   const handlers = {
     raw: rawHandler(status.cell, responses),
-    http: httpHandler(
-      {
-        status,
-        facts: s.facts,
-        metrics: () => metrics.render(),
-        guard: splitBrain && (() => splitBrain.status()),
-        tags: config.tags,
-        ...(patroni && { patroni: patroni.answer, extraStatus: patroni.watch.status }),
-      },
-      responses,
-    ),
+    http: httpHandler(http, responses),
     agent: agentHandler(status.cell, responses),
   };
   const inherited = inheritedSockets(env);
@@ -327,6 +349,7 @@ function openListeners(
     tlsWatch,
     reloadTls: (listeners) =>
       tlsWatch && { watch: tlsWatch, servers: listeners.filter((l) => l.address.tls).map((l) => l.server) },
+    events: http.events,
   };
 }
 

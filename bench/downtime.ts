@@ -55,6 +55,7 @@ export interface DowntimeResult {
   trials: number;
   attemptEveryMs: number;
   settings: { name: string; line: string }[];
+  /** Each cell's runs are in trial order, so trial i of two keys saw the same event. */
   cells: DowntimeCell[];
 }
 

@@ -1,12 +1,12 @@
 // libpq's rules as tables: connection strings, .pgpass lines, service files,
 // the precedence of the sources, and what TLS verifies. No server needed.
 import { describe, expect, test } from "bun:test";
-import { parseConninfo, redactConninfo, type Conninfo } from "../src/poll/libpq/conninfo.ts";
-import { lookupPassword, passFileProblem, splitPassLine } from "../src/poll/libpq/pgpass.ts";
-import { findService } from "../src/poll/libpq/service.ts";
-import { resolveSettings, type Io } from "../src/poll/libpq/settings.ts";
-import { keyFileProblem, tlsOptions } from "../src/poll/libpq/tls.ts";
-import { describeTlsError } from "../src/poll/libpq/tlserror.ts";
+import { parseConninfo, redactConninfo, type Conninfo } from "../src/poll/worker/libpq/conninfo.ts";
+import { lookupPassword, passFileProblem, splitPassLine } from "../src/poll/worker/libpq/pgpass.ts";
+import { findService } from "../src/poll/worker/libpq/service.ts";
+import { resolveSettings, type Io } from "../src/poll/worker/libpq/settings.ts";
+import { keyFileProblem, tlsOptions } from "../src/poll/worker/libpq/tls.ts";
+import { describeTlsError } from "../src/poll/worker/libpq/tlserror.ts";
 
 describe("connection strings", () => {
   test.each<[string, Conninfo]>([

@@ -4,7 +4,7 @@
 // PostgreSQL nodes, the last across real links.
 import { describe, expect, test } from "bun:test";
 import {
-  createIsolationWatch,
+  createIsolationMemory,
   fenceReason,
   fencingPeer,
   guardMode,
@@ -17,7 +17,7 @@ import {
   type IsolationFacts,
   type PeerSeen,
   type PeerView,
-} from "../src/cluster/fence.ts";
+} from "../src/cluster/guard-rules.ts";
 import type { PollFacts } from "../src/poll/facts.ts";
 
 const CLUSTER = "7712175825285183157";
@@ -257,7 +257,7 @@ describe("the isolation watch over time: two peers, --isolation-after 2s", () =>
     ],
     ["a peer of another cluster does not count as reached", [[[peer(50, 50, "999"), peer(undefined, 50)], 100, true]]],
   ])("%s", (_, steps) => {
-    const watch = createIsolationWatch(2000);
+    const watch = createIsolationMemory(2000);
     for (const [peers, now, verdict] of steps) {
       watch.check(peers, "1", now);
       expect([now, watch.isolated]).toEqual([now, verdict]);

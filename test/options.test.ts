@@ -6,18 +6,8 @@ import { describe, expect, test } from "bun:test";
 import { isIP } from "node:net";
 import { buildConfig, buildDemoConfig, parseArgv } from "../src/config/load.ts";
 import { OPTIONS } from "../src/config/options.ts";
-import {
-  formatAddress,
-  formatBytes,
-  formatDuration,
-  ipVersion,
-  parseDurationMs,
-  parseListen,
-  parsePeer,
-  parseSizeBytes,
-  redactUrl,
-  type ListenAddress,
-} from "../src/units.ts";
+import { formatBytes, formatDuration, parseDurationMs, parseSizeBytes } from "../src/units.ts";
+import { formatAddress, ipVersion, parseListen, parsePeer, redactUrl, type ListenAddress } from "../src/address.ts";
 
 test.each(OPTIONS.filter((o) => o.default !== undefined).map((o) => [o.name, o.default!] as const))(
   "the default of --%s (%j) is accepted by its kind",

@@ -12,7 +12,7 @@ import {
   viewOf,
   type LocalNode,
   type StoreView,
-} from "../src/cluster/patroni.ts";
+} from "../src/cluster/patroni-rules.ts";
 import type { PollFacts } from "../src/poll/facts.ts";
 import { LAGGING, PRIMARY, STANDBY, STATE_NAMES, UNKNOWN, type State } from "../src/cell.ts";
 

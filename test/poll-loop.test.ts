@@ -1,9 +1,9 @@
-// The poll loop (src/poll/loop.ts) on its own, against a real primary: an answer that arrives
+// The poll loop (src/poll/worker/loop.ts) on its own, against a real primary: an answer that arrives
 // as old as --stale-after is stale, never ok. The poll worker shows a promotion from an ok poll
 // at once (src/cell.ts, promote), so an over-age answer must not reach it as one.
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
-import { offersTls } from "../src/poll/connect.ts";
-import { pollLoop, type Loop } from "../src/poll/loop.ts";
+import { offersTls } from "../src/poll/worker/connect.ts";
+import { pollLoop, type Loop } from "../src/poll/worker/loop.ts";
 import { resolveTarget } from "../src/poll/target.ts";
 import { startPrimary, waitFor, type PgPrimary } from "../src/testkit/pg.ts";
 

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { classifyPollError, describe as describeError } from "../src/poll/facts.ts";
-import { readPmStatus, watchPostmaster } from "../src/poll/postmaster.ts";
+import { readPmStatus, watchPostmaster } from "../src/poll/worker/postmaster.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "replstatus-pm-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

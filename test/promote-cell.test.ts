@@ -1,12 +1,12 @@
-// The answer word's writes around a promotion that the poll worker shows
+// The cell word's writes around a promotion that the poll worker shows
 // before the main thread hears of it (cell.ts: promote, the permit,
-// lowered): pure functions on one Status, no processes. The same on a real
+// lowered): pure functions on one Cell, no processes. The same on a real
 // pair, with the maint override and a fence in force: promote-fast.test.ts.
 import { describe, expect, test } from "bun:test";
 import type { AgentConfig } from "../src/config/types.ts";
 import { buildResponses } from "../src/listen/answers.ts";
 import {
-  createStatus,
+  createCell,
   DRAIN,
   FENCED,
   forceUnknown,
@@ -33,41 +33,41 @@ const responses = buildResponses(TEXTS, AGENT);
 const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
 const nowEpochMs = () => performance.timeOrigin + performance.now();
 
-/** A Status as the main thread leaves it, and what raw and agent answer from its word. */
+/** A Cell as the main thread leaves it, and what raw and agent answer from its word. */
 function node(state: State, override: Override = READY, bucket = 0) {
   const changes: string[] = [];
-  const status = createStatus((from, to, reason) => changes.push(`${from} -> ${to} (${reason})`));
-  status.set(state, "poll ok");
-  status.setOverride(override);
-  status.setWeightBucket(bucket);
+  const cell = createCell((from, to, reason) => changes.push(`${from} -> ${to} (${reason})`));
+  cell.set(state, "poll ok");
+  cell.setOverride(override);
+  cell.setWeightBucket(bucket);
   changes.length = 0;
-  const deadline = permitDeadline(status.cell);
-  const word = () => status.cell[0]!;
+  const deadline = permitDeadline(cell.slots);
+  const word = () => cell.slots[0]!;
   const shown = () => [text(responses.raw[shownState(word())]!), text(responses.agent[shownAgent(word())]!)];
   /** What the worker does for a poll that saw a primary. */
-  const workerPromote = (at = nowEpochMs()) => promote(status.cell, deadline, at);
+  const workerPromote = (at = nowEpochMs()) => promote(cell.slots, deadline, at);
   /** What poller.ts does with the worker's ok message for that poll: apply, then sync. */
   const mainApplies = (gen: number) => {
-    status.set(PRIMARY, "promoted");
-    status.sync(gen);
+    cell.set(PRIMARY, "promoted");
+    cell.sync(gen);
   };
-  return { status, changes, deadline, word, shown, workerPromote, mainApplies };
+  return { cell, changes, deadline, word, shown, workerPromote, mainApplies };
 }
 
 describe("the permit, kept by the main thread", () => {
   test("set with no fence and no guard; cleared by a fence and by a guard; the override does not touch it", () => {
     const n = node(STANDBY);
     expect(permitted(n.word())).toBe(true);
-    n.status.setFence("peer X is primary on timeline 3, we are on 2", "");
+    n.cell.setFence("peer X is primary on timeline 3, we are on 2", "");
     expect(permitted(n.word())).toBe(false);
     expect(n.deadline[0]).toBe(0n);
-    n.status.setFence(undefined, "peer X unreachable");
+    n.cell.setFence(undefined, "peer X unreachable");
     expect(permitted(n.word())).toBe(true);
-    n.status.setOverride(MAINT);
+    n.cell.setOverride(MAINT);
     expect(permitted(n.word())).toBe(true);
-    n.status.setPermit(0);
+    n.cell.setPermit(0);
     expect(permitted(n.word())).toBe(false);
-    n.status.setPermit(Infinity);
+    n.cell.setPermit(Infinity);
     expect(permitted(n.word())).toBe(true);
     expect(Number(n.deadline[0])).toBeGreaterThan(nowEpochMs() + 1e12);
   });
@@ -75,48 +75,48 @@ describe("the permit, kept by the main thread", () => {
   test("a guard's deadline: the permit is set until then, and none once it has passed", () => {
     const n = node(STANDBY);
     const untilMs = performance.now() + 60_000;
-    n.status.setPermit(untilMs);
+    n.cell.setPermit(untilMs);
     expect(permitted(n.word())).toBe(true);
     expect(Math.abs(Number(n.deadline[0]) - (performance.timeOrigin + untilMs))).toBeLessThanOrEqual(1);
-    n.status.setPermit(performance.now() - 1);
+    n.cell.setPermit(performance.now() - 1);
     expect(permitted(n.word())).toBe(false);
   });
 
   test("a forced UNKNOWN keeps it, whatever the generation", () => {
     const n = node(STANDBY);
-    forceUnknown(n.status.cell);
+    forceUnknown(n.cell.slots);
     expect(permitted(n.word())).toBe(true);
-    n.status.setFence("isolated", "");
+    n.cell.setFence("isolated", "");
     expect([permitted(n.word()), shownState(n.word())]).toEqual([false, UNKNOWN]);
   });
 });
 
 describe("a guard's verdict, in one step (setGuard)", () => {
-  // peers.ts and watch.ts give the fence and the permit together: the word never carries the
+  // guard.ts and patroni-view.ts give the fence and the permit together: the word never carries the
   // permit of one verdict with the fence of another, which a promotion written between two
   // separate writes would have shown for a moment.
   test("lifting a fence with a permit of 0 never sets the permit; the lift is logged once", () => {
     const n = node(PRIMARY);
-    n.status.setGuard("isolated: no peer answered", "", performance.now() + 60_000);
+    n.cell.setGuard("isolated: no peer answered", "", performance.now() + 60_000);
     expect([permitted(n.word()), shownState(n.word())]).toEqual([false, FENCED]);
-    n.status.set(STANDBY, "now in recovery");
+    n.cell.set(STANDBY, "now in recovery");
     n.changes.length = 0;
     // The witness answers again and a peer is primary on a higher timeline: no fence (a
     // standby), and no permit either: the new timeline is known only from the next poll.
-    n.status.setGuard(undefined, "peers answer again", 0);
-    expect([permitted(n.word()), n.status.fence, n.workerPromote()]).toEqual([false, undefined, undefined]);
+    n.cell.setGuard(undefined, "peers answer again", 0);
+    expect([permitted(n.word()), n.cell.fence, n.workerPromote()]).toEqual([false, undefined, undefined]);
     expect(shownState(n.word())).toBe(STANDBY);
-    n.status.setGuard(undefined, "", Infinity);
+    n.cell.setGuard(undefined, "", Infinity);
     expect(permitted(n.word())).toBe(true);
     expect(n.changes).toEqual([]);
   });
 
   test("raising a fence logs it as setFence does, and the permit follows the fence", () => {
     const n = node(PRIMARY);
-    n.status.setGuard("member b holds the leader key", "member a holds the leader key", Infinity);
+    n.cell.setGuard("member b holds the leader key", "member a holds the leader key", Infinity);
     expect([permitted(n.word()), shownState(n.word())]).toEqual([false, FENCED]);
     expect(n.changes).toEqual([`${PRIMARY} -> ${FENCED} (member b holds the leader key)`]);
-    n.status.setGuard(undefined, "member a holds the leader key", Infinity);
+    n.cell.setGuard(undefined, "member a holds the leader key", Infinity);
     expect([permitted(n.word()), shownState(n.word())]).toEqual([true, PRIMARY]);
     expect(n.changes.at(-1)).toBe(`${FENCED} -> ${PRIMARY} (member a holds the leader key)`);
   });
@@ -138,16 +138,16 @@ describe("the worker's promotion write", () => {
     expect(n.shown()).toEqual(want);
     // The main thread's own publication for the same poll shows the same.
     n.mainApplies(gen!);
-    n.status.setWeightBucket(0);
+    n.cell.setWeightBucket(0);
     expect(n.shown()).toEqual(want);
     expect(n.changes).toEqual([`${state} -> 0 (promoted)`]);
   });
 
   test.each<[string, (n: ReturnType<typeof node>) => void]>([
-    ["without the permit (a fence)", (n) => n.status.setFence("isolated", "")],
-    ["without the permit (a guard)", (n) => n.status.setPermit(0)],
-    ["past the permit's deadline", (n) => n.status.setPermit(performance.now() + 5)],
-    ["from UNKNOWN, forced by the worker", (n) => forceUnknown(n.status.cell)],
+    ["without the permit (a fence)", (n) => n.cell.setFence("isolated", "")],
+    ["without the permit (a guard)", (n) => n.cell.setPermit(0)],
+    ["past the permit's deadline", (n) => n.cell.setPermit(performance.now() + 5)],
+    ["from UNKNOWN, forced by the worker", (n) => forceUnknown(n.cell.slots)],
   ])("refused %s", (_, setUp) => {
     const n = node(STANDBY);
     setUp(n);
@@ -162,7 +162,7 @@ describe("the worker's promotion write", () => {
     ["from fenced", FENCED],
   ])("refused %s", (_, state) => {
     const n = node(state === FENCED ? PRIMARY : state);
-    if (state === FENCED) n.status.setFence("isolated", "");
+    if (state === FENCED) n.cell.setFence("isolated", "");
     expect(wordState(n.word())).toBe(state);
     const word = n.word();
     expect(n.workerPromote()).toBeUndefined();
@@ -175,7 +175,7 @@ describe("the main thread after the worker's write, before its message", () => {
     const n = node(STANDBY);
     const gen = n.workerPromote()!;
     expect(n.shown()[0]).toBe("MASTER");
-    n.status.setFence("peer X is primary on timeline 9, we are on 2", "");
+    n.cell.setFence("peer X is primary on timeline 9, we are on 2", "");
     expect(n.shown()).toEqual(["FENCED", "down ready #fenced\n"]);
     expect(generation(n.word())).toBe(gen);
     n.mainApplies(gen);
@@ -186,7 +186,7 @@ describe("the main thread after the worker's write, before its message", () => {
   test("a guard taking its permit back shows fenced until the message, which decides", () => {
     const n = node(STANDBY);
     const gen = n.workerPromote()!;
-    n.status.setPermit(0);
+    n.cell.setPermit(0);
     expect(n.shown()[0]).toBe("FENCED");
     n.mainApplies(gen);
     expect(n.shown()[0]).toBe("MASTER");
@@ -195,7 +195,7 @@ describe("the main thread after the worker's write, before its message", () => {
   test("maint set shows unknown at once", () => {
     const n = node(STANDBY);
     const gen = n.workerPromote()!;
-    n.status.setOverride(MAINT);
+    n.cell.setOverride(MAINT);
     expect(n.shown()).toEqual(["UNKNOWN", "maint\n"]);
     n.mainApplies(gen);
     expect(n.shown()).toEqual(["UNKNOWN", "maint\n"]);
@@ -204,19 +204,19 @@ describe("the main thread after the worker's write, before its message", () => {
   test("its own writes before the sync never take the promotion back to standby", () => {
     const n = node(STANDBY, READY, 4);
     expect(n.workerPromote()).toBeDefined();
-    n.status.setWeightBucket(5);
-    n.status.set(STANDBY, "poll ok");
+    n.cell.setWeightBucket(5);
+    n.cell.set(STANDBY, "poll ok");
     expect(n.shown()[0]).toBe("MASTER");
   });
 
   test("a forced UNKNOWN after it wins; the dropped message cannot bring MASTER back", () => {
     const n = node(STANDBY);
     n.workerPromote();
-    const gen = forceUnknown(n.status.cell);
+    const gen = forceUnknown(n.cell.slots);
     expect(n.shown()[0]).toBe("UNKNOWN");
     // poller.ts drops the promotion's message (its generation is behind); the fail message is applied.
-    n.status.set(UNKNOWN, "connection lost");
-    n.status.sync(gen);
+    n.cell.set(UNKNOWN, "connection lost");
+    n.cell.sync(gen);
     expect(n.shown()[0]).toBe("UNKNOWN");
     expect(n.workerPromote()).toBeUndefined();
   });

@@ -1,4 +1,4 @@
-// A promotion seen from the data directory's signal files (src/poll/postmaster.ts), long
+// A promotion seen from the data directory's signal files (src/poll/worker/postmaster.ts), long
 // before the next poll would see it; a role that is not shown data_directory, which polls only;
 // and a primary, whose polls only keep its answer fresh (four per --stale-after).
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";

@@ -110,7 +110,7 @@ describe("failures end MASTER", () => {
     try {
       await waitForAnswer(port, "UNKNOWN", STALE_AFTER_MS + 1500);
       // Fresh means the last good poll *started* less than stale-after ago. A primary polls every
-      // stale-after / 4 (poll/loop.ts), so that poll may have started up to a quarter before the stop;
+      // stale-after / 4 (poll/worker/loop.ts), so that poll may have started up to a quarter before the stop;
       // 100 ms more for timers. Never UNKNOWN earlier than that.
       expect(performance.now() - t0).toBeGreaterThan(STALE_AFTER_MS - STALE_AFTER_MS / 4 - 100);
     } finally {

@@ -6,7 +6,7 @@ import type { PollFacts } from "../src/poll/facts.ts";
 import { buildResponses } from "../src/listen/answers.ts";
 import {
   shownAgent,
-  createStatus,
+  createCell,
   DRAIN,
   FENCED,
   MAINT,
@@ -30,13 +30,13 @@ const agent = (role: AgentConfig["role"], weightByLag = false): AgentConfig => (
 
 /** What raw and agent listeners answer for a state, override and weight bucket. */
 function answers(config: AgentConfig, state: State, override: Override, bucket = 0) {
-  const status = createStatus(() => {});
+  const cell = createCell(() => {});
   const responses = buildResponses(TEXTS, config);
-  status.set(state, "test");
-  status.setOverride(override);
-  status.setWeightBucket(bucket);
+  cell.set(state, "test");
+  cell.setOverride(override);
+  cell.setWeightBucket(bucket);
   const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
-  return [text(responses.raw[shownState(status.cell[0]!)]!), text(responses.agent[shownAgent(status.cell[0]!)]!)];
+  return [text(responses.raw[shownState(cell.slots[0]!)]!), text(responses.agent[shownAgent(cell.slots[0]!)]!)];
 }
 
 describe("answers per state and override", () => {
@@ -62,19 +62,19 @@ describe("answers per state and override", () => {
 
   test("a fence is laid over a primary only, and stays up across other states", () => {
     const changes: string[] = [];
-    const status = createStatus((from, to, reason) => changes.push(`${from} -> ${to} (${reason})`));
+    const cell = createCell((from, to, reason) => changes.push(`${from} -> ${to} (${reason})`));
     const responses = buildResponses(TEXTS, agent("primary"));
-    const raw = () => Buffer.from(responses.raw[shownState(status.cell[0]!)]!).toString("latin1");
-    const line = () => Buffer.from(responses.agent[shownAgent(status.cell[0]!)]!).toString("latin1");
-    status.setFence("peer X is primary on timeline 2, we are on 1", "");
-    status.set(STANDBY, "poll ok");
+    const raw = () => Buffer.from(responses.raw[shownState(cell.slots[0]!)]!).toString("latin1");
+    const line = () => Buffer.from(responses.agent[shownAgent(cell.slots[0]!)]!).toString("latin1");
+    cell.setFence("peer X is primary on timeline 2, we are on 1", "");
+    cell.set(STANDBY, "poll ok");
     expect([raw(), line()]).toEqual(["STANDBY", "down ready #standby\n"]);
-    status.set(PRIMARY, "promoted");
-    expect([raw(), line(), status.state, status.polled]).toEqual(["FENCED", "down ready #fenced\n", FENCED, PRIMARY]);
-    status.set(UNKNOWN, "connection lost");
-    status.set(PRIMARY, "poll ok");
+    cell.set(PRIMARY, "promoted");
+    expect([raw(), line(), cell.state, cell.polled]).toEqual(["FENCED", "down ready #fenced\n", FENCED, PRIMARY]);
+    cell.set(UNKNOWN, "connection lost");
+    cell.set(PRIMARY, "poll ok");
     expect(raw()).toBe("FENCED");
-    status.setFence(undefined, "peer X unreachable");
+    cell.setFence(undefined, "peer X unreachable");
     expect([raw(), line()]).toEqual(["MASTER", "up ready\n"]);
     expect(changes).toEqual([
       "2 -> 1 (poll ok)",
@@ -86,11 +86,11 @@ describe("answers per state and override", () => {
   });
 
   test("the override does not change the state the poller saw, and is published", () => {
-    const status = createStatus(() => {});
-    status.set(PRIMARY, "test");
-    expect(status.setOverride(MAINT)).toBe(true);
-    expect(status.setOverride(MAINT)).toBe(false);
-    expect([status.state, status.override, shownState(status.cell[0]!), status.cell[OVERRIDE_SLOT]]).toEqual([
+    const cell = createCell(() => {});
+    cell.set(PRIMARY, "test");
+    expect(cell.setOverride(MAINT)).toBe(true);
+    expect(cell.setOverride(MAINT)).toBe(false);
+    expect([cell.state, cell.override, shownState(cell.slots[0]!), cell.slots[OVERRIDE_SLOT]]).toEqual([
       PRIMARY,
       MAINT,
       UNKNOWN,

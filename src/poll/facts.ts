@@ -2,8 +2,8 @@
 // from its row, and the one table of error codes that both the log line and
 // the metrics' reason label come from.
 import { oneLine } from "../units.ts";
-import type { Settings } from "./libpq/settings.ts";
-import { describeTlsError } from "./libpq/tlserror.ts";
+import type { Settings } from "./worker/libpq/settings.ts";
+import { describeTlsError } from "./worker/libpq/tlserror.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
 export interface PollFacts {
@@ -55,7 +55,7 @@ export interface PollFacts {
 // a connection: it cannot change while the server runs, and a rebuilt node
 // restarts its server, which drops the connection. Every one of these
 // functions is executable by PUBLIC. data_directory, read at the same time,
-// says where postmaster.pid is (postmaster.ts); pg_settings shows it only to
+// says where postmaster.pid is (worker/postmaster.ts); pg_settings shows it only to
 // members of pg_read_all_settings (pg_monitor has it), and is null without.
 export const POLL_QUERY = `select r.in_recovery,
   w.pid as receiver_pid,

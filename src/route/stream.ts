@@ -4,7 +4,7 @@
 // router never acts on an answer it can no longer confirm. The node's first
 // event after each (re)connect is its state then: a resync needs nothing more.
 // docs/routing.md, "Failure modes".
-import type { PeerTls } from "../cluster/peers.ts";
+import type { PeerTls } from "../cluster/guard.ts";
 import { createSseReader } from "./sse.ts";
 
 /** The data of one `event: state` of a node (its /status body, listen/http/events.ts). */

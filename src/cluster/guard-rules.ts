@@ -1,5 +1,5 @@
 // The fencing rules on their own, as pure functions of what the peers last said
-// and what this node's last poll saw; peers.ts asks the peers and applies them.
+// and what this node's last poll saw; guard.ts asks the peers and applies them.
 //
 // A promotion starts a new timeline, so a primary on a lower timeline than a
 // peer's is an old primary that came back. The rule only ever looks up: the
@@ -198,7 +198,7 @@ export function isolationReason(f: IsolationFacts): string {
 /** What the rule needs of a peer. */
 export type PeerSeen = Pick<PeerView, "answeredAt" | "askedAt" | "systemId">;
 
-export interface IsolationWatch {
+export interface IsolationMemory {
   /** Applies the rule to the peers as seen now; call after every change. */
   check(peers: readonly PeerSeen[], ownSystemId: string | null | undefined, nowMs: number): IsolationFacts;
   readonly isolated: boolean;
@@ -207,7 +207,7 @@ export interface IsolationWatch {
 }
 
 /** The rule's memory between checks: whether it held, and since when a peer answers again. */
-export function createIsolationWatch(isolationAfterMs: number | undefined): IsolationWatch {
+export function createIsolationMemory(isolationAfterMs: number | undefined): IsolationMemory {
   let was = false;
   let reachedAgainAt: number | undefined;
   let reachedAt: number | undefined;
@@ -231,7 +231,7 @@ export function createIsolationWatch(isolationAfterMs: number | undefined): Isol
         since !== undefined && peers.every((p) => p.askedAt !== undefined && p.askedAt >= since);
       const facts = { isolationAfterMs, sinceReachedMs, wasIsolated: was, roundSinceReached };
       // No verdict before every peer was asked once: a node does not poll its
-      // own PostgreSQL before that (peers.ts), so this only spares a start-up.
+      // own PostgreSQL before that (guard.ts), so this only spares a start-up.
       was = peers.every((p) => p.askedAt !== undefined) && isolated(facts);
       return facts;
     },

@@ -3,11 +3,11 @@
 // each attempt), LISTEN on a primary, and what is known of the server it is to.
 import { existsSync } from "node:fs";
 import postgres from "postgres";
-import type { DbTarget } from "./target.ts";
+import type { DbTarget } from "../target.ts";
 import type { Postmaster } from "./postmaster.ts";
 import { planConnection, type ConnectPlan, type TlsState } from "./connect.ts";
 import { bunPgSocket, type PgSocketOptions } from "./pgsocket.ts";
-import { describe } from "./facts.ts";
+import { describe } from "../facts.ts";
 import type { Settings } from "./libpq/settings.ts";
 
 /** What a connection needs; read again at each connect, so a reload applies to the next one. */

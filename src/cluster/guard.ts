@@ -1,7 +1,7 @@
 // The split-brain guard: ask the other nodes' replstatus for their /status,
 // and fence this node while PostgreSQL says it is a primary but a reachable
 // peer of the same cluster is primary on a higher timeline (the rule:
-// fence.ts).
+// guard-rules.ts).
 //
 // Timing. A peer is asked every --peer-interval, each request under a
 // --peer-timeout deadline. A peer's answer counts until its next request
@@ -16,20 +16,20 @@
 //
 // XXX: no quorum, no consensus: a node that can reach no peer, or whose peers
 // cannot see the new primary, answers from its own view (docs/split-brain.md,
-// "Split-brain guard"), unless the isolation rule (fence.ts) is on.
+// "Split-brain guard"), unless the isolation rule (guard-rules.ts) is on.
 //
 // https peers: a peer whose certificate does not chain to --peer-ca (or whose
 // TLS fails) is a bad_certificate result. It counts for nothing: it cannot
 // fence this node, it does not count as reached for the isolation rule, and
 // a fence it raised with an earlier good answer is not lifted because its
-// certificate now fails (fence.ts, holdingPeer).
+// certificate now fails (guard-rules.ts, holdingPeer).
 import { formatDuration, oneLine } from "../units.ts";
 import type { Logger } from "../log.ts";
 import type { PollFacts } from "../poll/facts.ts";
-import { FENCED, STATE_NAMES, type Status } from "../cell.ts";
+import { FENCED, STATE_NAMES, type Cell } from "../cell.ts";
 import {
   counts,
-  createIsolationWatch,
+  createIsolationMemory,
   fenceReason,
   guardMode,
   holdingPeer,
@@ -40,10 +40,10 @@ import {
   standing,
   type GuardMode,
   type IsolationFacts,
-  type IsolationWatch,
+  type IsolationMemory,
   type PeerResult,
   type PeerView,
-} from "./fence.ts";
+} from "./guard-rules.ts";
 
 /** What /status shows of the guard. */
 export interface GuardStatus {
@@ -67,7 +67,7 @@ export interface GuardOptions {
   peers: string[];
   intervalMs: number;
   timeoutMs: number;
-  status: Status;
+  cell: Cell;
   /** This node's last successful poll. */
   facts(): PollFacts | undefined;
   log: Logger;
@@ -221,7 +221,7 @@ function guardStatus(
   own: PollFacts | undefined,
   fencedBy: PeerView | undefined,
   isolationAfterMs: number | undefined,
-  isolation: IsolationWatch,
+  isolation: IsolationMemory,
 ): GuardStatus {
   const now = performance.now();
   const since = isolation.reachedAt;
@@ -265,12 +265,12 @@ function newPeer(url: string): PeerView {
 }
 
 export function startGuard(opts: GuardOptions): Guard {
-  const { status } = opts;
+  const { cell } = opts;
   const peers = opts.peers.map(newPeer);
   const results = new Float64Array(peers.length * PEER_RESULTS.length);
   const controller = new AbortController();
   const logChanges = guardLog(opts.log, peers, opts.isolationAfterMs);
-  const isolation = createIsolationWatch(opts.isolationAfterMs);
+  const isolation = createIsolationMemory(opts.isolationAfterMs);
   const timers = new Set<Timer>();
   let stopped = false;
   let fencer: PeerView | undefined;
@@ -280,9 +280,9 @@ export function startGuard(opts: GuardOptions): Guard {
     const by = holdingPeer(peers, own, fencer, opts.isolationAfterMs !== undefined);
     const facts = isolation.check(peers, own?.systemId, performance.now());
     const fence = by ? fenceReason(by, own!) : isolation.isolated ? `isolated: ${isolationReason(facts)}` : undefined;
-    const lift = fence === undefined && status.fence !== undefined ? liftReason(fencer, own) : "";
+    const lift = fence === undefined && cell.fence !== undefined ? liftReason(fencer, own) : "";
     // The fence and the permit in one step (cell.ts, setGuard).
-    status.setGuard(fence, lift, promotionUntil(peers, own, isolation.reachedAt, opts.isolationAfterMs));
+    cell.setGuard(fence, lift, promotionUntil(peers, own, isolation.reachedAt, opts.isolationAfterMs));
     fencer = by;
     logChanges(own, isolation.isolated, facts);
   }
@@ -347,7 +347,7 @@ export function startGuard(opts: GuardOptions): Guard {
     evaluate,
     isolated: () => isolation.isolated,
     status: () =>
-      guardStatus(peers, opts.facts(), status.state === FENCED ? fencer : undefined, opts.isolationAfterMs, isolation),
+      guardStatus(peers, opts.facts(), cell.state === FENCED ? fencer : undefined, opts.isolationAfterMs, isolation),
     stop() {
       stopped = true;
       controller.abort();

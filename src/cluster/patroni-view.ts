@@ -11,16 +11,16 @@ import { readFileSync } from "node:fs";
 import type { PatroniSettings } from "../config/types.ts";
 import type { Logger } from "../log.ts";
 import type { PollFacts } from "../poll/facts.ts";
-import { FENCED, type Status } from "../cell.ts";
+import { FENCED, type Cell } from "../cell.ts";
 import { startMirror, type EtcdTls, type Mirror } from "./etcd.ts";
-import { currentView, fenceReason, viewOf, type StoreView } from "./patroni.ts";
+import { currentView, fenceReason, viewOf, type StoreView } from "./patroni-rules.ts";
 
 /** How often the view is re-judged while etcd is out of reach. */
 const EXPIRY_CHECK_MS = 50;
 export const HEARTBEAT_MS = 1000;
 export const ETCD_TIMEOUT_MS = 1000;
 
-export interface PatroniWatch {
+export interface PatroniView {
   /** The view as Patroni would hold it now (undefined: none), and why it is not the live one. */
   current(): { view: StoreView | undefined; why: string };
   /**
@@ -38,9 +38,9 @@ export interface PatroniWatch {
   stop(): void;
 }
 
-export interface WatchOptions {
+export interface PatroniViewOptions {
   settings: PatroniSettings;
-  status: Status;
+  cell: Cell;
   facts(): PollFacts | undefined;
   log: Logger;
   /** The leader key's holder changed (GET /events streams it). */
@@ -48,7 +48,7 @@ export interface WatchOptions {
 }
 
 /** Thrown when a TLS file of the etcd3 section cannot be read; main.ts prints it. */
-export class WatchError extends Error {
+export class EtcdTlsError extends Error {
   readonly code = "ETCD_TLS";
 }
 
@@ -61,14 +61,14 @@ function readTls(settings: PatroniSettings): EtcdTls | undefined {
       return readFileSync(path, "utf8");
     } catch (err) {
       const code = (err as { code?: string }).code;
-      throw new WatchError(`could not read the etcd ${what} ${path}: ${code === "ENOENT" ? "no such file" : code}`);
+      throw new EtcdTlsError(`could not read the etcd ${what} ${path}: ${code === "ENOENT" ? "no such file" : code}`);
     }
   };
   return { ca: read(cacert, "CA certificate"), cert: read(cert, "certificate"), key: read(key, "key") };
 }
 
-export function startPatroniWatch(opts: WatchOptions): PatroniWatch {
-  const { settings, status, log } = opts;
+export function startPatroniView(opts: PatroniViewOptions): PatroniView {
+  const { settings, cell, log } = opts;
   let view: StoreView | undefined;
   let expiryTimer: Timer | undefined;
   let changes = 0;
@@ -84,7 +84,7 @@ export function startPatroniWatch(opts: WatchOptions): PatroniWatch {
     // Cut off from etcd the view expires with time alone: the worker's
     // promotion waits for this thread's judgement then (cell.ts, promote).
     // The fence and the permit in one step (cell.ts, setGuard).
-    status.setGuard(reason, `member ${settings.member} holds the leader key`, mirror.connected ? Infinity : 0);
+    cell.setGuard(reason, `member ${settings.member} holds the leader key`, mirror.connected ? Infinity : 0);
   }
 
   function onChange(): void {
@@ -134,7 +134,7 @@ export function startPatroniWatch(opts: WatchOptions): PatroniWatch {
           view_reason: why || null,
           leader: v?.leader ?? null,
           leader_lease_ttl_s: mirror.leaseTtlS ?? null,
-          fenced_by: status.state === FENCED ? (status.fence ?? null) : null,
+          fenced_by: cell.state === FENCED ? (cell.fence ?? null) : null,
         },
       };
     },

@@ -1,19 +1,19 @@
 // The poll loop's own thread. The listeners' thread can be kept busy by a
 // flood of connections, and Bun then runs its timers late (seconds, at 15k
 // connections/s); here the deadline, the backoff and the stale timer keep
-// time. A failure or a stale poll is written into the shared answer word at
+// time. A failure or a stale poll is written into the cell's word at
 // once (cell.ts, forceUnknown), before the main thread hears of it, and so is
 // a promotion the main thread has permitted in advance (cell.ts, promote).
 import { pollLoop, type Loop, type LoopConfig, type LoopTimings } from "./loop.ts";
-import { ANSWER_SLOT, forceUnknown, generation, permitDeadline, promote } from "../cell.ts";
+import { WORD_SLOT, forceUnknown, generation, permitDeadline, promote } from "../../cell.ts";
 
 /** What the main thread (poller.ts) sends. */
 export type WorkerCommand =
-  | { t: "start"; config: LoopConfig; cell: Int32Array; lastPoll: Float64Array; sentEpochMs: number }
+  | { t: "start"; config: LoopConfig; slots: Int32Array; lastPoll: Float64Array; sentEpochMs: number }
   | { t: "retime"; timings: LoopTimings }
   | { t: "stop" };
 
-/** What this thread sends back; `gen` is the answer word's generation (cell.ts). */
+/** What this thread sends back; `gen` is the cell word's generation (cell.ts). */
 export type WorkerMessage =
   | { t: "ok"; row: Record<string, unknown>; startedEpochMs: number; durationsMs: number[]; gen: number }
   | { t: "fail"; reason: string; code: string | undefined; retry: string; gen: number }
@@ -30,7 +30,7 @@ declare const self: Worker;
 for (const key of Object.keys(process.env)) if (key.startsWith("PG")) delete process.env[key];
 
 let loop: Loop | undefined;
-let cell: Int32Array;
+let slots: Int32Array;
 let deadline: BigInt64Array;
 /** Slot 0: the epoch ms (epochMs()) of the last good poll's start, for the main thread's ages. */
 let lastPoll: Float64Array;
@@ -72,14 +72,14 @@ function ok(row: Record<string, unknown>, startedAt: number, durationMs: number)
   durations.push(durationMs);
   // The listeners' thread may be busy with connections for a while before
   // it reads the message below: a promotion it permitted is shown now.
-  const promoted = row.in_recovery === false && promote(cell, deadline, epochMs(now)) !== undefined;
+  const promoted = row.in_recovery === false && promote(slots, deadline, epochMs(now)) !== undefined;
   if (!promoted && !changed(row) && now - lastSentAt < QUIET_MS) return;
   send({
     t: "ok",
     row,
     startedEpochMs: epochMs(startedAt),
     durationsMs: durations,
-    gen: generation(Atomics.load(cell, ANSWER_SLOT)),
+    gen: generation(Atomics.load(slots, WORD_SLOT)),
   });
   last = row;
   lastSentAt = now;
@@ -90,19 +90,19 @@ self.onmessage = async (event: MessageEvent<WorkerCommand>) => {
   const m = event.data;
   if (m.t === "start") {
     clockBehindMs = Math.max(0, m.sentEpochMs - (performance.timeOrigin + performance.now()));
-    cell = m.cell;
-    deadline = permitDeadline(cell);
+    slots = m.slots;
+    deadline = permitDeadline(slots);
     lastPoll = m.lastPoll;
     loop = pollLoop(m.config, {
       ok,
       fail: (reason, code, retry) => {
         last = undefined;
         systemId = null;
-        send({ t: "fail", reason, code, retry, gen: forceUnknown(cell) });
+        send({ t: "fail", reason, code, retry, gen: forceUnknown(slots) });
       },
       stale: () => {
         last = undefined;
-        send({ t: "stale", gen: forceUnknown(cell) });
+        send({ t: "stale", gen: forceUnknown(slots) });
       },
       warn: (message) => send({ t: "warn", message }),
     });

@@ -1,10 +1,10 @@
 // The poll loop: one connection, one query per tick under a deadline, a retry
 // after a failure, LISTEN on a primary, and the stale timer. It runs on a
-// thread of its own (worker.ts), so a flood of connections on the listeners'
+// thread of its own (entry.ts), so a flood of connections on the listeners'
 // thread cannot hold its timers up (measured: a Bun.listen loop under 15k
 // connections/s ran 10 ms timers up to 3 s late; a worker's, 7 ms).
-import { formatDuration } from "../units.ts";
-import { classifyPollError, describe, POLL_QUERY, type PollErrorReason } from "./facts.ts";
+import { formatDuration } from "../../units.ts";
+import { classifyPollError, describe, POLL_QUERY, type PollErrorReason } from "../facts.ts";
 import { watchPostmaster, type PmStatus, type Postmaster } from "./postmaster.ts";
 import { connectTimeoutOf, createSession, type Session, type SessionConfig } from "./session.ts";
 

@@ -5,7 +5,7 @@
 // require and the verify modes only with. Over a unix socket TLS is never
 // used, as in libpq.
 import type { ConnectionOptions } from "node:tls";
-import { connectSettings, nodeIo, type DbTarget } from "./target.ts";
+import { connectSettings, nodeIo, type DbTarget } from "../target.ts";
 import { ConninfoError } from "./libpq/conninfo.ts";
 import type { Settings } from "./libpq/settings.ts";
 

@@ -13,7 +13,7 @@
 // earlier trial carries over.
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { processesUnder, releaseSharedMemory, signal } from "../src/testkit/proc.ts";
+import { processesUnder, releaseSharedMemory, signal } from "../src/demo/proc.ts";
 import { runLoad } from "./loadgen.ts";
 import { spread, type Spread } from "./stats.ts";
 import { probe, rebuildAsStandby, startReplstatus, waitAnswers, waitFor, type Pair, type PgNode } from "./targets.ts";

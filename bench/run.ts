@@ -19,7 +19,7 @@ import { readRssKb } from "./loadgen.ts";
 import { measureBurst, measureRate, type Target } from "./rate.ts";
 import { floorCommand, startServer } from "./server.ts";
 import { fmtNs, reportRows, table, type Results } from "./report.ts";
-import { findHaproxy } from "../src/testkit/haproxy.ts";
+import { findHaproxy } from "../src/demo/haproxy.ts";
 import { measureRestart } from "./restart.ts";
 import { measureStorm } from "./storm.ts";
 import { rateSvg } from "./svg.ts";

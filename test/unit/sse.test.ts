@@ -1,7 +1,7 @@
 // The Server-Sent Events reader (src/route/sse.ts) on the cases of the
 // WHATWG parsing rules: line ends, comments, fields, pieces split anywhere.
 import { expect, test } from "bun:test";
-import { createSseReader, MAX_LINE_CHARS, type SseEvent } from "../src/route/sse.ts";
+import { createSseReader, MAX_LINE_CHARS, type SseEvent } from "../../src/route/sse.ts";
 
 function read(pieces: string[]): { events: SseEvent[]; comments: string[] } {
   const events: SseEvent[] = [];

@@ -303,6 +303,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
   const stateDir = read("state-dir");
   const backlog = read("backlog");
   const maxConnections = read("max-connections");
+  const events = { maxSubscribers: read("max-event-subscribers"), heartbeatMs: read("event-heartbeat") };
   // Each entry passed its kind's check, so the list compiles.
   const allow = merged.has("allow") ? (buildAllowList(read("allow")) as AllowList) : undefined;
   const metricsListen = read("metrics-listen");
@@ -331,6 +332,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     backlog,
     allow,
     maxConnections,
+    events,
     metricsListen,
     maxLagBytes,
     maxLagSeconds,

@@ -58,6 +58,8 @@ export const DEFAULT_BACKLOG = 4096;
 // drain), so a slow or busy client fleet holds thousands at a time.
 export const DEFAULT_MAX_CONNECTIONS = 65_536;
 export const DEFAULT_LOG_FORMAT = "text";
+export const DEFAULT_MAX_EVENT_SUBSCRIBERS = 64;
+export const DEFAULT_EVENT_HEARTBEAT = "250ms";
 /** Longest unix socket path: sun_path (108 bytes on Linux) minus its terminating NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
@@ -222,6 +224,16 @@ const TABLE = {
     kind: integer(1, 1_000_000),
     default: String(DEFAULT_MAX_CONNECTIONS),
     help: "open sockets at most, across listeners; more are closed at once, unanswered; lowered to fit the open-file limit",
+  },
+  "max-event-subscribers": {
+    kind: integer(0, 100_000),
+    default: String(DEFAULT_MAX_EVENT_SUBSCRIBERS),
+    help: "open GET /events streams at most, across http listeners; more get 503, and 0 turns the stream off; a subscriber that does not read what it is sent is dropped",
+  },
+  "event-heartbeat": {
+    kind: durationMs(10, 60_000),
+    default: DEFAULT_EVENT_HEARTBEAT,
+    help: "time between two heartbeat comments on every GET /events stream, by which a subscriber tells a live stream from a dead one",
   },
   "metrics-listen": {
     kind: hostPort,

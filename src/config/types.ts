@@ -78,6 +78,8 @@ export interface Config {
   allow: AllowList | undefined;
   /** Before the open-file limit is taken into account (see main.ts). */
   maxConnections: number;
+  /** GET /events: --max-event-subscribers, --event-heartbeat. */
+  events: { maxSubscribers: number; heartbeatMs: number };
   /** Prometheus endpoint; undefined: none. */
   metricsListen: { host: string; port: number } | undefined;
   logFormat: "text" | "json";

@@ -97,6 +97,7 @@ function restartOnly(old: Config, next: Config): string[] {
   if (old.db !== next.db || old.cluster !== next.cluster) restart.push("db/cluster");
   if (old.channel !== next.channel) restart.push("channel");
   if (old.backlog !== next.backlog) restart.push("backlog");
+  if (!same(old.events, next.events)) restart.push("max-event-subscribers/event-heartbeat");
   if (!same(old.metricsListen, next.metricsListen)) restart.push("metrics-listen");
   if (old.controlSocket !== next.controlSocket) restart.push("control-socket");
   if (old.stateDir !== next.stateDir) restart.push("state-dir");

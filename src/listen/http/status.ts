@@ -3,6 +3,7 @@
 import type { GuardStatus } from "../../cluster/guard.ts";
 import type { NodeTags } from "../../config/types.ts";
 import type { PollFacts } from "../../poll/facts.ts";
+import type { Events } from "./events.ts";
 import { bytes, OK, render, roleOf, type HttpResponses } from "./answers.ts";
 import { CHECK_HEALTH, CHECK_READ_ONLY, CHECK_READINESS, CHECK_REPLICA } from "./parse.ts";
 import { queryVerdict, type QueryPath } from "./query.ts";
@@ -26,32 +27,37 @@ export interface HttpContext {
   tags?: NodeTags;
   /** The memory of ?lag= checks with rejoin_lag= or rejoin_after= (holds.ts). */
   holds?: Holds;
+  /** GET /events (events.ts); without it /events is 404. */
+  events?: Events;
+}
+
+export function statusAnswer(ctx: HttpContext, code: number, withBody: boolean): Uint8Array {
+  return bytes(render(code, JSON.stringify(statusBody(ctx)) + "\n", withBody));
 }
 
 // timeline and system_identifier are what peers read (src/cluster/): shown
 // only while the state is known, so a peer never counts an old answer.
-export function statusAnswer(ctx: HttpContext, code: number, withBody: boolean): Uint8Array {
+/** The /status body, also the data of every event (events.ts). */
+export function statusBody(ctx: HttpContext): Record<string, unknown> {
   const { cell } = ctx;
   const state = currentState(cell.slots);
   const facts = state === UNKNOWN ? undefined : ctx.facts();
   const standby = facts?.inRecovery === true;
-  const body =
-    JSON.stringify({
-      role: roleOf(state),
-      state: STATE_NAMES[state],
-      override: OVERRIDE_NAMES[cell.override],
-      timeline: facts?.timeline ?? null,
-      system_identifier: facts?.systemId ?? null,
-      lag_bytes: standby ? facts.lagBytes : null,
-      replay_age_seconds: standby ? facts.replayAgeSeconds : null,
-      receiver: standby ? facts.receiverStatus : null,
-      since_change_ms: Date.now() - cell.changedAt,
-      changed_at: new Date(cell.changedAt).toISOString(),
-      poll_age_ms: facts ? Math.round(performance.now() - facts.startedAt) : null,
-      ...ctx.guard?.(),
-      ...ctx.extraStatus?.(),
-    }) + "\n";
-  return bytes(render(code, body, withBody));
+  return {
+    role: roleOf(state),
+    state: STATE_NAMES[state],
+    override: OVERRIDE_NAMES[cell.override],
+    timeline: facts?.timeline ?? null,
+    system_identifier: facts?.systemId ?? null,
+    lag_bytes: standby ? facts.lagBytes : null,
+    replay_age_seconds: standby ? facts.replayAgeSeconds : null,
+    receiver: standby ? facts.receiverStatus : null,
+    since_change_ms: Date.now() - cell.changedAt,
+    changed_at: new Date(cell.changedAt).toISOString(),
+    poll_age_ms: facts ? Math.round(performance.now() - facts.startedAt) : null,
+    ...ctx.guard?.(),
+    ...ctx.extraStatus?.(),
+  };
 }
 
 // The query of a check path (query.ts: ?lag=, ?replication_state=, ?tag_KEY=VALUE)

@@ -8,7 +8,7 @@ import { ConfigError, type Config } from "../config/types.ts";
 import { formatDuration } from "../units.ts";
 import { buildResponses, type Responses } from "../listen/answers.ts";
 import type { Gate } from "../listen/gate.ts";
-import { reloadTls, type TlsWatch } from "../listen/tls.ts";
+import { reloadTls, type TlsHandshakes } from "../listen/tls.ts";
 import type { TCPSocketListener } from "bun";
 import type { Logger } from "../log.ts";
 import type { Poller } from "../poll/poller.ts";
@@ -45,7 +45,7 @@ export interface Reloadable {
   log: Logger;
   fdLimit: number | undefined;
   /** The tls+ listeners, whose certificate, key, CA and rule are read again; undefined: none. */
-  tls: { watch: TlsWatch; servers: TCPSocketListener<unknown>[] } | undefined;
+  tls: { handshakes: TlsHandshakes; servers: TCPSocketListener<unknown>[] } | undefined;
 }
 
 /**
@@ -67,7 +67,7 @@ export function apply(old: Config, next: Config, live: Reloadable, started: Conf
   if (restart.length) {
     live.log.warning(`SIGHUP: ${restart.join(", ")} changed but only take effect after a restart`);
   }
-  if (next.tls && live.tls) reloadTls(next.tls, live.tls.servers, live.tls.watch, live.log);
+  if (next.tls && live.tls) reloadTls(next.tls, live.tls.servers, live.tls.handshakes, live.log);
 }
 
 function changes(old: Config, next: Config): string[] {
@@ -97,6 +97,7 @@ function restartOnly(old: Config, next: Config): string[] {
   if (old.db !== next.db || old.cluster !== next.cluster) restart.push("db/cluster");
   if (old.channel !== next.channel) restart.push("channel");
   if (old.backlog !== next.backlog) restart.push("backlog");
+  if (!same(old.events, next.events)) restart.push("max-event-subscribers/event-heartbeat");
   if (!same(old.metricsListen, next.metricsListen)) restart.push("metrics-listen");
   if (old.controlSocket !== next.controlSocket) restart.push("control-socket");
   if (old.stateDir !== next.stateDir) restart.push("state-dir");
@@ -115,9 +116,12 @@ function restartOnly(old: Config, next: Config): string[] {
   if (
     old.maxLagBytes !== next.maxLagBytes ||
     old.maxLagSeconds !== next.maxLagSeconds ||
-    old.lagGraceMs !== next.lagGraceMs
+    old.lagGraceMs !== next.lagGraceMs ||
+    old.rejoinLagBytes !== next.rejoinLagBytes ||
+    old.rejoinLagSeconds !== next.rejoinLagSeconds ||
+    old.rejoinAfterMs !== next.rejoinAfterMs
   ) {
-    restart.push("max-lag-bytes/max-lag-seconds/lag-grace");
+    restart.push("max-lag-bytes/max-lag-seconds/lag-grace/rejoin-lag-bytes/rejoin-lag-seconds/rejoin-after");
   }
   return restart;
 }

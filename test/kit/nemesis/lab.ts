@@ -13,9 +13,9 @@
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { atExit } from "../../../src/testkit/cleanup.ts";
-import { sweepLeftovers, netnsAvailable } from "../../../src/testkit/netns.ts";
-import { serverBinDir } from "../../../src/testkit/pgbin.ts";
+import { atExit } from "../../../src/demo/cleanup.ts";
+import { sweepLeftovers, netnsAvailable } from "../netns.ts";
+import { serverBinDir } from "../../../src/demo/pgbin.ts";
 import {
   asPostgres,
   baseEnv,
@@ -26,9 +26,9 @@ import {
   signal,
   superuser,
   waitFor,
-} from "../../../src/testkit/proc.ts";
-import { startResponder, type Responder } from "../../../src/testkit/responder.ts";
-import { statsCommand } from "../../../src/testkit/haproxy.ts";
+} from "../../../src/demo/proc.ts";
+import { startResponder, type Responder } from "../../../src/demo/responder.ts";
+import { statsCommand } from "../../../src/demo/haproxy.ts";
 import type { Direction } from "./schedule.ts";
 
 export const PORTS = { pg: 5432, etcd: 2379, etcdPeer: 2380, rest: 8008, raw: 5400, http: 8009, lb: 5000 };
@@ -222,11 +222,21 @@ function haproxyConfig(lab: Lab, opts: LabOptions): string {
 
 type Proc = Bun.Subprocess<"ignore", "ignore" | "pipe", "ignore" | "pipe">;
 
+/** Labs of this process not yet removed, for a test's afterAll after a timeout. */
+const live = new Set<Lab>();
+let labs = 0;
+
+/** Removes every lab this process made and has not removed yet. */
+export async function removeLabs(): Promise<void> {
+  for (const lab of [...live]) await lab.remove();
+}
+
 export function createLab(opts: LabOptions): Lab {
   const why = netnsAvailable();
   if (why) throw new Error(`lab: could not make network namespaces: ${why}`);
   sweepLeftovers();
-  const prefix = `rsn${process.pid}`;
+  // rsn<pid> first, as netns.ts sweeps by it; x<k> tells this process's labs apart.
+  const prefix = `rsn${process.pid}x${labs++}`;
   const octet = freeOctet();
   const dir = mkdtempSync(join(tmpdir(), "rs-nemesis-"));
   chown(dir);
@@ -308,9 +318,7 @@ export function createLab(opts: LabOptions): Lab {
   const replstatusArgs = (h: DbHost) => {
     const listen = ["--listen", `raw:0.0.0.0:${PORTS.raw}`, "--listen", `http:0.0.0.0:${PORTS.http}`];
     const control = ["--control-socket", join(dir, "ctl", `${h.name}.sock`)];
-    return opts.replstatus === "patroni"
-      ? ["--patroni", h.configFile, ...listen, ...control]
-      : [...listen, ...control];
+    return opts.replstatus === "patroni" ? ["--patroni", h.configFile, ...listen, ...control] : [...listen, ...control];
   };
   const replstatusEnv = (h: DbHost): Record<string, string> =>
     opts.replstatus === "patroni"
@@ -364,6 +372,7 @@ export function createLab(opts: LabOptions): Lab {
   const removeNow = () => {
     if (removed) return;
     removed = true;
+    live.delete(lab);
     forget();
     for (const p of [...patronis.values(), ...etcds.values(), haproxy, client]) p?.kill("SIGKILL");
     for (const h of db) h.replstatus?.proc.kill("SIGKILL");
@@ -376,7 +385,14 @@ export function createLab(opts: LabOptions): Lab {
     Bun.spawnSync(["ip", "link", "del", rootLink], { stderr: "ignore" });
     // NEMESIS_KEEP_LOGS=DIR keeps every process's log (and PostgreSQL's) for a look after the run.
     const keep = process.env.NEMESIS_KEEP_LOGS;
-    if (keep) Bun.spawnSync(["sh", "-c", `mkdir -p "$1" && cp "$0"/*.log "$1"/ && for h in db1 db2 db3; do cp -r "$0/$h/data/log" "$1/$h-pglog" 2>/dev/null; done`, dir, keep]);
+    if (keep)
+      Bun.spawnSync([
+        "sh",
+        "-c",
+        `mkdir -p "$1" && cp "$0"/*.log "$1"/ && for h in db1 db2 db3; do cp -r "$0/$h/data/log" "$1/$h-pglog" 2>/dev/null; done`,
+        dir,
+        keep,
+      ]);
     rmSync(dir, { recursive: true, force: true });
   };
 
@@ -422,7 +438,12 @@ export function createLab(opts: LabOptions): Lab {
         );
         opts.log("etcd: 3 members up");
         startPatroni(db[0]!);
-        await waitFor("db1 to lead", async () => (await lab.psql(db[0]!, "select pg_is_in_recovery()", 2000)) === "f", 90_000, 300);
+        await waitFor(
+          "db1 to lead",
+          async () => (await lab.psql(db[0]!, "select pg_is_in_recovery()", 2000)) === "f",
+          90_000,
+          300,
+        );
         for (const h of db.slice(1)) startPatroni(h);
         await waitFor(
           "db2 and db3 to stream",
@@ -433,7 +454,11 @@ export function createLab(opts: LabOptions): Lab {
           300,
         );
         // After the replicas: with synchronous_mode_strict a commit waits for a synchronous standby.
-        await lab.psql(db[0]!, "create table nemesis_writes (id bigint primary key, at timestamptz default now())", 60_000);
+        await lab.psql(
+          db[0]!,
+          "create table nemesis_writes (id bigint primary key, at timestamptz default now())",
+          60_000,
+        );
         opts.log("patroni: db1 leads, db2 and db3 stream");
         for (const h of db) await startReplstatus(h);
         writeFileSync(join(dir, "haproxy.cfg"), haproxyConfig(lab, opts));
@@ -456,7 +481,9 @@ export function createLab(opts: LabOptions): Lab {
       const portSet = ports && `{ ${ports.join(", ")} }`;
       const rules: string[] = [];
       const match = (side: "saddr" | "daddr") =>
-        portSet ? [`ip ${side} ${set} tcp dport ${portSet}`, `ip ${side} ${set} tcp sport ${portSet}`] : [`ip ${side} ${set}`];
+        portSet
+          ? [`ip ${side} ${set} tcp dport ${portSet}`, `ip ${side} ${set} tcp sport ${portSet}`]
+          : [`ip ${side} ${set}`];
       if (direction !== "out") for (const m of match("saddr")) rules.push(`add rule inet ${prefix} input ${m} drop`);
       if (direction !== "in") for (const m of match("daddr")) rules.push(`add rule inet ${prefix} output ${m} drop`);
       nft(h.ns, `${rules.join("\n")}\n`);
@@ -500,7 +527,7 @@ export function createLab(opts: LabOptions): Lab {
     },
 
     patronictl(from, ...args) {
-      return run(["patronictl", "-c", from.configFile, ...args], from.dir, "patronictl", 60_000, from.exec);
+      return run(["patronictl", "-c", from.configFile, ...args], from.dir, "patronictl", 30_000, from.exec);
     },
 
     async haproxyView() {
@@ -553,5 +580,6 @@ export function createLab(opts: LabOptions): Lab {
       removeNow();
     },
   };
+  live.add(lab);
   return lab;
 }

@@ -1,9 +1,10 @@
 // What the nemesis run watches from the observer's port: the scope's keys in
 // etcd (one watch per member, merged by revision, so a member cut off from the
-// others neither stalls nor reorders the history), every replstatus's raw answer,
+// others neither stalls nor reorders the history; a change is timed by the first
+// watch to deliver it, and faults touch one member at a time, so two stay live), every replstatus's raw answer,
 // and haproxy's view of its servers. Times are epoch ms (performance.timeOrigin +
 // performance.now()), the clock the client process uses too.
-import { probe } from "../../../src/testkit/probe.ts";
+import { probe } from "../../../src/demo/probe.ts";
 import type { KeyEvent, Sample, ViewEvent } from "./check.ts";
 import { PORTS, type Lab } from "./lab.ts";
 
@@ -50,7 +51,6 @@ export function watchStore(lab: Lab) {
     fetch(`${url}/v3/${path}`, {
       method: "POST",
       body: JSON.stringify(body),
-      headers: { "Grpc-Metadata-hasleader": "true" },
       signal,
     });
 
@@ -83,7 +83,7 @@ export function watchStore(lab: Lab) {
           const { value, done } = await reader.read();
           if (done) break;
           text += decoder.decode(value, { stream: true });
-          for (let nl; (nl = text.indexOf("\n")) >= 0; ) {
+          for (let nl; (nl = text.indexOf("\n")) >= 0;) {
             const line = text.slice(0, nl).trim();
             text = text.slice(nl + 1);
             if (!line) continue;
@@ -104,7 +104,7 @@ export function watchStore(lab: Lab) {
       } finally {
         aborts.delete(abort);
       }
-      if (!stopped) await Bun.sleep(300);
+      if (!stopped) await Bun.sleep(50);
     }
   };
 
@@ -167,7 +167,10 @@ export function sampleAnswers(lab: Lab, everyMs: number) {
     samples,
     view,
     /** Servers haproxy has up now. */
-    up: () => Object.entries(last).filter(([, up]) => up).map(([s]) => s),
+    up: () =>
+      Object.entries(last)
+        .filter(([, up]) => up)
+        .map(([s]) => s),
     async stop() {
       stopped = true;
       await Promise.all(loops);

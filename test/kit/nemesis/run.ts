@@ -4,6 +4,7 @@
 // final primary's table read, and the checker run on it all.
 import { check, type CheckResult, type FaultRecord, type Write } from "./check.ts";
 import { createLab, PATRONI_CHECK_LINE, PORTS, type DbHost, type Lab, type LabOptions } from "./lab.ts";
+export { removeLabs } from "./lab.ts";
 import { now, sampleAnswers, watchStore } from "./observe.ts";
 import { plan, type FaultKind, type PlannedFault } from "./schedule.ts";
 
@@ -49,7 +50,7 @@ export interface RunResult {
   check: CheckResult;
 }
 
-const RECOVER_MS = 45_000;
+const RECOVER_MS = 30_000;
 const SAMPLE_EVERY_MS = 100;
 
 /** haproxy's mark-down time by its check line: fall checks, inter apart (fastinter defaults to inter). */
@@ -75,7 +76,9 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
   const boundMs = markDownMs(checkLine) + (opts.boundSlackMs ?? 2000);
   const toleranceMs = opts.toleranceMs ?? 1000;
   const faults = plan(opts.seed, opts.faults, opts.kinds);
-  opts.log(`seed ${opts.seed}: ${faults.length} faults, replstatus ${opts.replstatus}, ${opts.strictSync ? "strict sync" : "async"}`);
+  opts.log(
+    `seed ${opts.seed}: ${faults.length} faults, replstatus ${opts.replstatus}, ${opts.strictSync ? "strict sync" : "async"}`,
+  );
   const lab = createLab(labOpts);
   await lab.start();
   const store = watchStore(lab);
@@ -89,18 +92,29 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
       writes.push(w);
       if (w.ok === true && w.kind === "new") lastAck = Math.max(lastAck, w.done);
     });
-    const recovered = recovery(lab, store, answers, () => lastAck);
+    const recovered = recovery(
+      store,
+      answers,
+      () => lastAck,
+      lab.db.map((d) => d.name),
+    );
     if ((await recovered(RECOVER_MS)) === null) throw new Error("the lab did not settle before the first fault");
     const startedAt = now();
     for (const [index, f] of faults.entries()) runs.push(await inject(lab, store, recovered, index, f, opts.log));
     await Bun.sleep(2000);
     const endedAt = now();
     await lab.stopClient();
-    await recovered(RECOVER_MS * 2);
+    opts.log(`client stopped: ${writes.length} writes`);
+    const settled = await recovered(RECOVER_MS * 2, true);
     const finalLeader = store.leader();
+    opts.log(
+      `${settled === null ? "NOT settled" : "settled"}: leader ${finalLeader}, haproxy up ${answers.up().join(",")}, ` +
+        `members ${JSON.stringify(store.members(), ["state", "role"])}`.replace(/"/g, ""),
+    );
     const { finalIds, rowsPerNode } = await readTables(lab, finalLeader, opts.log);
     await answers.stop();
     await store.stop();
+    opts.log(`rows per node ${JSON.stringify(rowsPerNode)}`);
     const result = check({
       writes,
       keys: store.keys,
@@ -113,7 +127,7 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
       toleranceMs,
     });
     const { log: _, ...options } = opts;
-    return {
+    const out: RunResult = {
       seed: opts.seed,
       options,
       boundMs,
@@ -129,6 +143,9 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
       rowsPerNode,
       check: result,
     };
+    // NEMESIS_DUMP=FILE keeps the whole run (writes, samples, history) for a look afterwards.
+    if (process.env.NEMESIS_DUMP) await Bun.write(process.env.NEMESIS_DUMP, JSON.stringify(out));
+    return out;
   } finally {
     await answers.stop();
     await store.stop();
@@ -141,16 +158,17 @@ type Store = ReturnType<typeof watchStore>;
 type Answers = ReturnType<typeof sampleAnswers>;
 
 /**
- * Waits until a leader holds the key, every member runs, haproxy routes to the leader alone, and a
- * write begun after the call was acknowledged.
+ * Waits until writes work again: a leader holds the key, haproxy routes to it alone, and a write begun
+ * after the call was acknowledged (under synchronous_mode_strict that needs a synchronous standby too).
+ * With `all`, also until every member runs (the end of the run, before the tables are read).
  */
-function recovery(lab: Lab, store: Store, answers: Answers, lastAck: () => number) {
-  return async (deadlineMs: number): Promise<number | null> => {
+function recovery(store: Store, answers: Answers, lastAck: () => number, members: string[]) {
+  return async (deadlineMs: number, all = false): Promise<number | null> => {
     const t0 = now();
     while (now() - t0 < deadlineMs) {
       const leader = store.leader();
-      const members = store.members();
-      const running = lab.db.every((d) => members[d.name]?.state === "running");
+      const view = store.members();
+      const running = !all || members.every((m) => view[m]?.state === "running");
       const up = answers.up();
       if (leader && running && up.length === 1 && up[0] === leader && lastAck() > t0) return now() - t0;
       await Bun.sleep(100);
@@ -162,7 +180,7 @@ function recovery(lab: Lab, store: Store, answers: Answers, lastAck: () => numbe
 async function inject(
   lab: Lab,
   store: Store,
-  recovered: (ms: number) => Promise<number | null>,
+  recovered: (ms: number, all?: boolean) => Promise<number | null>,
   index: number,
   f: PlannedFault,
   log: (line: string) => void,

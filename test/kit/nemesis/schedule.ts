@@ -36,20 +36,20 @@ export interface PlannedFault {
 
 /** Relative weight, and hold range in ms, of each kind. */
 const KINDS: Record<FaultKind, { weight: number; holdMs: [number, number] }> = {
-  "part-etcd": { weight: 10, holdMs: [2000, 12_000] },
-  "part-peers": { weight: 10, holdMs: [2000, 12_000] },
-  "part-lb": { weight: 8, holdMs: [2000, 8000] },
-  "part-all": { weight: 10, holdMs: [2000, 12_000] },
-  "kill-postmaster": { weight: 9, holdMs: [1000, 3000] },
-  "kill-patroni": { weight: 12, holdMs: [3000, 16_000] },
-  "stop-postgres": { weight: 10, holdMs: [1000, 10_000] },
-  "etcd-lost": { weight: 8, holdMs: [2000, 10_000] },
+  "part-etcd": { weight: 10, holdMs: [1000, 10_000] },
+  "part-peers": { weight: 10, holdMs: [1000, 10_000] },
+  "part-lb": { weight: 8, holdMs: [1000, 6000] },
+  "part-all": { weight: 10, holdMs: [1000, 10_000] },
+  "kill-postmaster": { weight: 9, holdMs: [500, 2000] },
+  "kill-patroni": { weight: 12, holdMs: [2000, 14_000] },
+  "stop-postgres": { weight: 10, holdMs: [1000, 9000] },
+  "etcd-lost": { weight: 8, holdMs: [1000, 6000] },
   switchover: { weight: 9, holdMs: [0, 0] },
   failover: { weight: 6, holdMs: [0, 0] },
   "restart-replstatus": { weight: 8, holdMs: [0, 0] },
 };
 
-const GAP_MS: [number, number] = [300, 1500];
+const GAP_MS: [number, number] = [300, 1000];
 /** How often a fault that has a target aims at the leader. */
 const LEADER_SHARE = 0.6;
 

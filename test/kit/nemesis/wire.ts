@@ -49,7 +49,7 @@ function dataRow(body: Buffer): (string | null)[] {
 function errorFields(body: Buffer): string {
   let code = "";
   let message = "";
-  for (let at = 0; at < body.length && body[at] !== 0; ) {
+  for (let at = 0; at < body.length && body[at] !== 0;) {
     const type = String.fromCharCode(body[at]!);
     const end = body.indexOf(0, at + 1);
     const value = body.toString("utf8", at + 1, end);
@@ -60,10 +60,7 @@ function errorFields(body: Buffer): string {
   return `${code} ${message}`;
 }
 
-export type Outcome =
-  | { ok: true; row: (string | null)[] }
-  | { ok: false; error: string }
-  | { ok: null; error: string };
+export type Outcome = { ok: true; row: (string | null)[] } | { ok: false; error: string } | { ok: null; error: string };
 
 export interface Session {
   /** Runs one statement; resolves to its outcome, never rejects. */
@@ -135,7 +132,8 @@ export function connectSession(
       const e = errorFields(body);
       if (!ready) startupError = e;
       else if (pending) pending.error = e;
-    } else if (type === 0x44 && pending) pending.row = dataRow(body); // 'D'
+    } else if (type === 0x44 && pending)
+      pending.row = dataRow(body); // 'D'
     else if (type === 0x5a) {
       // 'Z': ReadyForQuery
       if (!ready) {

@@ -14,10 +14,10 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
-import { throwawayUser } from "../src/testkit/osuser.ts";
-import { startPrimary, waitFor, type PgNode } from "../src/testkit/pg.ts";
-import { waitForAnswer } from "../src/testkit/probe.ts";
-import { startResponder } from "../src/testkit/responder.ts";
+import { throwawayUser } from "../test/kit/osuser.ts";
+import { startPrimary, waitFor, type PgNode } from "../src/demo/pg.ts";
+import { waitForAnswer } from "../src/demo/probe.ts";
+import { startResponder } from "../src/demo/responder.ts";
 import { cpuSeconds } from "./cpu.ts";
 
 const { values } = parseArgs({

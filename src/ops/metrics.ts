@@ -1,10 +1,10 @@
 // Plain counters, rendered to Prometheus text on scrape. The hot path only
 // increments a slot of a Float64Array; every string is built here, per scrape.
 // Format: https://prometheus.io/docs/instrumenting/exposition_formats/
-import { PEER_RESULTS } from "../cluster/fence.ts";
+import { PEER_RESULTS } from "../cluster/guard-rules.ts";
 import { REJECTED_PEER, RESULTS } from "../listen/gate.ts";
-import type { Guard } from "../cluster/peers.ts";
-import { TLS_FAILURES, type TlsWatch } from "../listen/tls.ts";
+import type { Guard } from "../cluster/guard.ts";
+import { TLS_FAILURES, type TlsHandshakes } from "../listen/tls.ts";
 import { classifyPollError, POLL_ERROR_REASONS, type PollFacts } from "../poll/facts.ts";
 import { STATE_NAMES, type State } from "../cell.ts";
 
@@ -21,8 +21,10 @@ export interface MetricsSources {
   /** The split-brain guard, when --peer is given. */
   guard?(): Guard | undefined;
   /** Handshake failures of tls+ listeners, when there is one. */
-  tls?(): TlsWatch | undefined;
-  /** More families, already in the text format (the Patroni mode's, src/cluster/watch.ts). */
+  tls?(): TlsHandshakes | undefined;
+  /** GET /events streams open now, and those dropped for not reading (listen/http/events.ts). */
+  events?(): { subscribers: number; dropped: number };
+  /** More families, already in the text format (the Patroni mode's, src/cluster/patroni-view.ts). */
   extra?(): string;
 }
 
@@ -122,7 +124,7 @@ function renderConnections(out: string[], listenerNames: string[], connections: 
   out.push(`replstatus_rejected_peers_total ${rejected}`);
 }
 
-function renderTls(out: string[], listenerNames: string[], tls: TlsWatch): void {
+function renderTls(out: string[], listenerNames: string[], tls: TlsHandshakes): void {
   family(
     out,
     "replstatus_tls_handshake_failures_total",
@@ -149,6 +151,17 @@ function renderLimits(out: string[], sources: MetricsSources): void {
     family(out, "replstatus_open_files_limit", "gauge", "Soft RLIMIT_NOFILE of the process");
     out.push(`replstatus_open_files_limit ${fdLimit}`);
   }
+  const events = sources.events?.();
+  if (!events) return;
+  family(out, "replstatus_event_subscribers", "gauge", "GET /events streams open now");
+  out.push(`replstatus_event_subscribers ${events.subscribers}`);
+  family(
+    out,
+    "replstatus_event_subscribers_dropped_total",
+    "counter",
+    "GET /events streams dropped because the subscriber did not read what it was sent",
+  );
+  out.push(`replstatus_event_subscribers_dropped_total ${events.dropped}`);
 }
 
 function renderPolls(out: string[], poll: PollCounters): void {

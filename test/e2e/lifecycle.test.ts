@@ -16,12 +16,11 @@ import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { run } from "../../src/demo/proc.ts";
 import { throwawayUser, type OsUser } from "../kit/osuser.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { DOOR_BOUND_MS, READY_BOUND_MS, SHUTDOWN_BOUND_MS, withSlack } from "../kit/bounds.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
 setDefaultTimeout(90_000);
-/** The answer after a shutdown starts or a server comes back: at the defaults it is tens of ms; a busy machine. */
-const BOUND_MS = 2000;
 /** A role without pg_read_all_settings: its polls cannot learn where postmaster.pid is. */
 const PLAIN_ROLE = "plain";
 const verbose = (what: object) => process.env.REPLSTATUS_TEST_VERBOSE && console.log(what);
@@ -103,13 +102,14 @@ async function smartShutdown(node: PgNode, was: string, open = responderOn, why 
   await using r = await open(node);
   await waitForAnswer(r.ports[0]!, was);
   if (why === REFUSED) await r.waitForLog(CANNOT_READ);
+  const bound = withSlack(why === REFUSED ? DOOR_BOUND_MS : SHUTDOWN_BOUND_MS);
   const client = postgres(node.url, { max: 1, onnotice: () => {} });
   try {
     await client`select 1`;
     const t0 = performance.now();
     // What pg_ctl stop -m smart sends.
     process.kill(node.pid(), "SIGTERM");
-    await waitForAnswer(r.ports[0]!, "UNKNOWN", BOUND_MS);
+    await waitForAnswer(r.ports[0]!, "UNKNOWN", bound);
     const unknownMs = performance.now() - t0;
     await r.waitForLog(why);
     // Only the client's session holds the shutdown up now.
@@ -118,7 +118,7 @@ async function smartShutdown(node: PgNode, was: string, open = responderOn, why 
       async () =>
         (await client`select count(*)::int as n from pg_stat_activity where application_name = 'replstatus'`)[0]!.n ===
         0,
-      BOUND_MS,
+      bound,
     );
     expect(running(node)).toBe(true);
     await client.end({ timeout: 1 });
@@ -127,7 +127,7 @@ async function smartShutdown(node: PgNode, was: string, open = responderOn, why 
     verbose({ node: node.name, unknownMs, stoppedAfterClientMs: performance.now() - t1 });
     expect(await answer(r.ports[0]!)).toBe("UNKNOWN");
     await node.start();
-    await waitForAnswer(r.ports[0]!, was, BOUND_MS + 1000);
+    await waitForAnswer(r.ports[0]!, was, withSlack(READY_BOUND_MS));
     // One line per reason, not one per attempt: stopping, gone, starting, and for a standby
     // perhaps "not yet accepting connections" once more while it reaches consistency.
     const reasons = [...r.log.matchAll(/poll failed: (.*)$/gm)].map((m) => m[1]!);
@@ -179,13 +179,13 @@ async function smartShutdownAlone(node: PgNode, was: string): Promise<void> {
   const t0 = performance.now();
   process.kill(node.pid(), "SIGTERM");
   const [unknownMs] = await Promise.all([
-    waitForAnswer(r.ports[0]!, "UNKNOWN", BOUND_MS),
-    waitFor("the postmaster to exit", () => !running(node), BOUND_MS),
+    waitForAnswer(r.ports[0]!, "UNKNOWN", withSlack(DOOR_BOUND_MS)),
+    waitFor("the postmaster to exit", () => !running(node), withSlack(DOOR_BOUND_MS)),
   ]);
   verbose({ node: node.name, alone: true, unknownMs, stoppedMs: performance.now() - t0 });
   await r.waitForLog(REFUSED);
   await node.start();
-  await waitForAnswer(r.ports[0]!, was, BOUND_MS + 1000);
+  await waitForAnswer(r.ports[0]!, was, withSlack(READY_BOUND_MS));
 }
 
 describe("smart shutdown with no other session, replstatus unable to read the data directory", () => {
@@ -214,9 +214,9 @@ describe("every way back", () => {
     await pg.primary.start();
     const startMs = performance.now() - t0;
     const [watchingMs, plainMs, outsideMs] = await Promise.all([
-      waitForAnswer(watching.ports[0]!, "MASTER", BOUND_MS),
-      waitForAnswer(plain.ports[0]!, "MASTER", BOUND_MS),
-      waitForAnswer(outside.ports[0]!, "MASTER", BOUND_MS),
+      waitForAnswer(watching.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
+      waitForAnswer(plain.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
+      waitForAnswer(outside.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
     ]);
     verbose({ startMs, afterStartWatchingMs: watchingMs, afterStartPlainMs: plainMs, outsideMs });
     expect(watching.log).toContain("(retrying when postmaster.pid changes)");
@@ -279,9 +279,9 @@ describe("a warm standby (hot_standby = off)", () => {
     const t0 = performance.now();
     await node.promote();
     const [watchingMs, plainMs, outsideMs] = await Promise.all([
-      waitForAnswer(watching.ports[0]!, "MASTER", BOUND_MS),
-      waitForAnswer(plain.ports[0]!, "MASTER", BOUND_MS),
-      waitForAnswer(outside.ports[0]!, "MASTER", BOUND_MS),
+      waitForAnswer(watching.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
+      waitForAnswer(plain.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
+      waitForAnswer(outside.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
     ]);
     verbose({ promoteMs: performance.now() - t0, watchingMs, plainMs, outsideMs });
     expect(watching.log).toContain("(retrying when postmaster.pid changes)");

@@ -1,6 +1,6 @@
 // What seeing a smart shutdown costs where replstatus cannot read postmaster.pid (the package's own
 // OS user and a 0700 data directory): a new connection every --stale-after / 2 (the door check,
-// src/poll/loop.ts) against the watched file. Not part of `bun run bench`:
+// src/poll/worker/loop.ts) against the watched file. Not part of `bun run bench`:
 //
 //   bun bench/door.ts [--seconds N] [--attempts N] [--json]
 //

@@ -6,7 +6,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   clusterEnv,
-  ClusterError,
   findDebianCluster,
   parseClusterName,
   parseConfLine,
@@ -14,6 +13,7 @@ import {
 } from "../src/config/debian-cluster.ts";
 import { resolveTarget } from "../src/poll/target.ts";
 import { runCli, startResponder } from "../src/testkit/responder.ts";
+import { ReplstatusError } from "../src/errors.ts";
 
 function memory(files: Record<string, string>): ConfReader {
   return {
@@ -140,7 +140,7 @@ describe("findDebianCluster", () => {
     ],
     ["main", {}, 'invalid cluster name: "main" (expected VERSION-NAME, e.g. 15-main)'],
   ])("%s: %j fails", (name, files, message) => {
-    expect(() => findDebianCluster(name, {}, memory(files))).toThrow(new ClusterError(message));
+    expect(() => findDebianCluster(name, {}, memory(files))).toThrow(new ReplstatusError("CLUSTER_INVALID", message));
   });
 });
 

@@ -18,8 +18,8 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { readPmStatus } from "../src/poll/worker/postmaster.ts";
-import { run } from "../src/testkit/proc.ts";
-import { startResponder } from "../src/testkit/responder.ts";
+import { run } from "../src/demo/proc.ts";
+import { startResponder } from "../src/demo/responder.ts";
 import { fmtMs, fmtSpread, spread, type Spread } from "./stats.ts";
 import { findBgw, probe, startBgwPair, startReplstatus, waitAnswers, waitFor, type PgNode } from "./targets.ts";
 

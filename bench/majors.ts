@@ -10,8 +10,8 @@
 // medians, with their spread; the baseline is major 15 (Debian's, the suite's) in the same run.
 import { parseArgs } from "node:util";
 import { POLL_QUERY } from "../src/poll/facts.ts";
-import { MAJORS } from "../src/testkit/pgbin.ts";
-import { startPair } from "../src/testkit/pg.ts";
+import { MAJORS } from "../src/demo/pgbin.ts";
+import { startPair } from "../src/demo/pg.ts";
 import { pollerLikeSql } from "./pgclient.ts";
 import { fmtSpread, spread, type Spread } from "./stats.ts";
 

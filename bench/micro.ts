@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import { bench, do_not_optimize, group, run, summary } from "mitata";
 import postgres from "postgres";
-import { startPrimary, type PgPrimary } from "../src/testkit/pg.ts";
+import { startPrimary, type PgPrimary } from "../src/demo/pg.ts";
 import { rawHandler } from "../src/listen/raw.ts";
 import { POLL_QUERY } from "../src/poll/facts.ts";
 import { buildResponses } from "../src/listen/answers.ts";

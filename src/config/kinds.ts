@@ -44,11 +44,12 @@ export function durationMs(minMs: number, maxMs: number, examples = "250ms or 2s
   };
 }
 
-/** `expected` names examples, which differ with what the size is for. */
-export function sizeBytes(minBytes: number, expected: string): Kind<number> {
+/** `expected` names examples, which differ with what the size is for; `format` how a log line shows one. */
+export function sizeBytes(minBytes: number, expected: string, format?: (n: number) => string): Kind<number> {
   return {
     arg: "SIZE",
     expected,
+    ...(format && { format }),
     parse: (text) => {
       const n = parseSizeBytes(text);
       return n !== undefined && n >= minBytes ? n : undefined;
@@ -76,6 +77,7 @@ export function seconds(max: number): Kind<number> {
   return {
     arg: "SECONDS",
     expected: `a number of seconds above 0 and at most ${max}, such as 30 or 2.5`,
+    format: (n) => `${n}s`,
     parse: (text) => {
       const n = /^\d+(\.\d+)?$/.test(text) ? Number(text) : 0;
       return n > 0 && n <= max ? n : undefined;

@@ -2,7 +2,7 @@
 // the defaults of options.ts. Each value is parsed by its option's kind; the
 // rules here are only those that span several options.
 import { buildAllowList, type AllowList } from "../listen/allow.ts";
-import { formatDuration, oneLine } from "../units.ts";
+import { formatBytes, formatDuration, oneLine } from "../units.ts";
 import { formatAddress, type ListenAddress } from "../address.ts";
 import { buildPatroni, buildTags } from "./patroni.ts";
 import { BY_NAME, envName, hasEnv, OPTIONS, type FieldValues, type OptionName, type Values } from "./options.ts";
@@ -279,6 +279,23 @@ function readFields(read: Reader): FieldValues {
   return fields as FieldValues;
 }
 
+/** --rejoin-lag-bytes and --rejoin-lag-seconds: each below the leave limit it eases, which must be set. */
+function checkRejoinLimits(f: FieldValues): void {
+  const check = (name: string, value: number | undefined, max: number | undefined, show: (n: number) => string) => {
+    if (value === undefined) return;
+    if (max === undefined)
+      throw new ReplstatusError("CONFIG_INVALID", `--rejoin-${name} needs --max-${name}, the limit it is below`);
+    if (value > max) {
+      throw new ReplstatusError(
+        "CONFIG_INVALID",
+        `--rejoin-${name} (${show(value)}) must be at most --max-${name} (${show(max)}): a standby rejoins below the limit it leaves at`,
+      );
+    }
+  };
+  check("lag-bytes", f.rejoinLagBytes, f.maxLagBytes, formatBytes);
+  check("lag-seconds", f.rejoinLagSeconds, f.maxLagSeconds, (n) => `${n} s`);
+}
+
 /**
  * Turns argv, the environment and the config file into a validated Config; throws CONFIG_INVALID.
  * Each option's own value is checked first, in table order, then the rules that span several.
@@ -297,6 +314,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     );
   }
   const texts = answerTexts(read);
+  checkRejoinLimits(fields);
   const peerTls = peerTlsConfig(read);
   if (fields.isolationAfterMs !== undefined && peers.length === 0) {
     throw new ReplstatusError(
@@ -313,7 +331,8 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
   };
   // Each entry passed its kind's check, so the list compiles.
   const allow = merged.has("allow") ? (buildAllowList(read("allow")) as AllowList) : undefined;
-  return { ...fields, listen, texts, agent, allow, peerTls, tls, patroni, tags };
+  const events = { maxSubscribers: read("max-event-subscribers"), heartbeatMs: read("event-heartbeat") };
+  return { ...fields, listen, texts, agent, allow, events, peerTls, tls, patroni, tags };
 }
 
 /** The flags of `replstatus demo`; throws CONFIG_INVALID. */

@@ -33,6 +33,8 @@ export interface Config extends FieldValues {
   agent: AgentConfig;
   /** undefined: every peer is answered. */
   allow: AllowList | undefined;
+  /** GET /events: --max-event-subscribers, --event-heartbeat. */
+  events: { maxSubscribers: number; heartbeatMs: number };
   peerTls: PeerTlsConfig;
   /** undefined when no listener is `tls+`. */
   tls: TlsConfig | undefined;

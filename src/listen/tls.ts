@@ -15,7 +15,7 @@
 // haproxy resumes TLS sessions between checks, and an OpenSSL server without
 // a session id context that requires client certificates fails every resumed
 // one; Bun resumes them with the certificate's verdict kept, which
-// test/tls.test.ts watches over many haproxy checks. node:crypto and node:tls
+// test/e2e/tls.test.ts watches over many haproxy checks. node:crypto and node:tls
 // are loaded (process.getBuiltinModule) only where TLS is configured: a plain
 // listener's thread does without them (ARCHITECTURE.md, "Memory").
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";

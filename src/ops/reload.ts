@@ -9,6 +9,7 @@ import { reloadTls, type TlsHandshakes } from "../listen/tls.ts";
 import type { TCPSocketListener } from "bun";
 import type { Logger } from "../log.ts";
 import type { Poller } from "../poll/poller.ts";
+import type { LagJudge } from "../poll/lag.ts";
 import { configTarget } from "../poll/target.ts";
 import { fitFdLimit } from "./limits.ts";
 import { isError } from "../errors.ts";
@@ -33,6 +34,8 @@ export interface Reloadable {
   responses: Responses;
   gate: Gate;
   poller: Poller;
+  /** The lag rule, whose limits a reload changes from the next poll on. */
+  lag: LagJudge;
   log: Logger;
   fdLimit: number | undefined;
   /** The tls+ listeners, whose certificate, key, CA and rule are read again; undefined: none. */
@@ -50,6 +53,7 @@ export function apply(old: Config, next: Config, live: Reloadable, started: Conf
   live.gate.allow = next.allow;
   live.gate.maxConnections = fitFdLimit(next.maxConnections, live.fdLimit);
   live.poller.retime(next);
+  live.lag.retune(next);
   live.log.format = next.logFormat;
 
   const changed = changes(old, next);

@@ -43,7 +43,7 @@ export interface PollFacts {
 // PostgreSQL 15 is named after the insertion timeline (pg_walfile_name() uses
 // GetWALInsertionTimeLine()), so it is the new timeline from the moment a
 // promotion ends (before 15 the backend's ThisTimeLineID, taken from shared
-// memory once it sees recovery over: the same; test/majors.test.ts checks 13
+// memory once it sees recovery over: the same; test/e2e/majors.test.ts checks 13
 // to 18, and no major needs another query). pg_control_checkpoint().timeline_id would not do: it is the
 // last checkpoint's, and stays on the old timeline until the first checkpoint
 // after promotion. pg_walfile_name() refuses to run in recovery, hence the

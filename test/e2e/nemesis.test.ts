@@ -9,16 +9,22 @@
 // store, no peers) under the same seed's first faults must be caught by (a) or
 // (d). The full size is bench/nemesis.ts.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { netnsAvailable } from "../kit/netns.ts";
+import { requireTool } from "../kit/tools.ts";
 import { removeLabs, runNemesis, type RunResult } from "../kit/nemesis/run.ts";
 
 setDefaultTimeout(600_000);
 /** Its first 10 faults: part-etcd, kill-postmaster, kill-patroni (11 s, past the ttl), switchover, failover, ... */
 const SEED = 35;
 
-const missing = netnsAvailable() ?? ["patroni", "etcd", "haproxy", "nft"].find((b) => !Bun.which(b));
-// Network namespaces need root: a run without them says why, rather than skipping in silence.
-if (missing !== undefined) console.warn(`test/e2e/nemesis.test.ts: skipped: ${missing}`);
+// A missing tool fails with the package to install; the lab itself says when namespaces cannot be made.
+for (const [command, pkg] of [
+  ["patroni", "patroni"],
+  ["etcd", "etcd-server"],
+  ["haproxy", "haproxy"],
+  ["nft", "nftables"],
+]) {
+  requireTool(command!, pkg!);
+}
 
 const t0 = performance.now();
 const log = (line: string) => console.error(`nemesis [${((performance.now() - t0) / 1000).toFixed(0)}s]: ${line}`);
@@ -43,7 +49,7 @@ function summary(r: RunResult): string {
   ].join("\n");
 }
 
-describe.skipIf(missing !== undefined)("nemesis: three Patroni hosts, haproxy and a client under random faults", () => {
+describe("nemesis: three Patroni hosts, haproxy and a client under random faults", () => {
   test("replstatus --patroni, synchronous_mode_strict: no stale write beyond the bound, none lost, no MASTER without the key", async () => {
     const r = await runNemesis({ seed: SEED, faults: 10, strictSync: true, replstatus: "patroni", log });
     console.log(summary(r));

@@ -4,7 +4,7 @@
 // stops taking new clients, never holds a shutdown up, and comes back as soon
 // as the server does. Timing figures belong to bench/lifecycle.ts; the bounds
 // here are generous.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,10 +13,10 @@ import { startPair, startPrimary, waitFor, type PgNode, type PgPair } from "../.
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { run } from "../../src/demo/proc.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { metric } from "../kit/http.ts";
 
-/** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(90_000);
+useTimeouts(90_000);
 /** The answer after a shutdown starts or a server comes back: at the defaults it is tens of ms; a busy machine. */
 const BOUND_MS = 2000;
 /** A role without pg_read_all_settings: its polls cannot learn where postmaster.pid is. */
@@ -42,14 +42,9 @@ function responderOn(node: PgNode, role = node.user, args: string[] = []): Promi
   });
 }
 
-/** A metric's value from the responder's http listener. */
-async function metric(r: Responder, sample: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${r.ports[1]}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${sample} `));
-  return Number(line?.split(" ")[1] ?? Number.NaN);
-}
-
-const refusals = (r: Responder) => metric(r, 'replstatus_poll_errors_total{reason="starting_or_stopping"}');
+/** A sample of /metrics on the responder's http listener (its second). */
+const sample = (r: Responder, name: string) => metric(r.ports[1]!, name);
+const refusals = (r: Responder) => sample(r, 'replstatus_poll_errors_total{reason="starting_or_stopping"}');
 
 /** Whether the postmaster of `node` still runs. */
 function running(node: PgNode): boolean {
@@ -175,8 +170,8 @@ describe("a primary at max_connections", () => {
         (err: { code?: string }) => err.code,
       );
       expect(refused).toBe("53300");
-      const polls = await metric(r, "replstatus_poll_duration_seconds_count");
-      await waitFor("more polls", async () => (await metric(r, "replstatus_poll_duration_seconds_count")) > polls + 5);
+      const polls = await sample(r, "replstatus_poll_duration_seconds_count");
+      await waitFor("more polls", async () => (await sample(r, "replstatus_poll_duration_seconds_count")) > polls + 5);
       expect(await answer(r.ports[0]!)).toBe("MASTER");
     } finally {
       await hog.end({ timeout: 1 });

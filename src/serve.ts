@@ -5,7 +5,7 @@
 // for a start-up failure half-way and for a shutdown alike.
 import type { SocketHandler } from "bun";
 import { dirname } from "node:path";
-import { createCell, STATE_NAMES, type State, type Cell } from "./cell.ts";
+import { createCell, currentState, OVERRIDE_NAMES, STATE_NAMES, type State, type Cell } from "./cell.ts";
 import { startGuard, type Guard } from "./cluster/guard.ts";
 import { defaultControlSocket } from "./config/options.ts";
 import { type Config } from "./config/types.ts";
@@ -16,6 +16,9 @@ import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
 import { listen, listenError, ListenError, type Gate, type Listener } from "./listen/gate.ts";
 import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
+import { createHolds } from "./listen/http/holds.ts";
+import { createEvents, type Events } from "./listen/http/events.ts";
+import { statusBody, type HttpContext } from "./listen/http/status.ts";
 import { inheritedSockets, takeInherited } from "./listen/inherit.ts";
 import {
   createTlsHandshakes,
@@ -73,7 +76,13 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const target = configTarget(config, opts.env);
   const log = createLogger(undefined, config.logFormat);
   if (target.passwordInDb && opts.dbOnCommandLine) log.warning(PASSWORD_ON_COMMAND_LINE);
-  const cell = createCell(logChange(log));
+  // Every change of the answer is logged and, once the listeners are open, streamed (GET /events).
+  const logged = logChange(log);
+  let announce = (_reason: string) => {};
+  const cell = createCell((from, to, reason) => {
+    logged(from, to, reason);
+    announce(reason);
+  });
   const responses = buildResponses(config.texts, config.agent);
   const metrics = createMetrics(config.listen.length);
   await using stack = new AsyncDisposableStack();
@@ -82,7 +91,8 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   let poller: Poller | undefined;
   const facts = () => poller?.facts;
   const splitBrain = startSplitBrain(config, cell, facts, log, stack);
-  const patroni = config.patroni && (await startPatroniMode(config, cell, facts, log, stack));
+  const onLeader = (leader: string | null) => announce(`leader key: ${leader ?? "none"}`);
+  const patroni = config.patroni && (await startPatroniMode(config, cell, facts, log, stack, onLeader));
   const fdLimit = raiseFdLimit();
   const gate: Gate = {
     allow: config.allow,
@@ -92,11 +102,16 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   };
   const sources: Sources = { cell, responses, facts, metrics, splitBrain, patroni };
   const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
+  const { events } = endpoints;
+  announce = events.changed;
   // Between the bind above and the first await below nothing is accepted
   // yet: the override on disk is in force before the first answer.
   const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, opts.env);
   const stateFile = restoreOverride(config, controlPath, endpoints.firstPort, cell, log);
-  const control = await startControl(controlPath, cell, log, (override) => saveOverride(stateFile, override));
+  const control = await startControl(controlPath, cell, log, (override) => {
+    events.changed(`override ${OVERRIDE_NAMES[override]}`);
+    return saveOverride(stateFile, override);
+  });
   stack.defer(() => control.stop());
   const metricsServer = config.metricsListen && serveMetrics(config.metricsListen, metrics);
   if (metricsServer) stack.defer(() => void metricsServer.stop(true));
@@ -106,6 +121,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   await fenceKnown(config, splitBrain, patroni);
 
   const first = firstOutcome(metrics);
+  const lag = createLagJudge(config, log);
   poller = startPoller({
     target,
     pollIntervalMs: config.pollIntervalMs,
@@ -113,7 +129,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     connectTimeoutMs: config.connectTimeoutMs,
     channel: config.channel,
     cell,
-    lag: createLagJudge(config, log),
+    lag,
     log,
     observer: first.observer,
     onWorkerDeath: (message) => opts.onFatal(`the poll worker stopped: ${message}`, "a service manager restarts it"),
@@ -135,6 +151,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     fdLimit: () => fdLimit,
     guard: () => splitBrain,
     tls: () => endpoints.tlsHandshakes,
+    events: () => events,
     ...(patroni && { extra: patroni.view.metrics }),
   });
   // A socket handed over by a service manager holds the checks that came
@@ -166,7 +183,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
       for (const l of listeners) l.stop();
       await teardown.disposeAsync();
     },
-    reload: reloader(config, opts, { responses, gate, poller, log, fdLimit, tls: endpoints.reloadTls(listeners) }),
+    reload: reloader(config, opts, { responses, gate, poller, lag, log, fdLimit, tls: endpoints.reloadTls(listeners) }),
   };
 }
 
@@ -228,15 +245,23 @@ async function startPatroniMode(
   facts: () => PollFacts | undefined,
   log: Logger,
   stack: AsyncDisposableStack,
+  onLeader: (leader: string | null) => void,
 ): Promise<PatroniMode> {
   const [{ startPatroniView }, { patroniHttp }] = await Promise.all([
     import("./cluster/patroni-view.ts"),
     import("./listen/http/patroni.ts"),
   ]);
   const settings = config.patroni!;
-  const view = startPatroniView({ settings, cell, facts, log });
+  const view = startPatroniView({ settings, cell, facts, log, onLeader });
   stack.defer(() => view.stop());
-  const answer = patroniHttp({ slots: cell.slots, facts, view, member: settings.member, tags: config.tags });
+  const answer = patroniHttp({
+    slots: cell.slots,
+    facts,
+    view,
+    member: settings.member,
+    tags: config.tags,
+    holds: createHolds(),
+  });
   return { view, answer };
 }
 
@@ -261,6 +286,8 @@ interface Endpoints {
   tlsHandshakes: TlsHandshakes | undefined;
   /** What a reload needs to swap the TLS material of `listeners`' tls+ ones. */
   reloadTls(listeners: Listener[]): Reloadable["tls"];
+  /** GET /events on the http listeners. */
+  events: Events;
 }
 
 /**
@@ -281,19 +308,25 @@ function openListeners(
   const tls = config.tls && loadTls(config.tls);
   const tlsHandshakes = config.tls && createTlsHandshakes(config.listen.length, config.tls.clientCert);
   const onTlsFailure = failureLogger(() => metrics.listenerNames, log);
+  const http: HttpContext = {
+    cell,
+    facts: s.facts,
+    metrics: () => metrics.render(),
+    guard: splitBrain && (() => splitBrain.status()),
+    tags: config.tags,
+    holds: createHolds(),
+    ...(patroni && { patroni: patroni.answer, extraStatus: patroni.view.status }),
+  };
+  const raw = new TextDecoder("latin1");
+  const events = createEvents(
+    { body: () => statusBody(http), answer: () => raw.decode(responses.raw[currentState(cell.slots)]) },
+    config.events,
+  );
+  http.events = events;
+  stack.defer(() => events.stop());
   const handlers = {
     raw: rawHandler(cell.slots, responses),
-    http: httpHandler(
-      {
-        cell,
-        facts: s.facts,
-        metrics: () => metrics.render(),
-        guard: splitBrain && (() => splitBrain.status()),
-        tags: config.tags,
-        ...(patroni && { patroni: patroni.answer, extraStatus: patroni.view.status }),
-      },
-      responses,
-    ),
+    http: httpHandler(http, responses),
     agent: agentHandler(cell.slots, responses),
   };
   const inherited = inheritedSockets(env);
@@ -330,6 +363,7 @@ function openListeners(
         handshakes: tlsHandshakes,
         servers: listeners.filter((l) => l.address.tls).map((l) => l.server),
       },
+    events,
   };
 }
 

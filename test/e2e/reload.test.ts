@@ -94,7 +94,7 @@ describe("SIGHUP", () => {
 
   test("the lag limits and their hysteresis change in place, and it says so", async () => {
     const path = configFile('max-lag-bytes = "1MB"\n');
-    await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path], noDb());
+    await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path], noDb(dir));
     writeFileSync(path, 'max-lag-bytes = "2MB"\nrejoin-lag-bytes = "512kB"\nrejoin-after = "5s"\n');
     r.proc.kill("SIGHUP");
     await r.waitForLog(

@@ -7,14 +7,13 @@ import { waitFor } from "../../src/demo/pg.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
 import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 import { usePair } from "../kit/pair.ts";
+import { withSlack } from "../kit/bounds.ts";
 
 useTimeouts();
 // Short haproxy intervals keep the tests fast; the bounds below follow from them.
 const INTER_MS = 100;
 const RISE = 2;
 const FALL = 2;
-/** Scheduling slack on a busy 2-core machine, on top of haproxy's own bounds. */
-const SLACK_MS = 1500;
 
 const pair = usePair({ args: ["--listen", "127.0.0.1:0", "--listen", "http:127.0.0.1:0"] });
 let hx: Haproxy;
@@ -93,11 +92,11 @@ describe("failover", () => {
       // haproxy's own bounds: RISE good checks one interval apart to come up, FALL
       // bad ones to go down, after the responder's next poll (50 ms) sees the change.
       const newUpMs = await Promise.all(WRITE_POOLS.map((pool) => hx.waitForServer(pool, "pg2", "UP")));
-      expect(Math.max(...newUpMs)).toBeLessThan(50 + RISE * INTER_MS + SLACK_MS);
+      expect(Math.max(...newUpMs)).toBeLessThan(withSlack(50 + RISE * INTER_MS));
       const stopping = pair.pg.primary.stop("fast");
       const oldDownMs = await Promise.all(WRITE_POOLS.map((pool) => hx.waitForServer(pool, "pg1", "DOWN")));
       await stopping;
-      expect(Math.max(...oldDownMs)).toBeLessThan(FALL * INTER_MS + SLACK_MS);
+      expect(Math.max(...oldDownMs)).toBeLessThan(withSlack(FALL * INTER_MS));
       if (process.env.REPLSTATUS_TEST_VERBOSE) console.log({ newUpMs, oldDownMs });
 
       for (const pool of WRITE_POOLS) {

@@ -7,7 +7,8 @@
 // log and from haproxy's. Then a long query through an agent-checked backend
 // survives the drain of the lagging standby, while a new connection goes to
 // the primary; the same query through a backend that httpchk marks down (with
-// on-marked-down shutdown-sessions) is cut.
+// on-marked-down shutdown-sessions) is cut. Last, with the primary stopped,
+// the standby's WAL receiver is gone: raw LAGGING, but the agent says down.
 //
 // CYCLES (LAGFLAP_CYCLES, default 6) swings of about 2 s: each swing is one
 // leave and one rejoin without the hold, so six show the flapping as well as
@@ -17,7 +18,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import postgres from "postgres";
 import { startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
 import { startPair, superuser, waitFor, type PgPair } from "../../src/demo/pg.ts";
-import { waitForAnswer } from "../../src/demo/probe.ts";
+import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
 import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 
@@ -254,4 +255,15 @@ test("a long query on the lagging standby survives the drain; a new connection g
   } finally {
     await Promise.all([viaAgent, viaHttp, fresh].map((sql) => sql.end({ timeout: 1 })));
   }
+});
+
+test("a standby that lost its WAL receiver is DOWN for the agent, not drained; raw still says LAGGING", async () => {
+  await pg.primary.stop("fast");
+  for (const r of [plain, held]) await waitForAnswer(r.ports[0]!, "LAGGING", 10_000);
+  expect(await answer(held.ports[1]!)).toBe("down ready #lagging\n");
+  await waitFor("haproxy to mark both agent-checked standbys DOWN by the agent", async () => {
+    const servers = await haproxy.servers();
+    return ["agent_plain/s", "agent_held/s"].every((name) => servers[name]?.status === "DOWN (agent)");
+  });
+  expect(haproxy.log).toMatch(/Server agent_held\/s is DOWN, reason: .*via agent : down \(lagging\)/);
 });

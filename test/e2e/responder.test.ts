@@ -5,9 +5,10 @@ import { connect } from "node:net";
 import { POLL_QUERY } from "../../src/poll/facts.ts";
 import { initNode, waitFor } from "../../src/demo/pg.ts";
 import { answer, probe, waitForAnswer } from "../../src/demo/probe.ts";
-import { startResponder } from "../../src/demo/responder.ts";
 import { useTimeouts } from "../kit/timeouts.ts";
 import { usePair } from "../kit/pair.ts";
+import { startResponder } from "../../src/demo/responder.ts";
+import { SHUTDOWN_BOUND_MS, KILL_BOUND_MS, READY_BOUND_MS, staleBoundMs, withSlack } from "../kit/bounds.ts";
 
 const STALE_AFTER_MS = 1000;
 
@@ -97,7 +98,7 @@ describe("failures end MASTER", () => {
     const t0 = performance.now();
     pair.pg.primary.signalAll("SIGSTOP");
     try {
-      await waitForAnswer(port, "UNKNOWN", STALE_AFTER_MS + 1500);
+      await waitForAnswer(port, "UNKNOWN", withSlack(staleBoundMs(STALE_AFTER_MS)));
       // Fresh means the last good poll *started* less than stale-after ago. A primary polls every
       // stale-after / 4 (poll/worker/loop.ts), so that poll may have started up to a quarter before the stop;
       // 100 ms more for timers. Never UNKNOWN earlier than that.
@@ -112,7 +113,7 @@ describe("failures end MASTER", () => {
   test("fast shutdown: UNKNOWN promptly; a restart comes back", async () => {
     const port = pair.onPrimary.ports[0]!;
     const stopping = pair.pg.primary.stop("fast");
-    await waitForAnswer(port, "UNKNOWN", 1000);
+    await waitForAnswer(port, "UNKNOWN", withSlack(SHUTDOWN_BOUND_MS));
     await stopping;
     expect(await answer(port)).toBe("UNKNOWN");
     await pair.pg.primary.start();
@@ -124,7 +125,7 @@ describe("failures end MASTER", () => {
     expect(await answer(port)).toBe("MASTER");
     const pid = pair.pg.primary.pid();
     pair.pg.primary.signalAll("SIGKILL");
-    await waitForAnswer(port, "UNKNOWN", 1000);
+    await waitForAnswer(port, "UNKNOWN", withSlack(KILL_BOUND_MS));
     // PostgreSQL refuses to start while the old postmaster's pid exists, even as a zombie.
     await waitFor("the killed postmaster to be reaped", () => !existsSync(`/proc/${pid}`));
     await pair.pg.primary.start();
@@ -138,7 +139,7 @@ test("promotion flips the standby to MASTER", async () => {
   await pair.pg.standby.promote();
   await pair.pg.standby.waitPrimary();
   // PostgreSQL says primary now: the answer follows within a poll interval or so.
-  await waitForAnswer(port, "MASTER", 2000);
+  await waitForAnswer(port, "MASTER", withSlack(READY_BOUND_MS));
   await pair.onStandby.waitForLog(/standby -> primary \(promoted\)/);
 });
 

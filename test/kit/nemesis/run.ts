@@ -13,6 +13,8 @@ export interface RunOptions {
   faults: number;
   strictSync: boolean;
   replstatus: "patroni" | "plain";
+  /** Also replstatus route on the load balancer (push routing); otherwise haproxy's checks alone. */
+  route?: boolean;
   kinds?: readonly FaultKind[];
   checkLine?: string;
   /** (d): how long a MASTER may outlive the key. */
@@ -71,6 +73,7 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
     loopWaitS: 1,
     retryTimeoutS: 3,
     checkLine,
+    route: opts.route ?? false,
     log: opts.log,
   };
   const boundMs = markDownMs(checkLine) + (opts.boundSlackMs ?? 2000);

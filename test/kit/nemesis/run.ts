@@ -80,7 +80,7 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
   const toleranceMs = opts.toleranceMs ?? 1000;
   const faults = plan(opts.seed, opts.faults, opts.kinds);
   opts.log(
-    `seed ${opts.seed}: ${faults.length} faults, replstatus ${opts.replstatus}, ${opts.strictSync ? "strict sync" : "async"}`,
+    `seed ${opts.seed}: ${faults.length} faults, replstatus ${opts.replstatus}${opts.route ? " + route" : ""}, ${opts.strictSync ? "strict sync" : "async"}`,
   );
   const lab = createLab(labOpts);
   await lab.start();
@@ -112,7 +112,9 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
     const finalLeader = store.leader();
     opts.log(
       `${settled === null ? "NOT settled" : "settled"}: leader ${finalLeader}, haproxy up ${answers.up().join(",")}, ` +
-        `members ${JSON.stringify(store.members(), ["state", "role"])}`.replace(/"/g, ""),
+        `members ${Object.entries(store.members())
+          .map(([m, v]) => `${m} ${v.role}/${v.state}`)
+          .join(", ")}`,
     );
     const { finalIds, rowsPerNode } = await readTables(lab, finalLeader, opts.log);
     await answers.stop();

@@ -14,15 +14,15 @@
 // leave and one rejoin without the hold, so six show the flapping as well as
 // thirty would; the counts scale with the cycles (docs/haproxy.md has a
 // minute's run).
-import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import postgres from "postgres";
 import { startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
 import { startPair, superuser, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(120_000);
+useTimeouts(120_000);
 
 const MB = 1024 * 1024;
 const CYCLES = Number(process.env.LAGFLAP_CYCLES ?? 6);

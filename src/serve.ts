@@ -95,7 +95,8 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const patroni = config.patroni && (await startPatroniMode(config, cell, facts, log, stack, onLeader));
   const fdLimit = raiseFdLimit();
   const gate = gateOf(config, metrics, fdLimit);
-  const sources: Sources = { cell, responses, facts, metrics, splitBrain, patroni };
+  const lag = createLagJudge(config, log);
+  const sources: Sources = { cell, responses, facts, lag, metrics, splitBrain, patroni };
   const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
   const { events } = endpoints;
   announce = events.changed;
@@ -105,8 +106,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   await fenceKnown(config, splitBrain, patroni);
 
   const first = firstOutcome(metrics);
-  const lag = createLagJudge(config, log);
-  poller = startPolling(config, target, { ...sources, lag, log, first, onFatal: opts.onFatal });
+  poller = startPolling(config, target, { ...sources, log, first, onFatal: opts.onFatal });
   stack.defer(() => poller?.stop());
   attachMetrics(metrics, { ...sources, gate, fdLimit, endpoints });
   // A socket handed over by a service manager holds the checks that came
@@ -180,7 +180,6 @@ function startPolling(
   config: Config,
   target: DbTarget,
   s: Sources & {
-    lag: LagJudge;
     log: Logger;
     first: ReturnType<typeof firstOutcome>;
     onFatal: StartOptions["onFatal"];
@@ -319,6 +318,7 @@ interface Sources {
   cell: Cell;
   responses: Responses;
   facts: () => PollFacts | undefined;
+  lag: LagJudge;
   metrics: Metrics;
   splitBrain: Guard | undefined;
   patroni: PatroniMode | undefined;
@@ -365,6 +365,7 @@ function openListeners(
     guard: splitBrain && (() => splitBrain.status()),
     tags: config.tags,
     holds: createHolds(),
+    rejoinInMs: () => s.lag.rejoinInMs(Date.now()),
     ...(patroni && { patroni: patroni.answer, extraStatus: patroni.view.status }),
   };
   const raw = new TextDecoder("latin1");

@@ -1,13 +1,13 @@
 #!/usr/bin/env bun
-// argv -> help | version | demo | drain|maint|ready | serve. The only place that
+// argv -> help | version | demo | route | drain|maint|ready | serve. The only place that
 // prints fatal errors and exits: 2 for a bad configuration, 1 for a start-up
 // failure (an address or control socket that cannot be served) and for a
 // drain|maint|ready that finds no replstatus. demo exits with its own code.
 import pkg from "../package.json";
 import { helpText } from "./config/help.ts";
-import { buildDemoConfig, parseArgv, type Raw } from "./config/load.ts";
+import { buildDemoConfig, loadRouteConfig, parseArgv, type Raw } from "./config/load.ts";
 import { defaultControlSocket, SUBCOMMANDS, type Subcommand } from "./config/options.ts";
-import { ConfigError, type Config } from "./config/types.ts";
+import { ConfigError, type Config, type RouteConfig } from "./config/types.ts";
 import { ClusterError } from "./config/debian-cluster.ts";
 import { ListenError } from "./listen/gate.ts";
 import { TlsError } from "./listen/tls.ts";
@@ -27,7 +27,7 @@ async function main(argv: string[]): Promise<void> {
   let raw: Raw;
   let config: Config;
   try {
-    raw = parseArgv(command ? argv.slice(1) : argv, command === "demo" ? "demo" : "server");
+    raw = parseArgv(command ? argv.slice(1) : argv, command === "demo" || command === "route" ? command : "server");
     if (raw.has("help")) {
       process.stdout.write(helpText(pkg.version));
       return;
@@ -42,12 +42,13 @@ async function main(argv: string[]): Promise<void> {
       const { runDemo } = await import("./demo/demo.ts");
       process.exit(await runDemo(demo));
     }
+    if (command === "route") return await route(await loadRouteConfig(raw, env));
     config = await loadConfig(raw, env);
   } catch (err) {
     if (err instanceof ConfigError) fatal(err.message, undefined, 2);
     throw err;
   }
-  if (command) return await setOverride(command, config);
+  if (command) return await setOverride(command as Exclude<Subcommand, "demo" | "route">, config);
   await serve(config, () => loadConfig(raw, env), env, raw.has("db"));
 }
 
@@ -88,6 +89,28 @@ async function serve(
   process.on("SIGHUP", () => void server.reload());
   // Last, once every handler is in place: tests and scripts take this as "ready".
   server.announce();
+}
+
+/** `replstatus route`: runs until SIGTERM or SIGINT. Loaded only here. */
+async function route(config: RouteConfig): Promise<void> {
+  const { startRoute } = await import("./route/serve.ts");
+  let running: Awaited<ReturnType<typeof startRoute>>;
+  try {
+    running = startRoute(config);
+  } catch (err) {
+    if (err instanceof TlsError) fatal(err.message, err.hint, 2);
+    if (err instanceof Error && "code" in err && err.code === "EADDRINUSE") {
+      fatal(`could not listen on ${config.listen!.host}:${config.listen!.port}: address in use`, undefined, 1);
+    }
+    throw err;
+  }
+  const stop = async (signal: string) => {
+    running.log.info(`${signal}: shutting down`);
+    await running.stop();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
 }
 
 /** `replstatus drain|maint|ready`: one line on stdout and exit 0, or one error line and exit 1. */

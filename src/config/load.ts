@@ -5,8 +5,16 @@ import { buildAllowList, type AllowList } from "../listen/allow.ts";
 import { formatBytes, formatDuration, oneLine } from "../units.ts";
 import { formatAddress, type ListenAddress } from "../address.ts";
 import { buildPatroni, buildTags } from "./patroni.ts";
-import { BY_NAME, envName, hasEnv, OPTIONS, type OptionName, type Values } from "./options.ts";
-import { ConfigError, type Config, type DemoConfig, type PeerTlsConfig, type Texts, type TlsConfig } from "./types.ts";
+import { BY_NAME, envName, hasEnv, inScope, OPTIONS, type OptionName, type Scope, type Values } from "./options.ts";
+import {
+  ConfigError,
+  type Config,
+  type DemoConfig,
+  type RouteConfig,
+  type PeerTlsConfig,
+  type Texts,
+  type TlsConfig,
+} from "./types.ts";
 
 /** Flag name -> its values as given, before parsing. */
 export type Raw = Map<string, string[]>;
@@ -15,8 +23,6 @@ export interface ConfigFile {
   path: string;
   values: Raw;
 }
-
-type Scope = "server" | "demo";
 
 /**
  * Splits argv into flag -> values; only the syntax is checked here. `demo`
@@ -32,8 +38,10 @@ export function parseArgv(argv: readonly string[], scope: Scope = "server"): Raw
     const eq = word.indexOf("=");
     const name = word.slice(2, eq === -1 ? undefined : eq);
     const option = BY_NAME.get(name);
-    if (!option || (option.name !== "help" && (option.demo === true) !== (scope === "demo"))) {
-      throw new ConfigError(`unknown flag: --${name}${scope === "demo" ? " for replstatus demo" : ""} (see --help)`);
+    if (!option || !inScope(option, scope)) {
+      throw new ConfigError(
+        `unknown flag: --${name}${scope === "server" ? "" : ` for replstatus ${scope}`} (see --help)`,
+      );
     }
     let value: string;
     if (!option.arg) {
@@ -90,7 +98,7 @@ type Reader = <K extends OptionName>(name: K) => Values[K];
 function reader(merged: Raw, scope: Scope, where: (name: string) => string): Reader {
   return <K extends OptionName>(name: K): Values[K] => {
     const option = BY_NAME.get(name)!;
-    const given = (option.demo === true) === (scope === "demo") ? merged.get(name) : undefined;
+    const given = inScope(option, scope) ? merged.get(name) : undefined;
     const texts = given ?? (option.default === undefined ? [] : [option.default]);
     const parsed: unknown[] = [];
     for (const text of texts) {
@@ -356,4 +364,47 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
 export function buildDemoConfig(raw: Raw): DemoConfig {
   const read = reader(raw, "demo", (name) => `--${name}`);
   return { promoteAfterMs: read("promote-after"), durationMs: read("duration") };
+}
+
+/** The flags of `replstatus route`, with variables and the --config file below them; throws ConfigError. */
+export function buildRouteConfig(raw: Raw, env: Record<string, string | undefined>, file?: ConfigFile): RouteConfig {
+  const { merged, where } = mergeSources(raw, env, file);
+  const read = reader(merged, "route", where);
+  const haproxySocket = read("haproxy-socket");
+  if (haproxySocket === undefined) {
+    throw new ConfigError("replstatus route needs --haproxy-socket PATH: haproxy's stats socket with level admin");
+  }
+  const servers = read("server");
+  if (servers.length === 0) {
+    throw new ConfigError("replstatus route needs at least one --server BACKEND/SERVER=URL");
+  }
+  const seen = new Set<string>();
+  for (const s of servers) {
+    const name = `${s.backend}/${s.server}`;
+    if (seen.has(name)) throw new ConfigError(`--server ${name} given more than once`);
+    seen.add(name);
+  }
+  const listen = read("listen");
+  if (listen.length > 1 || listen.some((l) => l.mode !== "http" || l.tls)) {
+    throw new ConfigError("replstatus route serves its /status and /events on one --listen http:HOST:PORT at most");
+  }
+  const config: RouteConfig = {
+    haproxySocket,
+    servers,
+    replicaBackends: read("replica-backend"),
+    shutdownSessions: read("shutdown-sessions") === true,
+    reconcileIntervalMs: read("reconcile-interval"),
+    streamTimeoutMs: read("stream-timeout"),
+    peerTls: peerTlsConfig(read),
+    listen: listen[0] && { host: listen[0].host, port: listen[0].port },
+    logFormat: read("log-format"),
+  };
+  for (const option of OPTIONS) if (inScope(option, "route")) read(option.name as OptionName);
+  return config;
+}
+
+/** buildRouteConfig with the --config file (REPLSTATUS_CONFIG) read. */
+export async function loadRouteConfig(raw: Raw, env: Record<string, string | undefined>): Promise<RouteConfig> {
+  const path = raw.get("config")?.[0] ?? (env[envName("config")] || undefined);
+  return buildRouteConfig(raw, env, path === undefined ? undefined : await readConfigFile(path));
 }

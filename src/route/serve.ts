@@ -4,6 +4,7 @@
 // /events (the same object as Server-Sent Events, `event: route`, at every
 // change, with a heartbeat comment). A subscriber that does not keep up is
 // dropped; nothing is queued for it beyond the stream's small buffer.
+import { listenError } from "../listen/gate.ts";
 import { loadPeerTls } from "../listen/tls.ts";
 import { createLogger, type Logger } from "../log.ts";
 import type { RouteConfig } from "../config/types.ts";
@@ -70,7 +71,32 @@ function serveStatus(address: { host: string; port: number }, router: Router) {
     if (subscribers.size > 0) send(event());
   });
   const beat = setInterval(() => send(encoder.encode(`: ${Date.now()}\n\n`)), ROUTE_HEARTBEAT_MS);
-  const server = Bun.serve({
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    server = listenStatus(address, router, subscribers, event);
+  } catch (err) {
+    clearInterval(beat);
+    throw listenError(address, err);
+  }
+  return {
+    port: server.port,
+    stop(closeActive: boolean) {
+      clearInterval(beat);
+      for (const c of subscribers) c.close();
+      subscribers.clear();
+      void server.stop(closeActive);
+    },
+  };
+}
+
+function listenStatus(
+  address: { host: string; port: number },
+  router: Router,
+  subscribers: Set<ReadableStreamDefaultController<Uint8Array>>,
+  event: () => Uint8Array,
+) {
+  const encoder = new TextEncoder();
+  return Bun.serve({
     hostname: address.host,
     port: address.port,
     fetch(req) {
@@ -100,13 +126,4 @@ function serveStatus(address: { host: string; port: number }, router: Router) {
       });
     },
   });
-  return {
-    port: server.port,
-    stop(closeActive: boolean) {
-      clearInterval(beat);
-      for (const c of subscribers) c.close();
-      subscribers.clear();
-      void server.stop(closeActive);
-    },
-  };
 }

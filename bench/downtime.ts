@@ -243,7 +243,15 @@ async function trial(
     writer({ port: f.port, user, database: "postgres", sql: `insert into ${TABLE} values (now())` }, everyMs),
   );
   try {
-    await waitFor("writes through every frontend", () => writers.every((w) => w.committed >= WARM_WRITES), 10_000, 5);
+    await waitFor(
+      "writes through every frontend",
+      () => writers.every((w) => w.committed >= WARM_WRITES),
+      10_000,
+      5,
+    ).catch((err: Error) => {
+      const counts = frontends.map((f, i) => `${f.proxy} ${writers[i]!.committed}`).join(", ");
+      throw new Error(`${err.message} (commits: ${counts})`);
+    });
     const t0 = performance.now();
     for (const w of writers) w.arm();
     await act();

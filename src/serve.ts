@@ -36,7 +36,7 @@ import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { overridePath, saveOverride, startingOverride } from "./ops/override.ts";
 import { apply, reloadConfig, type Reloadable } from "./ops/reload.ts";
 import { listenerName, reportStart } from "./ops/report.ts";
-import { createLagJudge } from "./poll/lag.ts";
+import { createLagJudge, type LagJudge } from "./poll/lag.ts";
 import type { PollFacts } from "./poll/facts.ts";
 import type { PatroniView } from "./cluster/patroni-view.ts";
 import type { PatroniAnswer } from "./listen/http/patroni.ts";
@@ -101,7 +101,8 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     open: 0,
     counters: metrics.connections,
   };
-  const sources: Sources = { cell, responses, facts, metrics, splitBrain, patroni };
+  const lag = createLagJudge(config, log);
+  const sources: Sources = { cell, responses, facts, lag, metrics, splitBrain, patroni };
   const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
   const { events } = endpoints;
   announce = events.changed;
@@ -122,7 +123,6 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   await fenceKnown(config, splitBrain, patroni);
 
   const first = firstOutcome(metrics);
-  const lag = createLagJudge(config, log);
   poller = startPoller({
     target,
     pollIntervalMs: config.pollIntervalMs,
@@ -270,6 +270,7 @@ interface Sources {
   cell: Cell;
   responses: Responses;
   facts: () => PollFacts | undefined;
+  lag: LagJudge;
   metrics: Metrics;
   splitBrain: Guard | undefined;
   patroni: PatroniMode | undefined;
@@ -316,6 +317,7 @@ function openListeners(
     guard: splitBrain && (() => splitBrain.status()),
     tags: config.tags,
     holds: createHolds(),
+    rejoinInMs: () => s.lag.rejoinInMs(Date.now()),
     ...(patroni && { patroni: patroni.answer, extraStatus: patroni.view.status }),
   };
   const raw = new TextDecoder("latin1");

@@ -9,7 +9,7 @@
 // The prober asks both nodes for their raw answer every few milliseconds for
 // the whole test and keeps every sample, so the assertions are about every
 // moment, not about a final state.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,10 +18,11 @@ import { startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
 import { startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { probe } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { LAB_HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { getStatus } from "../kit/http.ts";
 import { READY_BOUND_MS, withSlack } from "../kit/bounds.ts";
 
-const HOOK_TIMEOUT_MS = 120_000;
-setDefaultTimeout(90_000);
+useTimeouts(90_000);
 const RAW_PORT = 5400;
 const HTTP_PORT = 8008;
 const PEER_INTERVAL_MS = 100;
@@ -134,10 +135,8 @@ async function startNodes(isolation: boolean): Promise<Nodes> {
     await waitFor("n1 MASTER", async () => (await probe(RAW_PORT, h1.bAddress)).text === "MASTER");
     await waitFor("n2 STANDBY", async () => (await probe(RAW_PORT, h2.bAddress)).text === "STANDBY");
     const bothPeersOk = async (host: string) => {
-      const status = (await (await fetch(`http://${host}:${HTTP_PORT}/status`)).json()) as {
-        peers: { result: string }[];
-      };
-      return status.peers.every((p) => p.result === "ok");
+      const status = await getStatus(HTTP_PORT, { host });
+      return (status.peers as { result: string }[]).every((p) => p.result === "ok");
     };
     await waitFor("n1 to reach both peers", () => bothPeersOk(h1.bAddress));
     await waitFor("n2 to reach both peers", () => bothPeersOk(h2.bAddress));
@@ -185,12 +184,12 @@ describe("with --isolation-after: the old primary cut off from its peers", () =>
         ],
       },
     });
-  }, HOOK_TIMEOUT_MS);
+  }, LAB_HOOK_TIMEOUT_MS);
 
   afterAll(async () => {
     await hx?.stop();
     await nodes?.stop();
-  }, HOOK_TIMEOUT_MS);
+  }, LAB_HOOK_TIMEOUT_MS);
 
   test("stops saying MASTER within the rule's bound while the promoted node says it", async () => {
     await hx.waitForServer("pgcluster", "pg1", "UP");
@@ -223,10 +222,7 @@ describe("with --isolation-after: the old primary cut off from its peers", () =>
     await watchUntil(nodes, healAt + WATCH_MS);
     expect(nodes.prober.after("n1", healAt).map((s) => s.text)).not.toContain("MASTER");
     expect(nodes.prober.after("n2", healAt).every((s) => s.text === "MASTER")).toBe(true);
-    const status = (await (await fetch(`http://${nodes.h1.bAddress}:${HTTP_PORT}/status`)).json()) as Record<
-      string,
-      any
-    >;
+    const status = await getStatus(HTTP_PORT, { host: nodes.h1.bAddress });
     expect(status).toMatchObject({ state: "fenced", fenced_by: { timeline: 2 }, isolation: { isolated: false } });
   });
 
@@ -253,11 +249,11 @@ describe("without --isolation-after: the documented availability over fencing", 
 
   beforeAll(async () => {
     nodes = await startNodes(false);
-  }, HOOK_TIMEOUT_MS);
+  }, LAB_HOOK_TIMEOUT_MS);
 
   afterAll(async () => {
     await nodes?.stop();
-  }, HOOK_TIMEOUT_MS);
+  }, LAB_HOOK_TIMEOUT_MS);
 
   test("the cut-off old primary keeps saying MASTER beside the promoted one, then is FENCED once the link heals", async () => {
     const { cutAt } = await cutAndPromote(nodes);

@@ -2,6 +2,7 @@
 // answers sampled, the planned faults applied one after another (each held,
 // healed, and the cluster given time to recover), then everything healed, the
 // final primary's table read, and the checker run on it all.
+import { withSlack } from "../bounds.ts";
 import { check, type CheckResult, type FaultRecord, type Write } from "./check.ts";
 import { createLab, PATRONI_CHECK_LINE, PORTS, type DbHost, type Lab, type LabOptions } from "./lab.ts";
 export { removeLabs } from "./lab.ts";
@@ -17,10 +18,8 @@ export interface RunOptions {
   route?: boolean;
   kinds?: readonly FaultKind[];
   checkLine?: string;
-  /** (d): how long a MASTER may outlive the key. */
+  /** (d): how long a MASTER may outlive the key; default the promised bound with the load slack. */
   toleranceMs?: number;
-  /** Slack on top of haproxy's fall x inter for (a)'s bound. */
-  boundSlackMs?: number;
   log(line: string): void;
 }
 
@@ -53,6 +52,8 @@ export interface RunResult {
 }
 
 const RECOVER_MS = 30_000;
+/** Leader key changed in etcd -> the raw answer changed: the Patroni mode's target (docs/patroni.md). */
+const KEY_BOUND_MS = 50;
 const SAMPLE_EVERY_MS = 100;
 
 /** haproxy's mark-down time by its check line: fall checks, inter apart (fastinter defaults to inter). */
@@ -76,8 +77,9 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
     route: opts.route ?? false,
     log: opts.log,
   };
-  const boundMs = markDownMs(checkLine) + (opts.boundSlackMs ?? 2000);
-  const toleranceMs = opts.toleranceMs ?? 1000;
+  // (a)'s bound: haproxy marks a server down at most fall x inter after its answer changed.
+  const boundMs = withSlack(markDownMs(checkLine));
+  const toleranceMs = opts.toleranceMs ?? withSlack(KEY_BOUND_MS);
   const faults = plan(opts.seed, opts.faults, opts.kinds);
   opts.log(
     `seed ${opts.seed}: ${faults.length} faults, replstatus ${opts.replstatus}${opts.route ? " + route" : ""}, ${opts.strictSync ? "strict sync" : "async"}`,

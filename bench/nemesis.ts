@@ -65,7 +65,7 @@ function report(r: RunResult, minutes: number): string[] {
   ];
   const stuck = r.faults.filter((f) => f.recoveredMs === null);
   if (stuck.length)
-    lines.push("", `not recovered within 45 s: ${stuck.map((f) => `${f.index + 1} ${f.kind}`).join(", ")}`);
+    lines.push("", `not recovered within 30 s: ${stuck.map((f) => `${f.index + 1} ${f.kind}`).join(", ")}`);
   return lines;
 }
 

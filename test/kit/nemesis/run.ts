@@ -2,6 +2,7 @@
 // answers sampled, the planned faults applied one after another (each held,
 // healed, and the cluster given time to recover), then everything healed, the
 // final primary's table read, and the checker run on it all.
+import { waitFor } from "../../../src/demo/proc.ts";
 import { withSlack } from "../bounds.ts";
 import { check, type CheckResult, type FaultRecord, type Write } from "./check.ts";
 import { createLab, PATRONI_CHECK_LINE, PORTS, type DbHost, type Lab, type LabOptions } from "./lab.ts";
@@ -87,6 +88,12 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
   const lab = createLab(labOpts);
   await lab.start();
   const store = watchStore(lab);
+  // The samples start once the history has its first entry, so that every one can be judged.
+  await waitFor("the first read of the store", () => store.keys.length > 0, 30_000, 50).catch(async (err) => {
+    await store.stop();
+    await lab.remove();
+    throw err;
+  });
   const answers = sampleAnswers(lab, SAMPLE_EVERY_MS);
   const runs: FaultRun[] = [];
   try {

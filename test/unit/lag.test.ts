@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { createLagJudge, cutOff, type LagLimits } from "../../src/poll/lag.ts";
 import { hysteresisStep } from "../../src/hysteresis.ts";
 import { createLogger } from "../../src/log.ts";
-import type {  } from "../../src/poll/facts.ts";
+import type {} from "../../src/poll/facts.ts";
 import { standbyFacts as facts } from "../kit/facts.ts";
 
 const MB = 1024 * 1024;

@@ -147,6 +147,18 @@ async function catchUp(): Promise<void> {
   await waitFor("the standby to replay what it received", async () => (await unreplayed()) < 8192, 10_000);
 }
 
+/** Caught up, within the hold: the held responder's /status says why it still says LAGGING. */
+async function holdShows(): Promise<void> {
+  type Status = { state: string; rejoin_in_ms: number | null };
+  const status = async () => (await (await fetch(`http://127.0.0.1:${held.ports[2]}/status`)).json()) as Status;
+  const seen = (await waitFor("a running hold in /status", async () => {
+    const s = await status();
+    return s.rejoin_in_ms !== null ? s : undefined;
+  }))!;
+  expect(seen.state).toBe("lagging");
+  expect(seen.rejoin_in_ms).toBeWithin(0, HOLD_MS + 1);
+}
+
 /** Lines of one responder's log that change its state between standby and lagging. */
 function transitions(r: Responder): { leaves: number; rejoins: number } {
   return {
@@ -180,6 +192,7 @@ test(`a lag that crosses 1 MB about once a second for ${CYCLES} swings: flaps wi
       await fallBehind();
       await Bun.sleep(HALF_MS); // the oscillation's pace, not a wait for a condition
       await catchUp();
+      if (i === CYCLES - 1) await holdShows();
       await Bun.sleep(HALF_MS);
     }
   } finally {

@@ -268,6 +268,17 @@ test("retune (a reload): new limits from the next poll on; a lagging standby sta
   expect(j.judge(facts({ lagBytes: 3 * MB }), 1300).lagging).toBe(false);
 });
 
+test("rejoinInMs: only while a lagging standby's hold runs", () => {
+  const { j } = healthy({ maxLagBytes: MB, rejoinAfterMs: 3000 });
+  expect(j.rejoinInMs(0)).toBeUndefined();
+  j.judge(facts({ lagBytes: 2 * MB }), 0);
+  expect(j.rejoinInMs(0)).toBeUndefined();
+  j.judge(facts({ lagBytes: 0 }), 1000);
+  expect([j.rejoinInMs(1000), j.rejoinInMs(2500), j.rejoinInMs(9000)]).toEqual([3000, 1500, 0]);
+  j.judge(facts({ lagBytes: 0 }), 4000);
+  expect(j.rejoinInMs(4000)).toBeUndefined();
+});
+
 test("cutOff: no receiver or one not streaming; not when the columns are hidden", () => {
   expect(cutOff(facts({ receiverPid: null, receiverStatus: null }))).toBe(true);
   expect(cutOff(facts({ receiverStatus: "waiting" }))).toBe(true);

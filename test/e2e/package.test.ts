@@ -95,6 +95,7 @@ test("dpkg -i installs the executable, the units, the conffiles and a system use
     `${UNITS}/replstatus@.socket`,
     `${UNITS}/replstatus.service`,
     `${UNITS}/replstatus.socket`,
+    `${UNITS}/replstatus-route.service`,
     "/etc/replstatus/example.toml",
     "/etc/default/replstatus",
     "/usr/share/man/man1/replstatus.1.gz",

@@ -1,9 +1,6 @@
-// The poll loop's own thread. The listeners' thread can be kept busy by a
-// flood of connections, and Bun then runs its timers late (seconds, at 15k
-// connections/s); here the deadline, the backoff and the stale timer keep
-// time. A failure or a stale poll is written into the cell's word at
-// once (cell.ts, forceUnknown), before the main thread hears of it, and so is
-// a promotion the main thread has permitted in advance (cell.ts, promote).
+// The poll worker's entry: the poll loop on a thread of its own, whose timers the listeners' load cannot delay. It
+// writes a failure or a stale poll into the cell's word at once (forceUnknown), and a promotion the main thread
+// permitted (promote). ARCHITECTURE.md, "Two threads and one word", invariants 2, 3, 8 and 9.
 import { pollLoop, type Loop, type LoopConfig, type LoopTimings } from "./loop.ts";
 import { WORD_SLOT, forceUnknown, generation, permitDeadline, promote } from "../../cell.ts";
 

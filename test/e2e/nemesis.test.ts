@@ -9,11 +9,12 @@
 // pushing into haproxy. The full size, and the negative control (replstatus in
 // its plain mode, which the checker must catch), are bench/nemesis.ts's
 // (docs/benchmarks.md); the checker's own cases are test/unit/nemesis-check.test.ts.
-import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { requireTool } from "../kit/tools.ts";
 import { removeLabs, runNemesis, type RunResult } from "../kit/nemesis/run.ts";
+import { useTimeouts } from "../kit/timeouts.ts";
 
-setDefaultTimeout(600_000);
+useTimeouts(600_000);
 /** Its first 10 faults: part-etcd, kill-postmaster, kill-patroni (11 s, past the ttl), switchover, failover, ... */
 const SEED = 35;
 

@@ -5,7 +5,7 @@
 // for a start-up failure half-way and for a shutdown alike.
 import type { SocketHandler } from "bun";
 import { dirname } from "node:path";
-import { createStatus, STATE_NAMES, type State, type Status } from "./cell.ts";
+import { createStatus, OVERRIDE_NAMES, STATE_NAMES, type Override, type State, type Status } from "./cell.ts";
 import { startGuard, type Guard } from "./cluster/peers.ts";
 import { defaultControlSocket } from "./config/options.ts";
 import { type Config } from "./config/types.ts";
@@ -26,6 +26,7 @@ import {
   type TlsMaterial,
   type TlsWatch,
 } from "./listen/tls.ts";
+import { createHistory, type History } from "./history.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { prepareDir, startControl } from "./ops/control.ts";
 import { fitFdLimit, watchOverLimit } from "./ops/limits.ts";
@@ -73,7 +74,8 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const target = configTarget(config, opts.env);
   const log = createLogger(undefined, config.logFormat);
   if (target.passwordInDb && opts.dbOnCommandLine) log.warning(PASSWORD_ON_COMMAND_LINE);
-  const status = createStatus(logChange(log));
+  const history = createHistory();
+  const status = createStatus(logChange(log, history));
   const responses = buildResponses(config.texts, config.agent);
   const metrics = createMetrics(config.listen.length);
   await using stack = new AsyncDisposableStack();
@@ -90,13 +92,13 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     open: 0,
     counters: metrics.connections,
   };
-  const sources: Sources = { status, responses, facts, metrics, splitBrain, patroni };
+  const sources: Sources = { status, responses, facts, metrics, splitBrain, patroni, history };
   const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
   // Between the bind above and the first await below nothing is accepted
   // yet: the override on disk is in force before the first answer.
   const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, opts.env);
   const stateFile = restoreOverride(config, controlPath, endpoints.firstPort, status, log);
-  const control = await startControl(controlPath, status, log, (override) => saveOverride(stateFile, override));
+  const control = await startControl(controlPath, status, log, overrideSaver(status, history, stateFile));
   stack.defer(() => control.stop());
   const metricsServer = config.metricsListen && serveMetrics(config.metricsListen, metrics);
   if (metricsServer) stack.defer(() => void metricsServer.stop(true));
@@ -170,14 +172,27 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   };
 }
 
-/** Every change of the answered state is one log line, with the reason. */
-function logChange(log: Logger) {
-  return (from: State, to: State, reason: string) =>
+/** Every change of the answered state is one log line, with the reason, and an entry of the history. */
+function logChange(log: Logger, history: History) {
+  return (from: State, to: State, reason: string) => {
+    history.push(STATE_NAMES[from], STATE_NAMES[to], reason);
     log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`, {
       from: STATE_NAMES[from],
       to: STATE_NAMES[to],
       reason,
     });
+  };
+}
+
+/** The control socket's save: the override file, and a change of the override in the history. */
+function overrideSaver(status: Status, history: History, stateFile: string) {
+  let last: Override = status.override;
+  return (override: Override) => {
+    if (override !== last)
+      history.push(OVERRIDE_NAMES[last], OVERRIDE_NAMES[override], `replstatus ${OVERRIDE_NAMES[override]}`);
+    last = override;
+    return saveOverride(stateFile, override);
+  };
 }
 
 function startSplitBrain(
@@ -247,6 +262,7 @@ interface Sources {
   metrics: Metrics;
   splitBrain: Guard | undefined;
   patroni: PatroniMode | undefined;
+  history: History;
 }
 
 interface Endpoints {
@@ -290,6 +306,7 @@ function openListeners(
         metrics: () => metrics.render(),
         guard: splitBrain && (() => splitBrain.status()),
         tags: config.tags,
+        history: s.history,
         ...(patroni && { patroni: patroni.answer, extraStatus: patroni.watch.status }),
       },
       responses,

@@ -7,7 +7,9 @@
 // configuration written for Patroni works. Every check answer is prebuilt per
 // state (answers.ts); only checks with a query (`?lag=`, `?tag_KEY=VALUE`,
 // status.ts and query.ts), `/status` and `/metrics`, which carry live numbers,
-// are rendered per request. In the Patroni mode, patroni.ts answers the paths.
+// are rendered per request; `/ui`, the status page, is built on its first
+// request and served from memory after. In the Patroni mode, patroni.ts
+// answers the check paths.
 //
 // A whole head in one segment (what haproxy sends) is parsed in place without
 // copying; only a head that arrives in pieces gets a 4 KiB buffer.
@@ -20,6 +22,7 @@ import {
   BAD_VERSION,
   CHECK_METRICS,
   CHECK_STATUS,
+  CHECK_UI,
   HEAD_LIMIT_BYTES,
   headEnd,
   NOT_FOUND,
@@ -28,6 +31,7 @@ import {
 } from "./parse.ts";
 import { asksQuery, queryAnswer, statusAnswer, type HttpContext } from "./status.ts";
 import { currentState } from "../../cell.ts";
+import { uiResponse } from "../../ui/page.ts";
 
 /** A request head not complete this long after accept gets 408. */
 export const READ_DEADLINE_MS = 2000;
@@ -73,6 +77,8 @@ function answerHead(ctx: HttpContext, r: HttpResponses, req: RequestHead, buf: U
     case CHECK_METRICS:
       if (!ctx.metrics) return withBody ? r.notFound : r.notFoundHead;
       return bytes(render(200, ctx.metrics(), withBody, "", "text/plain; version=0.0.4"));
+    case CHECK_UI:
+      return uiResponse(withBody);
   }
   if (req.kind < 0) return r.badRequest;
   if (asksQuery(ctx, req.kind, req.queryFrom >= 0)) {

@@ -1,12 +1,22 @@
 // The answers that carry live numbers: the /status body and checks with a
 // query, rendered per request.
 import type { GuardStatus } from "../../cluster/peers.ts";
+import type { History } from "../../history.ts";
 import type { NodeTags } from "../../config/types.ts";
 import type { PollFacts } from "../../poll/facts.ts";
 import { bytes, OK, render, roleOf, type HttpResponses } from "./answers.ts";
 import { CHECK_HEALTH, CHECK_READ_ONLY, CHECK_READINESS, CHECK_REPLICA } from "./parse.ts";
 import { queryVerdict, type QueryPath } from "./query.ts";
-import { currentState, LAGGING, OVERRIDE_NAMES, STANDBY, STATE_NAMES, UNKNOWN, type Status } from "../../cell.ts";
+import {
+  currentState,
+  FENCED,
+  LAGGING,
+  OVERRIDE_NAMES,
+  STANDBY,
+  STATE_NAMES,
+  UNKNOWN,
+  type Status,
+} from "../../cell.ts";
 
 /** The live part of the answer: lag facts and ages, for /status and `?lag=` checks. */
 export interface HttpContext {
@@ -23,6 +33,8 @@ export interface HttpContext {
   extraStatus?(): Record<string, unknown>;
   /** --tag and patroni.yml's tags, for ?tag_KEY=VALUE and noloadbalance. */
   tags?: NodeTags;
+  /** The last changes of the answer and the override, for /status and the status page. */
+  history?: History;
 }
 
 // timeline and system_identifier are what peers read (src/cluster/): shown
@@ -36,6 +48,8 @@ export function statusAnswer(ctx: HttpContext, code: number, withBody: boolean):
     JSON.stringify({
       role: roleOf(state),
       state: STATE_NAMES[state],
+      // The poller's own state, before the fence and the override (the status page's "role by its own poll").
+      polled: STATE_NAMES[status.polled],
       override: OVERRIDE_NAMES[status.override],
       timeline: facts?.timeline ?? null,
       system_identifier: facts?.systemId ?? null,
@@ -45,8 +59,10 @@ export function statusAnswer(ctx: HttpContext, code: number, withBody: boolean):
       since_change_ms: Date.now() - status.changedAt,
       changed_at: new Date(status.changedAt).toISOString(),
       poll_age_ms: facts ? Math.round(performance.now() - facts.startedAt) : null,
+      fence: state === FENCED ? (status.fence ?? null) : null,
       ...ctx.guard?.(),
       ...ctx.extraStatus?.(),
+      transitions: ctx.history?.list() ?? [],
     }) + "\n";
   return bytes(render(code, body, withBody));
 }

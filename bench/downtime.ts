@@ -23,7 +23,7 @@ import {
   type PgNode,
   type RunningResponder,
 } from "./targets.ts";
-import { startHaproxy, type Haproxy } from "../src/testkit/haproxy.ts";
+import { startHaproxy, type Haproxy } from "../src/demo/haproxy.ts";
 
 /** haproxy default-server lines measured; the first is README's recommended one. */
 export const DOWNTIME_SETTINGS: { name: string; line: string }[] = [
@@ -55,6 +55,7 @@ export interface DowntimeResult {
   trials: number;
   attemptEveryMs: number;
   settings: { name: string; line: string }[];
+  /** Each cell's runs are in trial order, so trial i of two keys saw the same event. */
   cells: DowntimeCell[];
 }
 

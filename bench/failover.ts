@@ -13,7 +13,7 @@
 // earlier trial carries over.
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { processesUnder, releaseSharedMemory, signal } from "../src/testkit/proc.ts";
+import { processesUnder, releaseSharedMemory, signal } from "../src/demo/proc.ts";
 import { runLoad } from "./loadgen.ts";
 import { spread, type Spread } from "./stats.ts";
 import { probe, rebuildAsStandby, startReplstatus, waitAnswers, waitFor, type Pair, type PgNode } from "./targets.ts";
@@ -35,6 +35,9 @@ export interface FailoverCell {
 
 export interface FailoverResult {
   trials: number;
+  /** LOAD_C: the concurrency of the load in the -c events. */
+  loadC: number;
+  /** Each cell's runs are in trial order, so trial i of two keys timed the same event. */
   cells: FailoverCell[];
 }
 
@@ -226,5 +229,5 @@ export async function measureFailover(
     const [event, key] = k.split("/") as [string, string];
     cells.push({ event, key, ms: spread(ms) });
   }
-  return { trials, cells };
+  return { trials, loadC: LOAD_C, cells };
 }

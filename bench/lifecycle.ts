@@ -17,9 +17,9 @@ import { cpuSeconds } from "./cpu.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
-import { readPmStatus } from "../src/poll/postmaster.ts";
-import { run } from "../src/testkit/proc.ts";
-import { startResponder } from "../src/testkit/responder.ts";
+import { readPmStatus } from "../src/poll/worker/postmaster.ts";
+import { run } from "../src/demo/proc.ts";
+import { startResponder } from "../src/demo/responder.ts";
 import { fmtMs, fmtSpread, spread, type Spread } from "./stats.ts";
 import { findBgw, probe, startBgwPair, startReplstatus, waitAnswers, waitFor, type PgNode } from "./targets.ts";
 

@@ -12,7 +12,7 @@
 // loopback: the server closes first, so its TIME_WAIT entries pile up per 4-tuple, and one
 // source address alone would run out of distinct tuples in a long run.
 import { parseArgs } from "node:util";
-import { track, untrack } from "../src/testkit/cleanup.ts";
+import { track, untrack } from "../src/demo/cleanup.ts";
 import { createHistogram, mergeSparse, quantileUs } from "./histogram.ts";
 import type { WorkerConfig, WorkerReport } from "./load-worker.ts";
 import { floorCommand, startServer } from "./server.ts";

@@ -4,14 +4,14 @@
 //   bun bench/majors.ts [--majors 13,18] [--rounds 3] [--polls 1000] [--json]
 //
 // Per major, one throwaway pair (the test fixture), and per node one connection with the poller's
-// options and transport (postgres.js over src/poll/pgsocket.ts, prepared). Each round runs --polls
+// options and transport (postgres.js over src/poll/worker/pgsocket.ts, prepared). Each round runs --polls
 // sequential round trips of `select 1` (the floor: the protocol and the driver) and of POLL_QUERY
 // with $1 false (as every poll after a connection's first). Figures are the median of the rounds'
 // medians, with their spread; the baseline is major 15 (Debian's, the suite's) in the same run.
 import { parseArgs } from "node:util";
 import { POLL_QUERY } from "../src/poll/facts.ts";
-import { MAJORS } from "../src/testkit/pgbin.ts";
-import { startPair } from "../src/testkit/pg.ts";
+import { MAJORS } from "../src/demo/pgbin.ts";
+import { startPair } from "../src/demo/pg.ts";
 import { pollerLikeSql } from "./pgclient.ts";
 import { fmtSpread, spread, type Spread } from "./stats.ts";
 

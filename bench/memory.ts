@@ -14,8 +14,8 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { runLoad } from "./loadgen.ts";
 import { floorCommand, startServer } from "./server.ts";
-import { startPrimary, type PgPrimary } from "../src/testkit/pg.ts";
-import { startResponder } from "../src/testkit/responder.ts";
+import { startPrimary, type PgPrimary } from "../src/demo/pg.ts";
+import { startResponder } from "../src/demo/responder.ts";
 
 const { values } = parseArgs({
   options: {

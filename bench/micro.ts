@@ -10,11 +10,11 @@
 import { parseArgs } from "node:util";
 import { bench, do_not_optimize, group, run, summary } from "mitata";
 import postgres from "postgres";
-import { startPrimary, type PgPrimary } from "../src/testkit/pg.ts";
+import { startPrimary, type PgPrimary } from "../src/demo/pg.ts";
 import { rawHandler } from "../src/listen/raw.ts";
 import { POLL_QUERY } from "../src/poll/facts.ts";
 import { buildResponses } from "../src/listen/answers.ts";
-import { createStatus, currentState, PRIMARY } from "../src/cell.ts";
+import { createCell, currentState, PRIMARY } from "../src/cell.ts";
 import { admits, buildAllowList, type AllowList } from "../src/listen/allow.ts";
 import { DEFAULT_TEXTS } from "../src/config/options.ts";
 
@@ -24,11 +24,11 @@ const { values } = parseArgs({
 });
 const json = values.json || process.env.MITATA_JSON === "1";
 
-const status = createStatus(() => {});
-status.set(PRIMARY, "bench");
-const cell = status.cell;
+const cell = createCell(() => {});
+cell.set(PRIMARY, "bench");
+const slots = cell.slots;
 const responses = buildResponses(DEFAULT_TEXTS);
-const handler = rawHandler(cell, responses);
+const handler = rawHandler(slots, responses);
 
 // What open() touches on a real socket: write, shutdown, timeout.
 let written = 0;
@@ -48,9 +48,9 @@ const open = handler.open as unknown as Open;
 
 group("per connection", () => {
   summary(() => {
-    bench("state lookup: responses.raw[cell[0] & 0xff]", () => do_not_optimize(responses.raw[cell[0]! & 0xff]));
-    bench("state lookup: Atomics.load", () => do_not_optimize(responses.raw[Atomics.load(cell, 0) & 0xff]));
-    bench("state lookup: currentState(cell)", () => do_not_optimize(responses.raw[currentState(cell)]));
+    bench("state lookup: responses.raw[slots[0] & 0xff]", () => do_not_optimize(responses.raw[slots[0]! & 0xff]));
+    bench("state lookup: Atomics.load", () => do_not_optimize(responses.raw[Atomics.load(slots, 0) & 0xff]));
+    bench("state lookup: currentState(slots)", () => do_not_optimize(responses.raw[currentState(slots)]));
     bench("rawHandler open(): write, shutdown, timeout", () => open(socket));
   });
 });

@@ -23,12 +23,12 @@
 // Usage: bun bench/patroni.ts [--quick] [--json FILE]
 import { writeFileSync } from "node:fs";
 import postgres from "postgres";
-import { b64, startEtcd } from "../src/testkit/etcd.ts";
-import { httpGet, startPatroni } from "../src/testkit/patroni.ts";
-import { superuser, waitFor } from "../src/testkit/proc.ts";
-import { startHaproxy } from "../src/testkit/haproxy.ts";
-import { answer } from "../src/testkit/probe.ts";
-import { startResponder, type Responder } from "../src/testkit/responder.ts";
+import { b64, startEtcd } from "../test/kit/etcd.ts";
+import { httpGet, startPatroni } from "../test/kit/patroni.ts";
+import { superuser, waitFor } from "../src/demo/proc.ts";
+import { startHaproxy } from "../src/demo/haproxy.ts";
+import { answer } from "../src/demo/probe.ts";
+import { startResponder, type Responder } from "../src/demo/responder.ts";
 import { fmtMs, fmtRate, fmtSpread, spread, type Spread } from "./stats.ts";
 
 const quick = process.argv.includes("--quick");

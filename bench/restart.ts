@@ -11,9 +11,9 @@
 // while PostgreSQL is SIGSTOPped, with a poll in flight that will never be answered.
 //   bun bench/restart.ts [--restarts N] [--json]
 import { parseArgs } from "node:util";
-import { freePort, startPrimary, type PgNode } from "../src/testkit/pg.ts";
-import { ACTIVATE, holdSocket, type HeldSocket } from "../src/testkit/socket.ts";
-import { startResponder, type Responder } from "../src/testkit/responder.ts";
+import { freePort, startPrimary, type PgNode } from "../src/demo/pg.ts";
+import { ACTIVATE, holdSocket, type HeldSocket } from "../test/kit/socket.ts";
+import { startResponder, type Responder } from "../src/demo/responder.ts";
 import { fmtMs, fmtSpread, spread, type Spread } from "./stats.ts";
 import { probe, waitAnswers } from "./targets.ts";
 

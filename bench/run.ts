@@ -5,22 +5,23 @@
 //
 // It starts everything it measures (a PostgreSQL primary + standby with the C extension,
 // replstatus in its own process, the floor server, haproxy) and stops all of it at the end or
-// on Ctrl-C. See bench/README.md for what each part measures and how long it takes.
+// on Ctrl-C. See bench/README.md for what each part measures and how long it takes; report.ts
+// (pure) turns the figures into the printed table.
 import { cpus, release } from "node:os";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import pkg from "../package.json";
-import { DOWNTIME_SETTINGS, measureDowntime, type DowntimeResult } from "./downtime.ts";
-import { LOAD_C, measureFailover, type FailoverResult } from "./failover.ts";
-import { measureIdle, type IdleResult } from "./idle.ts";
+import { measureDowntime } from "./downtime.ts";
+import { measureFailover } from "./failover.ts";
+import { measureIdle } from "./idle.ts";
 import { readRssKb } from "./loadgen.ts";
-import { measureBurst, measureRate, type BurstResult, type RateResult, type Target } from "./rate.ts";
+import { measureBurst, measureRate, type Target } from "./rate.ts";
 import { floorCommand, startServer } from "./server.ts";
-import { fmtMb, fmtMs, fmtRate, fmtSpread, spread, type Spread } from "./stats.ts";
-import { findHaproxy } from "../src/testkit/haproxy.ts";
-import { measureRestart, type RestartResult } from "./restart.ts";
-import { measureStorm, type StormResult } from "./storm.ts";
+import { fmtNs, reportRows, table, type Results } from "./report.ts";
+import { findHaproxy } from "../src/demo/haproxy.ts";
+import { measureRestart } from "./restart.ts";
+import { measureStorm } from "./storm.ts";
 import { rateSvg } from "./svg.ts";
 import { backlogSupport, bgwWorkerPid, findBgw, startBgwPair, startReplstatus, waitAnswers } from "./targets.ts";
 
@@ -90,27 +91,6 @@ const log = (line: string) => {
   console.error(`[${s}s] ${line}`);
 };
 
-interface Results {
-  date: string;
-  bun: string;
-  replstatus: string;
-  host: { cpus: number; kernel: string; loadavgStart: string; loadavgEnd?: string };
-  quick: boolean;
-  bgw: { available: boolean; install: string };
-  backlog: { flag: boolean; replstatus: number };
-  rate?: RateResult;
-  burst?: BurstResult;
-  storm?: StormResult | { skipped: string };
-  failover?: FailoverResult;
-  downtime?: DowntimeResult;
-  restart?: RestartResult;
-  idle?: IdleResult;
-  micro?: { name: string; avgNs: number; p99Ns: number }[] | { skipped: string };
-  bgwRssKb?: number | null;
-  /** Resident memory SETTLE_MS after the last rate run. */
-  settledRssKb?: { replstatus: number; floor: number };
-}
-
 async function readLoadavg(): Promise<string> {
   try {
     return (await Bun.file("/proc/loadavg").text()).split(" ").slice(0, 3).join(" ");
@@ -129,6 +109,7 @@ const results: Results = {
   quick,
   bgw: { available: bgwInfo.available, install: bgwInfo.install },
   backlog: { flag: backlog.flag, replstatus: backlog.backlog },
+  raisedBacklog: RAISED_BACKLOG,
 };
 
 console.log(
@@ -207,6 +188,7 @@ try {
       results.settledRssKb = {
         replstatus: (await readRssKb(replstatus.pid)) ?? Number.NaN,
         floor: (await readRssKb(floor.pid)) ?? Number.NaN,
+        settleS: SETTLE_MS / 1000,
       };
     }
     if (want("burst")) {
@@ -274,301 +256,13 @@ try {
 }
 results.host.loadavgEnd = await readLoadavg();
 
-// ---- report ----
-
-interface Row {
-  figure: string;
-  replstatus: string;
-  baseline: string;
-  ratio: string;
-  floor: string;
-  target: string;
-  verdict: string;
-}
-const rows: Row[] = [];
-const missing = results.bgw.available ? "-" : "missing";
-const ratioText = (a: number, b: number) =>
-  Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}x` : "-";
-const verdict = (ok: boolean | null) => (ok === null ? "no baseline" : ok ? "met" : "NOT MET");
-
-if (results.rate) {
-  const r = results.rate;
-  const cell = (key: string, c: number) => r.cells.find((x) => x.key === key && x.concurrency === c);
-  for (const c of r.concurrencies) {
-    const a = cell("replstatus", c)!;
-    const b = cell("bgw", c);
-    const f = cell("floor", c);
-    rows.push({
-      figure: `conn/s, c=${c}`,
-      replstatus: fmtSpread(a.connsPerS, fmtRate),
-      baseline: b ? fmtSpread(b.connsPerS, fmtRate) : missing,
-      ratio: b ? ratioText(a.connsPerS.median, b.connsPerS.median) : "-",
-      floor: f ? fmtSpread(f.connsPerS, fmtRate) : "-",
-      target: ">= 1.0x C",
-      verdict: verdict(b ? a.connsPerS.median >= b.connsPerS.median : null),
-    });
-  }
-  for (const c of r.concurrencies) {
-    const a = cell("replstatus", c)!;
-    const b = cell("bgw", c);
-    const f = cell("floor", c);
-    rows.push({
-      figure: `p99, c=${c}`,
-      replstatus: fmtSpread(a.p99Ms, fmtMs),
-      baseline: b ? fmtSpread(b.p99Ms, fmtMs) : missing,
-      ratio: b ? ratioText(a.p99Ms.median, b.p99Ms.median) : "-",
-      floor: f ? fmtSpread(f.p99Ms, fmtMs) : "-",
-      target: "",
-      verdict: "",
-    });
-  }
-  for (const c of r.concurrencies) {
-    const a = cell("replstatus", c)!;
-    const b = cell("bgw", c);
-    const f = cell("floor", c);
-    const errs = a.errors + a.mismatches > 0 ? `, ${a.errors} errors, ${a.mismatches} wrong` : "";
-    rows.push({
-      figure: `max latency, c=${c}`,
-      replstatus: fmtSpread(a.maxMs, fmtMs) + errs,
-      baseline: b ? fmtSpread(b.maxMs, fmtMs) + (b.errors > 0 ? `, ${b.errors} errors` : "") : missing,
-      ratio: b ? ratioText(a.maxMs.median, b.maxMs.median) : "-",
-      floor: f ? fmtSpread(f.maxMs, fmtMs) : "-",
-      target: "< 50 ms",
-      verdict: verdict(a.maxMs.median < 50 && a.errors === 0 && a.mismatches === 0),
-    });
-  }
-  const m = r.memory.replstatus;
-  const fm = r.memory.floor;
-  const settled = results.settledRssKb;
-  if (m && fm && settled) {
-    const x = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
-    rows.push({
-      figure: `RSS idle / peak of the rate runs / ${SETTLE_MS / 1000} s after`,
-      replstatus: `${fmtMb(m.beforeKb)} / ${fmtMb(m.peakKb)} / ${fmtMb(settled.replstatus)}`,
-      baseline: results.bgwRssKb ? `${fmtMb(results.bgwRssKb)} (bgw worker, incl. shared memory)` : missing,
-      ratio: `${x(m.beforeKb, fm.beforeKb)} / ${x(m.peakKb, fm.peakKb)} / ${x(settled.replstatus, settled.floor)} of floor`,
-      floor: `${fmtMb(fm.beforeKb)} / ${fmtMb(fm.peakKb)} / ${fmtMb(settled.floor)}`,
-      target: "<= 1.3x / 1.1x / 1.3x floor",
-      verdict: verdict(
-        m.beforeKb <= 1.3 * fm.beforeKb && m.peakKb <= 1.1 * fm.peakKb && settled.replstatus <= 1.3 * settled.floor,
-      ),
-    });
-  }
-}
-if (results.burst) {
-  const cell = (key: string) => results.burst!.cells.find((x) => x.key === key);
-  const a = cell("replstatus")!;
-  const b = cell("bgw");
-  const f = cell("floor");
-  const fr = cell("floor-raised");
-  const floorText = (k: "p999Ms" | "maxMs") =>
-    [f ? `${fmtSpread(f[k], fmtMs)} @512` : "", fr ? `${fmtSpread(fr[k], fmtMs)} @${RAISED_BACKLOG}` : ""]
-      .filter(Boolean)
-      .join("; ");
-  rows.push({
-    figure: `burst ${BURST_CONNS}, p99.9 (backlog ${results.backlog.replstatus})`,
-    replstatus: fmtSpread(a.p999Ms, fmtMs),
-    baseline: b ? fmtSpread(b.p999Ms, fmtMs) : missing,
-    ratio: b ? ratioText(a.p999Ms.median, b.p999Ms.median) : "-",
-    floor: floorText("p999Ms"),
-    target: "< 100 ms",
-    verdict: verdict(a.p999Ms.median < 100),
-  });
-  rows.push({
-    figure: `burst ${BURST_CONNS}, max / errors`,
-    replstatus: `${fmtSpread(a.maxMs, fmtMs)} / ${a.errors}`,
-    baseline: b ? `${fmtSpread(b.maxMs, fmtMs)} / ${b.errors}` : missing,
-    ratio: b ? ratioText(a.maxMs.median, b.maxMs.median) : "-",
-    floor: floorText("maxMs"),
-    target: "no errors",
-    verdict: verdict(a.errors === 0),
-  });
-}
-if (results.storm && "cells" in results.storm) {
-  const s = results.storm;
-  const cell = (key: string) => s.cells.find((x) => x.key === key);
-  const a = cell("replstatus")!;
-  const b = cell("bgw");
-  const f = cell("floor");
-  rows.push({
-    figure: `haproxy ${s.servers} servers inter ${s.interMs}ms: checks/s`,
-    replstatus: fmtSpread(a.checksPerS, fmtRate),
-    baseline: b ? fmtSpread(b.checksPerS, fmtRate) : missing,
-    ratio: b ? ratioText(a.checksPerS.median, b.checksPerS.median) : "-",
-    floor: f ? fmtSpread(f.checksPerS, fmtRate) : "-",
-    target: ">= 1.5x C",
-    verdict: verdict(b ? a.checksPerS.median >= 1.5 * b.checksPerS.median : null),
-  });
-  const perWindow = (x: { downEvents: Spread }) => `${fmtSpread(x.downEvents, (n) => n.toFixed(0))} in ${s.windowS} s`;
-  rows.push({
-    figure: "haproxy: false DOWN events",
-    replstatus: perWindow(a),
-    baseline: b ? perWindow(b) : missing,
-    ratio: "",
-    floor: f ? perWindow(f) : "-",
-    target: "0",
-    verdict: verdict(a.runs.every((r) => r.downEvents === 0)),
-  });
-}
-if (results.idle) {
-  const row = (k: string) => results.idle!.rows.find((r) => r.key === k);
-  const others = results.idle.rows.filter((r) => !r.key.startsWith("replstatus"));
-  for (const [key, where] of [
-    ["replstatus", "primary"],
-    ["replstatus-standby", "standby"],
-  ] as const) {
-    const a = row(key);
-    const backend = row(`${key}-backend`);
-    if (!a) continue;
-    // With two windows the figure is the second: the first holds the warm-up (JIT, GC timer).
-    const first = results.idle.firstRows?.find((r) => r.key === key);
-    const w = results.idle.windowS;
-    const when = first ? `${w} s, after a first ${w} s` : `${w} s`;
-    rows.push({
-      figure: `idle CPU on the ${where} over ${when} (% of a core)`,
-      replstatus: `${a.cpuPercent.toFixed(2)}%${first ? ` (first window ${first.cpuPercent.toFixed(2)}%)` : ""}, ${fmtMb(a.rssKb)}`,
-      baseline: backend ? `its backend ${backend.cpuPercent.toFixed(2)}%` : "(inside PostgreSQL)",
-      ratio: "",
-      floor: others.map((o) => `${o.key} ${o.cpuPercent.toFixed(2)}%`).join("; "),
-      target: "<= 0.5%",
-      verdict: verdict(a.cpuPercent <= 0.5),
-    });
-  }
-}
-if (results.failover) {
-  const f = results.failover;
-  const cell = (event: string, key: string) => f.cells.find((x) => x.event === event && x.key === key)?.ms;
-  const plan: [string, string, string, (a: Spread, b: Spread | undefined) => [string, boolean | null]][] = [
-    [
-      "promote",
-      "replstatus",
-      "promote -> MASTER, default poll",
-      (a, b) => ["<= C + 5 ms", b ? a.median <= b.median + 5 : null],
-    ],
-    [
-      "promote",
-      "replstatus-10ms",
-      "promote -> MASTER, poll 10ms",
-      (a, b) => ["<= C + 5 ms", b ? a.median <= b.median + 5 : null],
-    ],
-    [
-      `promote-c${LOAD_C}`,
-      "replstatus",
-      `promote -> MASTER, c=${LOAD_C} load on each`,
-      (a, b) => ["<= C + 5 ms", b ? a.median <= b.median + 5 : null],
-    ],
-    ["stop-fast", "replstatus", "stop -m fast -> not MASTER", (a) => ["<= 100 ms", a.median <= 100]],
-    ["stop-fast", "replstatus-10ms", "stop -m fast -> not MASTER, poll 10ms", (a) => ["<= 100 ms", a.median <= 100]],
-    ["kill-9", "replstatus", "kill -9 postmaster -> not MASTER", (a) => ["<= 200 ms", a.median <= 200]],
-    ["kill-9", "replstatus-10ms", "kill -9 postmaster -> not MASTER, poll 10ms", (a) => ["<= 200 ms", a.median <= 200]],
-    [
-      `stop-fast-c${LOAD_C}`,
-      "replstatus",
-      `stop -m fast -> not MASTER, c=${LOAD_C} load on each`,
-      (a) => ["<= 100 ms", a.median <= 100],
-    ],
-    [
-      `kill-9-c${LOAD_C}`,
-      "replstatus",
-      `kill -9 postmaster -> not MASTER, c=${LOAD_C} load on each`,
-      (a) => ["<= 200 ms", a.median <= 200],
-    ],
-  ];
-  for (const [event, key, figure, judge] of plan) {
-    const a = cell(event, key);
-    if (!a) continue;
-    const b = cell(event, "bgw");
-    const [target, ok] = judge(a, b);
-    rows.push({
-      figure: `${figure} (p50 of ${f.trials})`,
-      replstatus: fmtSpread(a, fmtMs),
-      baseline: b ? fmtSpread(b, fmtMs) : missing,
-      ratio: b ? ratioText(a.median, b.median) : "-",
-      floor: "",
-      target,
-      verdict: verdict(ok),
-    });
-  }
-}
-
-if (results.restart) {
-  const held = results.restart.cells.find((c) => c.mode === "held")!;
-  const bind = results.restart.cells.find((c) => c.mode === "bind")!;
-  const notMaster = (c: typeof held) => Object.values(c.failed).reduce((a, b) => a + b, 0);
-  rows.push({
-    figure: `SIGTERM -> exit (p50 of ${held.restarts + bind.restarts})`,
-    replstatus: fmtSpread(spread([...held.exitMs.runs, ...bind.exitMs.runs]), fmtMs),
-    baseline: "(inside PostgreSQL)",
-    ratio: "",
-    floor: `PostgreSQL SIGSTOPped: ${fmtSpread(results.restart.hungExitMs, fmtMs)}`,
-    target: "<= 100 ms",
-    verdict: verdict(held.exitMs.max <= 100 && bind.exitMs.max <= 100 && results.restart.hungExitMs.max <= 100),
-  });
-  rows.push({
-    figure: `restart: longest gap between answers (p50 of ${held.restarts})`,
-    replstatus: `${fmtSpread(held.gapMs, fmtMs)}, ${notMaster(held)} not MASTER of ${held.probes}`,
-    baseline: "",
-    ratio: "",
-    floor: `binding the port: ${fmtSpread(bind.gapMs, fmtMs)}, ${notMaster(bind)} not MASTER of ${bind.probes}`,
-    target: "no check refused",
-    verdict: verdict(notMaster(held) === 0),
-  });
-}
-
-if (results.downtime) {
-  const d = results.downtime;
-  const cell = (event: string, setting: string, key: string) =>
-    d.cells.find((x) => x.event === event && x.setting === setting && x.key === key)?.gapMs;
-  const events: [string, string][] = [
-    ["stop-fast", "write gap, stop -m fast + promote"],
-    ["kill-9", "write gap, kill -9 + promote"],
-  ];
-  for (const [event, label] of events) {
-    for (const { name } of DOWNTIME_SETTINGS) {
-      const a = cell(event, name, "replstatus");
-      if (!a) continue;
-      const b = cell(event, name, "bgw");
-      rows.push({
-        figure: `${label}, haproxy ${name} (p50 of ${d.trials})`,
-        replstatus: fmtSpread(a, fmtMs),
-        baseline: b ? fmtSpread(b, fmtMs) : missing,
-        ratio: b ? ratioText(a.median, b.median) : "-",
-        floor: "",
-        target: "<= C",
-        verdict: verdict(b ? a.median <= b.median : null),
-      });
-    }
-  }
-}
-
-function table(rs: Row[]): string {
-  const head: Row = {
-    figure: "figure",
-    replstatus: "replstatus",
-    baseline: "C bgw_replstatus",
-    ratio: "ratio",
-    floor: "floor / reference",
-    target: "target",
-    verdict: "",
-  };
-  const cols = Object.keys(head) as (keyof Row)[];
-  const width = cols.map((c) => Math.max(...[head, ...rs].map((r) => r[c].length)));
-  const line = (r: Row) =>
-    cols
-      .map((c, i) => r[c].padEnd(width[i]!))
-      .join("  ")
-      .trimEnd();
-  return [line(head), width.map((w) => "-".repeat(w)).join("  "), ...rs.map(line)].join("\n");
-}
-
+const rows = reportRows(results);
 console.log("");
 console.log(table(rows));
 if (Array.isArray(results.micro)) {
   console.log("\nmicro-benchmarks (mitata, per call):");
   for (const m of results.micro) {
-    const f = (ns: number) =>
-      ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1e3 ? `${(ns / 1e3).toFixed(1)} us` : `${ns.toFixed(2)} ns`;
-    console.log(`  ${m.name.padEnd(48)} avg ${f(m.avgNs).padStart(10)}  p99 ${f(m.p99Ns).padStart(10)}`);
+    console.log(`  ${m.name.padEnd(48)} avg ${fmtNs(m.avgNs).padStart(10)}  p99 ${fmtNs(m.p99Ns).padStart(10)}`);
   }
 }
 if (results.rate?.maxTimeWait !== undefined && results.rate.maxTimeWait !== null) {
@@ -582,7 +276,7 @@ console.log(`took ${((performance.now() - t0) / 1000).toFixed(0)} s`);
 
 if (values.json) {
   mkdirSync(dirname(values.json), { recursive: true });
-  writeFileSync(values.json, `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(values.json, `${JSON.stringify({ ...results, report: rows }, null, 2)}\n`);
   console.log(`wrote ${values.json}`);
 }
 const svgFile = values.svg ?? (values.json ? join(dirname(values.json), "rate.svg") : undefined);

@@ -1,7 +1,7 @@
 // Starts a server under test in its own process and learns its port from the first stdout
 // line, `port=N` (floor.ts prints it; so can any server started with port 0).
 import type { Subprocess } from "bun";
-import { track, untrack } from "../src/testkit/cleanup.ts";
+import { track, untrack } from "../src/demo/cleanup.ts";
 
 export interface ServerProcess extends AsyncDisposable {
   port: number;

@@ -1,6 +1,6 @@
 // Soak: N connections (default 1,000,000) against the real CLI, watching its
 // resident memory. Plain script, not part of `bun test` (it takes minutes);
-// test/soak.test.ts runs the same loop with a small count.
+// test/e2e/soak.test.ts runs the same loop with a small count.
 //
 //   bun run soak                      # 1,000,000 connections, 64 at a time
 //   SOAK_CONNECTIONS=200000 bun run soak
@@ -9,8 +9,8 @@
 // Passes when resident memory after warm-up (the first tenth) stays within
 // 10% of its value then. The server runs in its own process, never in ours.
 import { readFileSync } from "node:fs";
-import { exchange } from "../src/testkit/probe.ts";
-import { startResponder } from "../src/testkit/responder.ts";
+import { exchange } from "../src/demo/probe.ts";
+import { startResponder } from "../src/demo/responder.ts";
 
 export interface SoakResult {
   connections: number;

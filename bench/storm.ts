@@ -11,7 +11,7 @@
 //
 // XXX: two haproxy threads can both read the counter before either writes it back, so the
 // count can be a little low (it errs against the server, never for it).
-import { findHaproxy, startHaproxy, statsCommand } from "../src/testkit/haproxy.ts";
+import { findHaproxy, startHaproxy, statsCommand } from "../src/demo/haproxy.ts";
 import { spread, type Spread } from "./stats.ts";
 
 export const SERVERS = 100;

@@ -7,10 +7,10 @@
 // missing, and the install command is printed.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { rebuildAsStandby, startPair, waitFor, type PgNode, type PgPair } from "../src/testkit/pg.ts";
-import { MAIN, startResponder, type Responder } from "../src/testkit/responder.ts";
-import { childrenOf, freePort } from "../src/testkit/proc.ts";
-import { exchange } from "../src/testkit/probe.ts";
+import { rebuildAsStandby, startPair, waitFor, type PgNode, type PgPair } from "../src/demo/pg.ts";
+import { MAIN, startResponder, type Responder } from "../src/demo/responder.ts";
+import { childrenOf, freePort } from "../src/demo/proc.ts";
+import { exchange } from "../src/demo/probe.ts";
 
 export { rebuildAsStandby, waitFor, type PgNode, type PgPair };
 

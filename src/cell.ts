@@ -35,7 +35,7 @@ export const OVERRIDE_COUNT = OVERRIDE_NAMES.length;
 /** Agent weights are prebuilt per bucket: bucket b is a weight of 100 - 10 * b percent (100%..10%). */
 export const WEIGHT_BUCKETS = 10;
 
-// Status.cell, shared with the poll worker (poll/worker.ts) and readable from
+// Cell.slots, shared with the poll worker (poll/worker/entry.ts) and readable from
 // any thread. Slot 0 is what listeners read, packed into one word so that one
 // atomic write changes all of it: bits 0-7 the state raw and http show (the
 // state, unknown under maint), bits 8-15 the agent line's index (agentIndex(),
@@ -43,7 +43,7 @@ export const WEIGHT_BUCKETS = 10;
 // generation, bit 31 the permit for the poll worker's promote(). Who may write
 // what, and why MASTER never shows where this thread would not show it:
 // ARCHITECTURE.md, "Two threads and one word".
-export const ANSWER_SLOT = 0;
+export const WORD_SLOT = 0;
 /** The override in force. */
 export const OVERRIDE_SLOT = 1;
 /** Slots 2-3, as one BigInt64 (byte 8): the permit's deadline, epoch ms (performance.timeOrigin + now). */
@@ -73,18 +73,18 @@ export function permitted(word: number): boolean {
   return (word & PERMIT) !== 0;
 }
 
-// The listeners' reads of the answer word. The poll worker writes it from
+// The listeners' reads of the word. The poll worker writes it from
 // another thread, hence Atomics.load (bench/micro.ts: a few ns against under
 // one for a plain read; the call itself is inlined).
 
 /** The state raw and http answer with now. */
-export function currentState(cell: Int32Array): State {
-  return (Atomics.load(cell, ANSWER_SLOT) & 0xff) as State;
+export function currentState(slots: Int32Array): State {
+  return (Atomics.load(slots, WORD_SLOT) & 0xff) as State;
 }
 
 /** The agent line to answer with now. */
-export function currentAgent(cell: Int32Array): number {
-  return (Atomics.load(cell, ANSWER_SLOT) >> 8) & 0xff;
+export function currentAgent(slots: Int32Array): number {
+  return (Atomics.load(slots, WORD_SLOT) >> 8) & 0xff;
 }
 
 export function generation(word: number): number {
@@ -96,22 +96,22 @@ function pack(gen: number, state: State, override: Override, bucket: number, per
   return (permit ? PERMIT : 0) | ((gen & 0x7fff) << 16) | (agentIndex(state, override, bucket) << 8) | shown;
 }
 
-/** The permit's deadline in `cell`'s buffer; one view per thread, made once. */
-export function permitDeadline(cell: Int32Array): BigInt64Array {
-  return new BigInt64Array(cell.buffer, DEADLINE_BYTE, 1);
+/** The permit's deadline in `slots`' buffer; one view per thread, made once. */
+export function permitDeadline(slots: Int32Array): BigInt64Array {
+  return new BigInt64Array(slots.buffer, DEADLINE_BYTE, 1);
 }
 
 /**
  * The poll worker's write: UNKNOWN in every protocol, whatever this thread
  * last published, and a new generation, which it returns. The permit is kept.
  */
-export function forceUnknown(cell: Int32Array): number {
+export function forceUnknown(slots: Int32Array): number {
   for (;;) {
-    const old = Atomics.load(cell, ANSWER_SLOT);
+    const old = Atomics.load(slots, WORD_SLOT);
     const gen = (generation(old) + 1) & 0x7fff;
-    const override = Atomics.load(cell, OVERRIDE_SLOT) as Override;
+    const override = Atomics.load(slots, OVERRIDE_SLOT) as Override;
     const next = pack(gen, UNKNOWN, override, 0, permitted(old));
-    if (Atomics.compareExchange(cell, ANSWER_SLOT, old, next) === old) return gen;
+    if (Atomics.compareExchange(slots, WORD_SLOT, old, next) === old) return gen;
   }
 }
 
@@ -124,15 +124,15 @@ export function forceUnknown(cell: Int32Array): number {
  * the permit's deadline (`deadline`, from permitDeadline()) is after
  * `nowEpochMs`. Otherwise it writes nothing and returns undefined.
  */
-export function promote(cell: Int32Array, deadline: BigInt64Array, nowEpochMs: number): number | undefined {
+export function promote(slots: Int32Array, deadline: BigInt64Array, nowEpochMs: number): number | undefined {
   for (;;) {
-    const old = Atomics.load(cell, ANSWER_SLOT);
+    const old = Atomics.load(slots, WORD_SLOT);
     const was = wordState(old);
     if (!permitted(old) || (was !== STANDBY && was !== LAGGING)) return undefined;
     if (nowEpochMs >= Number(Atomics.load(deadline, 0))) return undefined;
     const gen = (generation(old) + 1) & 0x7fff;
     const override = Math.floor(shownAgent(old) / (WEIGHT_BUCKETS * STATE_COUNT)) as Override;
-    if (Atomics.compareExchange(cell, ANSWER_SLOT, old, pack(gen, PRIMARY, override, 0, true)) === old) return gen;
+    if (Atomics.compareExchange(slots, WORD_SLOT, old, pack(gen, PRIMARY, override, 0, true)) === old) return gen;
   }
 }
 
@@ -170,12 +170,12 @@ export function agentLine(agent: AgentConfig, state: State, override: Override, 
   return words.join(" ") + "\n";
 }
 
-export interface Status {
+export interface Cell {
   /**
    * What listeners read, in the slots above. Backed by a SharedArrayBuffer:
    * the poll worker writes it too.
    */
-  readonly cell: Int32Array;
+  readonly slots: Int32Array;
   /**
    * The state answered: the poller's, or fenced when the poller says primary
    * and a fence is up. Under maint, the cell says unknown instead.
@@ -223,8 +223,8 @@ export interface Status {
   sync(gen: number): void;
 }
 
-export function createStatus(onChange: (from: State, to: State, reason: string) => void): Status {
-  const cell = new Int32Array(new SharedArrayBuffer(SLOTS * Int32Array.BYTES_PER_ELEMENT));
+export function createCell(onChange: (from: State, to: State, reason: string) => void): Cell {
+  const slots = new Int32Array(new SharedArrayBuffer(SLOTS * Int32Array.BYTES_PER_ELEMENT));
   let polled: State = UNKNOWN;
   let fence: string | undefined;
   let state: State = UNKNOWN;
@@ -234,21 +234,21 @@ export function createStatus(onChange: (from: State, to: State, reason: string) 
   let changes = 0;
   let gen = 0;
   let permitUntilMs = Infinity;
-  const deadline = permitDeadline(cell);
+  const deadline = permitDeadline(slots);
   // One CAS loop for every change of this thread's inputs, whatever the
   // generation: a word of its own generation gets its state; one of another,
   // which the worker wrote and whose message is on the way, only the
   // override and the permit, and never a higher state (lowered()).
   const publish = () => {
-    Atomics.store(cell, OVERRIDE_SLOT, override);
+    Atomics.store(slots, OVERRIDE_SLOT, override);
     const permit = fence === undefined && permitUntilMs > performance.now();
     const untilEpochMs = Math.min(NEVER_MS, Math.floor(performance.timeOrigin + permitUntilMs));
     Atomics.store(deadline, 0, permit ? BigInt(untilEpochMs) : 0n);
     for (;;) {
-      const old = Atomics.load(cell, ANSWER_SLOT);
+      const old = Atomics.load(slots, WORD_SLOT);
       const next =
         generation(old) === gen ? pack(gen, state, override, bucket, permit) : lowered(old, override, permit);
-      if (next === old || Atomics.compareExchange(cell, ANSWER_SLOT, old, next) === old) return;
+      if (next === old || Atomics.compareExchange(slots, WORD_SLOT, old, next) === old) return;
     }
   };
   publish();
@@ -263,7 +263,7 @@ export function createStatus(onChange: (from: State, to: State, reason: string) 
     onChange(from, to, to === FENCED ? fence! : reason);
   }
   return {
-    cell,
+    slots,
     get state() {
       return state;
     },

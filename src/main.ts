@@ -69,7 +69,7 @@ async function serve(
   } catch (err) {
     if (err instanceof ConfigError) fatal(err.message, undefined, 2);
     if (err instanceof ClusterError) fatal(err.message, err.hint, 2);
-    // The Patroni mode's etcd TLS files (cluster/watch.ts, loaded only in that mode).
+    // The Patroni mode's etcd TLS files (cluster/patroni-view.ts, loaded only in that mode).
     if (err instanceof Error && "code" in err && err.code === "ETCD_TLS") fatal(err.message, undefined, 2);
     if (err instanceof ListenError || err instanceof ControlError || err instanceof TlsError) {
       fatal(err.message, err.hint, 1);

@@ -5,11 +5,11 @@
 // for a start-up failure half-way and for a shutdown alike.
 import type { SocketHandler } from "bun";
 import { dirname } from "node:path";
-import { createStatus, OVERRIDE_NAMES, STATE_NAMES, type Override, type State, type Status } from "./cell.ts";
-import { startGuard, type Guard } from "./cluster/peers.ts";
+import { createCell, OVERRIDE_NAMES, STATE_NAMES, type Cell, type Override, type State } from "./cell.ts";
+import { startGuard, type Guard } from "./cluster/guard.ts";
 import { defaultControlSocket } from "./config/options.ts";
 import { type Config } from "./config/types.ts";
-import { formatAddress, type ListenAddress } from "./units.ts";
+import { formatAddress, type ListenAddress } from "./address.ts";
 import { agentHandler, weightBucket } from "./listen/agent.ts";
 import { buildResponses, type Responses } from "./listen/answers.ts";
 import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
@@ -18,25 +18,25 @@ import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
 import { inheritedSockets, takeInherited } from "./listen/inherit.ts";
 import {
-  createTlsWatch,
+  createTlsHandshakes,
   failureLogger,
   loadPeerTls,
   loadTls,
   secureHandler,
   type TlsMaterial,
-  type TlsWatch,
+  type TlsHandshakes,
 } from "./listen/tls.ts";
 import { createHistory, type History } from "./history.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { prepareDir, startControl } from "./ops/control.ts";
-import { fitFdLimit, watchOverLimit } from "./ops/limits.ts";
+import { fitFdLimit, logOverLimit } from "./ops/limits.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { overridePath, saveOverride, startingOverride } from "./ops/override.ts";
 import { apply, reloadConfig, type Reloadable } from "./ops/reload.ts";
 import { listenerName, reportStart } from "./ops/report.ts";
 import { createLagJudge } from "./poll/lag.ts";
 import type { PollFacts } from "./poll/facts.ts";
-import type { PatroniWatch } from "./cluster/watch.ts";
+import type { PatroniView } from "./cluster/patroni-view.ts";
 import type { PatroniAnswer } from "./listen/http/patroni.ts";
 import { startPoller, type Poller } from "./poll/poller.ts";
 import { configTarget } from "./poll/target.ts";
@@ -75,7 +75,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const log = createLogger(undefined, config.logFormat);
   if (target.passwordInDb && opts.dbOnCommandLine) log.warning(PASSWORD_ON_COMMAND_LINE);
   const history = createHistory();
-  const status = createStatus(logChange(log, history));
+  const cell = createCell(logChange(log, history));
   const responses = buildResponses(config.texts, config.agent);
   const metrics = createMetrics(config.listen.length);
   await using stack = new AsyncDisposableStack();
@@ -83,8 +83,8 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   // Started last; until then there are no facts.
   let poller: Poller | undefined;
   const facts = () => poller?.facts;
-  const splitBrain = startSplitBrain(config, status, facts, log, stack);
-  const patroni = config.patroni && (await startPatroniMode(config, status, facts, log, stack));
+  const splitBrain = startSplitBrain(config, cell, facts, log, stack);
+  const patroni = config.patroni && (await startPatroniMode(config, cell, facts, log, stack));
   const fdLimit = raiseFdLimit();
   const gate: Gate = {
     allow: config.allow,
@@ -92,17 +92,17 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     open: 0,
     counters: metrics.connections,
   };
-  const sources: Sources = { status, responses, facts, metrics, splitBrain, patroni, history };
+  const sources: Sources = { cell, responses, facts, metrics, splitBrain, patroni, history };
   const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
   // Between the bind above and the first await below nothing is accepted
   // yet: the override on disk is in force before the first answer.
   const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, opts.env);
-  const stateFile = restoreOverride(config, controlPath, endpoints.firstPort, status, log);
-  const control = await startControl(controlPath, status, log, overrideSaver(status, history, stateFile));
+  const stateFile = restoreOverride(config, controlPath, endpoints.firstPort, cell, log);
+  const control = await startControl(controlPath, cell, log, overrideSaver(cell, history, stateFile));
   stack.defer(() => control.stop());
   const metricsServer = config.metricsListen && serveMetrics(config.metricsListen, metrics);
   if (metricsServer) stack.defer(() => void metricsServer.stop(true));
-  const overLimit = watchOverLimit(metrics.connections, gate, log);
+  const overLimit = logOverLimit(metrics.connections, gate, log);
   stack.defer(() => clearInterval(overLimit));
 
   await fenceKnown(config, splitBrain, patroni);
@@ -114,30 +114,30 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     staleAfterMs: config.staleAfterMs,
     connectTimeoutMs: config.connectTimeoutMs,
     channel: config.channel,
-    status,
+    cell,
     lag: createLagJudge(config, log),
     log,
     observer: first.observer,
     onWorkerDeath: (message) => opts.onFatal(`the poll worker stopped: ${message}`, "a service manager restarts it"),
     onFacts: (f) => {
       const { agentConfig } = responses; // a reload replaces it (ops/reload.ts)
-      if (agentConfig.weightByLag) status.setWeightBucket(weightBucket(agentConfig, f));
+      if (agentConfig.weightByLag) cell.setWeightBucket(weightBucket(agentConfig, f));
       splitBrain?.evaluate();
-      patroni?.watch.evaluate();
+      patroni?.view.evaluate();
       first.done();
     },
   });
   stack.defer(() => poller?.stop());
   metrics.attach({
-    state: () => status.state,
-    stateChanges: () => status.changes,
+    state: () => cell.state,
+    stateChanges: () => cell.changes,
     facts,
     openConnections: () => gate.open,
     maxConnections: () => gate.maxConnections,
     fdLimit: () => fdLimit,
     guard: () => splitBrain,
-    tls: () => endpoints.tlsWatch,
-    ...(patroni && { extra: patroni.watch.metrics }),
+    tls: () => endpoints.tlsHandshakes,
+    ...(patroni && { extra: patroni.view.metrics }),
   });
   // A socket handed over by a service manager holds the checks that came
   // during the restart; they get the answer of this process's first poll
@@ -185,8 +185,8 @@ function logChange(log: Logger, history: History) {
 }
 
 /** The control socket's save: the override file, and a change of the override in the history. */
-function overrideSaver(status: Status, history: History, stateFile: string) {
-  let last: Override = status.override;
+function overrideSaver(cell: Cell, history: History, stateFile: string) {
+  let last: Override = cell.override;
   return (override: Override) => {
     if (override !== last)
       history.push(OVERRIDE_NAMES[last], OVERRIDE_NAMES[override], `replstatus ${OVERRIDE_NAMES[override]}`);
@@ -197,7 +197,7 @@ function overrideSaver(status: Status, history: History, stateFile: string) {
 
 function startSplitBrain(
   config: Config,
-  status: Status,
+  cell: Cell,
   facts: () => PollFacts | undefined,
   log: Logger,
   stack: AsyncDisposableStack,
@@ -207,7 +207,7 @@ function startSplitBrain(
     peers: config.peers,
     intervalMs: config.peerIntervalMs,
     timeoutMs: config.peerTimeoutMs,
-    status,
+    cell,
     facts,
     log,
     tls: loadPeerTls(config.peerTls),
@@ -221,42 +221,42 @@ function startSplitBrain(
 const ETCD_FIRST_ANSWER_MS = 1500;
 
 /**
- * Every peer is asked once before this node's first poll (cluster/peers.ts):
+ * Every peer is asked once before this node's first poll (cluster/guard.ts):
  * a restarted old primary must be fenced from its first answer. The requests
  * end within --peer-timeout; the sleep only bounds a fetch that would not.
  * Likewise the Patroni mode waits for etcd's first answer (or first failure).
  */
 async function fenceKnown(config: Config, splitBrain: Guard | undefined, patroni: PatroniMode | undefined) {
   if (splitBrain) await Promise.race([splitBrain.firstRound, Bun.sleep(config.peerTimeoutMs + 1000)]);
-  if (patroni) await Promise.race([patroni.watch.ready, Bun.sleep(ETCD_FIRST_ANSWER_MS)]);
+  if (patroni) await Promise.race([patroni.view.ready, Bun.sleep(ETCD_FIRST_ANSWER_MS)]);
 }
 
 interface PatroniMode {
-  watch: PatroniWatch;
+  view: PatroniView;
   answer: PatroniAnswer;
 }
 
 // Loaded only in the Patroni mode (dynamic imports): the default footprint does not grow.
 async function startPatroniMode(
   config: Config,
-  status: Status,
+  cell: Cell,
   facts: () => PollFacts | undefined,
   log: Logger,
   stack: AsyncDisposableStack,
 ): Promise<PatroniMode> {
-  const [{ startPatroniWatch }, { patroniHttp }] = await Promise.all([
-    import("./cluster/watch.ts"),
+  const [{ startPatroniView }, { patroniHttp }] = await Promise.all([
+    import("./cluster/patroni-view.ts"),
     import("./listen/http/patroni.ts"),
   ]);
   const settings = config.patroni!;
-  const watch = startPatroniWatch({ settings, status, facts, log });
-  stack.defer(() => watch.stop());
-  const answer = patroniHttp({ cell: status.cell, facts, watch, member: settings.member, tags: config.tags });
-  return { watch, answer };
+  const view = startPatroniView({ settings, cell, facts, log });
+  stack.defer(() => view.stop());
+  const answer = patroniHttp({ slots: cell.slots, facts, view, member: settings.member, tags: config.tags });
+  return { view, answer };
 }
 
 interface Sources {
-  status: Status;
+  cell: Cell;
   responses: Responses;
   facts: () => PollFacts | undefined;
   metrics: Metrics;
@@ -274,7 +274,7 @@ interface Endpoints {
   openDeferred(): Listener[];
   /** The tls+ listeners' material and handshake failures; undefined without a tls+ listener. */
   tls: TlsMaterial | undefined;
-  tlsWatch: TlsWatch | undefined;
+  tlsHandshakes: TlsHandshakes | undefined;
   /** What a reload needs to swap the TLS material of `listeners`' tls+ ones. */
   reloadTls(listeners: Listener[]): Reloadable["tls"];
 }
@@ -293,30 +293,30 @@ function openListeners(
   { env, log }: { env: Env; log: Logger },
   stack: AsyncDisposableStack,
 ): Endpoints {
-  const { status, responses, metrics, splitBrain, patroni } = s;
+  const { cell, responses, metrics, splitBrain, patroni } = s;
   const tls = config.tls && loadTls(config.tls);
-  const tlsWatch = config.tls && createTlsWatch(config.listen.length, config.tls.clientCert);
+  const tlsHandshakes = config.tls && createTlsHandshakes(config.listen.length, config.tls.clientCert);
   const onTlsFailure = failureLogger(() => metrics.listenerNames, log);
   const handlers = {
-    raw: rawHandler(status.cell, responses),
+    raw: rawHandler(cell.slots, responses),
     http: httpHandler(
       {
-        status,
+        cell,
         facts: s.facts,
         metrics: () => metrics.render(),
         guard: splitBrain && (() => splitBrain.status()),
         tags: config.tags,
         history: s.history,
-        ...(patroni && { patroni: patroni.answer, extraStatus: patroni.watch.status }),
+        ...(patroni && { patroni: patroni.answer, extraStatus: patroni.view.status }),
       },
       responses,
     ),
-    agent: agentHandler(status.cell, responses),
+    agent: agentHandler(cell.slots, responses),
   };
   const inherited = inheritedSockets(env);
   const open = (address: ListenAddress, i: number, fd?: number) => {
     const handler = address.tls
-      ? secureHandler<number>(handlers[address.mode] as SocketHandler<number>, tlsWatch!, i, onTlsFailure)
+      ? secureHandler<number>(handlers[address.mode] as SocketHandler<number>, tlsHandshakes!, i, onTlsFailure)
       : handlers[address.mode];
     const l = listen(address, handler, gate, i, config.backlog, 0, fd, address.tls && tls!.options);
     stack.defer(() => l.stop());
@@ -341,21 +341,24 @@ function openListeners(
     inherited: slots.map((slot) => "fd" in slot),
     openDeferred: () => slots.map((slot, i) => ("fd" in slot ? open(slot.address, i, slot.fd) : slot)),
     tls,
-    tlsWatch,
+    tlsHandshakes,
     reloadTls: (listeners) =>
-      tlsWatch && { watch: tlsWatch, servers: listeners.filter((l) => l.address.tls).map((l) => l.server) },
+      tlsHandshakes && {
+        handshakes: tlsHandshakes,
+        servers: listeners.filter((l) => l.address.tls).map((l) => l.server),
+      },
   };
 }
 
 /** Applies the override saved before a restart; returns the file that keeps it. Throws ControlError. */
-function restoreOverride(config: Config, controlPath: string, port: number, status: Status, log: Logger): string {
+function restoreOverride(config: Config, controlPath: string, port: number, cell: Cell, log: Logger): string {
   if (config.stateDir !== undefined) {
     prepareDir(config.stateDir, { what: "state directory", flag: "--state-dir", content: "the override file" });
   }
   const path = overridePath(config.stateDir ?? dirname(controlPath), port);
   const saved = startingOverride(path);
   if (saved) {
-    status.setOverride(saved.override);
+    cell.setOverride(saved.override);
     log[saved.level](saved.line);
   }
   return path;

@@ -2,20 +2,11 @@
 // accepted (as error messages say it) and the placeholder --help shows.
 // options.ts gives each option one of these.
 import { buildAllowList } from "../listen/allow.ts";
-import { ConninfoError, isUrl, parseConninfo, redactConninfo } from "../poll/libpq/conninfo.ts";
+import { ConninfoError, isUrl, parseConninfo, redactConninfo } from "../poll/worker/libpq/conninfo.ts";
 import { parseClusterName } from "./debian-cluster.ts";
 import { ETCD_URL_EXPECTED, etcdUrl as normalEtcdUrl, isTag, TAG_EXPECTED } from "./patroni.ts";
-import {
-  formatDuration,
-  ipVersion,
-  LISTEN_EXPECTED,
-  type ListenAddress,
-  parseDurationMs,
-  parseListen,
-  parsePeer,
-  parsePort,
-  parseSizeBytes,
-} from "../units.ts";
+import { formatDuration, parseDurationMs, parseSizeBytes } from "../units.ts";
+import { ipVersion, LISTEN_EXPECTED, type ListenAddress, parseListen, parsePeer, parsePort } from "../address.ts";
 
 export interface Kind<T> {
   /** Placeholder shown in --help; undefined for a switch, which takes no value. */

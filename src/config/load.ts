@@ -2,7 +2,8 @@
 // the defaults of options.ts. Each value is parsed by its option's kind; the
 // rules here are only those that span several options.
 import { buildAllowList, type AllowList } from "../listen/allow.ts";
-import { formatAddress, formatDuration, oneLine, type ListenAddress } from "../units.ts";
+import { formatDuration, oneLine } from "../units.ts";
+import { formatAddress, type ListenAddress } from "../address.ts";
 import { buildPatroni, buildTags } from "./patroni.ts";
 import { BY_NAME, envName, hasEnv, OPTIONS, type OptionName, type Values } from "./options.ts";
 import { ConfigError, type Config, type DemoConfig, type PeerTlsConfig, type Texts, type TlsConfig } from "./types.ts";

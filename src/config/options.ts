@@ -27,7 +27,7 @@ import {
   switchKind,
   type Kind,
 } from "./kinds.ts";
-import { LISTEN_MODES } from "../units.ts";
+import { LISTEN_MODES } from "../address.ts";
 import { AGENT_ROLES, CLIENT_CERT_RULES, type AgentRole, type Texts } from "./types.ts";
 
 // Defaults, as bgw_replstatus has them where it has them.

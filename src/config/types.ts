@@ -1,6 +1,6 @@
 // What the configuration produces: Config and the parts other modules take.
 import type { AllowList } from "../listen/allow.ts";
-import type { ListenAddress } from "../units.ts";
+import type { ListenAddress } from "../address.ts";
 
 /** Thrown for a bad flag or value; main.ts prints `message` and exits with 2. */
 export class ConfigError extends Error {

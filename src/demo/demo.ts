@@ -1,15 +1,15 @@
 // replstatus demo: a throwaway primary and standby, a replstatus for each, haproxy in front when it
 // is installed, a status line per node, and a failover to watch. Everything lives in one temp dir
-// and goes away at the end, on Ctrl-C and on SIGTERM (then through the testkit's exit hooks, which
+// and goes away at the end, on Ctrl-C and on SIGTERM (then through the exit hooks of cleanup.ts, which
 // stop PostgreSQL, remove the dir and kill the child processes).
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type DemoConfig } from "../config/types.ts";
 import { formatDuration } from "../units.ts";
-import { findHaproxy, startHaproxy, statsCommand, type Haproxy } from "../testkit/haproxy.ts";
-import { startPair, waitFor, type PgNode, type PgPair } from "../testkit/pg.ts";
-import { request } from "../testkit/probe.ts";
-import { startResponder, type Responder } from "../testkit/responder.ts";
+import { findHaproxy, startHaproxy, statsCommand, type Haproxy } from "./haproxy.ts";
+import { startPair, waitFor, type PgNode, type PgPair } from "./pg.ts";
+import { request } from "./probe.ts";
+import { startResponder, type Responder } from "./responder.ts";
 
 type Child = Responder | Haproxy;
 
@@ -41,8 +41,7 @@ export async function runDemo(config: DemoConfig): Promise<number> {
   try {
     pair = await startPair();
   } catch (err) {
-    const message = (err as Error).message.replace(/^fixture: /, "");
-    process.stderr.write(`replstatus: could not start the demo cluster: ${message}\n`);
+    process.stderr.write(`replstatus: could not start the demo cluster: ${(err as Error).message}\n`);
     return 1;
   }
   say(`everything lives in ${pair.dir}`);

@@ -14,11 +14,11 @@ import { currentAgent, WEIGHT_BUCKETS } from "../cell.ts";
  * `responses.agent`. haproxy may send an `agent-send` string first; it is read
  * and dropped by the raw handler's drain, so the close is a FIN, not a reset.
  */
-export function agentHandler(cell: Int32Array, responses: Responses): SocketHandler<number> {
+export function agentHandler(slots: Int32Array, responses: Responses): SocketHandler<number> {
   return {
-    ...rawHandler(cell, responses),
+    ...rawHandler(slots, responses),
     open(socket) {
-      socket.write(responses.agent[currentAgent(cell)]!);
+      socket.write(responses.agent[currentAgent(slots)]!);
       socket.shutdown();
       socket.timeout(DRAIN_TIMEOUT_S);
     },

@@ -3,7 +3,7 @@
 import type { SocketHandler, TCPSocketListener, TCPSocketListenOptions, TLSOptions } from "bun";
 import { admits, type AllowList } from "./allow.ts";
 import { setBacklog } from "./backlog.ts";
-import { formatAddress, type ListenAddress } from "../units.ts";
+import { formatAddress, type ListenAddress } from "../address.ts";
 
 /** Results of a connection, the `result` label; slot offsets within a listener's block. */
 export const RESULTS = ["answered", "rejected_peer", "over_limit"] as const;

@@ -9,7 +9,7 @@
 import { ptr } from "bun:ffi";
 import { ListenError } from "./gate.ts";
 import { libc } from "./libc.ts";
-import { ipVersion } from "../units.ts";
+import { ipVersion } from "../address.ts";
 
 /** The first passed fd (SD_LISTEN_FDS_START). */
 const FIRST_FD = 3;

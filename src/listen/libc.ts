@@ -1,6 +1,6 @@
 // The few libc calls Bun has no option for, in one binding opened on first
 // use: listen(2) again for the backlog, the open-file limit, and reading a
-// passed socket's address (backlog.ts, inherit.ts; the testkit holds sockets
+// passed socket's address (backlog.ts, inherit.ts; test/kit/socket.ts holds sockets
 // with it too). Pointers are passed as numbers from bun:ffi's ptr().
 import { dlopen, FFIType } from "bun:ffi";
 

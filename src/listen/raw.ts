@@ -18,10 +18,10 @@ type Drained = number;
  * The hot path. `responses.raw` is indexed by state and prebuilt; the answer
  * word says which (cell.ts). One lookup, one write, one shutdown.
  */
-export function rawHandler(cell: Int32Array, responses: Responses): SocketHandler<Drained> {
+export function rawHandler(slots: Int32Array, responses: Responses): SocketHandler<Drained> {
   return {
     open(socket) {
-      socket.write(responses.raw[currentState(cell)]!);
+      socket.write(responses.raw[currentState(slots)]!);
       socket.shutdown();
       socket.timeout(DRAIN_TIMEOUT_S);
     },

@@ -15,7 +15,7 @@
 // haproxy resumes TLS sessions between checks, and an OpenSSL server without
 // a session id context that requires client certificates fails every resumed
 // one; Bun resumes them with the certificate's verdict kept, which
-// test/tls.test.ts watches over many haproxy checks. node:crypto and node:tls
+// test/e2e/tls.test.ts watches over many haproxy checks. node:crypto and node:tls
 // are loaded (process.getBuiltinModule) only where TLS is configured: a plain
 // listener's thread does without them (ARCHITECTURE.md, "Memory").
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
@@ -150,14 +150,14 @@ export function swapContext(server: TCPSocketListener<unknown>, material: TlsMat
 }
 
 /** Handshake failures per listener, and the reason each last logged. */
-export interface TlsWatch {
+export interface TlsHandshakes {
   /** Per listener, TLS_FAILURES.length slots. */
   readonly failures: Float64Array;
   /** The rule in force; a SIGHUP may change it. */
   rule: ClientCertRule;
 }
 
-export function createTlsWatch(listenerCount: number, rule: ClientCertRule): TlsWatch {
+export function createTlsHandshakes(listenerCount: number, rule: ClientCertRule): TlsHandshakes {
   return { failures: new Float64Array(listenerCount * TLS_FAILURES.length), rule };
 }
 
@@ -193,7 +193,7 @@ function refusal(socket: Socket<unknown>, rule: ClientCertRule, verifyError: Err
  */
 export function secureHandler<T>(
   handler: SocketHandler<T>,
-  watch: TlsWatch,
+  handshakes: TlsHandshakes,
   index: number,
   onFailure: (index: number, failure: TlsFailure, detail: string, from: string) => void,
 ): SocketHandler<T> {
@@ -205,9 +205,9 @@ export function secureHandler<T>(
       socket.timeout(HANDSHAKE_TIMEOUT_S);
     },
     handshake(socket, success, err) {
-      const failure = success ? refusal(socket as Socket<unknown>, watch.rule, err) : classify(err);
+      const failure = success ? refusal(socket as Socket<unknown>, handshakes.rule, err) : classify(err);
       if (failure < 0) return answer(socket);
-      watch.failures[slot + failure]!++;
+      handshakes.failures[slot + failure]!++;
       const detail = err?.message ?? (success ? "no certificate" : "handshake failed");
       onFailure(index, TLS_FAILURES[failure]!, detail.replace(/\s+/g, " "), socket.remoteAddress);
       socket.end();
@@ -238,7 +238,7 @@ export function failureLogger(
 export function reloadTls(
   config: TlsConfig,
   servers: TCPSocketListener<unknown>[],
-  watch: TlsWatch,
+  handshakes: TlsHandshakes,
   log: Logger,
 ): void {
   let material: TlsMaterial;
@@ -250,7 +250,7 @@ export function reloadTls(
     log.error(`SIGHUP: ${err.message}; tls+ listeners keep the certificate they had`);
     return;
   }
-  watch.rule = material.rule;
+  handshakes.rule = material.rule;
   log.info(`SIGHUP: tls+ listeners now use ${material.summary}`);
   if (material.expired) log.warning(`the certificate ${config.certFile} has expired: clients that verify it refuse it`);
 }

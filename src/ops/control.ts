@@ -7,7 +7,7 @@ import type { Socket, UnixSocketListener } from "bun";
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "../log.ts";
-import { OVERRIDE_NAMES, type Override, type Status } from "../cell.ts";
+import { OVERRIDE_NAMES, type Override, type Cell } from "../cell.ts";
 
 /** Thrown when the control socket cannot be served or reached; main.ts prints it and exits 1. */
 export class ControlError extends Error {
@@ -32,7 +32,7 @@ export interface Control {
 /** `save` keeps the override across restarts (ops/override.ts); it returns an error text, or undefined. */
 export async function startControl(
   path: string,
-  status: Status,
+  cell: Cell,
   log: Logger,
   save: (override: Override) => string | undefined = () => undefined,
 ): Promise<Control> {
@@ -82,8 +82,8 @@ export async function startControl(
     const override = OVERRIDE_NAMES.indexOf(word as (typeof OVERRIDE_NAMES)[number]);
     if (override === -1)
       return `error unknown command ${JSON.stringify(word)} (expected ${OVERRIDE_NAMES.join(", ")})\n`;
-    const from = status.override;
-    if (status.setOverride(override as Override)) {
+    const from = cell.override;
+    if (cell.setOverride(override as Override)) {
       log.info(`override ${OVERRIDE_NAMES[from]} -> ${word} (replstatus ${word})`);
     }
     // Saved even when unchanged: it also rewrites a file that could not be read at start.

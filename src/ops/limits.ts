@@ -19,7 +19,7 @@ export function fitFdLimit(maxConnections: number, fdLimit: number | undefined):
 }
 
 /** Logs once when connections start being closed over the limit and once when that ends. */
-export function watchOverLimit(counters: Float64Array, gate: Gate, log: Logger): Timer {
+export function logOverLimit(counters: Float64Array, gate: Gate, log: Logger): Timer {
   let last = 0;
   let limited = false;
   let atStart = 0;

@@ -1,10 +1,10 @@
 // Plain counters, rendered to Prometheus text on scrape. The hot path only
 // increments a slot of a Float64Array; every string is built here, per scrape.
 // Format: https://prometheus.io/docs/instrumenting/exposition_formats/
-import { PEER_RESULTS } from "../cluster/fence.ts";
+import { PEER_RESULTS } from "../cluster/guard-rules.ts";
 import { REJECTED_PEER, RESULTS } from "../listen/gate.ts";
-import type { Guard } from "../cluster/peers.ts";
-import { TLS_FAILURES, type TlsWatch } from "../listen/tls.ts";
+import type { Guard } from "../cluster/guard.ts";
+import { TLS_FAILURES, type TlsHandshakes } from "../listen/tls.ts";
 import { classifyPollError, POLL_ERROR_REASONS, type PollFacts } from "../poll/facts.ts";
 import { STATE_NAMES, type State } from "../cell.ts";
 
@@ -21,8 +21,8 @@ export interface MetricsSources {
   /** The split-brain guard, when --peer is given. */
   guard?(): Guard | undefined;
   /** Handshake failures of tls+ listeners, when there is one. */
-  tls?(): TlsWatch | undefined;
-  /** More families, already in the text format (the Patroni mode's, src/cluster/watch.ts). */
+  tls?(): TlsHandshakes | undefined;
+  /** More families, already in the text format (the Patroni mode's, src/cluster/patroni-view.ts). */
   extra?(): string;
 }
 
@@ -122,7 +122,7 @@ function renderConnections(out: string[], listenerNames: string[], connections: 
   out.push(`replstatus_rejected_peers_total ${rejected}`);
 }
 
-function renderTls(out: string[], listenerNames: string[], tls: TlsWatch): void {
+function renderTls(out: string[], listenerNames: string[], tls: TlsHandshakes): void {
   family(
     out,
     "replstatus_tls_handshake_failures_total",

@@ -8,7 +8,7 @@ import { ConfigError, type Config } from "../config/types.ts";
 import { formatDuration } from "../units.ts";
 import { buildResponses, type Responses } from "../listen/answers.ts";
 import type { Gate } from "../listen/gate.ts";
-import { reloadTls, type TlsWatch } from "../listen/tls.ts";
+import { reloadTls, type TlsHandshakes } from "../listen/tls.ts";
 import type { TCPSocketListener } from "bun";
 import type { Logger } from "../log.ts";
 import type { Poller } from "../poll/poller.ts";
@@ -45,7 +45,7 @@ export interface Reloadable {
   log: Logger;
   fdLimit: number | undefined;
   /** The tls+ listeners, whose certificate, key, CA and rule are read again; undefined: none. */
-  tls: { watch: TlsWatch; servers: TCPSocketListener<unknown>[] } | undefined;
+  tls: { handshakes: TlsHandshakes; servers: TCPSocketListener<unknown>[] } | undefined;
 }
 
 /**
@@ -67,7 +67,7 @@ export function apply(old: Config, next: Config, live: Reloadable, started: Conf
   if (restart.length) {
     live.log.warning(`SIGHUP: ${restart.join(", ")} changed but only take effect after a restart`);
   }
-  if (next.tls && live.tls) reloadTls(next.tls, live.tls.servers, live.tls.watch, live.log);
+  if (next.tls && live.tls) reloadTls(next.tls, live.tls.servers, live.tls.handshakes, live.log);
 }
 
 function changes(old: Config, next: Config): string[] {

@@ -2,10 +2,11 @@
 // once everything is in place. Tests and scripts take the "serving" line as
 // "ready", so its wording is part of the interface.
 import { type Config } from "../config/types.ts";
-import { formatAddress, formatBytes, formatDuration, redactUrl } from "../units.ts";
+import { formatBytes, formatDuration } from "../units.ts";
+import { formatAddress, redactUrl } from "../address.ts";
 import type { Listener } from "../listen/gate.ts";
 import type { Logger } from "../log.ts";
-import type { Guard } from "../cluster/peers.ts";
+import type { Guard } from "../cluster/guard.ts";
 import type { TlsMaterial } from "../listen/tls.ts";
 
 /** What start-up ended with, beside the configuration. */

@@ -2,8 +2,8 @@
 // from its row, and the one table of error codes that both the log line and
 // the metrics' reason label come from.
 import { oneLine } from "../units.ts";
-import type { Settings } from "./libpq/settings.ts";
-import { describeTlsError } from "./libpq/tlserror.ts";
+import type { Settings } from "./worker/libpq/settings.ts";
+import { describeTlsError } from "./worker/libpq/tlserror.ts";
 
 /** What the last successful poll saw. Lag facts are null on a primary. */
 export interface PollFacts {
@@ -43,7 +43,7 @@ export interface PollFacts {
 // PostgreSQL 15 is named after the insertion timeline (pg_walfile_name() uses
 // GetWALInsertionTimeLine()), so it is the new timeline from the moment a
 // promotion ends (before 15 the backend's ThisTimeLineID, taken from shared
-// memory once it sees recovery over: the same; test/majors.test.ts checks 13
+// memory once it sees recovery over: the same; test/e2e/majors.test.ts checks 13
 // to 18, and no major needs another query). pg_control_checkpoint().timeline_id would not do: it is the
 // last checkpoint's, and stays on the old timeline until the first checkpoint
 // after promotion. pg_walfile_name() refuses to run in recovery, hence the
@@ -55,7 +55,7 @@ export interface PollFacts {
 // a connection: it cannot change while the server runs, and a rebuilt node
 // restarts its server, which drops the connection. Every one of these
 // functions is executable by PUBLIC. data_directory, read at the same time,
-// says where postmaster.pid is (postmaster.ts); pg_settings shows it only to
+// says where postmaster.pid is (worker/postmaster.ts); pg_settings shows it only to
 // members of pg_read_all_settings (pg_monitor has it), and is null without.
 export const POLL_QUERY = `select r.in_recovery,
   w.pid as receiver_pid,

@@ -1,5 +1,5 @@
 // The poller as the rest of the process sees it. The loop runs in the poll
-// worker (worker.ts), which writes UNKNOWN into the shared cell itself on a
+// worker (worker/entry.ts), which writes UNKNOWN into the cell itself on a
 // failure or when the last poll goes stale; here its results become states,
 // with the lag judge, the logs and the metrics. It never says primary unless a
 // poll that started less than staleAfterMs ago saw pg_is_in_recovery() false.
@@ -7,12 +7,12 @@ import type { Logger } from "../log.ts";
 import { formatDuration } from "../units.ts";
 import type { LagJudge } from "./lag.ts";
 import { decodeFacts, type PollFacts } from "./facts.ts";
-import type { LoopConfig, LoopTimings } from "./loop.ts";
-import type { WorkerCommand, WorkerMessage } from "./worker.ts";
-import { ANSWER_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Status } from "../cell.ts";
+import type { LoopConfig, LoopTimings } from "./worker/loop.ts";
+import type { WorkerCommand, WorkerMessage } from "./worker/entry.ts";
+import { WORD_SLOT, forceUnknown, generation, LAGGING, PRIMARY, STANDBY, UNKNOWN, type Cell } from "../cell.ts";
 
 export interface PollerOptions extends LoopConfig {
-  status: Status;
+  cell: Cell;
   lag: LagJudge;
   log: Logger;
   /** Called with every successful poll's facts, before the state is set. */
@@ -36,12 +36,12 @@ export interface Poller {
  * was, so the path is written from there (package.json's build names the file).
  */
 const WORKER_ENTRY = import.meta.url.startsWith("file:///$bunfs/")
-  ? new URL("./poll/worker.ts", import.meta.url).href
-  : new URL("./worker.ts", import.meta.url).href;
+  ? new URL("./poll/worker/entry.ts", import.meta.url).href
+  : new URL("./worker/entry.ts", import.meta.url).href;
 
 /** The worker's messages as states, logs and metrics; `gen` checks are the caller's. */
 function createResults(opts: PollerOptions) {
-  const { status, log } = opts;
+  const { cell, log } = opts;
   // Reasons already logged in this outage: a flapping reason is logged once.
   const logged = new Set<string>();
   let facts: PollFacts | undefined;
@@ -54,14 +54,14 @@ function createResults(opts: PollerOptions) {
     for (const ms of durationsMs) opts.observer?.observePoll(ms);
     logged.clear();
     opts.onFacts?.(facts);
-    const from = status.polled;
+    const from = cell.polled;
     if (facts.inRecovery) {
       const verdict = opts.lag.judge(facts, from === STANDBY, Date.now());
-      if (verdict.lagging) status.set(LAGGING, verdict.reason);
-      else status.set(STANDBY, from === PRIMARY ? "now in recovery" : from === LAGGING ? verdict.reason : "poll ok");
+      if (verdict.lagging) cell.set(LAGGING, verdict.reason);
+      else cell.set(STANDBY, from === PRIMARY ? "now in recovery" : from === LAGGING ? verdict.reason : "poll ok");
     } else {
       opts.lag.reset();
-      status.set(PRIMARY, from === STANDBY || from === LAGGING ? "promoted" : "poll ok");
+      cell.set(PRIMARY, from === STANDBY || from === LAGGING ? "promoted" : "poll ok");
     }
   }
 
@@ -69,7 +69,7 @@ function createResults(opts: PollerOptions) {
     systemId = null;
     opts.observer?.pollError({ code });
     opts.lag.reset();
-    status.set(UNKNOWN, reason);
+    cell.set(UNKNOWN, reason);
     if (logged.has(reason)) return;
     logged.add(reason);
     log.warning(`poll failed: ${reason} (${retry})`);
@@ -77,7 +77,7 @@ function createResults(opts: PollerOptions) {
 
   function stale(): void {
     opts.lag.reset();
-    status.set(UNKNOWN, `no successful poll for ${formatDuration(opts.staleAfterMs)}`);
+    cell.set(UNKNOWN, `no successful poll for ${formatDuration(opts.staleAfterMs)}`);
   }
 
   return { ok, fail, stale, facts: () => facts };
@@ -87,8 +87,8 @@ function createResults(opts: PollerOptions) {
 const STOP_GRACE_MS = 50;
 
 export function startPoller(opts: PollerOptions): Poller {
-  const { status, log } = opts;
-  const cell = status.cell;
+  const { cell, log } = opts;
+  const slots = cell.slots;
   const results = createResults(opts);
   let stopped: (() => void) | undefined;
   /** Written by the worker at every good poll (it sends only changes). */
@@ -107,15 +107,15 @@ export function startPoller(opts: PollerOptions): Poller {
         // Overtaken by a forced UNKNOWN (the poll went stale, or the
         // connection failed, before this thread got to it) or by the
         // worker's own promotion, whose message follows: dropped.
-        if (m.gen !== generation(Atomics.load(cell, ANSWER_SLOT))) return;
+        if (m.gen !== generation(Atomics.load(slots, WORD_SLOT))) return;
         results.ok(m.row, m.startedEpochMs - performance.timeOrigin, m.durationsMs);
-        return status.sync(m.gen);
+        return cell.sync(m.gen);
       case "fail":
         results.fail(m.reason, m.code, m.retry);
-        return status.sync(m.gen);
+        return cell.sync(m.gen);
       case "stale":
         results.stale();
-        return status.sync(m.gen);
+        return cell.sync(m.gen);
       case "warn":
         return log.warning(m.message);
       case "stopped":
@@ -128,16 +128,16 @@ export function startPoller(opts: PollerOptions): Poller {
   let ending = false;
   const died = (message: string) => {
     if (ending) return;
-    const gen = forceUnknown(cell);
-    status.set(UNKNOWN, "poll worker stopped");
-    status.sync(gen);
+    const gen = forceUnknown(slots);
+    cell.set(UNKNOWN, "poll worker stopped");
+    cell.sync(gen);
     opts.onWorkerDeath(message);
   };
   worker.addEventListener("error", (event) => died((event as ErrorEvent).message || "error"));
   worker.addEventListener("close", () => died("exited"));
   const { target, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel } = opts;
   const config = { target, pollIntervalMs, staleAfterMs, connectTimeoutMs, channel };
-  command({ t: "start", config, cell, lastPoll, sentEpochMs: performance.timeOrigin + performance.now() });
+  command({ t: "start", config, slots, lastPoll, sentEpochMs: performance.timeOrigin + performance.now() });
 
   return {
     get facts() {

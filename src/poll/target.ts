@@ -1,17 +1,17 @@
 // Where the PostgreSQL to watch is, resolved the way libpq does it (see
-// poll/libpq/): --db (a URL or keyword/value pairs) first, then the service
+// poll/worker/libpq/): --db (a URL or keyword/value pairs) first, then the service
 // it names or PGSERVICE, then the PG* environment, then a --cluster's port and
 // socket directory, then the local socket directory. postgres.js alone would
 // default to TCP localhost. The files (.pgpass, service files, TLS files) are
 // read again at every connection attempt, in the poll worker, so a fixed file
 // is picked up without a restart. PGDATA, as pg_ctl reads it, says where
-// postmaster.pid is before a first connection has told it (postmaster.ts).
+// postmaster.pid is before a first connection has told it (worker/postmaster.ts).
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
 import { ConfigError } from "../config/types.ts";
 import { clusterEnv, findDebianCluster } from "../config/debian-cluster.ts";
-import { ConninfoError, parseConninfo, type Conninfo } from "./libpq/conninfo.ts";
-import { ENV_OF, resolveSettings, type Io, type Settings } from "./libpq/settings.ts";
+import { ConninfoError, parseConninfo, type Conninfo } from "./worker/libpq/conninfo.ts";
+import { ENV_OF, resolveSettings, type Io, type Settings } from "./worker/libpq/settings.ts";
 
 /** Plain data: it is sent to the poll worker. Never printed whole (it may hold a password). */
 export interface DbTarget {

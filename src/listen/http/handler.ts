@@ -84,7 +84,7 @@ function answerHead(ctx: HttpContext, r: HttpResponses, req: RequestHead, buf: U
   if (asksQuery(ctx, req.kind, req.queryFrom >= 0)) {
     return queryAnswer(ctx, r, req.kind, latin1(buf, req.queryFrom, req.queryTo), withBody);
   }
-  return (withBody ? r.get : r.head)[req.kind]![currentState(ctx.status.cell)]!;
+  return (withBody ? r.get : r.head)[req.kind]![currentState(ctx.cell.slots)]!;
 }
 
 export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandler<HttpData> {

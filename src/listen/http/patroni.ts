@@ -1,5 +1,5 @@
 // Patroni's REST paths on an http listener, in the Patroni mode: the status
-// code of each from the rules in src/cluster/patroni.ts, the answers to the
+// code of each from the rules in src/cluster/patroni-rules.ts, the answers to the
 // check paths prebuilt per code and state, the JSON paths (/cluster,
 // /history, /config) rendered per request. GET, HEAD and OPTIONS get the same
 // code on every path. Patroni 3.0.2 answers OPTIONS and HEAD on /liveness,
@@ -7,8 +7,8 @@
 // exist there, and its generic check then matches nothing); here they answer
 // as GET does, so a load balancer may use any of the three.
 import type { NodeTags } from "../../config/types.ts";
-import { checkStatus, clusterJson, parseQuery, readinessStatus, type LocalNode } from "../../cluster/patroni.ts";
-import type { PatroniWatch } from "../../cluster/watch.ts";
+import { checkStatus, clusterJson, parseQuery, readinessStatus, type LocalNode } from "../../cluster/patroni-rules.ts";
+import type { PatroniView } from "../../cluster/patroni-view.ts";
 import { bytes, render } from "./answers.ts";
 import type { PollFacts } from "../../poll/facts.ts";
 import {
@@ -24,10 +24,10 @@ import {
 } from "../../cell.ts";
 
 export interface PatroniHttpContext {
-  /** The shared answer word (states.ts): the state raw and http show now. */
-  cell: Int32Array;
+  /** The cell's slots (cell.ts): the state raw and http show now. */
+  slots: Int32Array;
   facts(): PollFacts | undefined;
-  watch: PatroniWatch;
+  view: PatroniView;
   member: string;
   tags: NodeTags;
 }
@@ -66,8 +66,8 @@ export function patroniHttp(ctx: PatroniHttpContext): PatroniAnswer {
   }
 
   return (path, query, isHead) => {
-    const state = shownState(Atomics.load(ctx.cell, 0));
-    const { view } = ctx.watch.current();
+    const state = shownState(Atomics.load(ctx.slots, 0));
+    const { view } = ctx.view.current();
     switch (path) {
       case "/liveness":
         return (isHead ? head : get)[200][state]!;

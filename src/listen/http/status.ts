@@ -1,6 +1,6 @@
 // The answers that carry live numbers: the /status body and checks with a
 // query, rendered per request.
-import type { GuardStatus } from "../../cluster/peers.ts";
+import type { GuardStatus } from "../../cluster/guard.ts";
 import type { History } from "../../history.ts";
 import type { NodeTags } from "../../config/types.ts";
 import type { PollFacts } from "../../poll/facts.ts";
@@ -15,21 +15,21 @@ import {
   STANDBY,
   STATE_NAMES,
   UNKNOWN,
-  type Status,
+  type Cell,
 } from "../../cell.ts";
 
 /** The live part of the answer: lag facts and ages, for /status and `?lag=` checks. */
 export interface HttpContext {
-  status: Status;
+  cell: Cell;
   /** The last successful poll's facts, or undefined before the first one. */
   facts(): PollFacts | undefined;
   /** Prometheus text for /metrics (ops/metrics.ts); without it /metrics is 404. */
   metrics?(): string;
-  /** The split-brain guard's view, for /status (src/cluster/peers.ts). */
+  /** The split-brain guard's view, for /status (src/cluster/guard.ts). */
   guard?(): GuardStatus;
   /** The Patroni mode (patroni.ts): every path but /status and /metrics; the query without "?". */
   patroni?(path: string, query: string, isHead: boolean): Uint8Array;
-  /** More of /status: the Patroni mode's view (src/cluster/watch.ts). */
+  /** More of /status: the Patroni mode's view (src/cluster/patroni-view.ts). */
   extraStatus?(): Record<string, unknown>;
   /** --tag and patroni.yml's tags, for ?tag_KEY=VALUE and noloadbalance. */
   tags?: NodeTags;
@@ -40,8 +40,8 @@ export interface HttpContext {
 // timeline and system_identifier are what peers read (src/cluster/): shown
 // only while the state is known, so a peer never counts an old answer.
 export function statusAnswer(ctx: HttpContext, code: number, withBody: boolean): Uint8Array {
-  const { status } = ctx;
-  const state = currentState(status.cell);
+  const { cell } = ctx;
+  const state = currentState(cell.slots);
   const facts = state === UNKNOWN ? undefined : ctx.facts();
   const standby = facts?.inRecovery === true;
   const body =
@@ -49,17 +49,17 @@ export function statusAnswer(ctx: HttpContext, code: number, withBody: boolean):
       role: roleOf(state),
       state: STATE_NAMES[state],
       // The poller's own state, before the fence and the override (the status page's "role by its own poll").
-      polled: STATE_NAMES[status.polled],
-      override: OVERRIDE_NAMES[status.override],
+      polled: STATE_NAMES[cell.polled],
+      override: OVERRIDE_NAMES[cell.override],
       timeline: facts?.timeline ?? null,
       system_identifier: facts?.systemId ?? null,
       lag_bytes: standby ? facts.lagBytes : null,
       replay_age_seconds: standby ? facts.replayAgeSeconds : null,
       receiver: standby ? facts.receiverStatus : null,
-      since_change_ms: Date.now() - status.changedAt,
-      changed_at: new Date(status.changedAt).toISOString(),
+      since_change_ms: Date.now() - cell.changedAt,
+      changed_at: new Date(cell.changedAt).toISOString(),
       poll_age_ms: facts ? Math.round(performance.now() - facts.startedAt) : null,
-      fence: state === FENCED ? (status.fence ?? null) : null,
+      fence: state === FENCED ? (cell.fence ?? null) : null,
       ...ctx.guard?.(),
       ...ctx.extraStatus?.(),
       transitions: ctx.history?.list() ?? [],
@@ -89,7 +89,7 @@ export function queryAnswer(
   query: string,
   withBody: boolean,
 ): Uint8Array {
-  const state = currentState(ctx.status.cell);
+  const state = currentState(ctx.cell.slots);
   const base = OK[kind]![state]!;
   const standby = state === STANDBY || state === LAGGING;
   const verdict = queryVerdict(QUERY_PATHS[kind]!, query, { standby, base, facts: ctx.facts(), tags: ctx.tags });

@@ -1,0 +1,71 @@
+// The single executable of `bun run build`, run where no Bun is on the PATH.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pkg from "../../package.json";
+import { waitFor } from "../../src/demo/pg.ts";
+import { answer } from "../../src/demo/probe.ts";
+import { cleanEnv, ROOT } from "../../src/demo/responder.ts";
+
+/** Compiling takes a few seconds on a busy machine. */
+const HOOK_TIMEOUT_MS = 90_000;
+
+let dir: string;
+let binary: string;
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "replstatus-build-"));
+  binary = join(dir, "replstatus");
+  // The build script's command, with the output moved out of the tree.
+  const command = pkg.scripts.build.replace(/^bun /, "").replace("dist/replstatus", binary).split(" ");
+  const build = Bun.spawn([process.execPath, ...command], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  if ((await build.exited) !== 0) throw new Error(`build failed:\n${await new Response(build.stderr).text()}`);
+}, HOOK_TIMEOUT_MS);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+// No Bun, no node_modules: only the system's directories.
+const bare = () => ({ ...cleanEnv(), PATH: "/usr/bin:/bin", PGHOST: dir, PGPORT: "5999" });
+
+test("--version", () => {
+  const r = Bun.spawnSync([binary, "--version"], { env: bare(), cwd: dir });
+  expect({ code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() }).toEqual({
+    code: 0,
+    stdout: `replstatus ${pkg.version} (bun ${Bun.version})\n`,
+    stderr: "",
+  });
+});
+
+test("serves, sets the backlog through libc, and stops on SIGTERM", async () => {
+  await using proc = Bun.spawn([binary, "--listen", "127.0.0.1:0", "--backlog", "1234"], {
+    env: bare(),
+    cwd: dir,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let log = "";
+  void (async () => {
+    for await (const chunk of proc.stderr) log += new TextDecoder().decode(chunk);
+  })();
+  await waitFor("the backlog line", () => log.includes("info: listen backlog 1234;"));
+  expect(log).not.toContain("could not set the listen backlog");
+  // The poll runs in a worker, which the executable must carry (the build's second entrypoint).
+  await waitFor("the poll worker's first failure", () => log.includes("warning: poll failed: no server socket at "));
+  const port = Number(/serving raw 127\.0\.0\.1:(\d+);/.exec(log)![1]);
+  expect(await answer(port)).toBe("UNKNOWN");
+  proc.kill("SIGTERM");
+  expect(await proc.exited).toBe(0);
+});
+
+test("the systemd unit restarts always, as an unprivileged user, with PG* from an environment file", () => {
+  const unit = readFileSync(join(ROOT, "packaging", "debian", "replstatus.service"), "utf8");
+  for (const line of [
+    "User=replstatus",
+    "Restart=always",
+    "LimitNOFILE=65536",
+    "EnvironmentFile=-/etc/default/replstatus",
+    "ExecReload=/bin/kill -HUP $MAINPID",
+  ]) {
+    expect(unit.split("\n")).toContain(line);
+  }
+});

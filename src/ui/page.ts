@@ -51,6 +51,7 @@ footer { margin-top:1.5rem; color:var(--muted); font-size:.8rem; }
   tr { border:1px solid var(--line); margin-bottom:.8rem; padding:.3rem .5rem; }
   td { border:0; padding:.15rem 0; display:flex; gap:.6rem; }
   td::before { content:attr(data-label); flex:0 0 9rem; color:var(--muted); font-size:.85rem; }
+  td > * { min-width:0; } .tag { white-space:normal; }
   td:empty { display:none; }
 }`;
 

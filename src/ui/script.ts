@@ -71,7 +71,12 @@ function sample(c: Cluster): void {
   const now = Date.now();
   for (const n of c.nodes) {
     const bytes = n.lagBytes ?? n.storeLagBytes;
-    if (bytes === null || n.reach !== "ok") continue;
+    if (n.reach !== "ok") continue;
+    // A node that is no standby (any more) has no lag: its line starts again.
+    if (bytes === null) {
+      lagHistory.delete(n.name);
+      continue;
+    }
     let ring = lagHistory.get(n.name);
     if (!ring) lagHistory.set(n.name, (ring = []));
     if (ring.length > 0 && now - ring[ring.length - 1]!.t < SPARK_MIN_GAP_MS) continue;

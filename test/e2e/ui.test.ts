@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { dumpDom, findChromium, openPage, type Page } from "../kit/browser.ts";
 import { freePort, startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { answer, request } from "../../src/demo/probe.ts";
-import { runCliAsync, startResponder, type Responder } from "../../src/demo/responder.ts";
+import { runCliAsync } from "../kit/cli.ts";
+import { startResponder, type Responder } from "../../src/demo/responder.ts";
 
 const HOOK_TIMEOUT_MS = 90_000;
 setDefaultTimeout(60_000);

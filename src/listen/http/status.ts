@@ -7,16 +7,7 @@ import type { PollFacts } from "../../poll/facts.ts";
 import { bytes, OK, render, roleOf, type HttpResponses } from "./answers.ts";
 import { CHECK_HEALTH, CHECK_READ_ONLY, CHECK_READINESS, CHECK_REPLICA } from "./parse.ts";
 import { queryVerdict, type QueryPath } from "./query.ts";
-import {
-  currentState,
-  FENCED,
-  LAGGING,
-  OVERRIDE_NAMES,
-  STANDBY,
-  STATE_NAMES,
-  UNKNOWN,
-  type Cell,
-} from "../../cell.ts";
+import { currentState, FENCED, LAGGING, OVERRIDE_NAMES, STANDBY, STATE_NAMES, UNKNOWN, type Cell } from "../../cell.ts";
 
 /** The live part of the answer: lag facts and ages, for /status and `?lag=` checks. */
 export interface HttpContext {

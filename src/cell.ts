@@ -34,6 +34,12 @@ export const OVERRIDE_COUNT = OVERRIDE_NAMES.length;
 
 /** Agent weights are prebuilt per bucket: bucket b is a weight of 100 - 10 * b percent (100%..10%). */
 export const WEIGHT_BUCKETS = 10;
+/**
+ * A lagging standby's line carries no weight; its bucket says why it lags:
+ * this one, its WAL receiver is gone or not streaming (agent `down`); bucket
+ * 0, it is only too far behind (agent `drain`: running sessions stay).
+ */
+export const CUT_OFF_BUCKET = 1;
 
 // Cell.slots, shared with the poll worker (poll/worker/entry.ts) and readable from
 // any thread. Slot 0 is what listeners read, packed into one word so that one
@@ -163,10 +169,12 @@ export function agentIndex(state: State, override: Override, bucket: number): nu
  */
 export function agentLine(agent: AgentConfig, state: State, override: Override, bucket: number): string {
   if (override === MAINT) return "maint\n";
-  const up = STATE_NAMES[state] === agent.role;
-  const words = [up ? "up" : "down", override === DRAIN ? "drain" : "ready"];
-  if (up && override === READY && agent.weightByLag) words.push(`${100 - 10 * bucket}%`);
-  if (!up) words.push(`#${STATE_NAMES[state]}`);
+  // A replica only too far behind is drained, not downed (ARCHITECTURE.md, "Lag without flapping").
+  const drained = state === LAGGING && agent.role === "standby" && bucket !== CUT_OFF_BUCKET;
+  const up = STATE_NAMES[state] === agent.role || drained;
+  const words = [up ? "up" : "down", override === DRAIN || drained ? "drain" : "ready"];
+  if (up && !drained && override === READY && agent.weightByLag) words.push(`${100 - 10 * bucket}%`);
+  if (!up || drained) words.push(`#${STATE_NAMES[state]}`);
   return words.join(" ") + "\n";
 }
 
@@ -189,8 +197,11 @@ export interface Cell {
   /** Date.now() of the last change. */
   readonly changedAt: number;
   readonly changes: number;
-  /** Sets the poller's state; logs and counts a change of the answered state. */
-  set(state: State, reason: string): void;
+  /**
+   * Sets the poller's state; logs and counts a change of the answered state.
+   * `cutOff`: a lagging standby's WAL receiver is gone or not streaming.
+   */
+  set(state: State, reason: string, cutOff?: boolean): void;
   /**
    * Raises (a reason) or lowers (undefined) the fence; `reason` is also the
    * log's when lowering. Only a primary is fenced, but the fence stays up
@@ -230,6 +241,7 @@ export function createCell(onChange: (from: State, to: State, reason: string) =>
   let state: State = UNKNOWN;
   let override: Override = READY;
   let bucket = 0;
+  let cut = false;
   let changedAt = Date.now();
   let changes = 0;
   let gen = 0;
@@ -247,11 +259,14 @@ export function createCell(onChange: (from: State, to: State, reason: string) =>
     for (;;) {
       const old = Atomics.load(slots, WORD_SLOT);
       const next =
-        generation(old) === gen ? pack(gen, state, override, bucket, permit) : lowered(old, override, permit);
+        generation(old) === gen ? pack(gen, state, override, detail(), permit) : lowered(old, override, permit);
       if (next === old || Atomics.compareExchange(slots, WORD_SLOT, old, next) === old) return;
     }
   };
   publish();
+  function detail(): number {
+    return state !== LAGGING ? bucket : cut ? CUT_OFF_BUCKET : 0;
+  }
   function update(reason: string): void {
     const from = state;
     const to = polled === PRIMARY && fence !== undefined ? FENCED : polled;
@@ -282,8 +297,9 @@ export function createCell(onChange: (from: State, to: State, reason: string) =>
     get changes() {
       return changes;
     },
-    set(to, reason) {
+    set(to, reason, cutOff = false) {
       polled = to;
+      cut = cutOff;
       update(reason);
     },
     setFence(to, reason) {

@@ -5,7 +5,7 @@
 // for a start-up failure half-way and for a shutdown alike.
 import type { SocketHandler } from "bun";
 import { dirname } from "node:path";
-import { createCell, OVERRIDE_NAMES, STATE_NAMES, type Cell, type Override, type State } from "./cell.ts";
+import { createCell, currentState, OVERRIDE_NAMES, STATE_NAMES, type Cell, type Override, type State } from "./cell.ts";
 import { startGuard, type Guard } from "./cluster/guard.ts";
 import { defaultControlSocket } from "./config/options.ts";
 import { type Config } from "./config/types.ts";
@@ -16,6 +16,9 @@ import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
 import { listen, listenError, ListenError, type Gate, type Listener } from "./listen/gate.ts";
 import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
+import { createHolds } from "./listen/http/holds.ts";
+import { createEvents, type Events } from "./listen/http/events.ts";
+import { statusBody, type HttpContext } from "./listen/http/status.ts";
 import { inheritedSockets, takeInherited } from "./listen/inherit.ts";
 import {
   createTlsHandshakes,
@@ -75,7 +78,13 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const log = createLogger(undefined, config.logFormat);
   if (target.passwordInDb && opts.dbOnCommandLine) log.warning(PASSWORD_ON_COMMAND_LINE);
   const history = createHistory();
-  const cell = createCell(logChange(log, history));
+  // Every change of the answer is logged, kept in the history and, once the listeners are open, streamed (GET /events).
+  const logged = logChange(log, history);
+  let announce = (_reason: string) => {};
+  const cell = createCell((from, to, reason) => {
+    logged(from, to, reason);
+    announce(reason);
+  });
   const responses = buildResponses(config.texts, config.agent);
   const metrics = createMetrics(config.listen.length);
   await using stack = new AsyncDisposableStack();
@@ -84,7 +93,8 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   let poller: Poller | undefined;
   const facts = () => poller?.facts;
   const splitBrain = startSplitBrain(config, cell, facts, log, stack);
-  const patroni = config.patroni && (await startPatroniMode(config, cell, facts, log, stack));
+  const onLeader = (leader: string | null) => announce(`leader key: ${leader ?? "none"}`);
+  const patroni = config.patroni && (await startPatroniMode(config, cell, facts, log, stack, onLeader));
   const fdLimit = raiseFdLimit();
   const gate: Gate = {
     allow: config.allow,
@@ -94,11 +104,14 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   };
   const sources: Sources = { cell, responses, facts, metrics, splitBrain, patroni, history };
   const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
+  const { events } = endpoints;
+  announce = events.changed;
   // Between the bind above and the first await below nothing is accepted
   // yet: the override on disk is in force before the first answer.
   const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, opts.env);
   const stateFile = restoreOverride(config, controlPath, endpoints.firstPort, cell, log);
-  const control = await startControl(controlPath, cell, log, overrideSaver(cell, history, stateFile));
+  const save = overrideSaver(cell, history, stateFile, (override) => events.changed(`override ${override}`));
+  const control = await startControl(controlPath, cell, log, save);
   stack.defer(() => control.stop());
   const metricsServer = config.metricsListen && serveMetrics(config.metricsListen, metrics);
   if (metricsServer) stack.defer(() => void metricsServer.stop(true));
@@ -137,6 +150,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     fdLimit: () => fdLimit,
     guard: () => splitBrain,
     tls: () => endpoints.tlsHandshakes,
+    events: () => events,
     ...(patroni && { extra: patroni.view.metrics }),
   });
   // A socket handed over by a service manager holds the checks that came
@@ -184,13 +198,14 @@ function logChange(log: Logger, history: History) {
   };
 }
 
-/** The control socket's save: the override file, and a change of the override in the history. */
-function overrideSaver(cell: Cell, history: History, stateFile: string) {
+/** The control socket's save: a change of the override in the history, an event, the override file. */
+function overrideSaver(cell: Cell, history: History, stateFile: string, announce: (override: string) => void) {
   let last: Override = cell.override;
   return (override: Override) => {
     if (override !== last)
       history.push(OVERRIDE_NAMES[last], OVERRIDE_NAMES[override], `replstatus ${OVERRIDE_NAMES[override]}`);
     last = override;
+    announce(OVERRIDE_NAMES[override]);
     return saveOverride(stateFile, override);
   };
 }
@@ -243,15 +258,23 @@ async function startPatroniMode(
   facts: () => PollFacts | undefined,
   log: Logger,
   stack: AsyncDisposableStack,
+  onLeader: (leader: string | null) => void,
 ): Promise<PatroniMode> {
   const [{ startPatroniView }, { patroniHttp }] = await Promise.all([
     import("./cluster/patroni-view.ts"),
     import("./listen/http/patroni.ts"),
   ]);
   const settings = config.patroni!;
-  const view = startPatroniView({ settings, cell, facts, log });
+  const view = startPatroniView({ settings, cell, facts, log, onLeader });
   stack.defer(() => view.stop());
-  const answer = patroniHttp({ slots: cell.slots, facts, view, member: settings.member, tags: config.tags });
+  const answer = patroniHttp({
+    slots: cell.slots,
+    facts,
+    view,
+    member: settings.member,
+    tags: config.tags,
+    holds: createHolds(),
+  });
   return { view, answer };
 }
 
@@ -277,6 +300,8 @@ interface Endpoints {
   tlsHandshakes: TlsHandshakes | undefined;
   /** What a reload needs to swap the TLS material of `listeners`' tls+ ones. */
   reloadTls(listeners: Listener[]): Reloadable["tls"];
+  /** GET /events on the http listeners. */
+  events: Events;
 }
 
 /**
@@ -297,20 +322,26 @@ function openListeners(
   const tls = config.tls && loadTls(config.tls);
   const tlsHandshakes = config.tls && createTlsHandshakes(config.listen.length, config.tls.clientCert);
   const onTlsFailure = failureLogger(() => metrics.listenerNames, log);
+  const http: HttpContext = {
+    cell,
+    facts: s.facts,
+    metrics: () => metrics.render(),
+    guard: splitBrain && (() => splitBrain.status()),
+    tags: config.tags,
+    holds: createHolds(),
+    history: s.history,
+    ...(patroni && { patroni: patroni.answer, extraStatus: patroni.view.status }),
+  };
+  const raw = new TextDecoder("latin1");
+  const events = createEvents(
+    { body: () => statusBody(http), answer: () => raw.decode(responses.raw[currentState(cell.slots)]) },
+    config.events,
+  );
+  http.events = events;
+  stack.defer(() => events.stop());
   const handlers = {
     raw: rawHandler(cell.slots, responses),
-    http: httpHandler(
-      {
-        cell,
-        facts: s.facts,
-        metrics: () => metrics.render(),
-        guard: splitBrain && (() => splitBrain.status()),
-        tags: config.tags,
-        history: s.history,
-        ...(patroni && { patroni: patroni.answer, extraStatus: patroni.view.status }),
-      },
-      responses,
-    ),
+    http: httpHandler(http, responses),
     agent: agentHandler(cell.slots, responses),
   };
   const inherited = inheritedSockets(env);
@@ -347,6 +378,7 @@ function openListeners(
         handshakes: tlsHandshakes,
         servers: listeners.filter((l) => l.address.tls).map((l) => l.server),
       },
+    events,
   };
 }
 

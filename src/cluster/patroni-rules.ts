@@ -10,8 +10,23 @@
 //   long as its HA loop last held it, even with PostgreSQL dead or hung.
 // - ?lag= also counts the WAL receiver's view of the primary's end, not only
 //   the optime the leader wrote to the store up to loop_wait ago.
+// Ours, which Patroni ignores: rejoin_lag= and rejoin_after= next to ?lag=
+// (a replica out for lag is back only under rejoin_lag for rejoin_after),
+// with the memory of each question in `holds` (listen/http/holds.ts). Bad
+// values are ignored, as Patroni ignores a bad ?lag=; a rejoin_lag above lag
+// counts as lag.
 import type { PollFacts } from "../poll/facts.ts";
+import { parseDurationMs } from "../units.ts";
 import { LAGGING, PRIMARY, STANDBY, UNKNOWN, type State } from "../cell.ts";
+
+/** The memory of ?lag= checks with rejoin_lag= or rejoin_after= (listen/http/holds.ts). */
+export interface LagHolds {
+  look(key: string, over: boolean, under: boolean, holdMs: number, nowMs: number): boolean;
+  fail(key: string, nowMs: number): void;
+}
+
+/** The longest rejoin_after= honoured; a longer one is ignored, as a bad value. */
+const MAX_REJOIN_AFTER_MS = 3_600_000;
 
 /** One member's key (members/NAME): what Patroni wrote there. */
 export interface MemberData {
@@ -173,6 +188,38 @@ function lagging(local: LocalNode, view: StoreView | undefined, maxLagBytes: num
   return f?.lagBytes != null && f.lagBytes > maxLagBytes;
 }
 
+/**
+ * Not over ?lag= (true without one, or with a bad one, as Patroni); with
+ * rejoin_lag= or rejoin_after= and `holds`, the remembered answer to this
+ * path's question, stepped by this look.
+ */
+function lagOk(
+  path: string,
+  query: Map<string, string>,
+  local: LocalNode,
+  view: StoreView | undefined,
+  holds: LagHolds | undefined,
+  nowMs: number,
+): boolean {
+  const lagText = query.get("lag");
+  const maxLag = lagText === undefined ? undefined : parseLag(lagText);
+  if (maxLag === undefined) return true;
+  const rejoinText = query.get("rejoin_lag");
+  const afterText = query.get("rejoin_after");
+  const rejoin = rejoinText === undefined ? undefined : parseLag(rejoinText);
+  const after = afterText === undefined ? undefined : parseDurationMs(afterText);
+  const holdMs = after !== undefined && after <= MAX_REJOIN_AFTER_MS ? after : undefined;
+  if (holds === undefined || (rejoin === undefined && holdMs === undefined)) return !lagging(local, view, maxLag);
+  const rejoinLag = Math.min(rejoin ?? maxLag, maxLag);
+  const key = `${path} ${maxLag} ${rejoinLag} ${holdMs ?? 0}`;
+  if (local.polled !== STANDBY && local.polled !== LAGGING) {
+    holds.fail(key, nowMs);
+    return false;
+  }
+  const over = lagging(local, view, maxLag);
+  return holds.look(key, over, !over && !lagging(local, view, rejoinLag), holdMs ?? 0, nowMs);
+}
+
 /** The first value of each query parameter, as Python's parse_qs()[k][0]. */
 export function parseQuery(query: string): Map<string, string> {
   const out = new Map<string, string>();
@@ -203,16 +250,16 @@ export function checkStatus(
   query: Map<string, string>,
   local: LocalNode,
   view: StoreView | undefined,
+  holds?: LagHolds,
+  nowMs = Date.now(),
 ): number {
   const p = path === "/" ? "/primary" : path;
   const running = local.polled !== UNKNOWN;
   const role =
     local.polled === PRIMARY ? "master" : local.polled === STANDBY || local.polled === LAGGING ? "replica" : "";
-  const lagText = query.get("lag");
-  const maxLag = lagText === undefined ? undefined : parseLag(lagText);
   const replicaOk =
     !local.tags.noloadbalance &&
-    !lagging(local, view, maxLag) &&
+    lagOk(p, query, local, view, holds, nowMs) &&
     role === "replica" &&
     running &&
     (query.get("replication_state") !== "streaming" || local.facts?.receiverStatus === "streaming");
@@ -267,13 +314,18 @@ export function checkStatus(
  * of the cluster; with ?lag= (as later Patroni versions do) a replica over it
  * is not ready.
  */
-export function readinessStatus(query: Map<string, string>, local: LocalNode, view: StoreView | undefined): number {
+export function readinessStatus(
+  query: Map<string, string>,
+  local: LocalNode,
+  view: StoreView | undefined,
+  holds?: LagHolds,
+  nowMs = Date.now(),
+): number {
   const holdsKey = view?.leader === local.member;
   const leader = holdsKey && (view?.config.standbyCluster ? local.polled !== PRIMARY : local.polled === PRIMARY);
   if (leader) return 200;
   if (local.polled === UNKNOWN || !view) return 503;
-  const lagText = query.get("lag");
-  if (lagText !== undefined && local.polled !== PRIMARY && lagging(local, view, parseLag(lagText))) return 503;
+  if (local.polled !== PRIMARY && !lagOk("/readiness", query, local, view, holds, nowMs)) return 503;
   return 200;
 }
 

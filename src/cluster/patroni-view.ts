@@ -43,6 +43,8 @@ export interface PatroniViewOptions {
   cell: Cell;
   facts(): PollFacts | undefined;
   log: Logger;
+  /** The leader key's holder changed (GET /events streams it). */
+  onLeader?(leader: string | null): void;
 }
 
 /** Thrown when a TLS file of the etcd3 section cannot be read; main.ts prints it. */
@@ -107,8 +109,10 @@ export function startPatroniView(opts: PatroniViewOptions): PatroniView {
   function onChange(): void {
     changes++;
     if (mirror.contactAt > 0 || mirror.reason !== "not connected yet") isReady();
+    const leader = view?.leader ?? null;
     view = mirror.contactAt === 0 ? undefined : viewOf(mirror.kvs);
     evaluate();
+    if ((view?.leader ?? null) !== leader) opts.onLeader?.(view?.leader ?? null);
     // Out of reach: the view expires with time alone.
     if (!mirror.connected && expiryTimer === undefined) expiryTimer = setInterval(evaluate, EXPIRY_CHECK_MS);
     else if (mirror.connected && expiryTimer !== undefined) {

@@ -2,7 +2,7 @@
 // the defaults of options.ts. Each value is parsed by its option's kind; the
 // rules here are only those that span several options.
 import { buildAllowList, type AllowList } from "../listen/allow.ts";
-import { formatDuration, oneLine } from "../units.ts";
+import { formatBytes, formatDuration, oneLine } from "../units.ts";
 import { formatAddress, type ListenAddress } from "../address.ts";
 import { buildPatroni, buildTags } from "./patroni.ts";
 import { BY_NAME, envName, hasEnv, OPTIONS, type OptionName, type Values } from "./options.ts";
@@ -252,6 +252,24 @@ function patroniConfig(read: Reader, merged: Raw, peers: string[]): Pick<Config,
   return { patroni, tags: buildTags(file, read("tag")) };
 }
 
+/** --rejoin-lag-bytes and --rejoin-lag-seconds: each below the leave limit it eases, which must be set. */
+function rejoinLimits(read: Reader, maxLagBytes: number | undefined, maxLagSeconds: number | undefined) {
+  const rejoinLagBytes = read("rejoin-lag-bytes");
+  const rejoinLagSeconds = read("rejoin-lag-seconds");
+  const check = (name: string, value: number | undefined, max: number | undefined, show: (n: number) => string) => {
+    if (value === undefined) return;
+    if (max === undefined) throw new ConfigError(`--rejoin-${name} needs --max-${name}, the limit it is below`);
+    if (value > max) {
+      throw new ConfigError(
+        `--rejoin-${name} (${show(value)}) must be at most --max-${name} (${show(max)}): a standby rejoins below the limit it leaves at`,
+      );
+    }
+  };
+  check("lag-bytes", rejoinLagBytes, maxLagBytes, formatBytes);
+  check("lag-seconds", rejoinLagSeconds, maxLagSeconds, (n) => `${n} s`);
+  return { rejoinLagBytes, rejoinLagSeconds, rejoinAfterMs: read("rejoin-after") };
+}
+
 /**
  * Turns argv, the environment and the config file into a validated Config;
  * throws ConfigError. Reads the options in the order their errors take.
@@ -275,6 +293,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
   const maxLagBytes = read("max-lag-bytes");
   const maxLagSeconds = read("max-lag-seconds");
   const lagGraceMs = read("lag-grace");
+  const rejoin = rejoinLimits(read, maxLagBytes, maxLagSeconds);
   const agent = {
     role: read("agent-role"),
     weightByLag: read("agent-weight-by-lag") === true,
@@ -284,6 +303,7 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
   const stateDir = read("state-dir");
   const backlog = read("backlog");
   const maxConnections = read("max-connections");
+  const events = { maxSubscribers: read("max-event-subscribers"), heartbeatMs: read("event-heartbeat") };
   // Each entry passed its kind's check, so the list compiles.
   const allow = merged.has("allow") ? (buildAllowList(read("allow")) as AllowList) : undefined;
   const metricsListen = read("metrics-listen");
@@ -312,10 +332,12 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
     backlog,
     allow,
     maxConnections,
+    events,
     metricsListen,
     maxLagBytes,
     maxLagSeconds,
     lagGraceMs,
+    ...rejoin,
     agent,
     controlSocket,
     stateDir,

@@ -45,6 +45,7 @@ export const DEFAULT_TEXTS: Texts = {
   fenced: "FENCED",
 };
 export const DEFAULT_LAG_GRACE = "1s";
+export const DEFAULT_REJOIN_AFTER = "0s";
 export const MAX_TEXT_BYTES = 64;
 export const DEFAULT_AGENT_ROLE: AgentRole = "primary";
 export const DEFAULT_AGENT_LAG_FOR_MIN_WEIGHT = "64MB";
@@ -57,6 +58,8 @@ export const DEFAULT_BACKLOG = 4096;
 // drain), so a slow or busy client fleet holds thousands at a time.
 export const DEFAULT_MAX_CONNECTIONS = 65_536;
 export const DEFAULT_LOG_FORMAT = "text";
+export const DEFAULT_MAX_EVENT_SUBSCRIBERS = 64;
+export const DEFAULT_EVENT_HEARTBEAT = "250ms";
 /** Longest unix socket path: sun_path (108 bytes on Linux) minus its terminating NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
@@ -192,7 +195,20 @@ const TABLE = {
   "lag-grace": {
     kind: durationMs(0, 3_600_000),
     default: DEFAULT_LAG_GRACE,
-    help: "how long a standby must stay over a lag limit before it turns lagging; it is back to standby as soon as it is under",
+    help: "how long a standby must stay over a lag limit before it turns lagging",
+  },
+  "rejoin-lag-bytes": {
+    kind: sizeBytes(0, "a size in bytes such as 1048576, 512kB, 16MB or 1GB, at most --max-lag-bytes"),
+    help: "a lagging standby rejoins only at most this far behind (bytes, or with kB, MB, GB); below --max-lag-bytes, it keeps a replica near the limit from flapping (default: --max-lag-bytes)",
+  },
+  "rejoin-lag-seconds": {
+    kind: seconds(86_400),
+    help: "as --max-lag-seconds, for rejoining; at most --max-lag-seconds (default: --max-lag-seconds)",
+  },
+  "rejoin-after": {
+    kind: durationMs(0, 3_600_000, "5s or 30s"),
+    default: DEFAULT_REJOIN_AFTER,
+    help: "how long a lagging standby must stay under the rejoin limits before it is a standby again (0s: at the first poll under them)",
   },
   backlog: {
     kind: integer(1, 65535),
@@ -208,6 +224,16 @@ const TABLE = {
     kind: integer(1, 1_000_000),
     default: String(DEFAULT_MAX_CONNECTIONS),
     help: "open sockets at most, across listeners; more are closed at once, unanswered; lowered to fit the open-file limit",
+  },
+  "max-event-subscribers": {
+    kind: integer(0, 100_000),
+    default: String(DEFAULT_MAX_EVENT_SUBSCRIBERS),
+    help: "open GET /events streams at most, across http listeners; more get 503, and 0 turns the stream off; a subscriber that does not read what it is sent is dropped",
+  },
+  "event-heartbeat": {
+    kind: durationMs(10, 60_000),
+    default: DEFAULT_EVENT_HEARTBEAT,
+    help: "time between two heartbeat comments on every GET /events stream, by which a subscriber tells a live stream from a dead one",
   },
   "metrics-listen": {
     kind: hostPort,

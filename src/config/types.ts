@@ -58,6 +58,12 @@ export interface Config {
   maxLagSeconds: number | undefined;
   /** How long a standby must stay over a limit before it turns lagging. */
   lagGraceMs: number;
+  /** A lagging standby rejoins at most this far behind; undefined: maxLagBytes. */
+  rejoinLagBytes: number | undefined;
+  /** As maxLagSeconds, for rejoining; undefined: maxLagSeconds. */
+  rejoinLagSeconds: number | undefined;
+  /** How long a lagging standby must stay under the rejoin limits before it rejoins. */
+  rejoinAfterMs: number;
   agent: AgentConfig;
   /**
    * Path of the unix socket that `replstatus drain|maint|ready` talk to;
@@ -72,6 +78,8 @@ export interface Config {
   allow: AllowList | undefined;
   /** Before the open-file limit is taken into account (see main.ts). */
   maxConnections: number;
+  /** GET /events: --max-event-subscribers, --event-heartbeat. */
+  events: { maxSubscribers: number; heartbeatMs: number };
   /** Prometheus endpoint; undefined: none. */
   metricsListen: { host: string; port: number } | undefined;
   logFormat: "text" | "json";

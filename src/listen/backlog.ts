@@ -1,5 +1,7 @@
-// Two kernel settings Bun has no option for, set through libc: the listen
-// backlog of a listening socket, and the open-file limit of the process.
+// Kernel settings Bun has no option for, set through libc: the listen backlog
+// of a listening socket, the open-file limit of the process, and the send
+// buffer of an /events stream.
+import { ptr } from "bun:ffi";
 import { readFileSync } from "node:fs";
 import { libc } from "./libc.ts";
 
@@ -46,5 +48,21 @@ export function raiseFdLimit(): number | undefined {
     return limits[0]! > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(limits[0]!);
   } catch {
     return undefined;
+  }
+}
+
+const SOL_SOCKET = 1;
+const SO_SNDBUF = 7;
+
+/**
+ * Fixes the socket's send buffer at `bytes` (the kernel doubles it for its own
+ * bookkeeping, socket(7)), instead of letting it grow to net.ipv4.tcp_wmem's
+ * maximum (4 MB here). Returns whether it was set.
+ */
+export function setSendBuffer(fd: number, bytes: number): boolean {
+  try {
+    return libc().setsockopt(fd, SOL_SOCKET, SO_SNDBUF, ptr(new Int32Array([bytes])), 4) === 0;
+  } catch {
+    return false;
   }
 }

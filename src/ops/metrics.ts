@@ -22,6 +22,8 @@ export interface MetricsSources {
   guard?(): Guard | undefined;
   /** Handshake failures of tls+ listeners, when there is one. */
   tls?(): TlsHandshakes | undefined;
+  /** GET /events streams open now, and those dropped for not reading (listen/http/events.ts). */
+  events?(): { subscribers: number; dropped: number };
   /** More families, already in the text format (the Patroni mode's, src/cluster/patroni-view.ts). */
   extra?(): string;
 }
@@ -149,6 +151,17 @@ function renderLimits(out: string[], sources: MetricsSources): void {
     family(out, "replstatus_open_files_limit", "gauge", "Soft RLIMIT_NOFILE of the process");
     out.push(`replstatus_open_files_limit ${fdLimit}`);
   }
+  const events = sources.events?.();
+  if (!events) return;
+  family(out, "replstatus_event_subscribers", "gauge", "GET /events streams open now");
+  out.push(`replstatus_event_subscribers ${events.subscribers}`);
+  family(
+    out,
+    "replstatus_event_subscribers_dropped_total",
+    "counter",
+    "GET /events streams dropped because the subscriber did not read what it was sent",
+  );
+  out.push(`replstatus_event_subscribers_dropped_total ${events.dropped}`);
 }
 
 function renderPolls(out: string[], poll: PollCounters): void {

@@ -97,6 +97,7 @@ function restartOnly(old: Config, next: Config): string[] {
   if (old.db !== next.db || old.cluster !== next.cluster) restart.push("db/cluster");
   if (old.channel !== next.channel) restart.push("channel");
   if (old.backlog !== next.backlog) restart.push("backlog");
+  if (!same(old.events, next.events)) restart.push("max-event-subscribers/event-heartbeat");
   if (!same(old.metricsListen, next.metricsListen)) restart.push("metrics-listen");
   if (old.controlSocket !== next.controlSocket) restart.push("control-socket");
   if (old.stateDir !== next.stateDir) restart.push("state-dir");
@@ -115,9 +116,12 @@ function restartOnly(old: Config, next: Config): string[] {
   if (
     old.maxLagBytes !== next.maxLagBytes ||
     old.maxLagSeconds !== next.maxLagSeconds ||
-    old.lagGraceMs !== next.lagGraceMs
+    old.lagGraceMs !== next.lagGraceMs ||
+    old.rejoinLagBytes !== next.rejoinLagBytes ||
+    old.rejoinLagSeconds !== next.rejoinLagSeconds ||
+    old.rejoinAfterMs !== next.rejoinAfterMs
   ) {
-    restart.push("max-lag-bytes/max-lag-seconds/lag-grace");
+    restart.push("max-lag-bytes/max-lag-seconds/lag-grace/rejoin-lag-bytes/rejoin-lag-seconds/rejoin-after");
   }
   return restart;
 }

@@ -1,6 +1,6 @@
-// Lag limits: when a standby stops being a good replica. The poll reads the
-// facts (facts.ts, POLL_QUERY); this file only judges them, so the rule can
-// be read in one place.
+// Lag limits: when a standby stops being a good replica, and when it is one
+// again. The poll reads the facts (facts.ts, POLL_QUERY); this file only
+// judges them, so the rule can be read in one place.
 //
 // - Bytes: the primary's position as the WAL receiver last heard it
 //   (pg_stat_wal_receiver.latest_end_lsn) minus what this standby has replayed
@@ -13,80 +13,128 @@
 //   it is not being fed, whatever its last numbers said (ARCHITECTURE.md).
 // - Without pg_read_all_stats the receiver's columns read as null: nothing can
 //   be judged, so the role is answered as it is and the log says so once.
-import { formatBytes } from "../units.ts";
+// - Hysteresis (src/hysteresis.ts): a standby leaves after --lag-grace over the leave
+//   limits and rejoins after --rejoin-after under the rejoin limits (at most
+//   the leave ones), so a lag that swings around one limit does not flap.
+import { formatBytes, formatDuration } from "../units.ts";
 import type { Logger } from "../log.ts";
 import type { PollFacts } from "./facts.ts";
+import { FRESH, hysteresisStep, interrupted } from "../hysteresis.ts";
 
 export interface LagLimits {
   maxLagBytes: number | undefined;
   maxLagSeconds: number | undefined;
   lagGraceMs: number;
+  /** A lagging standby rejoins at most this far behind; undefined: maxLagBytes. */
+  rejoinLagBytes: number | undefined;
+  /** As maxLagSeconds, for rejoining; undefined: maxLagSeconds. */
+  rejoinLagSeconds: number | undefined;
+  /** How long a lagging standby must stay under the rejoin limits before it rejoins. */
+  rejoinAfterMs: number;
 }
 
 export interface LagVerdict {
   lagging: boolean;
   /** For the state-change log line: `replay 20 MB behind, limit 16 MB`. */
   reason: string;
+  /** When the verdict changes if no new poll comes first (a grace or a hold ends); undefined: not by itself. */
+  untilMs: number | undefined;
 }
 
 export interface LagJudge {
   /**
-   * Judges a standby's poll. `wasStandby` says whether the node was a healthy
-   * standby before this poll: only then does the grace period apply, so a
-   * responder that starts next to a lagging standby never says STANDBY first.
+   * Judges a standby's poll. Only a good replica gets the grace: a responder
+   * that starts (or reconnects) next to a lagging standby never says STANDBY
+   * first. A lagging one rejoins under the rejoin limits after the hold.
    */
-  judge(facts: PollFacts, wasStandby: boolean, nowMs: number): LagVerdict;
-  /** Forgets an ongoing excursion (after a non-standby poll or a failure). */
+  judge(facts: PollFacts, nowMs: number): LagVerdict;
+  /** A failed or stale poll: a good replica loses its grace, a lagging one stays out and its hold starts again. */
+  interrupt(): void;
+  /** Forgets everything (the node is a primary). */
   reset(): void;
 }
 
+/**
+ * The receiver rule and the limits as one predicate: why `facts` are over
+ * them (the limit named `word`, "limit" or "rejoin limit"), or undefined.
+ */
+function overLimits(
+  facts: PollFacts,
+  bytes: number | undefined,
+  seconds: number | undefined,
+  word: string,
+): string | undefined {
+  if (facts.receiverPid === null) return "no WAL receiver running";
+  if (facts.receiverStatus !== "streaming") return `WAL receiver ${facts.receiverStatus}, not streaming`;
+  const lagBytes = facts.lagBytes ?? 0;
+  if (bytes !== undefined && lagBytes > bytes) {
+    return `replay ${formatBytes(lagBytes)} behind, ${word} ${formatBytes(bytes)}`;
+  }
+  const ageS = facts.replayAgeSeconds;
+  if (seconds !== undefined && lagBytes > 0 && ageS !== null && ageS > seconds) {
+    return `replay ${formatBytes(lagBytes)} and ${Math.round(ageS)} s behind, ${word} ${seconds} s`;
+  }
+  return undefined;
+}
+
+/** The standby lost its feed (no receiver, or not streaming): the agent says down for it, not drain. */
+export function cutOff(facts: PollFacts): boolean {
+  return facts.receiverPid === null || (facts.receiverStatus !== null && facts.receiverStatus !== "streaming");
+}
+
 export function createLagJudge(limits: LagLimits, log: Logger): LagJudge {
-  const { maxLagBytes, maxLagSeconds, lagGraceMs } = limits;
+  const { maxLagBytes, maxLagSeconds, lagGraceMs, rejoinAfterMs } = limits;
+  const rejoinBytes = limits.rejoinLagBytes ?? maxLagBytes;
+  const rejoinSeconds = limits.rejoinLagSeconds ?? maxLagSeconds;
   const limited = maxLagBytes !== undefined || maxLagSeconds !== undefined;
-  let overSinceMs: number | undefined;
+  const rejoinWord = rejoinBytes !== maxLagBytes || rejoinSeconds !== maxLagSeconds ? "rejoin limit" : "limit";
+  let memory = FRESH;
   let warnedHidden = false;
 
-  function over(facts: PollFacts): string | undefined {
-    if (facts.receiverPid === null) return "no WAL receiver running";
-    if (facts.receiverStatus !== "streaming") return `WAL receiver ${facts.receiverStatus}, not streaming`;
-    const lagBytes = facts.lagBytes ?? 0;
-    if (maxLagBytes !== undefined && lagBytes > maxLagBytes) {
-      return `replay ${formatBytes(lagBytes)} behind, limit ${formatBytes(maxLagBytes)}`;
+  function hidden(): LagVerdict {
+    if (!warnedHidden) {
+      warnedHidden = true;
+      log.warning(
+        "cannot read the standby's lag: pg_stat_wal_receiver shows its columns only to members of pg_read_all_stats " +
+          "(GRANT pg_monitor TO the user replstatus logs in as); answering the role without lag limits or ?lag= checks",
+      );
     }
-    const ageS = facts.replayAgeSeconds;
-    if (maxLagSeconds !== undefined && lagBytes > 0 && ageS !== null && ageS > maxLagSeconds) {
-      return `replay ${formatBytes(lagBytes)} and ${Math.round(ageS)} s behind, limit ${maxLagSeconds} s`;
-    }
-    return undefined;
+    memory = { phase: "in", sinceMs: undefined };
+    return { lagging: false, reason: "lag not visible", untilMs: undefined };
   }
 
   return {
-    judge(facts, wasStandby, nowMs) {
-      if (facts.receiverPid !== null && facts.receiverStatus === null) {
-        if (!warnedHidden) {
-          warnedHidden = true;
-          log.warning(
-            "cannot read the standby's lag: pg_stat_wal_receiver shows its columns only to members of pg_read_all_stats " +
-              "(GRANT pg_monitor TO the user replstatus logs in as); answering the role without lag limits or ?lag= checks",
-          );
-        }
-        overSinceMs = undefined;
-        return { lagging: false, reason: "lag not visible" };
+    judge(facts, nowMs) {
+      if (facts.receiverPid !== null && facts.receiverStatus === null) return hidden();
+      if (!limited) return { lagging: false, reason: "no lag limit", untilMs: undefined };
+      const over = overLimits(facts, maxLagBytes, maxLagSeconds, "limit");
+      const overRejoin = over ?? overLimits(facts, rejoinBytes, rejoinSeconds, rejoinWord);
+      const next = hysteresisStep(
+        memory,
+        over !== undefined,
+        overRejoin === undefined,
+        lagGraceMs,
+        rejoinAfterMs,
+        nowMs,
+      );
+      const rejoined = memory.phase === "out" && next.phase === "in";
+      memory = { phase: next.phase, sinceMs: next.sinceMs };
+      const lagging = next.phase === "out";
+      let reason = over ?? (lagging ? overRejoin : undefined);
+      if (reason === undefined) {
+        const bytes = rejoined || lagging ? rejoinBytes : maxLagBytes;
+        const limit =
+          bytes === undefined ? "" : `, ${rejoined || lagging ? rejoinWord : "limit"} ${formatBytes(bytes)}`;
+        const held = rejoined && rejoinAfterMs > 0 ? `, under it for ${formatDuration(rejoinAfterMs)}` : "";
+        reason = `replay ${formatBytes(facts.lagBytes ?? 0)} behind${limit}${held}`;
       }
-      if (!limited) return { lagging: false, reason: "no lag limit" };
-      const why = over(facts);
-      if (why === undefined) {
-        overSinceMs = undefined;
-        const lagBytes = facts.lagBytes ?? 0;
-        const limit = maxLagBytes !== undefined ? `, limit ${formatBytes(maxLagBytes)}` : "";
-        return { lagging: false, reason: `replay ${formatBytes(lagBytes)} behind${limit}` };
-      }
-      overSinceMs ??= nowMs;
-      const lagging = !wasStandby || nowMs - overSinceMs >= lagGraceMs;
-      return { lagging, reason: why };
+      return { lagging, reason, untilMs: next.untilMs };
+    },
+    interrupt() {
+      memory = interrupted(memory);
     },
     reset() {
-      overSinceMs = undefined;
+      memory = FRESH;
     },
   };
 }

@@ -5,7 +5,7 @@
 // poll that started less than staleAfterMs ago saw pg_is_in_recovery() false.
 import type { Logger } from "../log.ts";
 import { formatDuration } from "../units.ts";
-import type { LagJudge } from "./lag.ts";
+import { cutOff, type LagJudge } from "./lag.ts";
 import { decodeFacts, type PollFacts } from "./facts.ts";
 import type { LoopConfig, LoopTimings } from "./worker/loop.ts";
 import type { WorkerCommand, WorkerMessage } from "./worker/entry.ts";
@@ -55,20 +55,34 @@ function createResults(opts: PollerOptions) {
     logged.clear();
     opts.onFacts?.(facts);
     const from = cell.polled;
-    if (facts.inRecovery) {
-      const verdict = opts.lag.judge(facts, from === STANDBY, Date.now());
-      if (verdict.lagging) cell.set(LAGGING, verdict.reason);
-      else cell.set(STANDBY, from === PRIMARY ? "now in recovery" : from === LAGGING ? verdict.reason : "poll ok");
-    } else {
-      opts.lag.reset();
-      cell.set(PRIMARY, from === STANDBY || from === LAGGING ? "promoted" : "poll ok");
-    }
+    if (facts.inRecovery) return judge(facts);
+    clearTimeout(recheck);
+    opts.lag.reset();
+    cell.set(PRIMARY, from === STANDBY || from === LAGGING ? "promoted" : "poll ok");
+  }
+
+  // A grace or a hold that ends while the polls bring nothing new (the
+  // worker sends a row that did not change at most once a second) is judged
+  // again when it ends, on the same facts, unless the word moved on since.
+  let recheck: Timer | undefined;
+  function judge(f: PollFacts): void {
+    clearTimeout(recheck);
+    const from = cell.polled;
+    const verdict = opts.lag.judge(f, Date.now());
+    if (verdict.lagging) cell.set(LAGGING, verdict.reason, cutOff(f));
+    else cell.set(STANDBY, from === PRIMARY ? "now in recovery" : from === LAGGING ? verdict.reason : "poll ok");
+    if (verdict.untilMs === undefined) return;
+    const gen = generation(Atomics.load(cell.slots, WORD_SLOT));
+    recheck = setTimeout(() => {
+      if (facts === f && generation(Atomics.load(cell.slots, WORD_SLOT)) === gen) judge(f);
+    }, verdict.untilMs - Date.now());
   }
 
   function fail(reason: string, code: string | undefined, retry: string): void {
     systemId = null;
     opts.observer?.pollError({ code });
-    opts.lag.reset();
+    clearTimeout(recheck);
+    opts.lag.interrupt();
     cell.set(UNKNOWN, reason);
     if (logged.has(reason)) return;
     logged.add(reason);
@@ -76,11 +90,12 @@ function createResults(opts: PollerOptions) {
   }
 
   function stale(): void {
-    opts.lag.reset();
+    clearTimeout(recheck);
+    opts.lag.interrupt();
     cell.set(UNKNOWN, `no successful poll for ${formatDuration(opts.staleAfterMs)}`);
   }
 
-  return { ok, fail, stale, facts: () => facts };
+  return { ok, fail, stale, facts: () => facts, stop: () => clearTimeout(recheck) };
 }
 
 /** How long stop() lets the worker say goodbye to PostgreSQL before ending it. */
@@ -155,6 +170,7 @@ export function startPoller(opts: PollerOptions): Poller {
     },
     async stop() {
       ending = true;
+      results.stop();
       const done = new Promise<void>((resolve) => (stopped = resolve));
       command({ t: "stop" });
       await Promise.race([done, Bun.sleep(STOP_GRACE_MS)]);

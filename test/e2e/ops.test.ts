@@ -289,6 +289,8 @@ describe("metrics", () => {
     const byName = new Map(families.map((f) => [f.name, f]));
     expect([...byName.keys()].sort()).toEqual([
       "replstatus_connections_total",
+      "replstatus_event_subscribers",
+      "replstatus_event_subscribers_dropped_total",
       "replstatus_guard_active",
       "replstatus_last_poll_age_seconds",
       "replstatus_max_connections",

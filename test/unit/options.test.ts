@@ -57,6 +57,41 @@ test("flags over variables over the file, each parsed by its kind", () => {
   expect(c.metricsListen).toEqual({ host: "127.0.0.1", port: 9187 });
 });
 
+describe("rejoin limits", () => {
+  test("default: the leave limits, no hold", () => {
+    const c = buildConfig(parseArgv(["--max-lag-bytes", "1MB"]), {});
+    expect([c.rejoinLagBytes, c.rejoinLagSeconds, c.rejoinAfterMs]).toEqual([undefined, undefined, 0]);
+  });
+
+  test("each below its leave limit, from flags, variables or the file", () => {
+    const c = buildConfig(
+      parseArgv(["--max-lag-bytes", "1MB", "--rejoin-lag-bytes", "256kB", "--max-lag-seconds", "30"]),
+      { REPLSTATUS_REJOIN_LAG_SECONDS: "10" },
+      { path: "/etc/replstatus.toml", values: new Map([["rejoin-after", ["5s"]]]) },
+    );
+    expect([c.rejoinLagBytes, c.rejoinLagSeconds, c.rejoinAfterMs]).toEqual([256 * 1024, 10, 5000]);
+  });
+
+  test.each([
+    [["--rejoin-lag-bytes", "1MB"], "--rejoin-lag-bytes needs --max-lag-bytes, the limit it is below"],
+    [["--rejoin-lag-seconds", "5"], "--rejoin-lag-seconds needs --max-lag-seconds, the limit it is below"],
+    [
+      ["--max-lag-bytes", "1MB", "--rejoin-lag-bytes", "2MB"],
+      "--rejoin-lag-bytes (2 MB) must be at most --max-lag-bytes (1 MB): a standby rejoins below the limit it leaves at",
+    ],
+    [
+      ["--max-lag-seconds", "5", "--rejoin-lag-seconds", "9"],
+      "--rejoin-lag-seconds (9 s) must be at most --max-lag-seconds (5 s): a standby rejoins below the limit it leaves at",
+    ],
+    [
+      ["--rejoin-after", "2h"],
+      'invalid value for --rejoin-after: "2h" (expected a duration 0s..3600s such as 5s or 30s)',
+    ],
+  ])("%j: %s", (argv, message) => {
+    expect(() => buildConfig(parseArgv(argv), {})).toThrow(message);
+  });
+});
+
 test.each([
   [["--bind", "[::1]"], "::1"],
   [["--bind", ""], "0.0.0.0"],

@@ -9,6 +9,7 @@ import {
   createCell,
   DRAIN,
   FENCED,
+  LAGGING,
   MAINT,
   OVERRIDE_SLOT,
   PRIMARY,
@@ -29,10 +30,10 @@ const agent = (role: AgentConfig["role"], weightByLag = false): AgentConfig => (
 });
 
 /** What raw and agent listeners answer for a state, override and weight bucket. */
-function answers(config: AgentConfig, state: State, override: Override, bucket = 0) {
+function answers(config: AgentConfig, state: State, override: Override, bucket = 0, cutOff = false) {
   const cell = createCell(() => {});
   const responses = buildResponses(TEXTS, config);
-  cell.set(state, "test");
+  cell.set(state, "test", cutOff);
   cell.setOverride(override);
   cell.setWeightBucket(bucket);
   const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
@@ -55,9 +56,37 @@ describe("answers per state and override", () => {
     ["standby+weight", STANDBY, READY, 9, ["STANDBY", "up ready 10%\n"]],
     ["standby+weight", STANDBY, DRAIN, 9, ["STANDBY", "up drain\n"]],
     ["standby+weight", UNKNOWN, READY, 9, ["UNKNOWN", "down ready #unknown\n"]],
+    // Lagging only for distance: drained (sessions kept), no weight; the primary role's agent says down.
+    ["standby", LAGGING, READY, 0, ["LAGGING", "up drain #lagging\n"]],
+    ["standby+weight", LAGGING, READY, 7, ["LAGGING", "up drain #lagging\n"]],
+    ["standby", LAGGING, DRAIN, 0, ["LAGGING", "up drain #lagging\n"]],
+    ["standby", LAGGING, MAINT, 0, ["UNKNOWN", "maint\n"]],
+    ["primary", LAGGING, READY, 0, ["LAGGING", "down ready #lagging\n"]],
   ] as const)("%s, state %d, override %d, bucket %d", (role, state, override, bucket, want) => {
     const config = role === "standby+weight" ? agent("standby", true) : agent(role);
     expect(answers(config, state, override, bucket)).toEqual([...want]);
+  });
+
+  test.each([
+    ["standby", ["LAGGING", "down ready #lagging\n"]],
+    ["standby+weight", ["LAGGING", "down ready #lagging\n"]],
+    ["primary", ["LAGGING", "down ready #lagging\n"]],
+  ] as const)("lagging with its WAL receiver gone (%s): down, not drain", (role, want) => {
+    const config = role === "standby+weight" ? agent("standby", true) : agent(role);
+    expect(answers(config, LAGGING, READY, 3, true)).toEqual([...want]);
+  });
+
+  test("lagging -> standby undoes the drain and carries the weight again", () => {
+    const cell = createCell(() => {});
+    const responses = buildResponses(TEXTS, agent("standby", true));
+    const line = () => Buffer.from(responses.agent[shownAgent(cell.slots[0]!)]!).toString("latin1");
+    cell.setWeightBucket(4);
+    cell.set(LAGGING, "test");
+    expect(line()).toBe("up drain #lagging\n");
+    cell.set(LAGGING, "test", true);
+    expect(line()).toBe("down ready #lagging\n");
+    cell.set(STANDBY, "test");
+    expect(line()).toBe("up ready 60%\n");
   });
 
   test("a fence is laid over a primary only, and stays up across other states", () => {

@@ -35,6 +35,7 @@ export interface HttpResponses {
   head: Uint8Array[][];
   badRequest: Uint8Array;
   badLag: Uint8Array;
+  badRejoin: Uint8Array;
   notFound: Uint8Array;
   notFoundHead: Uint8Array;
   badMethod: Uint8Array;
@@ -84,6 +85,10 @@ function buildHttpResponses(): HttpResponses {
     head: table(false),
     badRequest: error(400, "bad request"),
     badLag: error(400, "bad lag: expected ?lag=N with N in bytes, or with kB, MB, GB such as 16MB"),
+    badRejoin: error(
+      400,
+      "bad rejoin: expected rejoin_lag=N (a size at most ?lag=, such as 512kB) and rejoin_after=DURATION (such as 5s, at most 3600s), each once, next to ?lag=",
+    ),
     notFound: error(404, "not found"),
     notFoundHead: error(404, "not found", false),
     badMethod: error(405, "method not allowed", true, "Allow: GET, HEAD, OPTIONS\r\n"),

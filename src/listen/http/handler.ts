@@ -9,7 +9,8 @@
 // status.ts and query.ts), `/status` and `/metrics`, which carry live numbers,
 // are rendered per request; `/ui`, the status page, is built on its first
 // request and served from memory after. In the Patroni mode, patroni.ts
-// answers the check paths.
+// answers the check paths. GET /events keeps the connection as a subscriber
+// instead (events.ts).
 //
 // A whole head in one segment (what haproxy sends) is parsed in place without
 // copying; only a head that arrives in pieces gets a 4 KiB buffer.
@@ -20,6 +21,7 @@ import { bytes, render, type HttpResponses } from "./answers.ts";
 import {
   BAD_METHOD,
   BAD_VERSION,
+  CHECK_EVENTS,
   CHECK_METRICS,
   CHECK_STATUS,
   CHECK_UI,
@@ -32,6 +34,7 @@ import {
 import { asksQuery, queryAnswer, statusAnswer, type HttpContext } from "./status.ts";
 import { currentState } from "../../cell.ts";
 import { uiResponse } from "../../ui/page.ts";
+import { EVENTS_FULL, EVENTS_HEAD } from "./events.ts";
 
 /** A request head not complete this long after accept gets 408. */
 export const READ_DEADLINE_MS = 2000;
@@ -49,9 +52,13 @@ interface PartialHead {
 /**
  * Per-socket state, a number where it can be, so accept allocates nothing:
  * >= 0 while waiting for the first bytes (performance.now() at accept), a
- * PartialHead while a head arrives in pieces, < 0 once answered (-1 - bytes drained).
+ * PartialHead while a head arrives in pieces, < 0 once answered (-1 - bytes
+ * drained), SUBSCRIBED for an /events stream.
  */
 type HttpData = number | PartialHead;
+const SUBSCRIBED = -Infinity;
+/** answerHead()'s answer to GET /events: keep the socket as a subscriber. */
+const SUBSCRIBE = new Uint8Array(0);
 
 function latin1(buf: Uint8Array, from: number, to: number): string {
   return from < 0 ? "" : Buffer.from(buf.subarray(from, to)).toString("latin1");
@@ -77,6 +84,9 @@ function answerHead(ctx: HttpContext, r: HttpResponses, req: RequestHead, buf: U
     case CHECK_METRICS:
       if (!ctx.metrics) return withBody ? r.notFound : r.notFoundHead;
       return bytes(render(200, ctx.metrics(), withBody, "", "text/plain; version=0.0.4"));
+    case CHECK_EVENTS:
+      if (!ctx.events) return withBody ? r.notFound : r.notFoundHead;
+      return withBody ? SUBSCRIBE : EVENTS_HEAD;
     case CHECK_UI:
       return uiResponse(withBody);
   }
@@ -90,7 +100,11 @@ function answerHead(ctx: HttpContext, r: HttpResponses, req: RequestHead, buf: U
 export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandler<HttpData> {
   const pending = new Set<Socket<HttpData>>();
   const req: RequestHead = { kind: 0, head: false, queryFrom: -1, queryTo: -1, pathFrom: -1, pathTo: -1 };
-  const answer = (buf: Uint8Array, end: number) => answerHead(ctx, responses.http, req, buf, end);
+  const answer = (socket: Socket<HttpData>, buf: Uint8Array, end: number) => {
+    const response = answerHead(ctx, responses.http, req, buf, end);
+    if (response === SUBSCRIBE) subscribe(socket);
+    else reply(socket, response);
+  };
   let sweeper: Timer | undefined;
 
   function sweep(): void {
@@ -114,10 +128,18 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
     socket.timeout(DRAIN_TIMEOUT_S);
   }
 
+  function subscribe(socket: Socket<HttpData>): void {
+    pending.delete(socket);
+    if (!ctx.events!.subscribe(socket as Socket<unknown>)) return reply(socket, EVENTS_FULL);
+    socket.data = SUBSCRIBED;
+    // A tls+ listener's handshake deadline (tls.ts) must not end the stream.
+    socket.timeout(0);
+  }
+
   // A head in one chunk is answered from the chunk; else it is gathered in a PartialHead.
   function first(socket: Socket<HttpData>, startedAt: number, chunk: Uint8Array): void {
     const end = headEnd(chunk, 0, Math.min(chunk.byteLength, HEAD_LIMIT_BYTES));
-    if (end >= 0) return reply(socket, answer(chunk, end));
+    if (end >= 0) return answer(socket, chunk, end);
     if (chunk.byteLength >= HEAD_LIMIT_BYTES) return reply(socket, responses.http.tooLarge);
     const partial: PartialHead = { startedAt, buf: new Uint8Array(HEAD_LIMIT_BYTES), len: chunk.byteLength };
     partial.buf.set(chunk);
@@ -130,7 +152,7 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
     const from = Math.max(0, d.len - 2);
     d.len += n;
     const end = headEnd(d.buf, from, d.len);
-    if (end >= 0) reply(socket, answer(d.buf, end));
+    if (end >= 0) answer(socket, d.buf, end);
     else if (d.len >= HEAD_LIMIT_BYTES) reply(socket, responses.http.tooLarge);
   }
 
@@ -144,6 +166,8 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
       const d = socket.data;
       if (typeof d !== "number") return more(socket, d, chunk);
       if (d >= 0) return first(socket, d, chunk);
+      // A subscriber has nothing more to say: its input is dropped as it comes.
+      if (d === SUBSCRIBED) return;
       // Answered: drain, as the raw handler does, so the reply ends with a FIN.
       socket.data = d - chunk.byteLength;
       if (-1 - socket.data > DRAIN_LIMIT_BYTES) socket.terminate();
@@ -154,6 +178,7 @@ export function httpHandler(ctx: HttpContext, responses: Responses): SocketHandl
     },
     close(socket) {
       pending.delete(socket);
+      if (socket.data === SUBSCRIBED) ctx.events!.leave(socket as Socket<unknown>);
     },
     // Only reached while draining: the 2 s read deadline is the sweeper's.
     timeout(socket) {

@@ -7,7 +7,14 @@
 // exist there, and its generic check then matches nothing); here they answer
 // as GET does, so a load balancer may use any of the three.
 import type { NodeTags } from "../../config/types.ts";
-import { checkStatus, clusterJson, parseQuery, readinessStatus, type LocalNode } from "../../cluster/patroni-rules.ts";
+import {
+  checkStatus,
+  clusterJson,
+  parseQuery,
+  readinessStatus,
+  type LagHolds,
+  type LocalNode,
+} from "../../cluster/patroni-rules.ts";
 import type { PatroniView } from "../../cluster/patroni-view.ts";
 import { bytes, render } from "./answers.ts";
 import type { PollFacts } from "../../poll/facts.ts";
@@ -30,6 +37,8 @@ export interface PatroniHttpContext {
   view: PatroniView;
   member: string;
   tags: NodeTags;
+  /** The memory of ?lag= checks with rejoin_lag= or rejoin_after=. */
+  holds: LagHolds;
 }
 
 /** Answers one request: path without the query, the query without "?", and whether it is HEAD. */
@@ -72,7 +81,7 @@ export function patroniHttp(ctx: PatroniHttpContext): PatroniAnswer {
       case "/liveness":
         return (isHead ? head : get)[200][state]!;
       case "/readiness": {
-        const code = readinessStatus(parseQuery(query), local(state), view) as 200 | 503;
+        const code = readinessStatus(parseQuery(query), local(state), view, ctx.holds) as 200 | 503;
         return (isHead ? head : get)[code][state]!;
       }
       case "/cluster":
@@ -82,7 +91,7 @@ export function patroniHttp(ctx: PatroniHttpContext): PatroniAnswer {
       case "/config":
         return view?.config.data ? json(200, view.config.data, isHead) : json(502, { error: "no config" }, isHead);
     }
-    const code = checkStatus(path, parseQuery(query), local(state), view) as 200 | 503;
+    const code = checkStatus(path, parseQuery(query), local(state), view, ctx.holds) as 200 | 503;
     return (isHead ? head : get)[code][state]!;
   };
 }

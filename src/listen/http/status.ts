@@ -4,9 +4,11 @@ import type { GuardStatus } from "../../cluster/guard.ts";
 import type { History } from "../../history.ts";
 import type { NodeTags } from "../../config/types.ts";
 import type { PollFacts } from "../../poll/facts.ts";
+import type { Events } from "./events.ts";
 import { bytes, OK, render, roleOf, type HttpResponses } from "./answers.ts";
 import { CHECK_HEALTH, CHECK_READ_ONLY, CHECK_READINESS, CHECK_REPLICA } from "./parse.ts";
 import { queryVerdict, type QueryPath } from "./query.ts";
+import type { Holds } from "./holds.ts";
 import { currentState, FENCED, LAGGING, OVERRIDE_NAMES, STANDBY, STATE_NAMES, UNKNOWN, type Cell } from "../../cell.ts";
 
 /** The live part of the answer: lag facts and ages, for /status and `?lag=` checks. */
@@ -24,38 +26,45 @@ export interface HttpContext {
   extraStatus?(): Record<string, unknown>;
   /** --tag and patroni.yml's tags, for ?tag_KEY=VALUE and noloadbalance. */
   tags?: NodeTags;
+  /** The memory of ?lag= checks with rejoin_lag= or rejoin_after= (holds.ts). */
+  holds?: Holds;
+  /** GET /events (events.ts); without it /events is 404. */
+  events?: Events;
   /** The last changes of the answer and the override, for /status and the status page. */
   history?: History;
 }
 
+export function statusAnswer(ctx: HttpContext, code: number, withBody: boolean): Uint8Array {
+  return bytes(render(code, JSON.stringify(statusBody(ctx)) + "\n", withBody));
+}
+
 // timeline and system_identifier are what peers read (src/cluster/): shown
 // only while the state is known, so a peer never counts an old answer.
-export function statusAnswer(ctx: HttpContext, code: number, withBody: boolean): Uint8Array {
+/** The /status body, also the data of every event (events.ts). */
+export function statusBody(ctx: HttpContext): Record<string, unknown> {
   const { cell } = ctx;
   const state = currentState(cell.slots);
   const facts = state === UNKNOWN ? undefined : ctx.facts();
   const standby = facts?.inRecovery === true;
-  const body =
-    JSON.stringify({
-      role: roleOf(state),
-      state: STATE_NAMES[state],
-      // The poller's own state, before the fence and the override (the status page's "role by its own poll").
-      polled: STATE_NAMES[cell.polled],
-      override: OVERRIDE_NAMES[cell.override],
-      timeline: facts?.timeline ?? null,
-      system_identifier: facts?.systemId ?? null,
-      lag_bytes: standby ? facts.lagBytes : null,
-      replay_age_seconds: standby ? facts.replayAgeSeconds : null,
-      receiver: standby ? facts.receiverStatus : null,
-      since_change_ms: Date.now() - cell.changedAt,
-      changed_at: new Date(cell.changedAt).toISOString(),
-      poll_age_ms: facts ? Math.round(performance.now() - facts.startedAt) : null,
-      fence: state === FENCED ? (cell.fence ?? null) : null,
-      ...ctx.guard?.(),
-      ...ctx.extraStatus?.(),
-      transitions: ctx.history?.list() ?? [],
-    }) + "\n";
-  return bytes(render(code, body, withBody));
+  return {
+    role: roleOf(state),
+    state: STATE_NAMES[state],
+    // The poller's own state, before the fence and the override (the status page's "role by its own poll").
+    polled: STATE_NAMES[cell.polled],
+    override: OVERRIDE_NAMES[cell.override],
+    timeline: facts?.timeline ?? null,
+    system_identifier: facts?.systemId ?? null,
+    lag_bytes: standby ? facts.lagBytes : null,
+    replay_age_seconds: standby ? facts.replayAgeSeconds : null,
+    receiver: standby ? facts.receiverStatus : null,
+    since_change_ms: Date.now() - cell.changedAt,
+    changed_at: new Date(cell.changedAt).toISOString(),
+    poll_age_ms: facts ? Math.round(performance.now() - facts.startedAt) : null,
+    fence: state === FENCED ? (cell.fence ?? null) : null,
+    ...ctx.guard?.(),
+    ...ctx.extraStatus?.(),
+    transitions: ctx.history?.list() ?? [],
+  };
 }
 
 // The query of a check path (query.ts: ?lag=, ?replication_state=, ?tag_KEY=VALUE)
@@ -83,8 +92,11 @@ export function queryAnswer(
   const state = currentState(ctx.cell.slots);
   const base = OK[kind]![state]!;
   const standby = state === STANDBY || state === LAGGING;
-  const verdict = queryVerdict(QUERY_PATHS[kind]!, query, { standby, base, facts: ctx.facts(), tags: ctx.tags });
-  if (typeof verdict === "string") return verdict === "bad-lag" ? answers.badLag : answers.badRequest;
+  const node = { standby, base, facts: ctx.facts(), tags: ctx.tags, holds: ctx.holds };
+  const verdict = queryVerdict(QUERY_PATHS[kind]!, query, node);
+  if (typeof verdict === "string") {
+    return verdict === "bad-lag" ? answers.badLag : verdict === "bad-rejoin" ? answers.badRejoin : answers.badRequest;
+  }
   if (verdict === base && !/(^|&)lag=/.test(query)) return (withBody ? answers.get : answers.head)[kind]![state]!;
   return statusAnswer(ctx, verdict ? 200 : 503, withBody);
 }

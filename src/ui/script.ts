@@ -10,6 +10,12 @@ const POLL_MS = 500;
 /** With a live route stream, which carries every change, /status is only a check. */
 const POLL_STREAMING_MS = 5000;
 const STREAM_RETRY_MS = 10_000;
+/**
+ * The stream is opened this long after the page loaded: Chromium's virtual
+ * time (--virtual-time-budget, as with --dump-dom) stands still while a fetch
+ * is open, so a stream from the start would keep a DOM dump from ever coming.
+ */
+const STREAM_AFTER_MS = 5000;
 /** Lag samples kept per node for the sparkline: a ring of this many. */
 const SPARK_SAMPLES = 60;
 const SPARK_MIN_GAP_MS = 500;
@@ -25,7 +31,7 @@ let lastOkAt = 0;
 let failing: string | null = null;
 let stream: EventSource | undefined;
 let streaming = false;
-let streamRetryAt = 0;
+let streamRetryAt = Date.now() + STREAM_AFTER_MS;
 let timer: ReturnType<typeof setTimeout> | undefined;
 
 function byId(id: string): HTMLElement {

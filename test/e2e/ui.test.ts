@@ -143,7 +143,7 @@ describe.skipIf(!findChromium())("the status page in headless Chromium, on a pai
   test("live: the primary put in maint is named at the top, and cleared after ready", async () => {
     page = await openPage(`http://${node2}/ui`);
     await waitFor("the page to show both nodes", async () => (await seen()).rows[node1]?.Answer === "MASTER");
-    expect((await seen()).live).toMatch(/^○ polling \/status every 0\.5 s|^● live: following \/events/);
+    expect((await seen()).live).toMatch(/^(○ polling \/status every 0\.5 s|● live: following \/events); updated \d\d:/);
     expect((await runCliAsync(["maint", "--control-socket", sock(1)])).code).toBe(0);
     const s = (await waitFor("the maint disagreement on screen", async () => {
       const v = await seen();
@@ -164,6 +164,10 @@ describe.skipIf(!findChromium())("the status page in headless Chromium, on a pai
   });
 
   test(`a failover on screen within ${FAILOVER_ON_SCREEN_MS} ms of the node answering MASTER`, async () => {
+    // The page polls /status at first and follows /events from 5 s on (src/ui/script.ts).
+    await waitFor("the page to follow /events", async () =>
+      (await seen()).live.startsWith("● live: following /events"),
+    );
     await pg.primary.stop();
     await waitFor("node1 to answer UNKNOWN", async () => (await answer(s1.ports[0]!)) === "UNKNOWN");
     await pg.standby.promote();

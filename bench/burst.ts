@@ -6,7 +6,7 @@
 //                      [--backlog 4096] [--port N --server-pid PID] [--json]
 //
 // Without --port it measures bench/floor.ts twice: as Bun.listen leaves it (backlog 512) and
-// with the backlog raised to --backlog (src/backlog.ts), and prints the ratio between them.
+// with the backlog raised to --backlog (src/listen/backlog.ts), and prints the ratio between them.
 //
 // A burst is only a burst if the connects land faster than the server accepts. One Bun
 // process issues a connect about every 40 us; the server drains one about as fast, so the

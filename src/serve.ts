@@ -121,6 +121,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   await fenceKnown(config, splitBrain, patroni);
 
   const first = firstOutcome(metrics);
+  const lag = createLagJudge(config, log);
   poller = startPoller({
     target,
     pollIntervalMs: config.pollIntervalMs,
@@ -128,7 +129,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
     connectTimeoutMs: config.connectTimeoutMs,
     channel: config.channel,
     cell,
-    lag: createLagJudge(config, log),
+    lag,
     log,
     observer: first.observer,
     onWorkerDeath: (message) => opts.onFatal(`the poll worker stopped: ${message}`, "a service manager restarts it"),
@@ -182,7 +183,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
       for (const l of listeners) l.stop();
       await teardown.disposeAsync();
     },
-    reload: reloader(config, opts, { responses, gate, poller, log, fdLimit, tls: endpoints.reloadTls(listeners) }),
+    reload: reloader(config, opts, { responses, gate, poller, lag, log, fdLimit, tls: endpoints.reloadTls(listeners) }),
   };
 }
 

@@ -5,13 +5,14 @@
 import { buildConfig, readConfigFile, type Raw } from "../config/load.ts";
 import { envName } from "../config/options.ts";
 import { ConfigError, type Config } from "../config/types.ts";
-import { formatDuration } from "../units.ts";
+import { formatBytes, formatDuration } from "../units.ts";
 import { buildResponses, type Responses } from "../listen/answers.ts";
 import type { Gate } from "../listen/gate.ts";
 import { reloadTls, type TlsHandshakes } from "../listen/tls.ts";
 import type { TCPSocketListener } from "bun";
 import type { Logger } from "../log.ts";
 import type { Poller } from "../poll/poller.ts";
+import type { LagJudge } from "../poll/lag.ts";
 import { ClusterError } from "../config/debian-cluster.ts";
 import { configTarget } from "../poll/target.ts";
 import { fitFdLimit } from "./limits.ts";
@@ -42,6 +43,8 @@ export interface Reloadable {
   responses: Responses;
   gate: Gate;
   poller: Poller;
+  /** The lag rule, whose limits a reload changes from the next poll on. */
+  lag: LagJudge;
   log: Logger;
   fdLimit: number | undefined;
   /** The tls+ listeners, whose certificate, key, CA and rule are read again; undefined: none. */
@@ -59,6 +62,7 @@ export function apply(old: Config, next: Config, live: Reloadable, started: Conf
   live.gate.allow = next.allow;
   live.gate.maxConnections = fitFdLimit(next.maxConnections, live.fdLimit);
   live.poller.retime(next);
+  live.lag.retune(next);
   live.log.format = next.logFormat;
 
   const changed = changes(old, next);
@@ -87,6 +91,14 @@ function changes(old: Config, next: Config): string[] {
   note("log-format", old.logFormat, next.logFormat);
   note("agent-role", old.agent.role, next.agent.role);
   note("agent-lag-for-min-weight", old.agent.lagForMinWeightBytes, next.agent.lagForMinWeightBytes);
+  const size = (n: number | undefined) => (n === undefined ? "none" : formatBytes(n));
+  const secs = (n: number | undefined) => (n === undefined ? "none" : `${n}s`);
+  note("max-lag-bytes", size(old.maxLagBytes), size(next.maxLagBytes));
+  note("max-lag-seconds", secs(old.maxLagSeconds), secs(next.maxLagSeconds));
+  note("lag-grace", formatDuration(old.lagGraceMs), formatDuration(next.lagGraceMs));
+  note("rejoin-lag-bytes", size(old.rejoinLagBytes), size(next.rejoinLagBytes));
+  note("rejoin-lag-seconds", secs(old.rejoinLagSeconds), secs(next.rejoinLagSeconds));
+  note("rejoin-after", formatDuration(old.rejoinAfterMs), formatDuration(next.rejoinAfterMs));
   return changed;
 }
 
@@ -113,15 +125,5 @@ function restartOnly(old: Config, next: Config): string[] {
   }
   if (!same([old.patroni, old.tags], [next.patroni, next.tags]))
     restart.push("patroni/etcd/scope/member/namespace/tag");
-  if (
-    old.maxLagBytes !== next.maxLagBytes ||
-    old.maxLagSeconds !== next.maxLagSeconds ||
-    old.lagGraceMs !== next.lagGraceMs ||
-    old.rejoinLagBytes !== next.rejoinLagBytes ||
-    old.rejoinLagSeconds !== next.rejoinLagSeconds ||
-    old.rejoinAfterMs !== next.rejoinAfterMs
-  ) {
-    restart.push("max-lag-bytes/max-lag-seconds/lag-grace/rejoin-lag-bytes/rejoin-lag-seconds/rejoin-after");
-  }
   return restart;
 }

@@ -52,6 +52,8 @@ export interface LagJudge {
   interrupt(): void;
   /** Forgets everything (the node is a primary). */
   reset(): void;
+  /** New limits from the next poll on (a reload); where the standby stands is kept. */
+  retune(limits: LagLimits): void;
 }
 
 /**
@@ -82,12 +84,18 @@ export function cutOff(facts: PollFacts): boolean {
   return facts.receiverPid === null || (facts.receiverStatus !== null && facts.receiverStatus !== "streaming");
 }
 
-export function createLagJudge(limits: LagLimits, log: Logger): LagJudge {
+/** The limits as the judge reads them: the rejoin ones filled in. */
+function tuned(limits: LagLimits) {
   const { maxLagBytes, maxLagSeconds, lagGraceMs, rejoinAfterMs } = limits;
   const rejoinBytes = limits.rejoinLagBytes ?? maxLagBytes;
   const rejoinSeconds = limits.rejoinLagSeconds ?? maxLagSeconds;
   const limited = maxLagBytes !== undefined || maxLagSeconds !== undefined;
   const rejoinWord = rejoinBytes !== maxLagBytes || rejoinSeconds !== maxLagSeconds ? "rejoin limit" : "limit";
+  return { maxLagBytes, maxLagSeconds, lagGraceMs, rejoinAfterMs, rejoinBytes, rejoinSeconds, limited, rejoinWord };
+}
+
+export function createLagJudge(limits: LagLimits, log: Logger): LagJudge {
+  let t = tuned(limits);
   let memory = FRESH;
   let warnedHidden = false;
 
@@ -105,6 +113,8 @@ export function createLagJudge(limits: LagLimits, log: Logger): LagJudge {
 
   return {
     judge(facts, nowMs) {
+      const { maxLagBytes, maxLagSeconds, lagGraceMs, rejoinAfterMs, rejoinBytes, rejoinSeconds, limited } = t;
+      const { rejoinWord } = t;
       if (facts.receiverPid !== null && facts.receiverStatus === null) return hidden();
       if (!limited) return { lagging: false, reason: "no lag limit", untilMs: undefined };
       const over = overLimits(facts, maxLagBytes, maxLagSeconds, "limit");
@@ -135,6 +145,9 @@ export function createLagJudge(limits: LagLimits, log: Logger): LagJudge {
     },
     reset() {
       memory = FRESH;
+    },
+    retune(next) {
+      t = tuned(next);
     },
   };
 }

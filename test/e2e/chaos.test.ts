@@ -9,15 +9,18 @@ import postgres from "postgres";
 import { startPrimary, waitFor, type PgPrimary } from "../../src/demo/pg.ts";
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { KILL_BOUND_MS, staleBoundMs, withSlack } from "../kit/bounds.ts";
 
 /** bun:test gives hooks and tests 5 s whatever bunfig.toml says; PostgreSQL on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
 const POLL_INTERVAL_MS = 20;
 const STALE_AFTER_MS = 500;
-/** A kill -9 closes the poller's connection: the kernel tells at once (a target in bench/README.md). */
-const KILL_BOUND_MS = 200;
-/** A stopped server answers nothing: the last good poll goes stale (a target in bench/README.md). */
-const STOP_BOUND_MS = STALE_AFTER_MS + 100;
+/** A kill -9 closes the poller's connection: the kernel tells at once. */
+const KILL_WINDOW_MS = withSlack(KILL_BOUND_MS);
+/** A stopped server answers nothing: the last good poll goes stale. */
+const STOP_WINDOW_MS = withSlack(staleBoundMs(STALE_AFTER_MS));
+/** How long each outage goes on past its bound, so probes check it. */
+const HOLD_MS = 300;
 
 let pg: PgPrimary;
 let r: Responder;
@@ -123,18 +126,19 @@ describe("chaos", () => {
           const killedAt = performance.now();
           pg.primary.signalAll("SIGKILL");
           await waitFor("the killed postmaster to be reaped", () => !existsSync(`/proc/${pid}`));
+          await Bun.sleep(Math.max(0, killedAt + KILL_WINDOW_MS + HOLD_MS - performance.now())); // down a while longer
           const restarting = performance.now();
-          windows.push({ from: killedAt + KILL_BOUND_MS, to: restarting, what: `kill -9 (round ${round})` });
+          windows.push({ from: killedAt + KILL_WINDOW_MS, to: restarting, what: `kill -9 (round ${round})` });
           await pg.primary.start();
           await waitForAnswer(port, "MASTER", 10_000);
 
           const stoppedAt = performance.now();
           pg.primary.signalAll("SIGSTOP");
           await waitFor("UNKNOWN while stopped", async () => (await answer(port)) === "UNKNOWN", 5000, 5);
-          await Bun.sleep(200); // hung for a while longer: probes keep checking
+          await Bun.sleep(Math.max(0, stoppedAt + STOP_WINDOW_MS + HOLD_MS - performance.now())); // hung a while longer
           const resumedAt = performance.now();
           pg.primary.signalAll("SIGCONT");
-          windows.push({ from: stoppedAt + STOP_BOUND_MS, to: resumedAt, what: `SIGSTOP (round ${round})` });
+          windows.push({ from: stoppedAt + STOP_WINDOW_MS, to: resumedAt, what: `SIGSTOP (round ${round})` });
         }
         await waitForAnswer(port, "MASTER", 10_000);
       } finally {
@@ -149,7 +153,9 @@ describe("chaos", () => {
             .map((w) => `${w.what} +${(s.at - w.from).toFixed(0)}ms`),
         );
       expect(wrong).toEqual([]);
-      // The loop really probed through the outages.
+      // The loop really probed through the outages, and inside every window.
+      const unprobed = windows.filter((w) => !p.samples.some((s) => s.at >= w.from && s.end < w.to));
+      expect(unprobed.map((w) => w.what)).toEqual([]);
       expect(p.samples.filter((s) => s.text === "UNKNOWN").length).toBeGreaterThan(10);
       expect(p.samples.length).toBeGreaterThan(500);
     },

@@ -2,7 +2,7 @@
 // itself or on SIGTERM, and leave no process and no temp dir behind.
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { findHaproxy } from "../../src/demo/haproxy.ts";
+import { haproxyBinary } from "../../src/demo/haproxy.ts";
 import { waitFor } from "../../src/demo/pg.ts";
 import { cleanEnv, MAIN } from "../../src/demo/responder.ts";
 
@@ -49,6 +49,8 @@ function demoDir(stdout: string): string {
 }
 
 test("the demo shows a failover, ends by itself with 0 and leaves nothing behind", async () => {
+  // The demo runs without haproxy too, but this test asserts the routing: no haproxy is a failure with a hint.
+  haproxyBinary();
   const demo = spawnDemo(["--promote-after", "2s", "--duration", "6s"]);
   const code = await demo.proc.exited;
   const stderr = await new Response(demo.proc.stderr).text();
@@ -64,13 +66,12 @@ test("the demo shows a failover, ends by itself with 0 and leaves nothing behind
   expect(after.some((l) => l.includes("node2 replstatus: info: standby -> primary (promoted)"))).toBe(true);
   expect(after.some((l) => /node2 +raw MASTER +agent "up ready"/.test(l))).toBe(true);
   expect(after.some((l) => /node1 +raw UNKNOWN/.test(l))).toBe(true);
-  if (findHaproxy()) {
-    expect(lines.slice(0, failover).some((l) => /node1 .*haproxy UP \(routes here\)/.test(l))).toBe(true);
-    expect(after.some((l) => /node2 .*haproxy UP \(routes here\)/.test(l))).toBe(true);
-    // Once node2 takes the traffic, node1 is never a target again.
-    const taken = after.findIndex((l) => /node2 .*haproxy UP \(routes here\)/.test(l));
-    expect(after.slice(taken).filter((l) => /node1 .*haproxy UP/.test(l))).toEqual([]);
-  }
+  // haproxy routes to node1, then to node2 alone.
+  expect(lines.slice(0, failover).some((l) => /node1 .*haproxy UP \(routes here\)/.test(l))).toBe(true);
+  expect(after.some((l) => /node2 .*haproxy UP \(routes here\)/.test(l))).toBe(true);
+  // Once node2 takes the traffic, node1 is never a target again.
+  const taken = after.findIndex((l) => /node2 .*haproxy UP \(routes here\)/.test(l));
+  expect(after.slice(taken).filter((l) => /node1 .*haproxy UP/.test(l))).toEqual([]);
   const dir = demoDir(out);
   expect(existsSync(dir)).toBe(false);
   expect(processesNaming(dir)).toEqual([]);

@@ -17,6 +17,7 @@ import {
 } from "../../src/demo/pg.ts";
 import { answer, probe, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { withSlack } from "../kit/bounds.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
@@ -26,8 +27,6 @@ const PEER_TIMEOUT_MS = 300;
 const INTER_MS = 100;
 /** What `pg_ctl promote` takes to end recovery on a busy machine. */
 const PROMOTE_MS = 3000;
-/** Scheduling slack on a busy 2-core machine. */
-const SLACK_MS = 2000;
 
 const peerArgs = (...urls: string[]) => [
   ...urls.flatMap((u) => ["--peer", u]),
@@ -129,7 +128,7 @@ describe("failover with the old primary left running, then restarted as a primar
       const fencedMs = performance.now() - t0;
       await waitForAnswer(s2.ports[0]!, "MASTER");
       // The promotion itself, then one peer interval, one poll and one request.
-      expect(fencedMs).toBeLessThan(PROMOTE_MS + PEER_INTERVAL_MS + 50 + SLACK_MS);
+      expect(fencedMs).toBeLessThan(withSlack(PROMOTE_MS + PEER_INTERVAL_MS + 50));
       if (process.env.REPLSTATUS_TEST_VERBOSE) console.log({ fencedMs });
       const newTimeline = Number(await pg.standby.sql("select substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"));
       expect(newTimeline).toBe(2);
@@ -343,7 +342,7 @@ describe("peers that cannot vouch: the node keeps its own view and says why", ()
     else mode = turn;
     try {
       await waitForAnswer(node.ports[0]!, "MASTER");
-      expect(performance.now() - t0).toBeLessThan(PEER_INTERVAL_MS + PEER_TIMEOUT_MS + SLACK_MS);
+      expect(performance.now() - t0).toBeLessThan(withSlack(PEER_INTERVAL_MS + PEER_TIMEOUT_MS));
       expect(node.log).toContain(`info: fenced -> primary (${fill(change)})\n`);
       if (warning) await node.waitForLog(new RegExp(escape(fill(warning)) + "\n"));
       expect(await getStatus(httpPort)).toMatchObject({

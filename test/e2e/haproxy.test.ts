@@ -6,6 +6,7 @@ import { landsOn, startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
 import { startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { withSlack } from "../kit/bounds.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
@@ -17,8 +18,6 @@ setDefaultTimeout(60_000);
 const INTER_MS = 100;
 const RISE = 2;
 const FALL = 2;
-/** Scheduling slack on a busy 2-core machine, on top of haproxy's own bounds. */
-const SLACK_MS = 1500;
 
 let pg: PgPair;
 let onPrimary: Responder;
@@ -108,11 +107,11 @@ describe("failover", () => {
       // haproxy's own bounds: RISE good checks one interval apart to come up, FALL
       // bad ones to go down, after the responder's next poll (50 ms) sees the change.
       const newUpMs = await Promise.all(WRITE_POOLS.map((pool) => hx.waitForServer(pool, "pg2", "UP")));
-      expect(Math.max(...newUpMs)).toBeLessThan(50 + RISE * INTER_MS + SLACK_MS);
+      expect(Math.max(...newUpMs)).toBeLessThan(withSlack(50 + RISE * INTER_MS));
       const stopping = pg.primary.stop("fast");
       const oldDownMs = await Promise.all(WRITE_POOLS.map((pool) => hx.waitForServer(pool, "pg1", "DOWN")));
       await stopping;
-      expect(Math.max(...oldDownMs)).toBeLessThan(FALL * INTER_MS + SLACK_MS);
+      expect(Math.max(...oldDownMs)).toBeLessThan(withSlack(FALL * INTER_MS));
       if (process.env.REPLSTATUS_TEST_VERBOSE) console.log({ newUpMs, oldDownMs });
 
       for (const pool of WRITE_POOLS) {

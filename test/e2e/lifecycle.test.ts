@@ -13,12 +13,11 @@ import { startPair, startPrimary, waitFor, type PgNode, type PgPair } from "../.
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { run } from "../../src/demo/proc.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { READY_BOUND_MS, SHUTDOWN_BOUND_MS, withSlack } from "../kit/bounds.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
 setDefaultTimeout(90_000);
-/** The answer after a shutdown starts or a server comes back: at the defaults it is tens of ms; a busy machine. */
-const BOUND_MS = 2000;
 /** A role without pg_read_all_settings: its polls cannot learn where postmaster.pid is. */
 const PLAIN_ROLE = "plain";
 const verbose = (what: object) => process.env.REPLSTATUS_TEST_VERBOSE && console.log(what);
@@ -83,7 +82,7 @@ async function smartShutdown(node: PgNode, was: string, open = responderOn): Pro
     const t0 = performance.now();
     // What pg_ctl stop -m smart sends.
     process.kill(node.pid(), "SIGTERM");
-    await waitForAnswer(r.ports[0]!, "UNKNOWN", BOUND_MS);
+    await waitForAnswer(r.ports[0]!, "UNKNOWN", withSlack(SHUTDOWN_BOUND_MS));
     const unknownMs = performance.now() - t0;
     await r.waitForLog(/-> unknown \(the database system is shutting down \(postmaster\.pid says stopping\)\)/);
     // Only the client's session holds the shutdown up now.
@@ -92,7 +91,7 @@ async function smartShutdown(node: PgNode, was: string, open = responderOn): Pro
       async () =>
         (await client`select count(*)::int as n from pg_stat_activity where application_name = 'replstatus'`)[0]!.n ===
         0,
-      BOUND_MS,
+      withSlack(SHUTDOWN_BOUND_MS),
     );
     expect(running(node)).toBe(true);
     await client.end({ timeout: 1 });
@@ -101,7 +100,7 @@ async function smartShutdown(node: PgNode, was: string, open = responderOn): Pro
     verbose({ node: node.name, unknownMs, stoppedAfterClientMs: performance.now() - t1 });
     expect(await answer(r.ports[0]!)).toBe("UNKNOWN");
     await node.start();
-    await waitForAnswer(r.ports[0]!, was, BOUND_MS + 1000);
+    await waitForAnswer(r.ports[0]!, was, withSlack(READY_BOUND_MS));
     // One line per reason, not one per attempt: stopping, gone, starting, and for a standby
     // perhaps "not yet accepting connections" once more while it reaches consistency.
     const reasons = [...r.log.matchAll(/poll failed: (.*)$/gm)].map((m) => m[1]!);
@@ -151,8 +150,8 @@ describe("every way back", () => {
     await pg.primary.start();
     const startMs = performance.now() - t0;
     const [watchingMs, plainMs] = await Promise.all([
-      waitForAnswer(watching.ports[0]!, "MASTER", BOUND_MS),
-      waitForAnswer(plain.ports[0]!, "MASTER", BOUND_MS),
+      waitForAnswer(watching.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
+      waitForAnswer(plain.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
     ]);
     verbose({ startMs, afterStartWatchingMs: watchingMs, afterStartPlainMs: plainMs });
     expect(watching.log).toContain("(retrying when postmaster.pid changes)");
@@ -210,8 +209,8 @@ describe("a warm standby (hot_standby = off)", () => {
     const t0 = performance.now();
     await node.promote();
     const [watchingMs, plainMs] = await Promise.all([
-      waitForAnswer(watching.ports[0]!, "MASTER", BOUND_MS),
-      waitForAnswer(plain.ports[0]!, "MASTER", BOUND_MS),
+      waitForAnswer(watching.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
+      waitForAnswer(plain.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
     ]);
     verbose({ promoteMs: performance.now() - t0, watchingMs, plainMs });
     expect(watching.log).toContain("(retrying when postmaster.pid changes)");

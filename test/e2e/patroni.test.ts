@@ -77,7 +77,7 @@ afterAll(async () => {
 const member = (name: string) => cluster.members.find((m) => m.name === name)!;
 const rs = (name: string) => responders.get(name)!;
 
-async function ask(port: number, path: Path): Promise<number> {
+async function ask(port: number, path: Path | `GET /replica?${string}`): Promise<number> {
   const [method, target] = path.split(" ") as [string, string];
   return (await httpGet(port, target, method, 5000)).status;
 }
@@ -255,6 +255,7 @@ describe("differential: replstatus answers as Patroni's REST API does", () => {
 
   // Patroni 3.0.2 resumes a paused replay on every loop of a replica
   // (handle_parameter_change, PostgreSQL 14+) unless the cluster is paused.
+  const HELD = "GET /replica?lag=1MB&rejoin_lag=512kB&rejoin_after=3s";
   test("a replica with replay paused past ?lag=1MB (under patronictl pause)", async () => {
     const m1 = member("m1");
     await cluster.ctl("pause", "--wait");
@@ -271,6 +272,27 @@ describe("differential: replstatus answers as Patroni's REST API does", () => {
       await differential("replay paused");
       expect(await ask(rs("m1").ports[1]!, "GET /replica?lag=1MB")).toBe(503);
       expect(await ask(rs("m1").ports[1]!, "GET /replica?lag=16MB")).toBe(200);
+      // Ours, which Patroni ignores: a hold before rejoining.
+      expect(await ask(m1.restPort, HELD)).toBe(503);
+      expect(await ask(rs("m1").ports[1]!, HELD)).toBe(503);
+      await m1.sql("select pg_wal_replay_resume()");
+      await waitFor(
+        "Patroni's /replica?lag=1MB&... on m1 to say 200 (it ignores the hold)",
+        async () => {
+          return (await ask(m1.restPort, HELD)) === 200;
+        },
+        SETTLE_MS,
+        100,
+      );
+      const caughtUp = performance.now();
+      expect(await ask(rs("m1").ports[1]!, HELD)).toBe(503);
+      await waitFor(
+        "replstatus's to say 200 after the hold",
+        async () => (await ask(rs("m1").ports[1]!, HELD)) === 200,
+        10_000,
+        100,
+      );
+      expect(performance.now() - caughtUp).toBeGreaterThan(1000);
     } finally {
       await m1.sql("select pg_wal_replay_resume()");
       await member("m0").sql("drop table lagging");

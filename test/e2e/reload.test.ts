@@ -104,6 +104,22 @@ describe("SIGHUP", () => {
     expect((await probe(port)).text).toBe("");
   });
 
+  test("the lag limits and their hysteresis change in place, and it says so", async () => {
+    const path = configFile('max-lag-bytes = "1MB"\n');
+    await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path], noDb());
+    writeFileSync(path, 'max-lag-bytes = "2MB"\nrejoin-lag-bytes = "512kB"\nrejoin-after = "5s"\n');
+    r.proc.kill("SIGHUP");
+    await r.waitForLog(
+      /info: SIGHUP: reloaded; max-lag-bytes 1 MB -> 2 MB, rejoin-lag-bytes none -> 512 kB, rejoin-after 0s -> 5s\n/,
+    );
+    writeFileSync(path, 'max-lag-bytes = "2MB"\nrejoin-lag-bytes = "3MB"\n');
+    r.proc.kill("SIGHUP");
+    await r.waitForLog(
+      /error: SIGHUP: reload rejected, keeping the running configuration: --rejoin-lag-bytes \(3 MB\) must be at most --max-lag-bytes \(2 MB\)/,
+    );
+    expect(r.log).not.toContain("only take effect after a restart");
+  });
+
   test("a bad file is rejected with one line and the running configuration stays", async () => {
     const path = configFile('text-unknown = "DOWN"\n');
     await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path], noDb());

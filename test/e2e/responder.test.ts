@@ -6,6 +6,7 @@ import { POLL_QUERY } from "../../src/poll/facts.ts";
 import { initNode, startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { answer, probe, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { SHUTDOWN_BOUND_MS, KILL_BOUND_MS, READY_BOUND_MS, staleBoundMs, withSlack } from "../kit/bounds.ts";
 
 const STALE_AFTER_MS = 1000;
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
@@ -108,7 +109,7 @@ describe("failures end MASTER", () => {
     const t0 = performance.now();
     pg.primary.signalAll("SIGSTOP");
     try {
-      await waitForAnswer(port, "UNKNOWN", STALE_AFTER_MS + 1500);
+      await waitForAnswer(port, "UNKNOWN", withSlack(staleBoundMs(STALE_AFTER_MS)));
       // Fresh means the last good poll *started* less than stale-after ago. A primary polls every
       // stale-after / 4 (poll/worker/loop.ts), so that poll may have started up to a quarter before the stop;
       // 100 ms more for timers. Never UNKNOWN earlier than that.
@@ -123,7 +124,7 @@ describe("failures end MASTER", () => {
   test("fast shutdown: UNKNOWN promptly; a restart comes back", async () => {
     const port = onPrimary.ports[0]!;
     const stopping = pg.primary.stop("fast");
-    await waitForAnswer(port, "UNKNOWN", 1000);
+    await waitForAnswer(port, "UNKNOWN", withSlack(SHUTDOWN_BOUND_MS));
     await stopping;
     expect(await answer(port)).toBe("UNKNOWN");
     await pg.primary.start();
@@ -135,7 +136,7 @@ describe("failures end MASTER", () => {
     expect(await answer(port)).toBe("MASTER");
     const pid = pg.primary.pid();
     pg.primary.signalAll("SIGKILL");
-    await waitForAnswer(port, "UNKNOWN", 1000);
+    await waitForAnswer(port, "UNKNOWN", withSlack(KILL_BOUND_MS));
     // PostgreSQL refuses to start while the old postmaster's pid exists, even as a zombie.
     await waitFor("the killed postmaster to be reaped", () => !existsSync(`/proc/${pid}`));
     await pg.primary.start();
@@ -149,7 +150,7 @@ test("promotion flips the standby to MASTER", async () => {
   await pg.standby.promote();
   await pg.standby.waitPrimary();
   // PostgreSQL says primary now: the answer follows within a poll interval or so.
-  await waitForAnswer(port, "MASTER", 2000);
+  await waitForAnswer(port, "MASTER", withSlack(READY_BOUND_MS));
   await onStandby.waitForLog(/standby -> primary \(promoted\)/);
 });
 

@@ -263,6 +263,26 @@ describe("hysteresis", () => {
   });
 });
 
+test("retune (a reload): new limits from the next poll on; a lagging standby stays out and keeps its hold", () => {
+  const { j } = healthy({ maxLagBytes: MB });
+  expect(j.judge(facts({ lagBytes: 2 * MB }), 0).lagging).toBe(true);
+  j.retune({
+    maxLagBytes: 4 * MB,
+    maxLagSeconds: undefined,
+    lagGraceMs: 0,
+    rejoinLagBytes: MB,
+    rejoinLagSeconds: undefined,
+    rejoinAfterMs: 1000,
+  });
+  expect(j.judge(facts({ lagBytes: 2 * MB }), 100)).toMatchObject({
+    lagging: true,
+    reason: "replay 2 MB behind, rejoin limit 1 MB",
+  });
+  expect(j.judge(facts({ lagBytes: 0 }), 200)).toMatchObject({ lagging: true, untilMs: 1200 });
+  expect(j.judge(facts({ lagBytes: 0 }), 1200).lagging).toBe(false);
+  expect(j.judge(facts({ lagBytes: 3 * MB }), 1300).lagging).toBe(false);
+});
+
 test("cutOff: no receiver or one not streaming; not when the columns are hidden", () => {
   expect(cutOff(facts({ receiverPid: null, receiverStatus: null }))).toBe(true);
   expect(cutOff(facts({ receiverStatus: "waiting" }))).toBe(true);

@@ -40,7 +40,7 @@ import { EVENTS_FULL, EVENTS_HEAD } from "./events.ts";
 export const READ_DEADLINE_MS = 2000;
 // Bun's socket.timeout() fires on a 4 s grid (usockets' timeout granularity),
 // too coarse for a 2 s deadline, so sockets still reading are swept by a timer.
-const SWEEP_MS = 250;
+export const SWEEP_MS = 250;
 
 /** A head that arrived in pieces, gathered here. */
 interface PartialHead {

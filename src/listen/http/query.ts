@@ -1,5 +1,5 @@
 // The query parameters of the http check paths, as Patroni has them, judged
-// apart from the socket code (src/http.ts renders the answer):
+// apart from the socket code (src/listen/http/handler.ts renders the answer):
 // - `?lag=N` on /replica and /readiness: a standby's replay at most N bytes
 //   behind the primary; unknown lag (no grants, receiver not streaming) is not
 //   "at most N". A bad or repeated value is a 400.

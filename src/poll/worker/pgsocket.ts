@@ -10,7 +10,7 @@ import type { Socket } from "bun";
 /** An event callback; `listener` is the original of a once() wrapper, as in node:events. */
 type EventFn = ((...args: any[]) => void) & { listener?: EventFn };
 
-/** What postgres.js calls on a socket (src/connection.js of postgres 3.4). */
+/** What postgres.js calls on a socket (postgres 3.4's src/connection.js). */
 export interface PgSocket {
   readyState: "opening" | "open" | "closed";
   write(data: Uint8Array, callback?: () => void): boolean;

@@ -1,7 +1,7 @@
 // What PostgreSQL says of itself in postmaster.pid, read from the data
 // directory when this process may (the postgres OS user, or a member of its
 // group with a group-readable data directory). The postmaster rewrites the
-// 8th line (LOCK_FILE_LINE_PM_STATUS, src/include/utils/pidfile.h) as its
+// 8th line (LOCK_FILE_LINE_PM_STATUS, PostgreSQL's src/include/utils/pidfile.h) as its
 // state changes: "starting" from start-up through crash recovery and for a
 // warm standby, "ready" or "standby" once it accepts connections, "stopping"
 // from the moment any shutdown is asked for, smart ones included, while the

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { dumpDom, findChromium, openPage, type Page } from "../kit/browser.ts";
+import { dumpDom, openPage, type Page } from "../kit/browser.ts";
 import { freePort, startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { answer, request } from "../../src/demo/probe.ts";
 import { runCliAsync } from "../kit/cli.ts";
@@ -71,7 +71,7 @@ function readDom(html: string): Pick<Seen, "heading" | "findings" | "rows"> {
   return { heading, findings, rows };
 }
 
-describe.skipIf(!findChromium())("the status page in headless Chromium, on a pair with the split-brain guard", () => {
+describe("the status page in headless Chromium, on a pair with the split-brain guard", () => {
   let pg: PgPair;
   let s1: Responder;
   let s2: Responder;

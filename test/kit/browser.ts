@@ -8,10 +8,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { track, trackDir, untrack, untrackDir } from "../../src/demo/cleanup.ts";
 import { waitFor } from "../../src/demo/proc.ts";
+import { requireTool } from "./tools.ts";
 
-/** The browser, or undefined when it is not installed. */
-export function findChromium(): string | undefined {
-  return Bun.which("chromium") ?? Bun.which("chromium-browser") ?? undefined;
+/** The browser; a test without it fails with the package to install. */
+export function chromium(): string {
+  return requireTool("chromium", "chromium");
 }
 
 /** Flags for a quiet, throwaway headless browser (no sandbox: the tests run as root). */
@@ -46,7 +47,7 @@ export async function dumpDom(url: string, budgetMs = 4000, width = 1280, height
   const profile = profileDir();
   try {
     const proc = Bun.spawn(
-      [findChromium()!, ...flags(profile, width, height), `--virtual-time-budget=${budgetMs}`, "--dump-dom", url],
+      [chromium(), ...flags(profile, width, height), `--virtual-time-budget=${budgetMs}`, "--dump-dom", url],
       {
         stdio: ["ignore", "pipe", "pipe"],
       },
@@ -78,12 +79,9 @@ export interface Page extends AsyncDisposable {
 /** Opens `url` in a live headless browser, ready once the page has loaded. */
 export async function openPage(url: string, width = 1280, height = 800): Promise<Page> {
   const profile = profileDir();
-  const proc = Bun.spawn(
-    [findChromium()!, ...flags(profile, width, height), "--remote-debugging-port=0", "about:blank"],
-    {
-      stdio: ["ignore", "ignore", "ignore"],
-    },
-  );
+  const proc = Bun.spawn([chromium(), ...flags(profile, width, height), "--remote-debugging-port=0", "about:blank"], {
+    stdio: ["ignore", "ignore", "ignore"],
+  });
   track(proc.pid);
   let ws: WebSocket | undefined;
   const close = async () => {

@@ -13,7 +13,7 @@ import { formatAddress, type ListenAddress } from "./address.ts";
 import { agentHandler, weightBucket } from "./listen/agent.ts";
 import { buildResponses, type Responses } from "./listen/answers.ts";
 import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
-import { listen, listenError, ListenError, type Gate, type Listener } from "./listen/gate.ts";
+import { listen, listenError, type Gate, type Listener } from "./listen/gate.ts";
 import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
 import { createHolds } from "./listen/http/holds.ts";
@@ -43,6 +43,7 @@ import type { PatroniView } from "./cluster/patroni-view.ts";
 import type { PatroniAnswer } from "./listen/http/patroni.ts";
 import { startPoller, type Poller } from "./poll/poller.ts";
 import { configTarget } from "./poll/target.ts";
+import { ReplstatusError } from "./errors.ts";
 
 type Env = Record<string, string | undefined>;
 
@@ -51,7 +52,7 @@ export interface StartOptions {
   env: Env;
   /** --db came from the command line, where any local user can read it (ps). */
   dbOnCommandLine?: boolean;
-  /** Reads the configuration again, for a reload; throws ConfigError. */
+  /** Reads the configuration again, for a reload; throws CONFIG_INVALID. */
   load(): Promise<Config>;
   /** The process can no longer serve safely (the poll worker died): print and exit. */
   onFatal(message: string, hint: string): void;
@@ -70,8 +71,8 @@ const PASSWORD_ON_COMMAND_LINE =
   "--db holds a password, which every user of this host can read in the process list; put it in ~/.pgpass (or the file PGPASSFILE names) instead, or use a service file or certificate authentication";
 
 /**
- * Starts serving `config`. Throws ConfigError (the database setting),
- * ListenError, ControlError or TlsError, after undoing whatever had been started.
+ * Starts serving `config`. Throws CONFIG_INVALID (the database setting),
+ * LISTEN_FAILED, CONTROL_FAILED or TLS_FAILED, after undoing whatever had been started.
  */
 export async function start(config: Config, opts: StartOptions): Promise<Server> {
   const target = configTarget(config, opts.env);
@@ -308,9 +309,9 @@ interface Endpoints {
 /**
  * One listener per --listen address, each behind the shared gate: on the
  * socket a service manager passed for that address, or bound here (throws
- * ListenError). Inherited sockets are only opened by openDeferred(). A tls+
+ * LISTEN_FAILED). Inherited sockets are only opened by openDeferred(). A tls+
  * listener gets its own handler object (listen/tls.ts); a plain one keeps its
- * mode's as it is. Throws TlsError when the TLS files cannot be used.
+ * mode's as it is. Throws TLS_FAILED when the TLS files cannot be used.
  */
 function openListeners(
   config: Config,
@@ -358,9 +359,9 @@ function openListeners(
   const unused = inherited[0];
   if (unused) {
     const where = formatAddress(unused);
-    throw new ListenError(
+    throw new ReplstatusError(
+      "LISTEN_FAILED",
       `could not use inherited socket ${unused.fd} (${where}): no --listen address is ${where}`,
-      "EINVAL",
       "name the same addresses in the socket unit's ListenStream= and in --listen (or --bind and --port)",
     );
   }
@@ -383,7 +384,7 @@ function openListeners(
   };
 }
 
-/** Applies the override saved before a restart; returns the file that keeps it. Throws ControlError. */
+/** Applies the override saved before a restart; returns the file that keeps it. Throws CONTROL_FAILED. */
 function restoreOverride(config: Config, controlPath: string, port: number, cell: Cell, log: Logger): string {
   if (config.stateDir !== undefined) {
     prepareDir(config.stateDir, { what: "state directory", flag: "--state-dir", content: "the override file" });
@@ -432,7 +433,7 @@ function reloader(config: Config, opts: StartOptions, live: Reloadable): () => P
   };
 }
 
-/** --metrics-listen: /metrics alone, on its own address; throws ListenError. */
+/** --metrics-listen: /metrics alone, on its own address; throws LISTEN_FAILED. */
 function serveMetrics(address: { host: string; port: number }, metrics: Metrics) {
   try {
     return Bun.serve({

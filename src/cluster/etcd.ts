@@ -11,6 +11,7 @@
 // range: the mirror is never patched across a gap. Runs on the main thread as
 // plain async fetch: nothing here blocks a listener or the poll worker.
 import type { Logger } from "../log.ts";
+import { ReplstatusError } from "../errors.ts";
 
 export interface EtcdTls {
   /** PEM contents, read once at start. */
@@ -83,10 +84,6 @@ interface RawKv {
   lease?: string;
 }
 
-class EtcdCallError extends Error {
-  readonly code = "ETCD_CALL";
-}
-
 /** One etcd as a session talks to it: the URL in use, the auth token, TLS, a call's deadline. */
 interface Endpoint {
   url: string;
@@ -110,7 +107,7 @@ function post(ep: Endpoint, path: string, body: unknown, signal: AbortSignal): P
 async function call(ep: Endpoint, path: string, body: unknown, signal: AbortSignal): Promise<Record<string, unknown>> {
   const res = await post(ep, path, body, AbortSignal.any([signal, AbortSignal.timeout(ep.timeoutMs)]));
   const text = await res.text();
-  if (!res.ok) throw new EtcdCallError(`${path}: HTTP ${res.status}: ${oneLine(text).slice(0, 200)}`);
+  if (!res.ok) throw new ReplstatusError("ETCD_REQUEST", `${path}: HTTP ${res.status}: ${oneLine(text).slice(0, 200)}`);
   return JSON.parse(text) as Record<string, unknown>;
 }
 

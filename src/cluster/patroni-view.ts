@@ -14,6 +14,7 @@ import type { PollFacts } from "../poll/facts.ts";
 import { FENCED, type Cell } from "../cell.ts";
 import { startMirror, type EtcdTls, type Mirror } from "./etcd.ts";
 import { currentView, fenceReason, viewOf, type StoreView } from "./patroni-rules.ts";
+import { ReplstatusError } from "../errors.ts";
 
 /** How often the view is re-judged while etcd is out of reach. */
 const EXPIRY_CHECK_MS = 50;
@@ -47,11 +48,6 @@ export interface PatroniViewOptions {
   onLeader?(leader: string | null): void;
 }
 
-/** Thrown when a TLS file of the etcd3 section cannot be read; main.ts prints it. */
-export class EtcdTlsError extends Error {
-  readonly code = "ETCD_TLS";
-}
-
 function readTls(settings: PatroniSettings): EtcdTls | undefined {
   const { cacert, cert, key } = settings.etcd;
   if (!cacert && !cert) return undefined;
@@ -61,7 +57,10 @@ function readTls(settings: PatroniSettings): EtcdTls | undefined {
       return readFileSync(path, "utf8");
     } catch (err) {
       const code = (err as { code?: string }).code;
-      throw new EtcdTlsError(`could not read the etcd ${what} ${path}: ${code === "ENOENT" ? "no such file" : code}`);
+      throw new ReplstatusError(
+        "ETCD_TLS",
+        `could not read the etcd ${what} ${path}: ${code === "ENOENT" ? "no such file" : code}`,
+      );
     }
   };
   return { ca: read(cacert, "CA certificate"), cert: read(cert, "certificate"), key: read(key, "key") };

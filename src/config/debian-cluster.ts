@@ -8,17 +8,7 @@
 // XXX: pg_lsclusters falls back to /tmp for a cluster not owned by the owner
 // of /var/run/postgresql; this does not (no such clusters on Debian's layout).
 import { readdirSync, readFileSync } from "node:fs";
-
-/** A cluster whose configuration cannot be read or makes no sense; main.ts prints it and exits with 2. */
-export class ClusterError extends Error {
-  readonly code = "CLUSTER_INVALID";
-  constructor(
-    message: string,
-    readonly hint?: string,
-  ) {
-    super(message);
-  }
-}
+import { ReplstatusError } from "../errors.ts";
 
 export const DEFAULT_CLUSTER_CONF_ROOT = "/etc/postgresql";
 export const DEFAULT_CLUSTER_PORT = 5432;
@@ -113,7 +103,7 @@ export function readConf(path: string, reader: ConfReader = nodeReader, depth = 
 }
 
 /**
- * The cluster's port and socket directory; throws ClusterError when its
+ * The cluster's port and socket directory; throws CLUSTER_INVALID when its
  * postgresql.conf cannot be read or names a port that is not one.
  */
 export function findDebianCluster(
@@ -123,11 +113,15 @@ export function findDebianCluster(
 ): DebianCluster {
   const parsed = parseClusterName(name);
   if (!parsed)
-    throw new ClusterError(`invalid cluster name: ${JSON.stringify(name)} (expected VERSION-NAME, e.g. 15-main)`);
+    throw new ReplstatusError(
+      "CLUSTER_INVALID",
+      `invalid cluster name: ${JSON.stringify(name)} (expected VERSION-NAME, e.g. 15-main)`,
+    );
   const root = env.PG_CLUSTER_CONF_ROOT || DEFAULT_CLUSTER_CONF_ROOT;
   const confFile = `${root}/${parsed.version}/${parsed.cluster}/postgresql.conf`;
   if (reader.readText(confFile) === undefined) {
-    throw new ClusterError(
+    throw new ReplstatusError(
+      "CLUSTER_INVALID",
       `could not read cluster ${name}: no readable ${confFile}`,
       "pg_lsclusters lists the clusters of this host; PG_CLUSTER_CONF_ROOT moves /etc/postgresql",
     );
@@ -142,7 +136,8 @@ export function findDebianCluster(
   const portText = settings.get("port");
   const port = portText === undefined ? DEFAULT_CLUSTER_PORT : Number(portText);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new ClusterError(
+    throw new ReplstatusError(
+      "CLUSTER_INVALID",
       `could not read cluster ${name}: port ${JSON.stringify(portText)} in ${confFile} is not an integer 1..65535`,
     );
   }

@@ -2,11 +2,12 @@
 // accepted (as error messages say it) and the placeholder --help shows.
 // options.ts gives each option one of these.
 import { buildAllowList } from "../listen/allow.ts";
-import { ConninfoError, isUrl, parseConninfo, redactConninfo } from "../poll/worker/libpq/conninfo.ts";
+import { isUrl, parseConninfo, redactConninfo } from "../poll/worker/libpq/conninfo.ts";
 import { parseClusterName } from "./debian-cluster.ts";
 import { ETCD_URL_EXPECTED, etcdUrl as normalEtcdUrl, isTag, TAG_EXPECTED } from "./patroni.ts";
 import { formatDuration, parseDurationMs, parseSizeBytes } from "../units.ts";
 import { ipVersion, LISTEN_EXPECTED, type ListenAddress, parseListen, parsePeer, parsePort } from "../address.ts";
+import { isError } from "../errors.ts";
 
 export interface Kind<T> {
   /** Placeholder shown in --help; undefined for a switch, which takes no value. */
@@ -19,6 +20,8 @@ export interface Kind<T> {
   show?: (text: string) => string;
   /** Why the text is not accepted, when there is more to say than `expected`. */
   why?: (text: string) => string | undefined;
+  /** A parsed value as a log line shows it, when not as JSON (a string as it is). */
+  format?(value: T): string;
 }
 
 /** A flag without a value (or `REPLSTATUS_X=1`): present or not. */
@@ -33,6 +36,7 @@ export function durationMs(minMs: number, maxMs: number, examples = "250ms or 2s
   return {
     arg: "DURATION",
     expected: `a duration ${formatDuration(minMs)}..${formatDuration(maxMs)} such as ${examples}`,
+    format: formatDuration,
     parse: (text) => {
       const ms = parseDurationMs(text);
       return ms !== undefined && ms >= minMs && ms <= maxMs ? ms : undefined;
@@ -40,11 +44,12 @@ export function durationMs(minMs: number, maxMs: number, examples = "250ms or 2s
   };
 }
 
-/** `expected` names examples, which differ with what the size is for. */
-export function sizeBytes(minBytes: number, expected: string): Kind<number> {
+/** `expected` names examples, which differ with what the size is for; `format` how a log line shows one. */
+export function sizeBytes(minBytes: number, expected: string, format?: (n: number) => string): Kind<number> {
   return {
     arg: "SIZE",
     expected,
+    ...(format && { format }),
     parse: (text) => {
       const n = parseSizeBytes(text);
       return n !== undefined && n >= minBytes ? n : undefined;
@@ -72,6 +77,7 @@ export function seconds(max: number): Kind<number> {
   return {
     arg: "SECONDS",
     expected: `a number of seconds above 0 and at most ${max}, such as 30 or 2.5`,
+    format: (n) => `${n}s`,
     parse: (text) => {
       const n = /^\d+(\.\d+)?$/.test(text) ? Number(text) : 0;
       return n > 0 && n <= max ? n : undefined;
@@ -148,7 +154,7 @@ export const connInfo: Kind<string> = {
       parseConninfo(text);
       return undefined;
     } catch (err) {
-      if (err instanceof ConninfoError) return err.message;
+      if (isError(err, "CONNINFO_INVALID", "CONNINFO_FILE")) return err.message;
       throw err;
     }
   },

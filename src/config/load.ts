@@ -5,8 +5,9 @@ import { buildAllowList, type AllowList } from "../listen/allow.ts";
 import { formatBytes, formatDuration, oneLine } from "../units.ts";
 import { formatAddress, type ListenAddress } from "../address.ts";
 import { buildPatroni, buildTags } from "./patroni.ts";
-import { BY_NAME, envName, hasEnv, OPTIONS, type OptionName, type Values } from "./options.ts";
-import { ConfigError, type Config, type DemoConfig, type PeerTlsConfig, type Texts, type TlsConfig } from "./types.ts";
+import { BY_NAME, envName, hasEnv, OPTIONS, type FieldValues, type OptionName, type Values } from "./options.ts";
+import { type Config, type DemoConfig, type PeerTlsConfig, type Texts, type TlsConfig } from "./types.ts";
+import { ReplstatusError } from "../errors.ts";
 
 /** Flag name -> its values as given, before parsing. */
 export type Raw = Map<string, string[]>;
@@ -27,28 +28,33 @@ export function parseArgv(argv: readonly string[], scope: Scope = "server"): Raw
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
     if (!word.startsWith("--")) {
-      throw new ConfigError(`unexpected argument: "${word}" (see --help)`);
+      throw new ReplstatusError("CONFIG_INVALID", `unexpected argument: "${word}" (see --help)`);
     }
     const eq = word.indexOf("=");
     const name = word.slice(2, eq === -1 ? undefined : eq);
     const option = BY_NAME.get(name);
     if (!option || (option.name !== "help" && (option.demo === true) !== (scope === "demo"))) {
-      throw new ConfigError(`unknown flag: --${name}${scope === "demo" ? " for replstatus demo" : ""} (see --help)`);
+      throw new ReplstatusError(
+        "CONFIG_INVALID",
+        `unknown flag: --${name}${scope === "demo" ? " for replstatus demo" : ""} (see --help)`,
+      );
     }
     let value: string;
     if (!option.arg) {
-      if (eq !== -1) throw new ConfigError(`flag --${name} takes no value`);
+      if (eq !== -1) throw new ReplstatusError("CONFIG_INVALID", `flag --${name} takes no value`);
       value = "";
     } else if (eq !== -1) {
       value = word.slice(eq + 1);
     } else {
       const next = argv[i + 1];
-      if (next === undefined) throw new ConfigError(`missing value for --${name} (expected ${option.arg})`);
+      if (next === undefined)
+        throw new ReplstatusError("CONFIG_INVALID", `missing value for --${name} (expected ${option.arg})`);
       value = next;
       i++;
     }
     const values = raw.get(name);
-    if (values && !option.repeatable) throw new ConfigError(`flag --${name} given more than once`);
+    if (values && !option.repeatable)
+      throw new ReplstatusError("CONFIG_INVALID", `flag --${name} given more than once`);
     if (values) values.push(value);
     else raw.set(name, [value]);
   }
@@ -76,11 +82,14 @@ export function mergeEnv(raw: Raw, env: Record<string, string | undefined>): Raw
 }
 
 /** `where`: --flag, REPLSTATUS_FLAG, or `flag in FILE`. */
-function invalid(where: string, value: string, expected: string): ConfigError {
-  return new ConfigError(`invalid value for ${where}: ${JSON.stringify(value)} (expected ${expected})`);
+function invalid(where: string, value: string, expected: string): ReplstatusError {
+  return new ReplstatusError(
+    "CONFIG_INVALID",
+    `invalid value for ${where}: ${JSON.stringify(value)} (expected ${expected})`,
+  );
 }
 
-/** One option's parsed value; throws ConfigError for a bad one. */
+/** One option's parsed value; throws CONFIG_INVALID for a bad one. */
 type Reader = <K extends OptionName>(name: K) => Values[K];
 
 /**
@@ -101,7 +110,7 @@ function reader(merged: Raw, scope: Scope, where: (name: string) => string): Rea
         throw invalid(where(name), option.kind.show?.(text) ?? text, expected);
       }
       if (option.unique && parsed.includes(value)) {
-        throw new ConfigError(`${option.unique} ${String(value)} given more than once`);
+        throw new ReplstatusError("CONFIG_INVALID", `${option.unique} ${String(value)} given more than once`);
       }
       parsed.push(value);
     }
@@ -109,14 +118,14 @@ function reader(merged: Raw, scope: Scope, where: (name: string) => string): Rea
   };
 }
 
-/** Checks the options that buildConfig does not read (or not always), in table order. */
+/** Checks every option's own value, in table order, whether buildConfig uses it or not. */
 function checkAll(read: Reader): void {
   for (const option of OPTIONS) read(option.name as OptionName);
 }
 
 /**
  * Reads a TOML file whose keys are flag names (`poll-interval = "100ms"`,
- * `allow = ["10.0.0.0/8"]`); throws ConfigError naming the file.
+ * `allow = ["10.0.0.0/8"]`); throws CONFIG_INVALID naming the file.
  */
 export async function readConfigFile(path: string): Promise<ConfigFile> {
   let table: Record<string, unknown>;
@@ -125,20 +134,24 @@ export async function readConfigFile(path: string): Promise<ConfigFile> {
   } catch (err) {
     const e = err as Error & { code?: string };
     const why = e.code === "ENOENT" ? "no such file" : e.code === "EACCES" ? "permission denied" : oneLine(e.message);
-    throw new ConfigError(`could not read config file ${path}: ${why}`);
+    throw new ReplstatusError("CONFIG_INVALID", `could not read config file ${path}: ${why}`);
   }
   const values: Raw = new Map();
   for (const [key, value] of Object.entries(table)) {
     const option = BY_NAME.get(key);
     if (!option || !option.arg || key === "config") {
-      throw new ConfigError(`unknown key "${key}" in ${path} (keys are flag names without dashes, see --help)`);
+      throw new ReplstatusError(
+        "CONFIG_INVALID",
+        `unknown key "${key}" in ${path} (keys are flag names without dashes, see --help)`,
+      );
     }
     const list = Array.isArray(value) ? value : [value];
     if (
       (Array.isArray(value) && !option.repeatable) ||
       list.some((v) => typeof v !== "string" && typeof v !== "number")
     ) {
-      throw new ConfigError(
+      throw new ReplstatusError(
+        "CONFIG_INVALID",
         `invalid value for ${key} in ${path}: ${JSON.stringify(value)} (expected ${option.repeatable ? "a string or a list of strings" : "a string or a number"})`,
       );
     }
@@ -175,7 +188,8 @@ function mergeSources(raw: Raw, env: Record<string, string | undefined>, file: C
 function listenAddresses(read: Reader, merged: Raw): ListenAddress[] {
   const listen = read("listen");
   if (listen.length > 0 && (merged.has("port") || merged.has("bind"))) {
-    throw new ConfigError(
+    throw new ReplstatusError(
+      "CONFIG_INVALID",
       "--port and --bind set the default listener and cannot be combined with --listen; add that address to --listen instead",
     );
   }
@@ -183,7 +197,8 @@ function listenAddresses(read: Reader, merged: Raw): ListenAddress[] {
   const seen = new Set<string>();
   for (const l of listen) {
     const key = `${l.host}:${l.port}`;
-    if (l.port !== 0 && seen.has(key)) throw new ConfigError(`address ${formatAddress(l)} given more than once`);
+    if (l.port !== 0 && seen.has(key))
+      throw new ReplstatusError("CONFIG_INVALID", `address ${formatAddress(l)} given more than once`);
     seen.add(key);
   }
   return listen;
@@ -198,7 +213,7 @@ function answerTexts(read: Reader): Texts {
     fenced: read("text-fenced"),
   };
   const clash = textClash({ ...texts });
-  if (clash) throw new ConfigError(`${clash}; haproxy's "expect string" would match both`);
+  if (clash) throw new ReplstatusError("CONFIG_INVALID", `${clash}; haproxy's "expect string" would match both`);
   return texts;
 }
 
@@ -206,7 +221,7 @@ function answerTexts(read: Reader): Texts {
 function peerTlsConfig(read: Reader): PeerTlsConfig {
   const peerTls = { caFile: read("peer-ca"), certFile: read("peer-cert"), keyFile: read("peer-key") };
   if ((peerTls.certFile === undefined) !== (peerTls.keyFile === undefined)) {
-    throw new ConfigError("--peer-cert and --peer-key go together: give both or neither");
+    throw new ReplstatusError("CONFIG_INVALID", "--peer-cert and --peer-key go together: give both or neither");
   }
   return peerTls;
 }
@@ -219,17 +234,19 @@ function tlsConfig(read: Reader, listen: ListenAddress[]): TlsConfig | undefined
   const caFile = read("tls-ca");
   if (!listen.some((l) => l.tls)) {
     if (certFile !== undefined || keyFile !== undefined || caFile !== undefined || clientCert !== "none") {
-      throw new ConfigError(
+      throw new ReplstatusError(
+        "CONFIG_INVALID",
         "--tls-cert, --tls-key, --tls-ca and --tls-client-cert apply to tls+ listeners, and no --listen is one (e.g. --listen tls+http:0.0.0.0:8443)",
       );
     }
     return undefined;
   }
   if (certFile === undefined || keyFile === undefined) {
-    throw new ConfigError("a tls+ listener needs --tls-cert and --tls-key");
+    throw new ReplstatusError("CONFIG_INVALID", "a tls+ listener needs --tls-cert and --tls-key");
   }
   if (clientCert !== "none" && caFile === undefined) {
-    throw new ConfigError(
+    throw new ReplstatusError(
+      "CONFIG_INVALID",
       `--tls-client-cert ${clientCert} needs --tls-ca, the CA that client certificates must chain to`,
     );
   }
@@ -247,113 +264,85 @@ function patroniConfig(read: Reader, merged: Raw, peers: string[]): Pick<Config,
     namespace: read("namespace"),
   });
   if (patroni && peers.length > 0) {
-    throw new ConfigError("--peer cannot be combined with the Patroni mode: the leader key in etcd is the fence there");
+    throw new ReplstatusError(
+      "CONFIG_INVALID",
+      "--peer cannot be combined with the Patroni mode: the leader key in etcd is the fence there",
+    );
   }
   return { patroni, tags: buildTags(file, read("tag")) };
 }
 
+/** The options whose value Config holds as parsed (`field` in the table). */
+function readFields(read: Reader): FieldValues {
+  const fields: Record<string, unknown> = {};
+  for (const option of OPTIONS) if (option.field) fields[option.field] = read(option.name as OptionName);
+  return fields as FieldValues;
+}
+
 /** --rejoin-lag-bytes and --rejoin-lag-seconds: each below the leave limit it eases, which must be set. */
-function rejoinLimits(read: Reader, maxLagBytes: number | undefined, maxLagSeconds: number | undefined) {
-  const rejoinLagBytes = read("rejoin-lag-bytes");
-  const rejoinLagSeconds = read("rejoin-lag-seconds");
+function checkRejoinLimits(f: FieldValues): void {
   const check = (name: string, value: number | undefined, max: number | undefined, show: (n: number) => string) => {
     if (value === undefined) return;
-    if (max === undefined) throw new ConfigError(`--rejoin-${name} needs --max-${name}, the limit it is below`);
+    if (max === undefined)
+      throw new ReplstatusError("CONFIG_INVALID", `--rejoin-${name} needs --max-${name}, the limit it is below`);
     if (value > max) {
-      throw new ConfigError(
+      throw new ReplstatusError(
+        "CONFIG_INVALID",
         `--rejoin-${name} (${show(value)}) must be at most --max-${name} (${show(max)}): a standby rejoins below the limit it leaves at`,
       );
     }
   };
-  check("lag-bytes", rejoinLagBytes, maxLagBytes, formatBytes);
-  check("lag-seconds", rejoinLagSeconds, maxLagSeconds, (n) => `${n} s`);
-  return { rejoinLagBytes, rejoinLagSeconds, rejoinAfterMs: read("rejoin-after") };
+  check("lag-bytes", f.rejoinLagBytes, f.maxLagBytes, formatBytes);
+  check("lag-seconds", f.rejoinLagSeconds, f.maxLagSeconds, (n) => `${n} s`);
 }
 
 /**
- * Turns argv, the environment and the config file into a validated Config;
- * throws ConfigError. Reads the options in the order their errors take.
+ * Turns argv, the environment and the config file into a validated Config; throws CONFIG_INVALID.
+ * Each option's own value is checked first, in table order, then the rules that span several.
  */
 export function buildConfig(raw: Raw, env: Record<string, string | undefined>, file?: ConfigFile): Config {
   const { merged, where } = mergeSources(raw, env, file);
   const read = reader(merged, "server", where);
+  checkAll(read);
+  const fields = readFields(read);
   const listen = listenAddresses(read, merged);
-  const db = read("db");
-  const cluster = read("cluster");
-  const pollIntervalMs = read("poll-interval");
-  const staleAfterMs = read("stale-after");
+  const { pollIntervalMs, staleAfterMs, peers } = fields;
   if (staleAfterMs <= pollIntervalMs) {
-    throw new ConfigError(
+    throw new ReplstatusError(
+      "CONFIG_INVALID",
       `--stale-after (${formatDuration(staleAfterMs)}) must be longer than --poll-interval (${formatDuration(pollIntervalMs)}), or every answer would be UNKNOWN`,
     );
   }
-  const connectTimeoutMs = read("connect-timeout");
-  const channel = read("channel");
   const texts = answerTexts(read);
-  const maxLagBytes = read("max-lag-bytes");
-  const maxLagSeconds = read("max-lag-seconds");
-  const lagGraceMs = read("lag-grace");
-  const rejoin = rejoinLimits(read, maxLagBytes, maxLagSeconds);
+  checkRejoinLimits(fields);
+  const peerTls = peerTlsConfig(read);
+  if (fields.isolationAfterMs !== undefined && peers.length === 0) {
+    throw new ReplstatusError(
+      "CONFIG_INVALID",
+      "--isolation-after needs at least one --peer: it counts the time since a peer last answered",
+    );
+  }
+  const tls = tlsConfig(read, listen);
+  const { patroni, tags } = patroniConfig(read, merged, peers);
   const agent = {
     role: read("agent-role"),
     weightByLag: read("agent-weight-by-lag") === true,
     lagForMinWeightBytes: read("agent-lag-for-min-weight"),
   };
-  const controlSocket = read("control-socket");
-  const stateDir = read("state-dir");
-  const backlog = read("backlog");
-  const maxConnections = read("max-connections");
-  const events = { maxSubscribers: read("max-event-subscribers"), heartbeatMs: read("event-heartbeat") };
   // Each entry passed its kind's check, so the list compiles.
   const allow = merged.has("allow") ? (buildAllowList(read("allow")) as AllowList) : undefined;
-  const metricsListen = read("metrics-listen");
-  const peers = read("peer");
-  const peerIntervalMs = read("peer-interval");
-  const peerTimeoutMs = read("peer-timeout");
-  const peerTls = peerTlsConfig(read);
-  const isolationAfterMs = read("isolation-after");
-  if (isolationAfterMs !== undefined && peers.length === 0) {
-    throw new ConfigError("--isolation-after needs at least one --peer: it counts the time since a peer last answered");
-  }
-  const tls = tlsConfig(read, listen);
-  const { patroni, tags } = patroniConfig(read, merged, peers);
-  const logFormat = read("log-format");
-  checkAll(read);
-  return {
-    logFormat,
-    listen,
-    db,
-    cluster,
-    pollIntervalMs,
-    staleAfterMs,
-    connectTimeoutMs,
-    channel,
-    texts,
-    backlog,
-    allow,
-    maxConnections,
-    events,
-    metricsListen,
-    maxLagBytes,
-    maxLagSeconds,
-    lagGraceMs,
-    ...rejoin,
-    agent,
-    controlSocket,
-    stateDir,
-    peers,
-    peerIntervalMs,
-    peerTimeoutMs,
-    peerTls,
-    isolationAfterMs,
-    tls,
-    patroni,
-    tags,
-  };
+  const events = { maxSubscribers: read("max-event-subscribers"), heartbeatMs: read("event-heartbeat") };
+  return { ...fields, listen, texts, agent, allow, events, peerTls, tls, patroni, tags };
 }
 
-/** The flags of `replstatus demo`; throws ConfigError. */
+/** The flags of `replstatus demo`; throws CONFIG_INVALID. */
 export function buildDemoConfig(raw: Raw): DemoConfig {
   const read = reader(raw, "demo", (name) => `--${name}`);
   return { promoteAfterMs: read("promote-after"), durationMs: read("duration") };
+}
+
+/** Flags, then REPLSTATUS_* variables, then the --config file; throws CONFIG_INVALID. */
+export async function loadConfig(raw: Raw, env: Record<string, string | undefined>): Promise<Config> {
+  const path = raw.get("config")?.[0] ?? (env[envName("config")] || undefined);
+  return buildConfig(raw, env, path === undefined ? undefined : await readConfigFile(path));
 }

@@ -5,7 +5,41 @@
 // a comma-separated string, default port 2379, with protocol), else host;
 // username/password; cacert/cert/key. Only etcd v3 is supported.
 import { readFileSync } from "node:fs";
-import { ConfigError, type NodeTags, type PatroniSettings } from "./types.ts";
+import { ReplstatusError } from "../errors.ts";
+
+export interface PatroniSettings {
+  /** patroni.yml, when given. */
+  file: string | undefined;
+  scope: string;
+  /** Patroni's namespace, default "/service/". */
+  namespace: string;
+  /** This node's member name (patroni.yml's name). */
+  member: string;
+  /** The key prefix watched: /<namespace>/<scope>/, slashes collapsed as Patroni does. */
+  prefix: string;
+  /**
+   * PGHOST and PGPORT of the local PostgreSQL from patroni.yml's postgresql
+   * section (unix_socket_directories' first entry, listen's port): defaults
+   * below --db, the service and the PG* environment (poll/target.ts).
+   */
+  pgEnv: Record<string, string>;
+  etcd: {
+    urls: string[];
+    username: string | undefined;
+    password: string | undefined;
+    /** PEM files. */
+    cacert: string | undefined;
+    cert: string | undefined;
+    key: string | undefined;
+  };
+}
+
+/** A node's tags as Patroni's ?tag_KEY=VALUE compares them: strings, or lowercased str() of other values. */
+export interface NodeTags {
+  values: Record<string, string>;
+  /** Patroni's bool(tags.get("noloadbalance")). */
+  noloadbalance: boolean;
+}
 
 /** Patroni drops these tags when falsy (patroni/__main__.py). */
 const SPECIAL_TAGS = ["clonefrom", "nofailover", "noloadbalance", "nosync"];
@@ -34,23 +68,27 @@ function readYaml(file: string): Record<string, unknown> {
   } catch (err) {
     const code = (err as { code?: string }).code;
     const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : String(err);
-    throw new ConfigError(`could not read ${file} (--patroni): ${why}`);
+    throw new ReplstatusError("CONFIG_INVALID", `could not read ${file} (--patroni): ${why}`);
   }
   let doc: unknown;
   try {
     doc = Bun.YAML.parse(text);
   } catch (err) {
-    throw new ConfigError(`could not parse ${file} (--patroni): ${(err as Error).message.replace(/\s+/g, " ")}`);
+    throw new ReplstatusError(
+      "CONFIG_INVALID",
+      `could not parse ${file} (--patroni): ${(err as Error).message.replace(/\s+/g, " ")}`,
+    );
   }
   if (doc === null || typeof doc !== "object" || Array.isArray(doc)) {
-    throw new ConfigError(`could not parse ${file} (--patroni): not a YAML mapping`);
+    throw new ReplstatusError("CONFIG_INVALID", `could not parse ${file} (--patroni): not a YAML mapping`);
   }
   return doc as Record<string, unknown>;
 }
 
 function splitHostPort(text: string, defaultPort: number): [string, number] {
   const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(text.trim());
-  if (!m) throw new ConfigError(`invalid etcd host ${JSON.stringify(text)} (expected HOST[:PORT])`);
+  if (!m)
+    throw new ReplstatusError("CONFIG_INVALID", `invalid etcd host ${JSON.stringify(text)} (expected HOST[:PORT])`);
   const host = m[1] ?? m[2]!;
   return [host.includes(":") ? `[${host}]` : host, m[3] ? Number(m[3]) : defaultPort];
 }
@@ -76,7 +114,8 @@ export function etcdUrls(section: Record<string, unknown>): string[] {
     return [`${protocol}://${host}:${p}`];
   }
   if (section.srv !== undefined || section.discovery_srv !== undefined || section.srv_domain !== undefined) {
-    throw new ConfigError(
+    throw new ReplstatusError(
+      "CONFIG_INVALID",
       "DNS SRV discovery of etcd (srv) is not supported; name the hosts (hosts:) or use --etcd URL",
     );
   }
@@ -100,7 +139,10 @@ export function etcdUrl(text: string): string | undefined {
 function parseEtcdUrl(text: string, where: string): string {
   const url = etcdUrl(text);
   if (url === undefined) {
-    throw new ConfigError(`invalid value for ${where}: ${JSON.stringify(text)} (expected ${ETCD_URL_EXPECTED})`);
+    throw new ReplstatusError(
+      "CONFIG_INVALID",
+      `invalid value for ${where}: ${JSON.stringify(text)} (expected ${ETCD_URL_EXPECTED})`,
+    );
   }
   return url;
 }
@@ -124,24 +166,27 @@ export function buildPatroni(flags: PatroniFlags): PatroniSettings | undefined {
   let section = doc.etcd3 as Record<string, unknown> | undefined;
   if (flags.file !== undefined && section === undefined && flags.etcd === undefined) {
     const other = STORES.find((s) => s in doc);
-    throw new ConfigError(
+    throw new ReplstatusError(
+      "CONFIG_INVALID",
       other
         ? `could not use ${where}: its store is "${other}:", and only etcd v3 (an "etcd3:" section) is supported`
         : `could not use ${where}: no "etcd3:" section (only etcd v3 is supported; or give --etcd URL)`,
     );
   }
   section ??= {};
-  if (typeof section !== "object") throw new ConfigError(`could not use ${where}: "etcd3:" is not a mapping`);
+  if (typeof section !== "object")
+    throw new ReplstatusError("CONFIG_INVALID", `could not use ${where}: "etcd3:" is not a mapping`);
   // --etcd URLs passed their kind (etcdUrl) already.
   const urls = flags.etcd ?? etcdUrls(section);
-  if (urls.length === 0) throw new ConfigError(`could not use ${where}: its "etcd3:" section names no host`);
+  if (urls.length === 0)
+    throw new ReplstatusError("CONFIG_INVALID", `could not use ${where}: its "etcd3:" section names no host`);
   // The credentials of a url: are those of its first entry (a comma list, or a YAML list).
   const firstUrl = section.url === undefined ? undefined : String([section.url].flat()[0]).split(",")[0]!.trim();
   const fromUrl = firstUrl !== undefined && flags.etcd === undefined ? (URL.parse(firstUrl) ?? undefined) : undefined;
   const scope = flags.scope ?? str(doc.scope);
   const member = flags.member ?? str(doc.name);
-  if (!scope) throw new ConfigError(`missing scope: give --scope or a scope: in ${where}`);
-  if (!member) throw new ConfigError(`missing member name: give --member or a name: in ${where}`);
+  if (!scope) throw new ReplstatusError("CONFIG_INVALID", `missing scope: give --scope or a scope: in ${where}`);
+  if (!member) throw new ReplstatusError("CONFIG_INVALID", `missing member name: give --member or a name: in ${where}`);
   const namespace = flags.namespace ?? str(doc.namespace) ?? "/service/";
   return {
     pgEnv: pgEnvOf(doc.postgresql),
@@ -180,7 +225,8 @@ export function buildTags(file: string | undefined, flags: string[]): NodeTags {
   if (file !== undefined) {
     const tags = readYaml(file).tags;
     if (tags !== undefined && tags !== null) {
-      if (typeof tags !== "object" || Array.isArray(tags)) throw new ConfigError(`"tags:" in ${file} is not a mapping`);
+      if (typeof tags !== "object" || Array.isArray(tags))
+        throw new ReplstatusError("CONFIG_INVALID", `"tags:" in ${file} is not a mapping`);
       Object.assign(raw, tags);
     }
   }

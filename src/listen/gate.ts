@@ -4,23 +4,13 @@ import type { SocketHandler, TCPSocketListener, TCPSocketListenOptions, TLSOptio
 import { admits, type AllowList } from "./allow.ts";
 import { setBacklog } from "./backlog.ts";
 import { formatAddress, type ListenAddress } from "../address.ts";
+import { ReplstatusError } from "../errors.ts";
 
 /** Results of a connection, the `result` label; slot offsets within a listener's block. */
 export const RESULTS = ["answered", "rejected_peer", "over_limit"] as const;
 export const ANSWERED = 0;
 export const REJECTED_PEER = 1;
 export const OVER_LIMIT = 2;
-
-/** Thrown when an address cannot be served; main prints it and exits 1. */
-export class ListenError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-    readonly hint?: string,
-  ) {
-    super(message);
-  }
-}
 
 /**
  * What every connection passes before its mode's handler sees it, whatever the
@@ -135,25 +125,25 @@ function onFd<T>(options: TCPSocketListenOptions<T>, fd: number): TCPSocketListe
   return { allowHalfOpen, data, socket, fd, ...(tls ? { tls } : {}) } as unknown as TCPSocketListenOptions<T>;
 }
 
-export function listenError(address: { host: string; port: number }, err: unknown): ListenError {
+export function listenError(address: { host: string; port: number }, err: unknown): ReplstatusError {
   const code = (err as { code?: string }).code ?? "EUNKNOWN";
   const where = formatAddress(address);
   switch (code) {
     case "EADDRINUSE":
-      return new ListenError(
+      return new ReplstatusError(
+        "LISTEN_FAILED",
         `could not listen on ${where}: address in use`,
-        code,
         "another process (bgw_replstatus, another replstatus) serves that port; stop it or choose another --port/--listen",
       );
     case "EADDRNOTAVAIL":
-      return new ListenError(
+      return new ReplstatusError(
+        "LISTEN_FAILED",
         `could not listen on ${where}: address not available on this host`,
-        code,
         "use an address this host has, or 0.0.0.0",
       );
     case "EACCES":
-      return new ListenError(`could not listen on ${where}: permission denied`, code);
+      return new ReplstatusError("LISTEN_FAILED", `could not listen on ${where}: permission denied`);
     default:
-      return new ListenError(`could not listen on ${where}: ${(err as Error).message}`, code);
+      return new ReplstatusError("LISTEN_FAILED", `could not listen on ${where}: ${(err as Error).message}`);
   }
 }

@@ -7,9 +7,9 @@
 // listen({ fd }) does not); its address is read here through libc, before
 // anything accepts on it.
 import { ptr } from "bun:ffi";
-import { ListenError } from "./gate.ts";
 import { libc } from "./libc.ts";
 import { ipVersion } from "../address.ts";
+import { ReplstatusError } from "../errors.ts";
 
 /** The first passed fd (SD_LISTEN_FDS_START). */
 const FIRST_FD = 3;
@@ -32,7 +32,7 @@ export interface InheritedSocket {
 /**
  * The sockets passed to this process, in order; none when LISTEN_PID is not
  * this process. Clears the LISTEN_* variables, as sd_listen_fds(1) does, and
- * marks the fds close-on-exec. Throws ListenError for a passed fd that is
+ * marks the fds close-on-exec. Throws LISTEN_FAILED for a passed fd that is
  * not a listening TCP socket.
  */
 export function inheritedSockets(env: Record<string, string | undefined>): InheritedSocket[] {
@@ -42,7 +42,8 @@ export function inheritedSockets(env: Record<string, string | undefined>): Inher
   delete env.LISTEN_FDS;
   delete env.LISTEN_FDNAMES;
   if (pid === undefined || count === undefined || Number(pid) !== process.pid) return [];
-  if (!/^\d{1,4}$/.test(count)) throw new ListenError(`could not use LISTEN_FDS=${count}: not a count`, "EINVAL");
+  if (!/^\d{1,4}$/.test(count))
+    throw new ReplstatusError("LISTEN_FAILED", `could not use LISTEN_FDS=${count}: not a count`);
   const sockets: InheritedSocket[] = [];
   for (let fd = FIRST_FD; fd < FIRST_FD + Number(count); fd++) sockets.push(describeSocket(fd));
   return sockets;
@@ -50,9 +51,9 @@ export function inheritedSockets(env: Record<string, string | undefined>): Inher
 
 function describeSocket(fd: number): InheritedSocket {
   const bad = (cause: string) =>
-    new ListenError(
+    new ReplstatusError(
+      "LISTEN_FAILED",
       `could not use inherited socket ${fd}: ${cause}`,
-      "EINVAL",
       "pass only listening TCP sockets (a .socket unit with ListenStream=HOST:PORT)",
     );
   const c = libc();

@@ -23,17 +23,7 @@ import type { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { ClientCertRule, PeerTlsConfig, TlsConfig } from "../config/types.ts";
 import type { Logger } from "../log.ts";
-
-/** Thrown when the TLS material cannot be used; main.ts prints it at start, a reload logs it. */
-export class TlsError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-    readonly hint?: string,
-  ) {
-    super(message);
-  }
-}
+import { ReplstatusError, isError } from "../errors.ts";
 
 /** Why a TLS client got no answer: the `reason` label of replstatus_tls_handshake_failures_total. */
 export const TLS_FAILURES = [
@@ -78,7 +68,7 @@ function readPem(path: string, what: string): string {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const why = e.code === "ENOENT" ? "no such file" : e.code === "EACCES" ? "permission denied" : e.message;
-    throw new TlsError(`could not read ${what} ${path}: ${why}`, e.code ?? "EREAD");
+    throw new ReplstatusError("TLS_FAILED", `could not read ${what} ${path}: ${why}`);
   }
 }
 
@@ -92,18 +82,21 @@ export function loadTls(config: TlsConfig): TlsMaterial {
   try {
     x509 = new X509Certificate(cert);
   } catch (err) {
-    throw new TlsError(`could not parse certificate file ${config.certFile}: ${(err as Error).message}`, "EBADCERT");
+    throw new ReplstatusError(
+      "TLS_FAILED",
+      `could not parse certificate file ${config.certFile}: ${(err as Error).message}`,
+    );
   }
   let matches: boolean;
   try {
     matches = x509.checkPrivateKey(createPrivateKey(key));
   } catch (err) {
-    throw new TlsError(`could not parse key file ${config.keyFile}: ${(err as Error).message}`, "EBADKEY");
+    throw new ReplstatusError("TLS_FAILED", `could not parse key file ${config.keyFile}: ${(err as Error).message}`);
   }
   if (!matches) {
-    throw new TlsError(
+    throw new ReplstatusError(
+      "TLS_FAILED",
       `could not use key file ${config.keyFile}: it is not the key of ${config.certFile}`,
-      "EKEYMISMATCH",
       "a renewal replaces both files; give the key that was issued with the certificate",
     );
   }
@@ -111,7 +104,7 @@ export function loadTls(config: TlsConfig): TlsMaterial {
     try {
       new X509Certificate(ca);
     } catch (err) {
-      throw new TlsError(`could not parse CA file ${config.caFile}: ${(err as Error).message}`, "EBADCERT");
+      throw new ReplstatusError("TLS_FAILED", `could not parse CA file ${config.caFile}: ${(err as Error).message}`);
     }
   }
   const validTo = new Date(x509.validTo);
@@ -132,7 +125,7 @@ export function loadTls(config: TlsConfig): TlsMaterial {
 
 /**
  * Puts `material` into a running listener; new handshakes use it, open
- * connections keep theirs. Throws TlsError when this Bun cannot do it.
+ * connections keep theirs. Throws TLS_FAILED when this Bun cannot do it.
  */
 export function swapContext(server: TCPSocketListener<unknown>, material: TlsMaterial): void {
   const holder = process.getBuiltinModule("node:tls").createServer({
@@ -140,12 +133,15 @@ export function swapContext(server: TCPSocketListener<unknown>, material: TlsMat
     rejectUnauthorized: material.options.rejectUnauthorized,
   }) as unknown as { setSecureContext?: (options: object) => void };
   if (typeof holder.setSecureContext !== "function") {
-    throw new TlsError("could not swap the TLS context: this Bun has no tls.Server setSecureContext", "ENOSWAP");
+    throw new ReplstatusError(
+      "TLS_FAILED",
+      "could not swap the TLS context: this Bun has no tls.Server setSecureContext",
+    );
   }
   try {
     holder.setSecureContext.call(Object.assign(Object.create(holder), { _handle: server }), material.options);
   } catch (err) {
-    throw new TlsError(`could not swap the TLS context: ${(err as Error).message}`, "ENOSWAP");
+    throw new ReplstatusError("TLS_FAILED", `could not swap the TLS context: ${(err as Error).message}`);
   }
 }
 
@@ -246,7 +242,7 @@ export function reloadTls(
     material = loadTls(config);
     for (const server of servers) swapContext(server, material);
   } catch (err) {
-    if (!(err instanceof TlsError)) throw err;
+    if (!isError(err, "TLS_FAILED")) throw err;
     log.error(`SIGHUP: ${err.message}; tls+ listeners keep the certificate they had`);
     return;
   }
@@ -266,10 +262,10 @@ export function loadPeerTls(config: PeerTlsConfig): { ca?: string; cert?: string
   try {
     if (new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) return { ca, cert, key };
   } catch (err) {
-    throw new TlsError(`could not use --peer-cert ${config.certFile}: ${(err as Error).message}`, "EBADCERT");
+    throw new ReplstatusError("TLS_FAILED", `could not use --peer-cert ${config.certFile}: ${(err as Error).message}`);
   }
-  throw new TlsError(
+  throw new ReplstatusError(
+    "TLS_FAILED",
     `could not use key file ${config.keyFile}: it is not the key of ${config.certFile}`,
-    "EKEYMISMATCH",
   );
 }

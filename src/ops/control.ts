@@ -8,17 +8,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from "node:fs
 import { dirname } from "node:path";
 import type { Logger } from "../log.ts";
 import { OVERRIDE_NAMES, type Override, type Cell } from "../cell.ts";
-
-/** Thrown when the control socket cannot be served or reached; main.ts prints it and exits 1. */
-export class ControlError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-    readonly hint?: string,
-  ) {
-    super(message);
-  }
-}
+import { ReplstatusError } from "../errors.ts";
 
 const REQUEST_LIMIT_BYTES = 64;
 export const CONTROL_TIMEOUT_MS = 2000;
@@ -39,16 +29,16 @@ export async function startControl(
   prepareDir(dirname(path));
   if (existsSync(path)) {
     if (!lstatSync(path).isSocket()) {
-      throw new ControlError(
+      throw new ReplstatusError(
+        "CONTROL_FAILED",
         `could not use control socket ${path}: a file that is not a socket is in the way`,
-        "EEXIST",
       );
     }
     // A live socket means another replstatus; a dead one is left over from a kill -9.
     if (await reachable(path)) {
-      throw new ControlError(
+      throw new ReplstatusError(
+        "CONTROL_FAILED",
         `could not listen on control socket ${path}: another replstatus is using it`,
-        "EADDRINUSE",
         "give each replstatus its own --control-socket (the default includes the port)",
       );
     }
@@ -72,7 +62,10 @@ export async function startControl(
       },
     });
   } catch (err) {
-    throw new ControlError(`could not listen on control socket ${path}: ${(err as Error).message}`, "ELISTEN");
+    throw new ReplstatusError(
+      "CONTROL_FAILED",
+      `could not listen on control socket ${path}: ${(err as Error).message}`,
+    );
   } finally {
     process.umask(umask);
   }
@@ -110,32 +103,32 @@ const CONTROL_DIR = { what: "control socket directory", flag: "--control-socket"
 // The default directory under /tmp is shared ground: refuse one that another
 // user made or could write to, since its owner could stand in for us (the
 // control socket's, and the --state-dir that keeps the override).
-/** Creates `dir` (0700), or refuses one that another user owns or could write to; throws ControlError. */
+/** Creates `dir` (0700), or refuses one that another user owns or could write to; throws CONTROL_FAILED. */
 export function prepareDir(dir: string, { what, flag, content } = CONTROL_DIR): void {
   if (!existsSync(dir)) {
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
     } catch (err) {
-      throw new ControlError(`could not create ${what} ${dir}: ${(err as Error).message}`, "EMKDIR");
+      throw new ReplstatusError("CONTROL_FAILED", `could not create ${what} ${dir}: ${(err as Error).message}`);
     }
     return;
   }
   const st = lstatSync(dir);
   const uid = process.getuid?.();
   if (!st.isDirectory()) {
-    throw new ControlError(`could not use ${what} ${dir}: not a directory`, "ENOTDIR");
+    throw new ReplstatusError("CONTROL_FAILED", `could not use ${what} ${dir}: not a directory`);
   }
   if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
-    throw new ControlError(
+    throw new ReplstatusError(
+      "CONTROL_FAILED",
       `could not use ${what} ${dir}: owned by uid ${st.uid}, not by this user (uid ${uid})`,
-      "EPERM",
       `remove it, or choose another ${flag}`,
     );
   }
   if (st.uid === uid && (st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
-    throw new ControlError(
+    throw new ReplstatusError(
+      "CONTROL_FAILED",
       `could not use ${what} ${dir}: mode ${(st.mode & 0o777).toString(8)} lets other users replace ${content}`,
-      "EPERM",
       `chmod 700 it, or choose another ${flag}`,
     );
   }
@@ -172,7 +165,7 @@ export async function sendControl(path: string, word: string, timeoutMs = CONTRO
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       socket.terminate();
-      reject(new ControlError(`no answer on control socket ${path} within ${timeoutMs}ms`, "ETIMEDOUT"));
+      reject(new ReplstatusError("CONTROL_FAILED", `no answer on control socket ${path} within ${timeoutMs}ms`));
     }, timeoutMs);
   });
   try {
@@ -182,20 +175,20 @@ export async function sendControl(path: string, word: string, timeoutMs = CONTRO
   }
 }
 
-function unreachable(path: string, err: NodeJS.ErrnoException): ControlError {
+function unreachable(path: string, err: NodeJS.ErrnoException): ReplstatusError {
   const hint = "start replstatus first, or give the same --port/--listen/--control-socket as the running one";
   switch (err.code) {
     case "ENOENT":
-      return new ControlError(`no replstatus is listening on ${path}: no such socket`, err.code, hint);
+      return new ReplstatusError("CONTROL_FAILED", `no replstatus is listening on ${path}: no such socket`, hint);
     case "ECONNREFUSED":
-      return new ControlError(`no replstatus is listening on ${path}: connection refused`, err.code, hint);
+      return new ReplstatusError("CONTROL_FAILED", `no replstatus is listening on ${path}: connection refused`, hint);
     case "EACCES":
-      return new ControlError(
+      return new ReplstatusError(
+        "CONTROL_FAILED",
         `could not reach ${path}: permission denied`,
-        err.code,
         "run as the user that runs replstatus",
       );
     default:
-      return new ControlError(`could not reach ${path}: ${err.code ?? err.message}`, err.code ?? "EUNKNOWN");
+      return new ReplstatusError("CONTROL_FAILED", `could not reach ${path}: ${err.code ?? err.message}`);
   }
 }

@@ -1,11 +1,8 @@
-// SIGHUP: read the configuration again and apply in place what a running
-// process can change. Addresses, the database and the channel belong to
-// sockets and connections made at start, so a change there is reported and
-// waits for a restart.
-import { buildConfig, readConfigFile, type Raw } from "../config/load.ts";
-import { envName } from "../config/options.ts";
-import { ConfigError, type Config } from "../config/types.ts";
-import { formatBytes, formatDuration } from "../units.ts";
+// SIGHUP: read the configuration again, apply in place what a running process can change, and log
+// what changed and what waits for a restart. Which is which is the option table's `reload` column
+// (config/options.ts); the lists here are derived from it.
+import { OPTIONS, type Option } from "../config/options.ts";
+import { type Config } from "../config/types.ts";
 import { buildResponses, type Responses } from "../listen/answers.ts";
 import type { Gate } from "../listen/gate.ts";
 import { reloadTls, type TlsHandshakes } from "../listen/tls.ts";
@@ -13,17 +10,11 @@ import type { TCPSocketListener } from "bun";
 import type { Logger } from "../log.ts";
 import type { Poller } from "../poll/poller.ts";
 import type { LagJudge } from "../poll/lag.ts";
-import { ClusterError } from "../config/debian-cluster.ts";
 import { configTarget } from "../poll/target.ts";
 import { fitFdLimit } from "./limits.ts";
+import { isError } from "../errors.ts";
 
 type Env = Record<string, string | undefined>;
-
-/** Flags, then REPLSTATUS_* variables, then the --config file; throws ConfigError. */
-export async function loadConfig(raw: Raw, env: Env): Promise<Config> {
-  const path = raw.get("config")?.[0] ?? (env[envName("config")] || undefined);
-  return buildConfig(raw, env, path === undefined ? undefined : await readConfigFile(path));
-}
 
 /** Reads the configuration again (the file; flags and variables cannot change); undefined when rejected. */
 export async function reloadConfig(load: () => Promise<Config>, env: Env, log: Logger): Promise<Config | undefined> {
@@ -32,7 +23,7 @@ export async function reloadConfig(load: () => Promise<Config>, env: Env, log: L
     configTarget(next, env);
     return next;
   } catch (err) {
-    if (!(err instanceof ConfigError || err instanceof ClusterError)) throw err;
+    if (!isError(err, "CONFIG_INVALID", "CLUSTER_INVALID")) throw err;
     log.error(`SIGHUP: reload rejected, keeping the running configuration: ${err.message}`);
     return undefined;
   }
@@ -74,56 +65,38 @@ export function apply(old: Config, next: Config, live: Reloadable, started: Conf
   if (next.tls && live.tls) reloadTls(next.tls, live.tls.servers, live.tls.handshakes, live.log);
 }
 
-function changes(old: Config, next: Config): string[] {
-  const changed: string[] = [];
-  const show = (v: unknown) => (typeof v === "string" ? v : JSON.stringify(v));
-  const note = (name: string, a: unknown, b: unknown) => {
-    if (JSON.stringify(a) !== JSON.stringify(b)) changed.push(`${name} ${show(a)} -> ${show(b)}`);
-  };
-  for (const state of Object.keys(next.texts) as (keyof Config["texts"])[]) {
-    note(`text-${state}`, old.texts[state], next.texts[state]);
-  }
-  note("allow", old.allow?.cidrs ?? "every peer", next.allow?.cidrs ?? "every peer");
-  note("max-connections", old.maxConnections, next.maxConnections);
-  note("poll-interval", formatDuration(old.pollIntervalMs), formatDuration(next.pollIntervalMs));
-  note("stale-after", formatDuration(old.staleAfterMs), formatDuration(next.staleAfterMs));
-  note("connect-timeout", formatDuration(old.connectTimeoutMs), formatDuration(next.connectTimeoutMs));
-  note("log-format", old.logFormat, next.logFormat);
-  note("agent-role", old.agent.role, next.agent.role);
-  note("agent-lag-for-min-weight", old.agent.lagForMinWeightBytes, next.agent.lagForMinWeightBytes);
-  const size = (n: number | undefined) => (n === undefined ? "none" : formatBytes(n));
-  const secs = (n: number | undefined) => (n === undefined ? "none" : `${n}s`);
-  note("max-lag-bytes", size(old.maxLagBytes), size(next.maxLagBytes));
-  note("max-lag-seconds", secs(old.maxLagSeconds), secs(next.maxLagSeconds));
-  note("lag-grace", formatDuration(old.lagGraceMs), formatDuration(next.lagGraceMs));
-  note("rejoin-lag-bytes", size(old.rejoinLagBytes), size(next.rejoinLagBytes));
-  note("rejoin-lag-seconds", secs(old.rejoinLagSeconds), secs(next.rejoinLagSeconds));
-  note("rejoin-after", formatDuration(old.rejoinAfterMs), formatDuration(next.rejoinAfterMs));
-  return changed;
+/** Where `option` lands in `config` (its `field` or `part` in the table). */
+function valueIn(config: Config, option: Option): unknown {
+  let value: unknown = config;
+  for (const key of (option.field ?? option.part)!.split(".")) value = (value as Record<string, unknown>)?.[key];
+  return value;
 }
 
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+function show(option: Option, value: unknown): string {
+  if (value === undefined && option.unset !== undefined) return option.unset;
+  if (option.kind.format && value !== undefined) return option.kind.format(value);
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+/** The live options that changed, as `name old -> new`, in table order. */
+function changes(old: Config, next: Config): string[] {
+  return OPTIONS.filter((o) => o.reload === "live").flatMap((o) => {
+    const [a, b] = [valueIn(old, o), valueIn(next, o)];
+    return same(a, b) ? [] : [`${o.name} ${show(o, a)} -> ${show(o, b)}`];
+  });
+}
+
+/** The restart options that changed, in table order; a group once, as all of its names ("db/cluster"). */
 function restartOnly(old: Config, next: Config): string[] {
-  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-  const restart: string[] = [];
-  if (!same(old.listen, next.listen)) restart.push("listen/port/bind");
-  if (old.db !== next.db || old.cluster !== next.cluster) restart.push("db/cluster");
-  if (old.channel !== next.channel) restart.push("channel");
-  if (old.backlog !== next.backlog) restart.push("backlog");
-  if (!same(old.events, next.events)) restart.push("max-event-subscribers/event-heartbeat");
-  if (!same(old.metricsListen, next.metricsListen)) restart.push("metrics-listen");
-  if (old.controlSocket !== next.controlSocket) restart.push("control-socket");
-  if (old.stateDir !== next.stateDir) restart.push("state-dir");
-  if (old.agent.weightByLag !== next.agent.weightByLag) restart.push("agent-weight-by-lag");
-  if (
-    !same(old.peers, next.peers) ||
-    old.peerIntervalMs !== next.peerIntervalMs ||
-    old.peerTimeoutMs !== next.peerTimeoutMs ||
-    !same(old.peerTls, next.peerTls) ||
-    old.isolationAfterMs !== next.isolationAfterMs
-  ) {
-    restart.push("peer/peer-interval/peer-timeout/peer-ca/peer-cert/peer-key/isolation-after");
+  const changed = new Set<string>();
+  for (const o of OPTIONS) {
+    if (o.reload === "restart" && !same(valueIn(old, o), valueIn(next, o))) changed.add(o.group ?? o.name);
   }
-  if (!same([old.patroni, old.tags], [next.patroni, next.tags]))
-    restart.push("patroni/etcd/scope/member/namespace/tag");
-  return restart;
+  const label = (group: string) =>
+    OPTIONS.filter((o) => (o.group ?? o.name) === group)
+      .map((o) => o.name)
+      .join("/");
+  return [...changed].map(label);
 }

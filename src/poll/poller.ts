@@ -133,6 +133,8 @@ export function startPoller(opts: PollerOptions): Poller {
         return cell.sync(m.gen);
       case "warn":
         return log.warning(m.message);
+      case "note":
+        return log.info(m.message);
       case "stopped":
         return stopped?.();
     }

@@ -8,10 +8,10 @@
 // postmaster.pid is before a first connection has told it (worker/postmaster.ts).
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
-import { ConfigError } from "../config/types.ts";
 import { clusterEnv, findDebianCluster } from "../config/debian-cluster.ts";
-import { ConninfoError, parseConninfo, type Conninfo } from "./worker/libpq/conninfo.ts";
+import { parseConninfo, type Conninfo } from "./worker/libpq/conninfo.ts";
 import { ENV_OF, resolveSettings, type Io, type Settings } from "./worker/libpq/settings.ts";
+import { ReplstatusError, isError } from "../errors.ts";
 
 /** Plain data: it is sent to the poll worker. Never printed whole (it may hold a password). */
 export interface DbTarget {
@@ -40,7 +40,7 @@ const ENV_READ = [...Object.values(ENV_OF), "PGSERVICEFILE", "PGSYSCONFDIR", "HO
 type Env = Record<string, string | undefined>;
 
 /**
- * Checks --db and the environment; throws ConfigError for a setting that can
+ * Checks --db and the environment; throws CONFIG_INVALID for a setting that can
  * never work. A bad file is not an error here: the poller reports it and
  * keeps trying, since it may be fixed while replstatus runs.
  */
@@ -53,8 +53,8 @@ export function resolveTarget(db: string | undefined, env: Env): DbTarget {
     if (db !== undefined) conninfo = parseConninfo(db);
     display = describeSettings(connectSettings({ conninfo, env: snapshot }));
   } catch (err) {
-    if (!(err instanceof ConninfoError)) throw err;
-    if (err.code !== "CONNINFO_FILE") throw new ConfigError(err.message);
+    if (!isError(err, "CONNINFO_INVALID", "CONNINFO_FILE")) throw err;
+    if (err.code !== "CONNINFO_FILE") throw new ReplstatusError("CONFIG_INVALID", err.message);
     display = `service ${conninfo.service || env.PGSERVICE} (not usable yet: ${err.message})`;
   }
   const passwordInDb = conninfo.password !== undefined;
@@ -65,7 +65,7 @@ export function resolveTarget(db: string | undefined, env: Env): DbTarget {
  * The target of a configuration: --db, then a service, then PG* variables,
  * then the --cluster's port and socket directory, else (the Patroni mode)
  * patroni.yml's (as PGHOST and PGPORT where the environment has none), then
- * libpq's defaults. Throws ConfigError or ClusterError (an unreadable cluster).
+ * libpq's defaults. Throws CONFIG_INVALID or CLUSTER_INVALID (an unreadable cluster).
  */
 export function configTarget(
   config: { db: string | undefined; cluster: string | undefined; patroni?: { pgEnv: Record<string, string> } },
@@ -76,7 +76,7 @@ export function configTarget(
   return resolveTarget(config.db, { ...env, PGHOST: env.PGHOST || below.PGHOST, PGPORT: env.PGPORT || below.PGPORT });
 }
 
-/** The settings of the next connection attempt; throws ConninfoError. */
+/** The settings of the next connection attempt; throws CONNINFO_INVALID or CONNINFO_FILE. */
 export function connectSettings(target: Pick<DbTarget, "conninfo" | "env">): Settings {
   return resolveSettings(target.conninfo, target.env, nodeIo(target.env));
 }

@@ -6,7 +6,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   clusterEnv,
-  ClusterError,
   findDebianCluster,
   parseClusterName,
   parseConfLine,
@@ -15,6 +14,7 @@ import {
 import { resolveTarget } from "../../src/poll/target.ts";
 import { startResponder } from "../../src/demo/responder.ts";
 import { runCli } from "../kit/cli.ts";
+import { ReplstatusError } from "../../src/errors.ts";
 
 function memory(files: Record<string, string>): ConfReader {
   return {
@@ -141,7 +141,7 @@ describe("findDebianCluster", () => {
     ],
     ["main", {}, 'invalid cluster name: "main" (expected VERSION-NAME, e.g. 15-main)'],
   ])("%s: %j fails", (name, files, message) => {
-    expect(() => findDebianCluster(name, {}, memory(files))).toThrow(new ClusterError(message));
+    expect(() => findDebianCluster(name, {}, memory(files))).toThrow(new ReplstatusError("CLUSTER_INVALID", message));
   });
 });
 

@@ -2,18 +2,21 @@
 // client session open, a warm standby and its promotion, a long stop, a full
 // primary. What is asserted: replstatus leaves MASTER/STANDBY when PostgreSQL
 // stops taking new clients, never holds a shutdown up, and comes back as soon
-// as the server does. Timing figures belong to bench/lifecycle.ts; the bounds
-// here are generous.
+// as the server does; each case also for replstatus run as an OS user that
+// cannot read the data directory (as the package runs it), where only a
+// refused new connection tells a smart shutdown. Timing figures belong to
+// bench/lifecycle.ts; the bounds here are generous.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import { startPair, startPrimary, waitFor, type PgNode, type PgPair } from "../../src/demo/pg.ts";
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { run } from "../../src/demo/proc.ts";
+import { throwawayUser, type OsUser } from "../kit/osuser.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
-import { READY_BOUND_MS, SHUTDOWN_BOUND_MS, withSlack } from "../kit/bounds.ts";
+import { DOOR_BOUND_MS, READY_BOUND_MS, SHUTDOWN_BOUND_MS, withSlack } from "../kit/bounds.ts";
 
 /** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
 const HOOK_TIMEOUT_MS = 90_000;
@@ -22,16 +25,38 @@ setDefaultTimeout(90_000);
 const PLAIN_ROLE = "plain";
 const verbose = (what: object) => process.env.REPLSTATUS_TEST_VERBOSE && console.log(what);
 
+/** What replstatus logs of a smart shutdown, seen in postmaster.pid or by a refused new connection. */
+const STOPPING = /-> unknown \(the database system is shutting down \(postmaster\.pid says stopping\)\)/;
+const REFUSED = /-> unknown \(a new connection was refused: the database system is shutting down\)/;
+/** The outsider's start: where postmaster.pid is, that it cannot be read, and the door check's pace. */
+const CANNOT_READ =
+  /info: postmaster\.pid cannot be read: \S+\/postmaster\.pid: permission denied; a shutdown is seen by a new connection every 500ms/;
+
 let pg: PgPair;
+/** An OS user that cannot read the data directories, as the package's `replstatus` user. */
+let outsider: OsUser;
 
 beforeAll(async () => {
   pg = await startPair();
   await pg.primary.sql(`create role ${PLAIN_ROLE} login`);
+  outsider = throwawayUser("lc");
+  // The sockets, not the data directories: a Debian host's /var/run/postgresql is 2775.
+  for (const dir of [pg.dir, pg.primary.socketDir, pg.standby.socketDir]) chmodSync(dir, 0o711);
 }, HOOK_TIMEOUT_MS);
 
 afterAll(async () => {
   await pg?.stop();
+  await outsider?.[Symbol.asyncDispose]();
 }, HOOK_TIMEOUT_MS);
+
+/** A responder on `node`'s socket as the database superuser, run as the outsider OS user. */
+function outsiderOn(node: PgNode): Promise<Responder> {
+  return startResponder(
+    ["--listen", "127.0.0.1:0", "--listen", "http:127.0.0.1:0"],
+    { ...node.env, HOME: "/nonexistent" },
+    outsider.wrap,
+  );
+}
 
 /** A responder on `node`'s socket, as the superuser (which can see data_directory) or as PLAIN_ROLE. */
 function responderOn(node: PgNode, role = node.user, args: string[] = []): Promise<Responder> {
@@ -73,25 +98,27 @@ async function startNoWait(node: PgNode): Promise<void> {
  * for UNKNOWN within the bound, closes its own session, the server stops the
  * moment the client leaves, and replstatus follows the restart.
  */
-async function smartShutdown(node: PgNode, was: string, open = responderOn): Promise<void> {
+async function smartShutdown(node: PgNode, was: string, open = responderOn, why = STOPPING): Promise<void> {
   await using r = await open(node);
   await waitForAnswer(r.ports[0]!, was);
+  if (why === REFUSED) await r.waitForLog(CANNOT_READ);
+  const bound = withSlack(why === REFUSED ? DOOR_BOUND_MS : SHUTDOWN_BOUND_MS);
   const client = postgres(node.url, { max: 1, onnotice: () => {} });
   try {
     await client`select 1`;
     const t0 = performance.now();
     // What pg_ctl stop -m smart sends.
     process.kill(node.pid(), "SIGTERM");
-    await waitForAnswer(r.ports[0]!, "UNKNOWN", withSlack(SHUTDOWN_BOUND_MS));
+    await waitForAnswer(r.ports[0]!, "UNKNOWN", bound);
     const unknownMs = performance.now() - t0;
-    await r.waitForLog(/-> unknown \(the database system is shutting down \(postmaster\.pid says stopping\)\)/);
+    await r.waitForLog(why);
     // Only the client's session holds the shutdown up now.
     await waitFor(
       "replstatus's session to end",
       async () =>
         (await client`select count(*)::int as n from pg_stat_activity where application_name = 'replstatus'`)[0]!.n ===
         0,
-      withSlack(SHUTDOWN_BOUND_MS),
+      bound,
     );
     expect(running(node)).toBe(true);
     await client.end({ timeout: 1 });
@@ -118,6 +145,13 @@ describe("smart shutdown with a client session open", () => {
   test("primary: MASTER -> UNKNOWN, the shutdown completes when the client leaves, MASTER after a restart", () =>
     smartShutdown(pg.primary, "MASTER"));
 
+  test("standby, replstatus unable to read the data directory: a refused new connection tells it", () =>
+    smartShutdown(pg.standby, "STANDBY", outsiderOn, REFUSED));
+
+  test("primary, replstatus unable to read the data directory: a refused new connection tells it", async () => {
+    await smartShutdown(pg.primary, "MASTER", outsiderOn, REFUSED);
+  });
+
   test("the server named by a service file, no PGHOST or PGPORT: its postmaster.pid is the one watched", async () => {
     const dir = mkdtempSync(join(tmpdir(), "rs-service-"));
     try {
@@ -135,27 +169,59 @@ describe("smart shutdown with a client session open", () => {
   });
 });
 
+/**
+ * `pg_ctl stop -m smart` with no client session but replstatus's own: the
+ * answer leaves `was` and the postmaster is gone, each within the bound.
+ */
+async function smartShutdownAlone(node: PgNode, was: string): Promise<void> {
+  await using r = await outsiderOn(node);
+  await waitForAnswer(r.ports[0]!, was);
+  const t0 = performance.now();
+  process.kill(node.pid(), "SIGTERM");
+  const [unknownMs] = await Promise.all([
+    waitForAnswer(r.ports[0]!, "UNKNOWN", withSlack(DOOR_BOUND_MS)),
+    waitFor("the postmaster to exit", () => !running(node), withSlack(DOOR_BOUND_MS)),
+  ]);
+  verbose({ node: node.name, alone: true, unknownMs, stoppedMs: performance.now() - t0 });
+  await r.waitForLog(REFUSED);
+  await node.start();
+  await waitForAnswer(r.ports[0]!, was, withSlack(READY_BOUND_MS));
+}
+
+describe("smart shutdown with no other session, replstatus unable to read the data directory", () => {
+  test("primary: UNKNOWN and the postmaster gone within the bound, MASTER after a restart", () =>
+    smartShutdownAlone(pg.primary, "MASTER"));
+
+  test("standby: UNKNOWN and the postmaster gone within the bound, STANDBY after a restart", () =>
+    smartShutdownAlone(pg.standby, "STANDBY"));
+});
+
 describe("every way back", () => {
   test("a primary stopped for 10 s is MASTER again within the bound of pg_ctl start, with and without postmaster.pid", async () => {
     await using watching = await responderOn(pg.primary);
     await using plain = await responderOn(pg.primary, PLAIN_ROLE);
+    await using outside = await outsiderOn(pg.primary);
     await waitForAnswer(watching.ports[0]!, "MASTER");
     await waitForAnswer(plain.ports[0]!, "MASTER");
+    await waitForAnswer(outside.ports[0]!, "MASTER");
     await pg.primary.stop("fast");
     expect(await answer(watching.ports[0]!)).toBe("UNKNOWN");
     expect(await answer(plain.ports[0]!)).toBe("UNKNOWN");
+    expect(await answer(outside.ports[0]!)).toBe("UNKNOWN");
     // The outage itself, as long as the issue's: a growing backoff would be at its cap by now.
     await Bun.sleep(10_000);
     const t0 = performance.now();
     await pg.primary.start();
     const startMs = performance.now() - t0;
-    const [watchingMs, plainMs] = await Promise.all([
+    const [watchingMs, plainMs, outsideMs] = await Promise.all([
       waitForAnswer(watching.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
       waitForAnswer(plain.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
+      waitForAnswer(outside.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
     ]);
-    verbose({ startMs, afterStartWatchingMs: watchingMs, afterStartPlainMs: plainMs });
+    verbose({ startMs, afterStartWatchingMs: watchingMs, afterStartPlainMs: plainMs, outsideMs });
     expect(watching.log).toContain("(retrying when postmaster.pid changes)");
     expect(plain.log).toContain("(retrying every 50ms)");
+    expect(outside.log).toContain("(retrying every 50ms)");
   });
 });
 
@@ -189,8 +255,10 @@ describe("a warm standby (hot_standby = off)", () => {
     // Started hot, so the superuser's responder has learnt where postmaster.pid is.
     await using watching = await responderOn(node);
     await using plain = await responderOn(node, PLAIN_ROLE);
+    await using outside = await outsiderOn(node);
     await waitForAnswer(watching.ports[0]!, "STANDBY");
     await waitForAnswer(plain.ports[0]!, "STANDBY");
+    await waitForAnswer(outside.ports[0]!, "STANDBY");
     await node.stop("fast");
     appendFileSync(join(node.dataDir, "postgresql.auto.conf"), "hot_standby = off\n");
     await startNoWait(node);
@@ -198,8 +266,10 @@ describe("a warm standby (hot_standby = off)", () => {
     const warm = /poll failed: the database system is not accepting connections: hot standby mode is disabled/;
     await watching.waitForLog(warm);
     await plain.waitForLog(warm);
+    await outside.waitForLog(warm);
     expect(await answer(watching.ports[0]!)).toBe("UNKNOWN");
     expect(await answer(plain.ports[0]!)).toBe("UNKNOWN");
+    expect(await answer(outside.ports[0]!)).toBe("UNKNOWN");
     // Without postmaster.pid: asked at the poll interval, so 40 refusals come in
     // about 2 s (on a growing backoff they would take over a minute).
     const before = await refusals(watching);
@@ -208,11 +278,12 @@ describe("a warm standby (hot_standby = off)", () => {
     expect((await refusals(watching)) - before).toBeLessThanOrEqual(1);
     const t0 = performance.now();
     await node.promote();
-    const [watchingMs, plainMs] = await Promise.all([
+    const [watchingMs, plainMs, outsideMs] = await Promise.all([
       waitForAnswer(watching.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
       waitForAnswer(plain.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
+      waitForAnswer(outside.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
     ]);
-    verbose({ promoteMs: performance.now() - t0, watchingMs, plainMs });
+    verbose({ promoteMs: performance.now() - t0, watchingMs, plainMs, outsideMs });
     expect(watching.log).toContain("(retrying when postmaster.pid changes)");
   });
 });

@@ -38,6 +38,7 @@ test("a shortened --stale-after holds the answer standing and the poll in flight
       fail: (reason) => events.push(`fail ${reason}`),
       stale: () => events.push("stale"),
       warn: () => {},
+      note: () => {},
     },
   );
   let backends: number[] = [];

@@ -98,7 +98,7 @@ describe("SIGHUP", () => {
     writeFileSync(path, 'text-unknown = "GONE"\nallow = ["127.0.0.2"]\npoll-interval = "200ms"\n');
     r.proc.kill("SIGHUP");
     await r.waitForLog(
-      /info: SIGHUP: reloaded; text-unknown DOWN -> GONE, allow every peer -> \["127\.0\.0\.2\/32"\], poll-interval 50ms -> 200ms\n/,
+      /info: SIGHUP: reloaded; poll-interval 50ms -> 200ms, text-unknown DOWN -> GONE, allow every peer -> \["127\.0\.0\.2\/32"\]\n/,
     );
     expect(await answerFrom(port, "127.0.0.2")).toBe("GONE");
     expect((await probe(port)).text).toBe("");

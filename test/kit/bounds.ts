@@ -18,6 +18,12 @@ export function withSlack(promisedMs: number): number {
 export const KILL_BOUND_MS = 200;
 /** A shutdown starts (`pg_ctl stop`, smart or fast) -> no `MASTER` (bench/README.md, Targets; docs/lifecycle.md). */
 export const SHUTDOWN_BOUND_MS = 100;
+/**
+ * Where replstatus cannot read postmaster.pid: a smart shutdown starts -> no `MASTER`, and replstatus's own session
+ * closed: the door check's --stale-after / 2 and one connection attempt, at most --stale-after (1 s at the defaults;
+ * docs/lifecycle.md).
+ */
+export const DOOR_BOUND_MS = 1000;
 /** SIGTERM -> exit, also with PostgreSQL hung (bench/README.md, Targets; docs/restarts.md). */
 export const EXIT_BOUND_MS = 100;
 

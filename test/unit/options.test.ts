@@ -24,6 +24,29 @@ test("every option has help; a switch (no placeholder) has no default", () => {
   }
 });
 
+test("every server option says what a reload does with it, and where its value lands in Config", () => {
+  const c = buildConfig(
+    parseArgv([
+      "--listen",
+      "tls+http:127.0.0.1:0",
+      "--tls-cert",
+      "c.pem",
+      "--tls-key",
+      "k.pem",
+      "--allow",
+      "10.0.0.0/8",
+    ]),
+    {},
+  );
+  for (const o of OPTIONS.filter((o) => !o.demo)) {
+    expect([o.name, o.reload]).toEqual([o.name, expect.stringMatching(/^(live|reread|restart|fixed)$/)]);
+    if (o.reload === "fixed") continue;
+    const path = (o.field ?? o.part)!.split(".");
+    const parent = path.slice(0, -1).reduce<unknown>((v, k) => (v as Record<string, unknown>)[k], c);
+    expect([o.name, path.at(-1)! in (parent as object)]).toEqual([o.name, true]);
+  }
+});
+
 test("no flags: the defaults of the table, parsed", () => {
   const c = buildConfig(new Map(), {});
   expect(c.listen).toEqual([{ mode: "raw", host: "0.0.0.0", port: 5400 }]);

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildConfig, parseArgv } from "../../src/config/load.ts";
-import { ConfigError } from "../../src/config/types.ts";
+import { ReplstatusError } from "../../src/errors.ts";
 import { configTarget } from "../../src/poll/target.ts";
 import { cleanEnv, MAIN } from "../../src/demo/responder.ts";
 
@@ -114,7 +114,7 @@ test.each([
   ["not YAML", "scope: [\n", /could not parse .* \(--patroni\)/],
 ] as const)("one clear line for %s", (_, text, message) => {
   expect(() => build(["--patroni", yml(text)])).toThrow(message);
-  expect(() => build(["--patroni", yml(text)])).toThrow(ConfigError);
+  expect(() => build(["--patroni", yml(text)])).toThrow(ReplstatusError);
 });
 
 test("a missing file, a bad --etcd, a bad --tag, --peer with the mode", () => {

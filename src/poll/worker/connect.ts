@@ -6,8 +6,8 @@
 // used, as in libpq.
 import type { ConnectionOptions } from "node:tls";
 import { connectSettings, nodeIo, type DbTarget } from "../target.ts";
-import { ConninfoError } from "./libpq/conninfo.ts";
 import type { Settings } from "./libpq/settings.ts";
+import { ReplstatusError } from "../../errors.ts";
 
 export interface ConnectPlan {
   settings: Settings;
@@ -28,7 +28,7 @@ export interface TlsState {
 
 /**
  * timeoutMs (--connect-timeout) bounds the SSLRequest unless the settings
- * have a connect_timeout. Throws ConninfoError for a file or a server that
+ * have a connect_timeout. Throws CONNINFO_FILE or CONNINFO_INVALID for a file or a server that
  * cannot be used as configured.
  */
 export async function planConnection(target: DbTarget, timeoutMs: number, state: TlsState): Promise<ConnectPlan> {
@@ -45,7 +45,10 @@ export async function planConnection(target: DbTarget, timeoutMs: number, state:
   state.offered ??= await offersTls(settings.connectHost, settings.port, settings.connectTimeoutMs ?? timeoutMs);
   const offered = state.offered;
   if (offered === false && mode !== "prefer" && mode !== "allow") {
-    throw new ConninfoError(`server does not support SSL, but SSL was required (sslmode=${mode})`);
+    throw new ReplstatusError(
+      "CONNINFO_INVALID",
+      `server does not support SSL, but SSL was required (sslmode=${mode})`,
+    );
   }
   // Not asked (the question got no answer): in the clear only where the mode
   // allows it, so a required TLS never falls back to the clear.

@@ -19,6 +19,7 @@ export type WorkerMessage =
   | { t: "fail"; reason: string; code: string | undefined; retry: string; gen: number }
   | { t: "stale"; gen: number }
   | { t: "warn"; message: string }
+  | { t: "note"; message: string }
   | { t: "stopped" };
 
 declare const self: Worker;
@@ -105,6 +106,7 @@ self.onmessage = async (event: MessageEvent<WorkerCommand>) => {
         send({ t: "stale", gen: forceUnknown(slots) });
       },
       warn: (message) => send({ t: "warn", message }),
+      note: (message) => send({ t: "note", message }),
     });
   } else if (m.t === "retime") {
     loop?.retime(m.timings);

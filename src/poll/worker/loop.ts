@@ -3,6 +3,7 @@
 // thread of its own (entry.ts), so a flood of connections on the listeners'
 // thread cannot hold its timers up (measured: a Bun.listen loop under 15k
 // connections/s ran 10 ms timers up to 3 s late; a worker's, 7 ms).
+import { statSync } from "node:fs";
 import { formatDuration } from "../../units.ts";
 import { classifyPollError, describe, POLL_QUERY, type PollErrorReason } from "../facts.ts";
 import { watchPostmaster, type PmStatus, type Postmaster } from "./postmaster.ts";
@@ -40,6 +41,8 @@ export interface LoopHooks {
   /** The last good poll started staleAfterMs ago and nothing newer came. */
   stale(): void;
   warn(message: string): void;
+  /** Worth a line in the log once: where postmaster.pid is and how a shutdown is seen. */
+  note(message: string): void;
 }
 
 export interface Loop {
@@ -62,6 +65,28 @@ const PM_RETRY_MS = 5000;
 const PM_RECHECK_MS = 1000;
 /** What the log says of a smart or fast shutdown seen in postmaster.pid. */
 const SHUTTING_DOWN = "the database system is shutting down (postmaster.pid says stopping)";
+/**
+ * Where postmaster.pid cannot be read (the package's own OS user, a 0700 data
+ * directory), a smart shutdown shows only as a new connection refused with
+ * 57P03: the loop asks for one this many times per --stale-after, beside the
+ * poll's own connection (createDoor). Each costs the server a fork and a
+ * backend start (docs/lifecycle.md has the numbers).
+ */
+const DOOR_CHECKS = 2;
+
+/** How often a new connection is tried where postmaster.pid cannot be read. */
+const doorEveryMs = (config: LoopConfig) => config.staleAfterMs / DOOR_CHECKS;
+
+/** The identity of a unix socket's file ("" over TCP or without the file): a new one is a restarted server. */
+function socketIdentity(session: Session): string {
+  const s = session.plan?.settings;
+  if (!s?.unixSocket) return "";
+  try {
+    return String(statSync(`${s.connectHost}/.s.PGSQL.${s.port}`).ino);
+  } catch {
+    return "";
+  }
+}
 
 /** The wait after the failures-th failure in a row: doubling from the minimum, capped, with a 20% jitter. */
 function backoffMs(failures: number): number {
@@ -69,10 +94,18 @@ function backoffMs(failures: number): number {
   return base * (0.8 + Math.random() * 0.4);
 }
 
-/** When to ask again after a failure, by the rule above. */
-function createRetry(config: LoopConfig, pm: Postmaster) {
+/**
+ * When to ask again after a failure, by the rule above. A shutdown seen by a
+ * refused new connection (createDoor) is asked again every doorEveryMs, or at
+ * once when the socket file changes (the server stopped, or a new one started):
+ * a smart shutdown may wait for clients for hours, and each attempt costs the
+ * server a fork and a FATAL line in its log.
+ */
+function createRetry(config: LoopConfig, pm: Postmaster, socketId: () => string) {
   let failures = 0;
   let code: string | undefined;
+  /** The socket file's identity when a new connection was refused for a shutdown; undefined otherwise. */
+  let shutSocket: string | undefined;
   /** Ask again only once postmaster.pid has changed (or PM_RETRY_MS has passed). */
   let waiting = false;
   /** postmaster.pid's version and the time before the last attempt (or a lost connection). */
@@ -80,6 +113,10 @@ function createRetry(config: LoopConfig, pm: Postmaster) {
   let triedAt = 0;
 
   function plan(): { ms: number; text: string } {
+    if (shutSocket !== undefined) {
+      const every = formatDuration(doorEveryMs(config));
+      return { ms: config.pollIntervalMs, text: `retrying every ${every}, or when the socket file changes` };
+    }
     if (waiting && pm.watching) return { ms: PM_RECHECK_MS, text: "retrying when postmaster.pid changes" };
     const every = `every ${formatDuration(config.pollIntervalMs)}`;
     if (waiting) return { ms: config.pollIntervalMs, text: `retrying when postmaster.pid changes, read ${every}` };
@@ -95,9 +132,11 @@ function createRetry(config: LoopConfig, pm: Postmaster) {
      * postmaster.pid says now is the news (an attempt's own failure keeps the
      * version from before it). Returns what the log says of the retry.
      */
-    failed(failCode: string | undefined, lost: boolean): string {
+    failed(failCode: string | undefined, lost: boolean, doorShut = false): string {
       failures++;
       code = failCode;
+      const sameServer = shutSocket !== undefined && failCode === "57P03" && socketId() === shutSocket;
+      shutSocket = doorShut || sameServer ? socketId() : undefined;
       const status = pm.status();
       const refusing = status === "down" || status === "stopping" || status === "starting";
       waiting = refusing || (status !== "unreadable" && classifyPollError({ code }) === "starting_or_stopping");
@@ -110,12 +149,18 @@ function createRetry(config: LoopConfig, pm: Postmaster) {
     succeeded(): void {
       failures = 0;
       waiting = false;
+      shutSocket = undefined;
     },
     /** Whether to try to connect now. */
     due(): boolean {
+      const now = performance.now();
+      if (shutSocket !== undefined) {
+        if (socketId() === shutSocket && now - triedAt < doorEveryMs(config)) return false;
+        triedAt = now;
+        return true;
+      }
       if (!waiting) return true;
       const version = pm.version();
-      const now = performance.now();
       if (version === triedVersion && now - triedAt < PM_RETRY_MS) return false;
       triedVersion = version;
       triedAt = now;
@@ -123,7 +168,7 @@ function createRetry(config: LoopConfig, pm: Postmaster) {
     },
     /** The wait after a failure, or after an attempt not made; none if the file changed meanwhile. */
     waitMs(): number {
-      return waiting && pm.version() !== triedVersion ? 0 : plan().ms;
+      return waiting && shutSocket === undefined && pm.version() !== triedVersion ? 0 : plan().ms;
     },
   };
 }
@@ -242,6 +287,37 @@ function createFreshness(config: LoopConfig, stale: () => void) {
 }
 
 /**
+ * The door check, where postmaster.pid cannot be read: after a good poll, at
+ * most every doorEveryMs, a second connection (session.knock) that the server
+ * lets in and is closed at once. Refused with 57P03 (a shutdown has begun),
+ * `shut` drops the poll's connection too, so that it cannot hold a smart
+ * shutdown up: the answer leaves MASTER within doorEveryMs and one attempt.
+ */
+function createDoor(config: LoopConfig, session: Session, pm: Postmaster, shut: (reason: string) => void) {
+  let lastAt = Number.NEGATIVE_INFINITY;
+  let busy = false;
+  return {
+    /** After a good poll. */
+    polled(now: number): void {
+      if (busy || now - lastAt < doorEveryMs(config) || pm.watching || pm.status() !== "unreadable") return;
+      lastAt = now;
+      busy = true;
+      const id = session.id;
+      void session.knock().then((err) => {
+        busy = false;
+        if ((err as { code?: string } | undefined)?.code === "57P03" && id === session.id)
+          shut(`a new connection was refused: ${describe(err)}`);
+      });
+    },
+    /** One line for the log: how a shutdown is seen, by the watch or by this. */
+    describe(): string {
+      if (pm.watching || pm.status() !== "unreadable") return pm.describe();
+      return `${pm.describe()}; a shutdown is seen by a new connection every ${formatDuration(doorEveryMs(config))}`;
+    },
+  };
+}
+
+/**
  * Whether postmaster.pid says a shutdown (a smart one too) has begun, seen even where the
  * directory cannot be watched. Where it is, the watch tells every rewrite, so the file is read
  * only at a connection's first poll (the watch may have been armed just now): reading it was a
@@ -267,19 +343,31 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     lost: () => fail("connection lost", "CONNECTION_CLOSED"),
     warn: hooks.warn,
   });
-  const retry = createRetry(config, pm);
+  const retry = createRetry(config, pm, () => socketIdentity(session));
   const pace = createPace(config, pm);
   const freshness = createFreshness(config, hooks.stale);
+  const door = createDoor(config, session, pm, (reason) => {
+    if (stopped) return;
+    fail(reason, "57P03", true);
+    wake();
+  });
   let stopped = false;
   let poked = false;
+  /** What the log last said of postmaster.pid (door.describe()). */
+  let told = "";
   const { nap, wake } = alarm();
 
-  function fail(reason: string, code: string | undefined): void {
+  function fail(reason: string, code: string | undefined, doorShut = false): void {
     pace.polled(false);
     const lost = !session.fresh;
     session.drop();
     freshness.disarm();
-    hooks.fail(reason, code, retry.failed(code, lost));
+    hooks.fail(reason, code, retry.failed(code, lost, doorShut));
+  }
+
+  function tell(line: string): void {
+    if (line !== told) hooks.note(line);
+    told = line;
   }
 
   function poke(): void {
@@ -294,7 +382,9 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
 
   function succeed(row: Record<string, unknown>, startedAt: number): boolean {
     if (typeof row.data_directory === "string") pm.learn(row.data_directory);
+    if (session.fresh) tell(door.describe());
     if (shutdownSeen(session, pm)) return (fail(SHUTTING_DOWN, "57P03"), false);
+    door.polled(startedAt);
     retry.succeeded();
     pace.polled(row.in_recovery === false);
     // An answer that arrives as old as staleAfterMs (read in the same turn as

@@ -49,6 +49,17 @@ export function readPmStatus(dataDir: string, port?: number): PmStatus {
   return status === "ready" || status === "standby" || status === "stopping" ? status : "starting";
 }
 
+/** Why a file cannot be read, as the system says it. */
+function whyNot(file: string): string {
+  try {
+    readFileSync(file);
+    return "its port is another server's";
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    return code === "EACCES" ? "permission denied" : (code ?? String(err));
+  }
+}
+
 // A postmaster killed with SIGKILL leaves its file behind.
 function alive(pid: number): boolean {
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
@@ -80,6 +91,8 @@ export interface Postmaster {
   version(): number;
   /** Whether changes are told as they happen; else version() must be asked now and then. */
   readonly watching: boolean;
+  /** One line for the log: where postmaster.pid is and whether it is watched, read, or why not. */
+  describe(): string;
   close(): void;
 }
 
@@ -161,6 +174,15 @@ export function watchPostmaster(
     },
     get watching() {
       return watcher !== undefined;
+    },
+    describe() {
+      if (dataDir === undefined)
+        return "postmaster.pid: not known (no PGDATA, and no data_directory of a server on this host)";
+      const file = join(dataDir, "postmaster.pid");
+      if (watcher) return `postmaster.pid watched: ${file}`;
+      if (status() !== "unreadable")
+        return `postmaster.pid read at every poll (the directory cannot be watched): ${file}`;
+      return `postmaster.pid cannot be read: ${file}: ${whyNot(file)}`;
     },
     close,
   };

@@ -92,6 +92,12 @@ export interface Session {
   conn(): postgres.Sql;
   /** A poll succeeded on it. */
   polled(inRecovery: boolean): void;
+  /**
+   * A second connection with the same settings, closed as soon as the server
+   * lets it in: the error it failed with (57P03 once a shutdown, a smart one
+   * too, has begun), or undefined. Costs the server a fork each time.
+   */
+  knock(): Promise<Error | undefined>;
   drop(): void;
   /** Closes it for good: Terminate if it is idle, a poll in flight cut off; never waits on the server. */
   end(): Promise<void>;
@@ -178,6 +184,30 @@ export function createSession(config: SessionConfig, pm: Pick<Postmaster, "aim">
       fresh = false;
       knowsSystemId = true;
       if (!inRecovery && !listening && sql) listen(sql);
+    },
+    async knock() {
+      if (!plan) return undefined;
+      const door = connect(
+        config,
+        plan,
+        () => {},
+        () => {},
+      );
+      let timer: Timer | undefined;
+      const timeoutMs = connectTimeoutOf(config, plan);
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(Object.assign(new Error("no answer"), { code: "POLL_TIMEOUT" })), timeoutMs);
+      });
+      try {
+        // An empty query: the least a connection can be asked (postgres.js's reserve() never resolves on a new one).
+        await Promise.race([door.unsafe(""), late]);
+        return undefined;
+      } catch (err) {
+        return err instanceof Error ? err : new Error(String(err));
+      } finally {
+        clearTimeout(timer);
+        await door.end({ timeout: 0 }).catch(() => {});
+      }
     },
     drop() {
       if (fresh) {

@@ -1,19 +1,9 @@
+import { ReplstatusError } from "../../../errors.ts";
 // Connection strings as libpq reads them (PostgreSQL docs, "Connection
 // Strings"): a URL postgresql://user:password@host:port/dbname?key=value, or
 // keyword/value pairs `host=db1 port=5432 password='it''s'` with single quotes
 // and backslash escapes. Both become one record of libpq keywords. Pure: no
 // files, no environment.
-
-/** Thrown for a connection string or setting that cannot be used. */
-export class ConninfoError extends Error {
-  /** CONNINFO_FILE: a file is missing, unreadable or wrong, which may be fixed while running. */
-  constructor(
-    message: string,
-    readonly code: "CONNINFO_INVALID" | "CONNINFO_FILE" = "CONNINFO_INVALID",
-  ) {
-    super(message);
-  }
-}
 
 /** libpq keywords by their libpq name; values are text, as in libpq. */
 export type Conninfo = Partial<Record<Keyword, string>>;
@@ -73,10 +63,11 @@ const UNSUPPORTED = new Set([
 const IS_KEYWORD = new Set<string>(KEYWORDS);
 
 /** Checks one keyword; `where` names the source for the message (a URL, a service file line). */
-export function checkKeyword(key: string, where: string, code?: ConninfoError["code"]): Keyword {
+export function checkKeyword(key: string, where: string, code?: "CONNINFO_INVALID" | "CONNINFO_FILE"): Keyword {
   if (IS_KEYWORD.has(key)) return key as Keyword;
-  if (UNSUPPORTED.has(key)) throw new ConninfoError(`${where}: connection option "${key}" is not supported`, code);
-  throw new ConninfoError(`${where}: invalid connection option "${key}"`, code);
+  if (UNSUPPORTED.has(key))
+    throw new ReplstatusError(code ?? "CONNINFO_INVALID", `${where}: connection option "${key}" is not supported`);
+  throw new ReplstatusError(code ?? "CONNINFO_INVALID", `${where}: invalid connection option "${key}"`);
 }
 
 /** A URL when it starts with postgresql:// or postgres://, else keyword/value pairs. */
@@ -104,14 +95,18 @@ function parsePairs(text: string): Conninfo {
     while (blank(text[i])) i++;
     // Not quoted back: a stray word may be a password.
     if (text[i] !== "=")
-      throw new ConninfoError(`missing "=" after the word at offset ${keyStart} of the connection string`);
+      throw new ReplstatusError(
+        "CONNINFO_INVALID",
+        `missing "=" after the word at offset ${keyStart} of the connection string`,
+      );
     i++;
     while (blank(text[i])) i++;
     let value = "";
     if (text[i] === "'") {
       i++;
       for (;;) {
-        if (i >= text.length) throw new ConninfoError(`unterminated quoted string in connection string`);
+        if (i >= text.length)
+          throw new ReplstatusError("CONNINFO_INVALID", `unterminated quoted string in connection string`);
         const c = text[i++]!;
         if (c === "'") break;
         if (c === "\\" && i < text.length) value += text[i++];
@@ -133,7 +128,7 @@ function decode(part: string, what: string): string {
   try {
     return decodeURIComponent(part);
   } catch {
-    throw new ConninfoError(`invalid percent-encoded ${what} in URL`);
+    throw new ReplstatusError("CONNINFO_INVALID", `invalid percent-encoded ${what} in URL`);
   }
 }
 
@@ -159,15 +154,17 @@ function parseUrl(text: string): Conninfo {
     if (user !== "") out.user = decode(user, "user name");
     if (colon >= 0) out.password = decode(userInfo.slice(colon + 1), "password");
   }
-  if (hostPort.includes(",")) throw new ConninfoError("a URL with several hosts: replstatus watches one server");
+  if (hostPort.includes(","))
+    throw new ReplstatusError("CONNINFO_INVALID", "a URL with several hosts: replstatus watches one server");
   let host = hostPort;
   let port = "";
   if (hostPort.startsWith("[")) {
     const close = hostPort.indexOf("]");
-    if (close < 0) throw new ConninfoError(`missing "]" in IPv6 host address in URL`);
+    if (close < 0) throw new ReplstatusError("CONNINFO_INVALID", `missing "]" in IPv6 host address in URL`);
     host = hostPort.slice(1, close);
     const after = hostPort.slice(close + 1);
-    if (after !== "" && !after.startsWith(":")) throw new ConninfoError(`unexpected "${after}" after IPv6 host in URL`);
+    if (after !== "" && !after.startsWith(":"))
+      throw new ReplstatusError("CONNINFO_INVALID", `unexpected "${after}" after IPv6 host in URL`);
     port = after.slice(1);
   } else {
     const colon = hostPort.lastIndexOf(":");
@@ -181,7 +178,7 @@ function parseUrl(text: string): Conninfo {
   if (port !== "") out.port = port;
   for (const pair of query === "" ? [] : query.split("&")) {
     const eq = pair.indexOf("=");
-    if (eq < 0) throw new ConninfoError(`missing "=" in a URL query parameter`);
+    if (eq < 0) throw new ReplstatusError("CONNINFO_INVALID", `missing "=" in a URL query parameter`);
     const key = decode(pair.slice(0, eq), "query parameter");
     const value = decode(pair.slice(eq + 1), "query parameter");
     // JDBC's spelling, which libpq accepts too.

@@ -4,11 +4,12 @@
 // system-wide PGSYSCONFDIR/pg_service.conf; the first file holding the
 // service wins, and its settings fill only what the connection string left
 // unset.
-import { checkKeyword, ConninfoError, type Conninfo } from "./conninfo.ts";
+import { checkKeyword, type Conninfo } from "./conninfo.ts";
+import { ReplstatusError } from "../../../errors.ts";
 
 /**
  * The settings of `name` in the text of one service file, or undefined when
- * the file has no such section. Throws ConninfoError naming the file and
+ * the file has no such section. Throws CONNINFO_FILE naming the file and
  * line for a line libpq would refuse.
  */
 export function findService(text: string, path: string, name: string): Conninfo | undefined {
@@ -22,17 +23,17 @@ export function findService(text: string, path: string, name: string): Conninfo 
     if (line.startsWith("[")) {
       // The section is done: libpq stops at the next one.
       if (found) return found;
-      if (!line.endsWith("]")) throw new ConninfoError(`syntax error in ${where}`, "CONNINFO_FILE");
+      if (!line.endsWith("]")) throw new ReplstatusError("CONNINFO_FILE", `syntax error in ${where}`);
       inSection = line.slice(1, -1) === name;
       if (inSection) found = {};
       continue;
     }
     if (!inSection) continue;
     const eq = line.indexOf("=");
-    if (eq < 0) throw new ConninfoError(`syntax error in ${where}`, "CONNINFO_FILE");
+    if (eq < 0) throw new ReplstatusError("CONNINFO_FILE", `syntax error in ${where}`);
     const key = line.slice(0, eq).trim();
     if (key === "service")
-      throw new ConninfoError(`nested service specifications not supported in ${where}`, "CONNINFO_FILE");
+      throw new ReplstatusError("CONNINFO_FILE", `nested service specifications not supported in ${where}`);
     const keyword = checkKeyword(key, where, "CONNINFO_FILE");
     // The first setting of a keyword wins, as in libpq.
     if (found![keyword] === undefined) found![keyword] = line.slice(eq + 1);

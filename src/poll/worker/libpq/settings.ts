@@ -4,9 +4,10 @@
 // then the service it names (or PGSERVICE), then the PG* environment, then the
 // defaults. Files are read here, at every connection attempt, as libpq does:
 // a fixed .pgpass or service file is picked up without a restart.
-import { ConninfoError, type Conninfo, type Keyword } from "./conninfo.ts";
+import { type Conninfo, type Keyword } from "./conninfo.ts";
 import { lookupPassword, passFileProblem } from "./pgpass.ts";
 import { findService, serviceFiles } from "./service.ts";
+import { ReplstatusError } from "../../../errors.ts";
 
 export const SSLMODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] as const;
 export type SslMode = (typeof SSLMODES)[number];
@@ -84,7 +85,7 @@ export interface Settings {
   warnings: string[];
 }
 
-/** The connection's settings; throws ConninfoError naming the file or setting at fault. */
+/** The connection's settings; throws CONNINFO_INVALID or CONNINFO_FILE naming the file or setting at fault. */
 export function resolveSettings(explicit: Conninfo, env: Record<string, string | undefined>, io: Io): Settings {
   const warnings: string[] = [];
   const serviceName = explicit.service || env.PGSERVICE || undefined;
@@ -97,7 +98,7 @@ export function resolveSettings(explicit: Conninfo, env: Record<string, string |
     explicit[k] ? `${k} in --db` : service[k] ? `${k} in service "${serviceName}"` : ENV_OF[k]!;
   // A bad value in a service file is that file's fault, and can be fixed while running.
   const bad = (k: Keyword, message: string) =>
-    new ConninfoError(message, !explicit[k] && service[k] ? "CONNINFO_FILE" : "CONNINFO_INVALID");
+    new ReplstatusError(!explicit[k] && service[k] ? "CONNINFO_FILE" : "CONNINFO_INVALID", message);
 
   const tsa = from("target_session_attrs");
   if (tsa !== undefined && tsa !== "any") {
@@ -192,7 +193,7 @@ function sslMode(
   text: string | undefined,
   rootcert: string | undefined,
   source: (k: Keyword) => string,
-  bad: (k: Keyword, message: string) => ConninfoError,
+  bad: (k: Keyword, message: string) => ReplstatusError,
 ): SslMode {
   if (text !== undefined && !(SSLMODES as readonly string[]).includes(text)) {
     throw bad(
@@ -217,12 +218,15 @@ function readService(name: string, env: Record<string, string | undefined>, io: 
       text = io.readText(path);
     } catch (err) {
       if ((err as { code?: string }).code === "ENOENT") continue;
-      throw new ConninfoError(`could not read service file "${path}": ${fileCause(err)}`, "CONNINFO_FILE");
+      throw new ReplstatusError("CONNINFO_FILE", `could not read service file "${path}": ${fileCause(err)}`);
     }
     const found = findService(text, path, name);
     if (found) return found;
   }
-  throw new ConninfoError(`definition of service "${name}" not found (looked in ${files.join(", ")})`, "CONNINFO_FILE");
+  throw new ReplstatusError(
+    "CONNINFO_FILE",
+    `definition of service "${name}" not found (looked in ${files.join(", ")})`,
+  );
 }
 
 function passwordFromFile(

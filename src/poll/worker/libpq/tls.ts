@@ -4,8 +4,8 @@
 // to TLS, as libpq does, so a stray key does not stop a plaintext connection.
 import { checkServerIdentity, type ConnectionOptions, type PeerCertificate } from "node:tls";
 import { isIP } from "node:net";
-import { ConninfoError } from "./conninfo.ts";
 import { fileCause, type Io, type Settings } from "./settings.ts";
+import { ReplstatusError } from "../../../errors.ts";
 
 /** What the server's certificate must prove: nothing, a chain to the root, or also the host name. */
 export type Verify = "none" | "ca" | "full";
@@ -19,9 +19,9 @@ export function tlsOptions(s: Settings, io: Io): ConnectionOptions & { verify: V
   if (tls.rootcert !== "system") {
     const ca = readIfPresent(tls.rootcert, "root certificate file", io);
     if (ca === undefined && (s.sslmode === "verify-ca" || s.sslmode === "verify-full")) {
-      throw new ConninfoError(
-        `root certificate file "${tls.rootcert}" does not exist; either provide the file, use the system's trusted roots with sslrootcert=system, or change sslmode to disable server certificate verification`,
+      throw new ReplstatusError(
         "CONNINFO_FILE",
+        `root certificate file "${tls.rootcert}" does not exist; either provide the file, use the system's trusted roots with sslrootcert=system, or change sslmode to disable server certificate verification`,
       );
     }
     if (ca !== undefined) {
@@ -45,9 +45,9 @@ export function tlsOptions(s: Settings, io: Io): ConnectionOptions & { verify: V
   if (cert !== undefined) {
     const st = statOrThrow(tls.key, "private key file", io);
     if (st === undefined)
-      throw new ConninfoError(`certificate present, but not private key file "${tls.key}"`, "CONNINFO_FILE");
+      throw new ReplstatusError("CONNINFO_FILE", `certificate present, but not private key file "${tls.key}"`);
     const problem = keyFileProblem(tls.key, st, io.uid);
-    if (problem) throw new ConninfoError(problem, "CONNINFO_FILE");
+    if (problem) throw new ReplstatusError("CONNINFO_FILE", problem);
     out.cert = cert;
     out.key = readOrThrow(tls.key, "private key file", io);
     if (tls.passphrase !== undefined) out.passphrase = tls.passphrase;
@@ -67,7 +67,7 @@ function statOrThrow(path: string, what: string, io: Io): { mode: number; uid: n
   try {
     return io.stat(path);
   } catch (err) {
-    throw new ConninfoError(`could not read ${what} "${path}": ${fileCause(err)}`, "CONNINFO_FILE");
+    throw new ReplstatusError("CONNINFO_FILE", `could not read ${what} "${path}": ${fileCause(err)}`);
   }
 }
 
@@ -75,7 +75,7 @@ function readOrThrow(path: string, what: string, io: Io): string {
   try {
     return io.readText(path);
   } catch (err) {
-    throw new ConninfoError(`could not read ${what} "${path}": ${fileCause(err)}`, "CONNINFO_FILE");
+    throw new ReplstatusError("CONNINFO_FILE", `could not read ${what} "${path}": ${fileCause(err)}`);
   }
 }
 

@@ -11,9 +11,10 @@ const POLL_MS = 500;
 const POLL_STREAMING_MS = 5000;
 const STREAM_RETRY_MS = 10_000;
 /**
- * The stream is opened this long after the page loaded: Chromium's virtual
- * time (--virtual-time-budget, as with --dump-dom) stands still while a fetch
- * is open, so a stream from the start would keep a DOM dump from ever coming.
+ * The stream is opened this long after the page loaded, counted by a timer
+ * (Chromium's virtual time moves timers, not the clock): its virtual time
+ * (--virtual-time-budget, as with --dump-dom) stands still while a fetch is
+ * open, so a stream from the start would keep a DOM dump from ever coming.
  */
 const STREAM_AFTER_MS = 5000;
 /** Lag samples kept per node for the sparkline: a ring of this many. */
@@ -31,7 +32,8 @@ let lastOkAt = 0;
 let failing: string | null = null;
 let stream: EventSource | undefined;
 let streaming = false;
-let streamRetryAt = Date.now() + STREAM_AFTER_MS;
+/** Whether to (try to) open the stream now; timers set it. */
+let streamWanted = false;
 let timer: ReturnType<typeof setTimeout> | undefined;
 
 function byId(id: string): HTMLElement {
@@ -270,7 +272,7 @@ async function poll(): Promise<void> {
 
 function schedule(): void {
   if (document.hidden || timer !== undefined) return;
-  if (!stream && Date.now() >= streamRetryAt) follow();
+  if (!stream && streamWanted) follow();
   const wait = streaming && cluster?.source === "route" ? POLL_STREAMING_MS : POLL_MS;
   timer = setTimeout(() => void poll(), wait);
 }
@@ -299,7 +301,8 @@ function follow(): void {
     if (es.readyState === EventSource.CLOSED) {
       es.close();
       stream = undefined;
-      streamRetryAt = Date.now() + STREAM_RETRY_MS;
+      streamWanted = false;
+      setTimeout(() => (streamWanted = true), STREAM_RETRY_MS);
     }
     render();
   };
@@ -317,4 +320,5 @@ document.addEventListener("visibilitychange", () => {
   if (document.hidden) stop();
   else void poll();
 });
+setTimeout(() => (streamWanted = true), STREAM_AFTER_MS);
 void poll();

@@ -12,8 +12,9 @@ import { answer, request } from "../../src/demo/probe.ts";
 import { runCliAsync } from "../kit/cli.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
 
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(60_000);
+const HOOK_TIMEOUT_MS = 180_000;
+// Chromium alone took 32 s for a one-line page at a load average of 66 on this 2-core machine.
+setDefaultTimeout(180_000);
 /** The page's promise: a failover on screen within a second of the node answering MASTER. */
 const FAILOVER_ON_SCREEN_MS = 1000;
 /** Where screenshots go when asked for (UI_SCREENSHOTS=dir); none otherwise. */
@@ -136,13 +137,13 @@ describe("the status page in headless Chromium, on a pair with the split-brain g
       Override: "ready",
     });
     expect(dom.rows[node2]!["Replay lag"]).toMatch(/^\d+(\.\d+)? (B|kB|MB)/);
-    const sysid = await pg.primary.sql("select system_identifier from pg_control_system()");
-    expect(dom.rows[node1]!["System id"]).toBe(`…${sysid.slice(-6)}`);
   });
 
   test("live: the primary put in maint is named at the top, and cleared after ready", async () => {
     page = await openPage(`http://${node2}/ui`);
     await waitFor("the page to show both nodes", async () => (await seen()).rows[node1]?.Answer === "MASTER");
+    const sysid = await pg.primary.sql("select system_identifier from pg_control_system()");
+    expect((await seen()).rows[node1]).toMatchObject({ "System id": `…${sysid.slice(-6)}`, Timeline: "1" });
     expect((await seen()).live).toMatch(/^(○ polling \/status every 0\.5 s|● live: following \/events); updated \d\d:/);
     expect((await runCliAsync(["maint", "--control-socket", sock(1)])).code).toBe(0);
     const s = (await waitFor("the maint disagreement on screen", async () => {
@@ -197,10 +198,11 @@ describe("the status page in headless Chromium, on a pair with the split-brain g
     await s1.stop();
     const s = (await waitFor("node1 unreachable on screen", async () => {
       const v = await seen();
-      return v.rows[node1]?.Answer === "NO ANSWER" ? v : undefined;
+      // A peer on its way out may time out first; once it is gone, the connection is refused.
+      return v.rows[node1]?.Node === `${node1} connection refused` ? v : undefined;
     })) as Seen;
     await shot("peer-stopped");
-    expect(s.rows[node1]!.Node).toBe(`${node1} connection refused`);
+    expect(s.rows[node1]!.Answer).toBe("NO ANSWER");
     expect(s.findings).toEqual([`${node1} cannot be reached: connection refused`]);
     // A phone's width: one card per node, the same words.
     await page.resize(390, 844);

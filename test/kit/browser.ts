@@ -42,6 +42,9 @@ function removeProfile(dir: string): void {
   untrackDir(dir);
 }
 
+/** The most a --dump-dom run may take before it is killed. */
+export const DUMP_TIMEOUT_MS = 150_000;
+
 /** The DOM of `url` after its scripts ran for `budgetMs` of virtual time. */
 export async function dumpDom(url: string, budgetMs = 4000, width = 1280, height = 800): Promise<string> {
   const profile = profileDir();
@@ -53,7 +56,8 @@ export async function dumpDom(url: string, budgetMs = 4000, width = 1280, height
       },
     );
     track(proc.pid);
-    const timer = setTimeout(() => proc.kill("SIGKILL"), 60_000);
+    // A loaded 2-core machine was seen taking 32 s for a page with one line of text.
+    const timer = setTimeout(() => proc.kill("SIGKILL"), DUMP_TIMEOUT_MS);
     const [dom] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
     await proc.exited;
     clearTimeout(timer);

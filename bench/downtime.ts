@@ -24,6 +24,7 @@ import {
   type RunningResponder,
 } from "./targets.ts";
 import { startHaproxy, type Haproxy } from "../src/demo/haproxy.ts";
+import { startRoute } from "../test/kit/route.ts";
 
 /** haproxy default-server lines measured; the first is README's recommended one. */
 export const DOWNTIME_SETTINGS: { name: string; line: string }[] = [
@@ -51,6 +52,15 @@ export interface DowntimeCell {
   gapMs: Spread;
 }
 
+/** Which frontends a measurement has: always replstatus's checks and the C worker's (when installed). */
+export interface GapOptions {
+  settings: { name: string; line: string }[];
+  /** Also a frontend per setting driven by `replstatus route` (key "route"), on replstatus's checks. */
+  route: boolean;
+  /** A write attempt per client this often; default ATTEMPT_EVERY_MS. */
+  attemptEveryMs?: number;
+}
+
 export interface DowntimeResult {
   trials: number;
   attemptEveryMs: number;
@@ -61,16 +71,6 @@ export interface DowntimeResult {
 
 const ATTEMPT_EVERY_MS = 5;
 const ATTEMPT_TIMEOUT_MS = 500;
-/**
- * In flight per client at most: a bound, not a pace, and one a steady pace never reaches (every
- * attempt ends within ATTEMPT_TIMEOUT_MS). While haproxy still routes to the dead old primary
- * it holds each attempt through its connect retries, so a lower bound fills with those and
- * the client starts nothing until they time out: a real population of clients would not wait
- * so (measured with 30: gaps of about ATTEMPT_TIMEOUT_MS where haproxy routed to the new primary
- * after 200 ms). Six clients at this bound stay below the pair's max_connections
- * (DOWNTIME_MAX_CONNECTIONS, set by targets.ts).
- */
-const MAX_IN_FLIGHT = Math.ceil(ATTEMPT_TIMEOUT_MS / ATTEMPT_EVERY_MS) + 1;
 /**
  * haproxy's process-wide connection limit. A session sent to the dead old primary before its
  * checks mark it down is held through the connect retries (`retries 3`, a turn-around of
@@ -95,12 +95,22 @@ interface Frontend {
 }
 
 /**
- * A client that starts a write every ATTEMPT_EVERY_MS and keeps the completion time of each
+ * A client that starts a write every `everyMs` and keeps the completion time of each
  * that committed. Once a write has failed after arm() it stops after BACK_STREAK commits in a row: a
  * commit of a write begun before the event does not end the gap, nor does one of every other
  * write while haproxy still sends half of them to a dead server.
  */
-function writer(target: WriteTarget) {
+function writer(target: WriteTarget, everyMs: number) {
+  /*
+   * maxInFlight, in flight per client at most: a bound, not a pace, and one a steady pace never reaches (every
+   * attempt ends within ATTEMPT_TIMEOUT_MS). While haproxy still routes to the dead old primary
+   * it holds each attempt through its connect retries, so a lower bound fills with those and
+   * the client starts nothing until they time out: a real population of clients would not wait
+   * so (measured with 30: gaps of about ATTEMPT_TIMEOUT_MS where haproxy routed to the new primary
+   * after 200 ms). Six clients at this bound stay below the pair's max_connections
+   * (DOWNTIME_MAX_CONNECTIONS, set by targets.ts).
+   */
+  const maxInFlight = Math.ceil(ATTEMPT_TIMEOUT_MS / everyMs) + 1;
   const committed: number[] = [];
   let inFlight = 0;
   let failed = false;
@@ -120,8 +130,8 @@ function writer(target: WriteTarget) {
     }
   };
   const timer = setInterval(() => {
-    if (!stopped && inFlight < MAX_IN_FLIGHT) void attempt();
-  }, ATTEMPT_EVERY_MS);
+    if (!stopped && inFlight < maxInFlight) void attempt();
+  }, everyMs);
   return {
     get committed() {
       return committed.length;
@@ -162,12 +172,14 @@ async function startFrontends(
   pair: Pair,
   nodes: PgNode[],
   rs: Map<PgNode, RunningResponder>,
+  opts: GapOptions,
 ): Promise<{ haproxy: Haproxy; frontends: Frontend[] }> {
   const proxies: Record<string, string[]> = {};
   const frontends: Omit<Frontend, "port">[] = [];
-  DOWNTIME_SETTINGS.forEach((s, i) => {
+  opts.settings.forEach((s, i) => {
     const checkers: [string, (n: PgNode) => number][] = [["replstatus", (n) => rs.get(n)!.port]];
     if (pair.bgw) checkers.push(["bgw", (n) => pair.bgwPort.get(n.name)!]);
+    if (opts.route) checkers.push(["route", (n) => rs.get(n)!.port]);
     for (const [key, checkPort] of checkers) {
       const proxy = `${key}-${i}`;
       const servers = nodes.map((n) => ({ name: n.name, pgPort: n.port, checkPort: checkPort(n) }));
@@ -221,12 +233,25 @@ async function peakSessions(haproxy: Haproxy): Promise<number> {
 }
 
 /** One event seen by every frontend's client; resolves to each frontend's gap in ms. */
-async function trial(frontends: Frontend[], user: string, act: () => Promise<void>): Promise<number[]> {
+async function trial(
+  frontends: Frontend[],
+  user: string,
+  everyMs: number,
+  act: () => Promise<void>,
+): Promise<number[]> {
   const writers = frontends.map((f) =>
-    writer({ port: f.port, user, database: "postgres", sql: `insert into ${TABLE} values (now())` }),
+    writer({ port: f.port, user, database: "postgres", sql: `insert into ${TABLE} values (now())` }, everyMs),
   );
   try {
-    await waitFor("writes through every frontend", () => writers.every((w) => w.committed >= WARM_WRITES), 10_000, 5);
+    await waitFor(
+      "writes through every frontend",
+      () => writers.every((w) => w.committed >= WARM_WRITES),
+      10_000,
+      5,
+    ).catch((err: Error) => {
+      const counts = frontends.map((f, i) => `${f.proxy} ${writers[i]!.committed}`).join(", ");
+      throw new Error(`${err.message} (commits: ${counts})`);
+    });
     const t0 = performance.now();
     for (const w of writers) w.arm();
     await act();
@@ -243,10 +268,25 @@ async function trial(frontends: Frontend[], user: string, act: () => Promise<voi
   }
 }
 
-export async function measureDowntime(
+export function measureDowntime(pair: Pair, trials: number, log: (line: string) => void): Promise<DowntimeResult> {
+  return measureGaps(pair, trials, log, { settings: DOWNTIME_SETTINGS, route: false });
+}
+
+/** `replstatus route` driving the route frontends: one --server per (frontend, node), on each node's http listener. */
+function routeFor(haproxy: Haproxy, frontends: Frontend[], nodes: PgNode[], rs: Map<PgNode, RunningResponder>) {
+  const servers = frontends
+    .filter((f) => f.key === "route")
+    .flatMap((f) =>
+      nodes.flatMap((n) => ["--server", `${f.proxy}/${n.name}=http://127.0.0.1:${rs.get(n)!.responder.ports[1]}`]),
+    );
+  return startRoute(["--haproxy-socket", haproxy.statsSocket, ...servers]);
+}
+
+export async function measureGaps(
   pair: Pair,
   trials: number,
   log: (line: string) => void,
+  opts: GapOptions,
 ): Promise<DowntimeResult> {
   const nodes = [pair.pair.primary, pair.pair.standby];
   // An earlier part (failover) may have swapped the roles.
@@ -259,8 +299,10 @@ export async function measureDowntime(
     async () => (await standby.sql(`select to_regclass('${TABLE}') is not null`)) === "t",
   );
   const rs = new Map<PgNode, RunningResponder>();
-  for (const n of nodes) rs.set(n, await startReplstatus(n));
-  const { haproxy, frontends } = await startFrontends(pair, nodes, rs);
+  // A second listener, http, for the router's /events.
+  for (const n of nodes) rs.set(n, await startReplstatus(n, opts.route ? ["--listen", "http:127.0.0.1:0"] : []));
+  const { haproxy, frontends } = await startFrontends(pair, nodes, rs, opts);
+  const router = opts.route ? await routeFor(haproxy, frontends, nodes, rs) : undefined;
   const gaps = new Map<string, number[]>();
   try {
     const events: [string, (old: PgNode, next: PgNode) => Promise<void>][] = [
@@ -287,7 +329,7 @@ export async function measureDowntime(
         let actMs = Number.NaN;
         let ms: number[];
         try {
-          ms = await trial(frontends, primary.user, async () => {
+          ms = await trial(frontends, primary.user, opts.attemptEveryMs ?? ATTEMPT_EVERY_MS, async () => {
             const t = performance.now();
             await act(old, next);
             actMs = performance.now() - t;
@@ -321,6 +363,7 @@ export async function measureDowntime(
       }
     }
   } finally {
+    await router?.stop();
     await haproxy.stop();
     for (const r of rs.values()) await r.stop();
   }
@@ -329,5 +372,5 @@ export async function measureDowntime(
     const [event, setting, key] = k.split("/") as [string, string, string];
     cells.push({ event, setting, key, gapMs: spread(ms) });
   }
-  return { trials, attemptEveryMs: ATTEMPT_EVERY_MS, settings: DOWNTIME_SETTINGS, cells };
+  return { trials, attemptEveryMs: opts.attemptEveryMs ?? ATTEMPT_EVERY_MS, settings: opts.settings, cells };
 }

@@ -39,7 +39,18 @@ export interface WriteTarget {
  * any error, a close, or timeoutMs. Never rejects.
  */
 export function writeOnce(target: WriteTarget, timeoutMs: number): Promise<boolean> {
-  const { promise, resolve } = Promise.withResolvers<boolean>();
+  return writeReturning(target, timeoutMs).then((value) => value !== undefined);
+}
+
+/**
+ * writeOnce, resolving to the first column of the first row the statement
+ * returned ("" without one) when it committed, undefined otherwise: with
+ * `RETURNING current_setting('port')` it says which node took the write.
+ */
+export function writeReturning(target: WriteTarget, timeoutMs: number): Promise<string | undefined> {
+  const { promise, resolve: settle } = Promise.withResolvers<string | undefined>();
+  let value = "";
+  const resolve = (ok: boolean) => settle(ok ? value : undefined);
   let buffered = Buffer.alloc(0);
   let ready = 0;
   let failed = false;
@@ -68,6 +79,11 @@ export function writeOnce(target: WriteTarget, timeoutMs: number): Promise<boole
           const len = buffered.readInt32BE(1);
           if (buffered.length < 1 + len) break;
           const type = buffered[0];
+          // 'D': DataRow, Int16 columns, then per column Int32 length and the bytes.
+          if (type === 0x44 && value === "" && buffered.readInt16BE(5) > 0) {
+            const n = buffered.readInt32BE(7);
+            if (n > 0) value = buffered.subarray(11, 11 + n).toString("utf8");
+          }
           buffered = buffered.subarray(1 + len);
           if (type === 0x45) failed = true; // 'E': ErrorResponse
           if (type !== 0x5a) continue; // 'Z': ReadyForQuery

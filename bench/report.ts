@@ -24,6 +24,8 @@ export interface Results {
   storm?: StormResult | { skipped: string };
   failover?: FailoverResult;
   downtime?: DowntimeResult;
+  /** The push part (push.ts): the downtime part's figures with a "route" key beside "replstatus" and "bgw". */
+  push?: DowntimeResult;
   restart?: RestartResult;
   idle?: IdleResult;
   micro?: { name: string; avgNs: number; p99Ns: number }[] | { skipped: string };
@@ -321,6 +323,37 @@ function downtimeRows(d: DowntimeResult, missing: string): Row[] {
   return rows;
 }
 
+/** The push targets (push.ts): with `replstatus route`, this share of the C worker's gap at most. */
+const PUSH_TARGETS: Record<string, number> = { "inter 100ms rise 2": 1 / 3, "inter 1s rise 2": 1 / 10 };
+
+function pushRows(d: DowntimeResult, missing: string): Row[] {
+  const cell = (event: string, setting: string, key: string) =>
+    d.cells.find((x) => x.event === event && x.setting === setting && x.key === key)?.gapMs;
+  const rows: Row[] = [];
+  for (const [event, label] of [
+    ["stop-fast", "write gap with route, stop -m fast + promote"],
+    ["kill-9", "write gap with route, kill -9 + promote"],
+  ] as const) {
+    for (const { name } of d.settings) {
+      const a = cell(event, name, "route");
+      if (!a) continue;
+      const b = cell(event, name, "bgw");
+      const checks = cell(event, name, "replstatus");
+      const share = PUSH_TARGETS[name] ?? 1;
+      rows.push(
+        row({
+          figure: `${label}, haproxy ${name} (p50 of ${d.trials})`,
+          ...versus(a, b, missing),
+          floor: checks ? `replstatus checks only: ${fmtSpread(checks, fmtMs)}` : "",
+          target: `<= C / ${Math.round(1 / share)}`,
+          verdict: verdict(b ? a.median <= b.median * share : null),
+        }),
+      );
+    }
+  }
+  return rows;
+}
+
 /** Every row of the report, in the order of bench/README.md's targets. */
 export function reportRows(res: Results): Row[] {
   const missing = res.bgw.available ? "-" : "missing";
@@ -332,6 +365,7 @@ export function reportRows(res: Results): Row[] {
     ...(res.failover ? failoverRows(res.failover, missing) : []),
     ...(res.restart ? restartRows(res.restart) : []),
     ...(res.downtime ? downtimeRows(res.downtime, missing) : []),
+    ...(res.push ? pushRows(res.push, missing) : []),
   ];
 }
 

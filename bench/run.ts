@@ -1,7 +1,7 @@
 // The benchmark suite: replstatus side by side with the C bgw_replstatus, measured in one run on
 // one machine by the same client, with the ratio to the C original and the target from bench/README.md.
 //
-//   bun run bench [--quick] [--only rate,burst,storm,failover,downtime,micro,idle,restart] [--json FILE] [--svg FILE]
+//   bun run bench [--quick] [--only rate,burst,storm,failover,downtime,push,micro,idle,restart] [--json FILE] [--svg FILE]
 //
 // It starts everything it measures (a PostgreSQL primary + standby with the C extension,
 // replstatus in its own process, the floor server, haproxy) and stops all of it at the end or
@@ -13,6 +13,7 @@ import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import pkg from "../package.json";
 import { measureDowntime } from "./downtime.ts";
+import { measurePush } from "./push.ts";
 import { measureFailover } from "./failover.ts";
 import { measureIdle } from "./idle.ts";
 import { readRssKb } from "./loadgen.ts";
@@ -25,7 +26,7 @@ import { measureStorm } from "./storm.ts";
 import { rateSvg } from "./svg.ts";
 import { backlogSupport, bgwWorkerPid, findBgw, startBgwPair, startReplstatus, waitAnswers } from "./targets.ts";
 
-const PARTS = ["micro", "rate", "burst", "storm", "idle", "restart", "failover", "downtime"] as const;
+const PARTS = ["micro", "rate", "burst", "storm", "idle", "restart", "failover", "downtime", "push"] as const;
 type Part = (typeof PARTS)[number];
 
 const { values } = parseArgs({
@@ -40,7 +41,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "usage: bun run bench [--quick] [--only rate,burst,storm,failover,downtime,micro,idle,restart] [--json FILE] [--svg FILE]",
+    "usage: bun run bench [--quick] [--only rate,burst,storm,failover,downtime,push,micro,idle,restart] [--json FILE] [--svg FILE]",
   );
   process.exit(0);
 }
@@ -67,6 +68,7 @@ const PLAN = quick
       idleWindows: 1,
       restarts: 3,
       downtimeTrials: 1,
+      pushTrials: 1,
     }
   : {
       rateRuns: 3,
@@ -79,6 +81,7 @@ const PLAN = quick
       idleWindows: 2,
       restarts: 10,
       downtimeTrials: 5,
+      pushTrials: 5,
     };
 const CONCURRENCIES = [1, 16, 64, 256];
 const BURST_CONNS = 1000;
@@ -248,6 +251,18 @@ try {
         results.downtime = await measureDowntime(pair, PLAN.downtimeTrials, log);
       } catch (err) {
         console.log(`downtime: FAILED, ${(err as Error).message.split("\n")[0]}`);
+      }
+    }
+  }
+  if (want("push")) {
+    if (!findHaproxy()) {
+      console.log("push: SKIPPED, haproxy not found. To run it: apt-get install -y haproxy");
+    } else {
+      log(`push: ${PLAN.pushTrials} trial(s) each of stop -m fast + promote, kill -9 + promote, with replstatus route`);
+      try {
+        results.push = await measurePush(pair, PLAN.pushTrials, log);
+      } catch (err) {
+        console.log(`push: FAILED, ${(err as Error).message.split("\n")[0]}`);
       }
     }
   }

@@ -17,6 +17,7 @@ const DEBIAN = join(import.meta.dir, "debian");
 const LAYOUT: [from: string, to: string, mode: number][] = [
   ["replstatus@.service", "lib/systemd/system/replstatus@.service", 0o644],
   ["replstatus.service", "lib/systemd/system/replstatus.service", 0o644],
+  ["replstatus-route.service", "lib/systemd/system/replstatus-route.service", 0o644],
   ["replstatus.socket", "lib/systemd/system/replstatus.socket", 0o644],
   ["replstatus@.socket", "lib/systemd/system/replstatus@.socket", 0o644],
   ["replstatus.default", "etc/default/replstatus", 0o644],

@@ -1,11 +1,11 @@
 #!/usr/bin/env bun
-// argv -> help | version | demo | drain|maint|ready | serve. The only place that prints a
+// argv -> help | version | demo | route | drain|maint|ready | serve. The only place that prints a
 // fatal error and exits, with its code's status (src/errors.ts); demo exits with its own.
 import pkg from "../package.json";
 import { helpText } from "./config/help.ts";
-import { buildDemoConfig, loadConfig, parseArgv } from "./config/load.ts";
+import { buildDemoConfig, loadConfig, loadRouteConfig, parseArgv } from "./config/load.ts";
 import { defaultControlSocket, SUBCOMMANDS, type Subcommand } from "./config/options.ts";
-import { type Config } from "./config/types.ts";
+import { type Config, type RouteConfig } from "./config/types.ts";
 import { sendControl } from "./ops/control.ts";
 import { start, type Server } from "./serve.ts";
 import { ReplstatusError } from "./errors.ts";
@@ -19,7 +19,7 @@ async function main(argv: string[]): Promise<void> {
   const env = process.env;
   // A sub-command is the first word; the flags after it use the same table.
   const command = (SUBCOMMANDS as readonly string[]).includes(argv[0] ?? "") ? (argv[0] as Subcommand) : undefined;
-  const raw = parseArgv(command ? argv.slice(1) : argv, command === "demo" ? "demo" : "server");
+  const raw = parseArgv(command ? argv.slice(1) : argv, command === "demo" || command === "route" ? command : "server");
   if (raw.has("help")) {
     process.stdout.write(helpText(pkg.version));
     return;
@@ -34,6 +34,7 @@ async function main(argv: string[]): Promise<void> {
     const { runDemo } = await import("./demo/demo.ts");
     process.exit(await runDemo(demo));
   }
+  if (command === "route") return await route(await loadRouteConfig(raw, env));
   const config = await loadConfig(raw, env);
   if (command) return await setOverride(command, config);
   await serve(config, () => loadConfig(raw, env), env, raw.has("db"));
@@ -64,6 +65,19 @@ async function serve(
   process.on("SIGHUP", () => void server.reload());
   // Last, once every handler is in place: tests and scripts take this as "ready".
   server.announce();
+}
+
+/** `replstatus route`: runs until SIGTERM or SIGINT. Loaded only here. */
+async function route(config: RouteConfig): Promise<void> {
+  const { startRoute } = await import("./route/serve.ts");
+  const running = startRoute(config);
+  const stop = async (signal: string) => {
+    running.log.info(`${signal}: shutting down`);
+    await running.stop();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
 }
 
 /** `replstatus drain|maint|ready`: one line on stdout and exit 0, or one error line and exit 1. */

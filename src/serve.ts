@@ -4,8 +4,7 @@
 // Everything started is pushed on one stack, which is the only teardown path:
 // for a start-up failure half-way and for a shutdown alike.
 import type { SocketHandler } from "bun";
-import { dirname } from "node:path";
-import { createCell, currentState, OVERRIDE_NAMES, STATE_NAMES, type Cell, type Override, type State } from "./cell.ts";
+import { createCell, currentState, OVERRIDE_NAMES, STATE_NAMES, type State, type Cell } from "./cell.ts";
 import { startGuard, type Guard } from "./cluster/guard.ts";
 import { defaultControlSocket } from "./config/options.ts";
 import { type Config } from "./config/types.ts";
@@ -13,7 +12,7 @@ import { formatAddress, type ListenAddress } from "./address.ts";
 import { agentHandler, weightBucket } from "./listen/agent.ts";
 import { buildResponses, type Responses } from "./listen/answers.ts";
 import { raiseFdLimit, somaxconn } from "./listen/backlog.ts";
-import { listen, listenError, type Gate, type Listener } from "./listen/gate.ts";
+import { listen, type Gate, type Listener } from "./listen/gate.ts";
 import { rawHandler } from "./listen/raw.ts";
 import { httpHandler } from "./listen/http/handler.ts";
 import { createHolds } from "./listen/http/holds.ts";
@@ -31,18 +30,18 @@ import {
 } from "./listen/tls.ts";
 import { createHistory, type History } from "./history.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { prepareDir, startControl } from "./ops/control.ts";
+import { startControl } from "./ops/control.ts";
 import { fitFdLimit, logOverLimit } from "./ops/limits.ts";
-import { createMetrics, type Metrics } from "./ops/metrics.ts";
-import { overridePath, saveOverride, startingOverride } from "./ops/override.ts";
-import { apply, reloadConfig, type Reloadable } from "./ops/reload.ts";
+import { createMetrics, serveMetrics, type Metrics } from "./ops/metrics.ts";
+import { restoreOverride, saveOverride } from "./ops/override.ts";
+import { createReloader, type Reloadable } from "./ops/reload.ts";
 import { listenerName, reportStart } from "./ops/report.ts";
-import { createLagJudge } from "./poll/lag.ts";
+import { createLagJudge, type LagJudge } from "./poll/lag.ts";
 import type { PollFacts } from "./poll/facts.ts";
 import type { PatroniView } from "./cluster/patroni-view.ts";
 import type { PatroniAnswer } from "./listen/http/patroni.ts";
 import { startPoller, type Poller } from "./poll/poller.ts";
-import { configTarget } from "./poll/target.ts";
+import { configTarget, type DbTarget } from "./poll/target.ts";
 import { ReplstatusError } from "./errors.ts";
 
 type Env = Record<string, string | undefined>;
@@ -78,8 +77,8 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const target = configTarget(config, opts.env);
   const log = createLogger(undefined, config.logFormat);
   if (target.passwordInDb && opts.dbOnCommandLine) log.warning(PASSWORD_ON_COMMAND_LINE);
-  const history = createHistory();
   // Every change of the answer is logged, kept in the history and, once the listeners are open, streamed (GET /events).
+  const history = createHistory();
   const logged = logChange(log, history);
   let announce = (_reason: string) => {};
   const cell = createCell((from, to, reason) => {
@@ -97,64 +96,21 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const onLeader = (leader: string | null) => announce(`leader key: ${leader ?? "none"}`);
   const patroni = config.patroni && (await startPatroniMode(config, cell, facts, log, stack, onLeader));
   const fdLimit = raiseFdLimit();
-  const gate: Gate = {
-    allow: config.allow,
-    maxConnections: fitFdLimit(config.maxConnections, fdLimit),
-    open: 0,
-    counters: metrics.connections,
-  };
-  const sources: Sources = { cell, responses, facts, metrics, splitBrain, patroni, history };
+  const gate = gateOf(config, metrics, fdLimit);
+  const lag = createLagJudge(config, log);
+  const sources: Sources = { cell, responses, facts, lag, metrics, splitBrain, patroni, history };
   const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
   const { events } = endpoints;
   announce = events.changed;
-  // Between the bind above and the first await below nothing is accepted
-  // yet: the override on disk is in force before the first answer.
-  const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, opts.env);
-  const stateFile = restoreOverride(config, controlPath, endpoints.firstPort, cell, log);
-  const save = overrideSaver(cell, history, stateFile, (override) => events.changed(`override ${override}`));
-  const control = await startControl(controlPath, cell, log, save);
-  stack.defer(() => control.stop());
-  const metricsServer = config.metricsListen && serveMetrics(config.metricsListen, metrics);
-  if (metricsServer) stack.defer(() => void metricsServer.stop(true));
-  const overLimit = logOverLimit(metrics.connections, gate, log);
-  stack.defer(() => clearInterval(overLimit));
+  const ops = { ...sources, gate, events, log, env: opts.env };
+  const { control, metricsServer } = await startOps(config, ops, endpoints, stack);
 
   await fenceKnown(config, splitBrain, patroni);
 
   const first = firstOutcome(metrics);
-  const lag = createLagJudge(config, log);
-  poller = startPoller({
-    target,
-    pollIntervalMs: config.pollIntervalMs,
-    staleAfterMs: config.staleAfterMs,
-    connectTimeoutMs: config.connectTimeoutMs,
-    channel: config.channel,
-    cell,
-    lag,
-    log,
-    observer: first.observer,
-    onWorkerDeath: (message) => opts.onFatal(`the poll worker stopped: ${message}`, "a service manager restarts it"),
-    onFacts: (f) => {
-      const { agentConfig } = responses; // a reload replaces it (ops/reload.ts)
-      if (agentConfig.weightByLag) cell.setWeightBucket(weightBucket(agentConfig, f));
-      splitBrain?.evaluate();
-      patroni?.view.evaluate();
-      first.done();
-    },
-  });
+  poller = startPolling(config, target, { ...sources, log, first, onFatal: opts.onFatal });
   stack.defer(() => poller?.stop());
-  metrics.attach({
-    state: () => cell.state,
-    stateChanges: () => cell.changes,
-    facts,
-    openConnections: () => gate.open,
-    maxConnections: () => gate.maxConnections,
-    fdLimit: () => fdLimit,
-    guard: () => splitBrain,
-    tls: () => endpoints.tlsHandshakes,
-    events: () => events,
-    ...(patroni && { extra: patroni.view.metrics }),
-  });
+  attachMetrics(metrics, { ...sources, gate, fdLimit, endpoints });
   // A socket handed over by a service manager holds the checks that came
   // during the restart; they get the answer of this process's first poll
   // (or UNKNOWN once that has taken --stale-after), not an UNKNOWN of before.
@@ -184,8 +140,107 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
       for (const l of listeners) l.stop();
       await teardown.disposeAsync();
     },
-    reload: reloader(config, opts, { responses, gate, poller, lag, log, fdLimit, tls: endpoints.reloadTls(listeners) }),
+    reload: createReloader(config, opts.load, opts.env, {
+      responses,
+      gate,
+      poller,
+      lag,
+      log,
+      fdLimit,
+      tls: endpoints.reloadTls(listeners),
+    }),
   };
+}
+
+/**
+ * The control socket (with the override saved before a restart in force first: between the bind of
+ * the listeners and the first await here nothing is accepted yet), --metrics-listen, and the log line
+ * of the connection limit. Throws CONTROL_FAILED or LISTEN_FAILED.
+ */
+async function startOps(
+  config: Config,
+  s: Sources & { gate: Gate; events: Events; log: Logger; env: Env },
+  endpoints: Endpoints,
+  stack: AsyncDisposableStack,
+) {
+  const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, s.env);
+  const stateFile = restoreOverride(config.stateDir, controlPath, endpoints.firstPort, s.cell, s.log);
+  // A change of the override goes to the history before its event, so the event carries it.
+  let last = s.cell.override;
+  const control = await startControl(controlPath, s.cell, s.log, (override) => {
+    const [from, to] = [OVERRIDE_NAMES[last], OVERRIDE_NAMES[override]];
+    if (from !== to) s.history.push(from, to, `replstatus ${to}`);
+    last = override;
+    s.events.changed(`override ${to}`);
+    return saveOverride(stateFile, override);
+  });
+  stack.defer(() => control.stop());
+  const metricsServer = config.metricsListen && serveMetrics(config.metricsListen, s.metrics);
+  if (metricsServer) stack.defer(() => void metricsServer.stop(true));
+  const overLimit = logOverLimit(s.metrics.connections, s.gate, s.log);
+  stack.defer(() => clearInterval(overLimit));
+  return { control, metricsServer };
+}
+
+/** The poll worker, whose facts re-judge the agent weight and the fences after every poll. */
+function startPolling(
+  config: Config,
+  target: DbTarget,
+  s: Sources & {
+    log: Logger;
+    first: ReturnType<typeof firstOutcome>;
+    onFatal: StartOptions["onFatal"];
+  },
+): Poller {
+  const { cell, responses, splitBrain, patroni, first } = s;
+  return startPoller({
+    target,
+    pollIntervalMs: config.pollIntervalMs,
+    staleAfterMs: config.staleAfterMs,
+    connectTimeoutMs: config.connectTimeoutMs,
+    channel: config.channel,
+    cell,
+    lag: s.lag,
+    log: s.log,
+    observer: first.observer,
+    onWorkerDeath: (message) => s.onFatal(`the poll worker stopped: ${message}`, "a service manager restarts it"),
+    onFacts: (f) => {
+      const { agentConfig } = responses; // a reload replaces it (ops/reload.ts)
+      if (agentConfig.weightByLag) cell.setWeightBucket(weightBucket(agentConfig, f));
+      splitBrain?.evaluate();
+      patroni?.view.evaluate();
+      first.done();
+    },
+  });
+}
+
+/** What every connection passes first (listen/gate.ts): --allow, and --max-connections fitted to the open-file limit. */
+function gateOf(config: Config, metrics: Metrics, fdLimit: number | undefined): Gate {
+  return {
+    allow: config.allow,
+    maxConnections: fitFdLimit(config.maxConnections, fdLimit),
+    open: 0,
+    counters: metrics.connections,
+  };
+}
+
+/** What /metrics reads at each scrape. */
+function attachMetrics(
+  metrics: Metrics,
+  s: Sources & { gate: Gate; fdLimit: number | undefined; endpoints: Endpoints },
+): void {
+  metrics.attach({
+    state: () => s.cell.state,
+    stateChanges: () => s.cell.changes,
+    facts: s.facts,
+    openConnections: () => s.gate.open,
+    maxConnections: () => s.gate.maxConnections,
+    fdLimit: () => s.fdLimit,
+    guard: () => s.splitBrain,
+    tls: () => s.endpoints.tlsHandshakes,
+    events: () => s.endpoints.events,
+    ...(s.patroni && { extra: s.patroni.view.metrics }),
+  });
 }
 
 /** Every change of the answered state is one log line, with the reason, and an entry of the history. */
@@ -197,18 +252,6 @@ function logChange(log: Logger, history: History) {
       to: STATE_NAMES[to],
       reason,
     });
-  };
-}
-
-/** The control socket's save: a change of the override in the history, an event, the override file. */
-function overrideSaver(cell: Cell, history: History, stateFile: string, announce: (override: string) => void) {
-  let last: Override = cell.override;
-  return (override: Override) => {
-    if (override !== last)
-      history.push(OVERRIDE_NAMES[last], OVERRIDE_NAMES[override], `replstatus ${OVERRIDE_NAMES[override]}`);
-    last = override;
-    announce(OVERRIDE_NAMES[override]);
-    return saveOverride(stateFile, override);
   };
 }
 
@@ -284,6 +327,7 @@ interface Sources {
   cell: Cell;
   responses: Responses;
   facts: () => PollFacts | undefined;
+  lag: LagJudge;
   metrics: Metrics;
   splitBrain: Guard | undefined;
   patroni: PatroniMode | undefined;
@@ -331,6 +375,7 @@ function openListeners(
     guard: splitBrain && (() => splitBrain.status()),
     tags: config.tags,
     holds: createHolds(),
+    rejoinInMs: () => s.lag.rejoinInMs(Date.now()),
     history: s.history,
     ...(patroni && { patroni: patroni.answer, extraStatus: patroni.view.status }),
   };
@@ -351,7 +396,16 @@ function openListeners(
     const handler = address.tls
       ? secureHandler<number>(handlers[address.mode] as SocketHandler<number>, tlsHandshakes!, i, onTlsFailure)
       : handlers[address.mode];
-    const l = listen(address, handler, gate, i, config.backlog, 0, fd, address.tls && tls!.options);
+    const l = listen({
+      address,
+      handler,
+      gate,
+      index: i,
+      backlog: config.backlog,
+      data: 0,
+      inheritedFd: fd,
+      ...(address.tls && { tls: tls!.options }),
+    });
     stack.defer(() => l.stop());
     return l;
   };
@@ -384,20 +438,6 @@ function openListeners(
   };
 }
 
-/** Applies the override saved before a restart; returns the file that keeps it. Throws CONTROL_FAILED. */
-function restoreOverride(config: Config, controlPath: string, port: number, cell: Cell, log: Logger): string {
-  if (config.stateDir !== undefined) {
-    prepareDir(config.stateDir, { what: "state directory", flag: "--state-dir", content: "the override file" });
-  }
-  const path = overridePath(config.stateDir ?? dirname(controlPath), port);
-  const saved = startingOverride(path);
-  if (saved) {
-    cell.setOverride(saved.override);
-    log[saved.level](saved.line);
-  }
-  return path;
-}
-
 /** The first poll's outcome, a success or a failure, as a promise; the observer passes everything on to `metrics`. */
 function firstOutcome(metrics: Metrics) {
   let done!: () => void;
@@ -410,41 +450,4 @@ function firstOutcome(metrics: Metrics) {
     },
   };
   return { settled, done: () => done(), observer };
-}
-
-/** Serialises reloads: a SIGHUP during one is taken after it. */
-function reloader(config: Config, opts: StartOptions, live: Reloadable): () => Promise<void> {
-  let current = config;
-  let reloading: Promise<void> = Promise.resolve();
-  return () => {
-    // Changes are told against the running settings; what waits for a restart, against the
-    // started ones, so it is told again at every reload until then. A reload that throws is one
-    // log line, and the next SIGHUP still reloads.
-    reloading = reloading
-      .then(async () => {
-        const next = await reloadConfig(opts.load, opts.env, live.log);
-        if (next) {
-          apply(current, next, live, config);
-          current = next;
-        }
-      })
-      .catch((err: unknown) => live.log.error(`SIGHUP: reload failed, keeping the running configuration: ${err}`));
-    return reloading;
-  };
-}
-
-/** --metrics-listen: /metrics alone, on its own address; throws LISTEN_FAILED. */
-function serveMetrics(address: { host: string; port: number }, metrics: Metrics) {
-  try {
-    return Bun.serve({
-      hostname: address.host,
-      port: address.port,
-      fetch: (req) =>
-        new URL(req.url).pathname === "/metrics"
-          ? new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } })
-          : new Response("not found\n", { status: 404 }),
-    });
-  } catch (err) {
-    throw listenError(address, err);
-  }
 }

@@ -300,13 +300,13 @@ export function checkStatus(
       else if (sync) status = code(replicaOk);
     }
   }
-  if (!ignoreTags && status === 200) {
-    for (const [k, v] of query) {
-      if (!k.startsWith("tag_")) continue;
-      if (local.tags.values[k.slice(4)] !== v) return 503;
-    }
-  }
-  return status;
+  return !ignoreTags && status === 200 && !tagsMatch(query, local) ? 503 : status;
+}
+
+/** ?tag_KEY=VALUE: every tag asked for is the node's. */
+function tagsMatch(query: Map<string, string>, local: LocalNode): boolean {
+  for (const [k, v] of query) if (k.startsWith("tag_") && local.tags.values[k.slice(4)] !== v) return false;
+  return true;
 }
 
 /**

@@ -1,5 +1,5 @@
 // --help, built from the option table.
-import { DEFAULT_TEXTS, envName, hasEnv, OPTIONS, type Option } from "./options.ts";
+import { DEFAULT_TEXTS, envName, hasEnv, inScope, OPTIONS, type Option } from "./options.ts";
 
 function row(o: Option): string {
   const left = `  --${o.name}${o.arg ? " " + o.arg : ""}`;
@@ -16,6 +16,7 @@ export function helpText(version: string): string {
     "       replstatus drain|maint|ready [flags]  set the override of the replstatus started with the same",
     "                                             --port/--listen/--control-socket; ready clears it",
     "       replstatus demo [demo flags]          a throwaway primary + standby (+ haproxy) and a failover",
+    "       replstatus route [route flags]        beside haproxy: push every node's role change into it (docs/routing.md)",
     "",
     "Every connection gets the current state's text, then the server closes:",
     `${DEFAULT_TEXTS.primary} (primary), ${DEFAULT_TEXTS.standby} (standby), ${DEFAULT_TEXTS.unknown} (no fresh answer from PostgreSQL),`,
@@ -25,10 +26,15 @@ export function helpText(version: string): string {
     "/liveness, /readiness, /status and /metrics (see docs/haproxy.md).",
     "",
     "Flags (environment variable in brackets; durations as 250ms, 2s, or milliseconds):",
-    ...OPTIONS.filter((o) => !o.demo).map(row),
+    ...OPTIONS.filter((o) => inScope(o, "server") && o.name !== "help" && o.name !== "version").map(row),
+    ...OPTIONS.filter((o) => o.name === "help" || o.name === "version").map(row),
     "",
     "Flags of replstatus demo:",
     ...OPTIONS.filter((o) => o.demo).map(row),
+    "",
+    "Flags of replstatus route (also --listen http:HOST:PORT for its /status and /events, --peer-ca,",
+    "--peer-cert, --peer-key for https nodes, --config and --log-format):",
+    ...OPTIONS.filter((o) => o.route === true).map(row),
     "",
   ].join("\n");
 }

@@ -160,6 +160,18 @@ export const connInfo: Kind<string> = {
   },
 };
 
+/** `BACKEND/SERVER=URL` of `replstatus route --server`: a haproxy server and its node's http listener. */
+export const routeServer: Kind<{ backend: string; server: string; url: string }> = {
+  arg: "BACKEND/SERVER=URL",
+  expected:
+    "a haproxy backend and server, then = and the node's replstatus http listener, such as pg/node1=http://10.0.0.1:8008",
+  parse: (text) => {
+    const m = /^([A-Za-z0-9_.:-]+)\/([A-Za-z0-9_.:-]+)=(.+)$/.exec(text);
+    const url = m && parsePeer(m[3]!);
+    return url ? { backend: m[1]!, server: m[2]!, url } : undefined;
+  },
+};
+
 export const peerUrl: Kind<string> = {
   arg: "URL",
   expected: "an http or https URL of another node's replstatus http listener, such as http://10.0.0.2:8008",

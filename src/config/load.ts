@@ -5,8 +5,25 @@ import { buildAllowList, type AllowList } from "../listen/allow.ts";
 import { formatBytes, formatDuration, oneLine } from "../units.ts";
 import { formatAddress, type ListenAddress } from "../address.ts";
 import { buildPatroni, buildTags } from "./patroni.ts";
-import { BY_NAME, envName, hasEnv, OPTIONS, type FieldValues, type OptionName, type Values } from "./options.ts";
-import { type Config, type DemoConfig, type PeerTlsConfig, type Texts, type TlsConfig } from "./types.ts";
+import {
+  BY_NAME,
+  envName,
+  hasEnv,
+  inScope,
+  OPTIONS,
+  type FieldValues,
+  type OptionName,
+  type Scope,
+  type Values,
+} from "./options.ts";
+import {
+  type Config,
+  type DemoConfig,
+  type PeerTlsConfig,
+  type RouteConfig,
+  type Texts,
+  type TlsConfig,
+} from "./types.ts";
 import { ReplstatusError } from "../errors.ts";
 
 /** Flag name -> its values as given, before parsing. */
@@ -16,8 +33,6 @@ export interface ConfigFile {
   path: string;
   values: Raw;
 }
-
-type Scope = "server" | "demo";
 
 /**
  * Splits argv into flag -> values; only the syntax is checked here. `demo`
@@ -33,10 +48,10 @@ export function parseArgv(argv: readonly string[], scope: Scope = "server"): Raw
     const eq = word.indexOf("=");
     const name = word.slice(2, eq === -1 ? undefined : eq);
     const option = BY_NAME.get(name);
-    if (!option || (option.name !== "help" && (option.demo === true) !== (scope === "demo"))) {
+    if (!option || !inScope(option, scope)) {
       throw new ReplstatusError(
         "CONFIG_INVALID",
-        `unknown flag: --${name}${scope === "demo" ? " for replstatus demo" : ""} (see --help)`,
+        `unknown flag: --${name}${scope === "server" ? "" : ` for replstatus ${scope}`} (see --help)`,
       );
     }
     let value: string;
@@ -99,7 +114,7 @@ type Reader = <K extends OptionName>(name: K) => Values[K];
 function reader(merged: Raw, scope: Scope, where: (name: string) => string): Reader {
   return <K extends OptionName>(name: K): Values[K] => {
     const option = BY_NAME.get(name)!;
-    const given = (option.demo === true) === (scope === "demo") ? merged.get(name) : undefined;
+    const given = inScope(option, scope) ? merged.get(name) : undefined;
     const texts = given ?? (option.default === undefined ? [] : [option.default]);
     const parsed: unknown[] = [];
     for (const text of texts) {
@@ -345,4 +360,46 @@ export function buildDemoConfig(raw: Raw): DemoConfig {
 export async function loadConfig(raw: Raw, env: Record<string, string | undefined>): Promise<Config> {
   const path = raw.get("config")?.[0] ?? (env[envName("config")] || undefined);
   return buildConfig(raw, env, path === undefined ? undefined : await readConfigFile(path));
+}
+
+/** The flags of `replstatus route`, with variables and the --config file below them; throws CONFIG_INVALID. */
+export function buildRouteConfig(raw: Raw, env: Record<string, string | undefined>, file?: ConfigFile): RouteConfig {
+  const { merged, where } = mergeSources(raw, env, file);
+  const read = reader(merged, "route", where);
+  const invalid = (message: string) => new ReplstatusError("CONFIG_INVALID", message);
+  const haproxySocket = read("haproxy-socket");
+  if (haproxySocket === undefined) {
+    throw invalid("replstatus route needs --haproxy-socket PATH: haproxy's stats socket with level admin");
+  }
+  const servers = read("server");
+  if (servers.length === 0) throw invalid("replstatus route needs at least one --server BACKEND/SERVER=URL");
+  const seen = new Set<string>();
+  for (const s of servers) {
+    const name = `${s.backend}/${s.server}`;
+    if (seen.has(name)) throw invalid(`--server ${name} given more than once`);
+    seen.add(name);
+  }
+  const listen = read("listen");
+  if (listen.length > 1 || listen.some((l) => l.mode !== "http" || l.tls)) {
+    throw invalid("replstatus route serves its /status and /events on one --listen http:HOST:PORT at most");
+  }
+  const config: RouteConfig = {
+    haproxySocket,
+    servers,
+    replicaBackends: read("replica-backend"),
+    shutdownSessions: read("shutdown-sessions") === true,
+    reconcileIntervalMs: read("reconcile-interval"),
+    streamTimeoutMs: read("stream-timeout"),
+    peerTls: peerTlsConfig(read),
+    listen: listen[0] && { host: listen[0].host, port: listen[0].port },
+    logFormat: read("log-format"),
+  };
+  for (const option of OPTIONS) if (inScope(option, "route")) read(option.name as OptionName);
+  return config;
+}
+
+/** buildRouteConfig with the --config file (REPLSTATUS_CONFIG) read. */
+export async function loadRouteConfig(raw: Raw, env: Record<string, string | undefined>): Promise<RouteConfig> {
+  const path = raw.get("config")?.[0] ?? (env[envName("config")] || undefined);
+  return buildRouteConfig(raw, env, path === undefined ? undefined : await readConfigFile(path));
 }

@@ -19,6 +19,7 @@ import {
   oneOf,
   peerUrl,
   port,
+  routeServer,
   connInfo,
   seconds,
   sizeBytes,
@@ -76,11 +77,13 @@ export const DEFAULT_MAX_CONNECTIONS = 65_536;
 export const DEFAULT_LOG_FORMAT = "text";
 export const DEFAULT_MAX_EVENT_SUBSCRIBERS = 64;
 export const DEFAULT_EVENT_HEARTBEAT = "250ms";
+export const DEFAULT_RECONCILE_INTERVAL = "500ms";
+export const DEFAULT_STREAM_TIMEOUT = "1s";
 /** Longest unix socket path: sun_path (108 bytes on Linux) minus its terminating NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
 /** The first word of argv when it is one of these; flags follow it. */
-export const SUBCOMMANDS = ["drain", "maint", "ready", "demo"] as const;
+export const SUBCOMMANDS = ["drain", "maint", "ready", "demo", "route"] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number];
 
 /**
@@ -115,12 +118,18 @@ interface Common<T> {
  * Every server option says what a reload does with it. The demo's options (demo: true) are accepted
  * only by `replstatus demo`, which accepts nothing else but --help, and are not reloaded.
  */
-type Spec<T> = Common<T> & ({ demo: true; reload?: never } | { demo?: never; reload: Reload });
+type Spec<T> = Common<T> &
+  (
+    | { demo: true; route?: never; reload?: never }
+    | { route: true; demo?: never; reload?: never }
+    | { demo?: never; route?: "also"; reload: Reload }
+  );
 
 // In --help order.
 const TABLE = {
   listen: {
     kind: listenAddress,
+    route: "also",
     reload: "restart",
     part: "listen",
     group: "listen",
@@ -374,8 +383,43 @@ const TABLE = {
     default: DEFAULT_PEER_TIMEOUT,
     help: "a peer that has not answered within this is unreachable, and no longer counts",
   },
+  "haproxy-socket": {
+    kind: socketPath(MAX_SOCKET_PATH_BYTES),
+    route: true,
+    help: "route: haproxy's stats socket with level admin (stats socket /run/haproxy/admin.sock mode 660 level admin), kept on this host",
+  },
+  server: {
+    kind: routeServer,
+    repeatable: true,
+    route: true,
+    help: "route: a haproxy server and the http listener of the replstatus beside its PostgreSQL, repeatable (pg/node1=https://10.0.0.1:8008)",
+  },
+  "replica-backend": {
+    kind: anyText("BACKEND"),
+    repeatable: true,
+    route: true,
+    help: "route: a backend whose servers follow STANDBY (a lagging one drained) instead of MASTER, repeatable (default: every backend is a primary backend)",
+  },
+  "shutdown-sessions": {
+    kind: switchKind,
+    route: true,
+    help: "route: also shut a server's sessions when it is taken out (the server line's on-marked-down shutdown-sessions does it without this)",
+  },
+  "reconcile-interval": {
+    kind: durationMs(10, 60_000),
+    default: DEFAULT_RECONCILE_INTERVAL,
+    route: true,
+    help: "route: time between two comparisons of every backend with the streams, which push again what haproxy's checks undid",
+  },
+  "stream-timeout": {
+    kind: durationMs(50, 60_000),
+    default: DEFAULT_STREAM_TIMEOUT,
+    route: true,
+    help: "route: a node stream silent this long (no event, no heartbeat) is lost, and its server left to haproxy's checks",
+  },
   "peer-ca": {
     kind: anyText("FILE"),
+    route: "also",
     reload: "restart",
     part: "peerTls.caFile",
     group: "peer",
@@ -383,6 +427,7 @@ const TABLE = {
   },
   "peer-cert": {
     kind: anyText("FILE"),
+    route: "also",
     reload: "restart",
     part: "peerTls.certFile",
     group: "peer",
@@ -390,6 +435,7 @@ const TABLE = {
   },
   "peer-key": {
     kind: anyText("FILE"),
+    route: "also",
     reload: "restart",
     part: "peerTls.keyFile",
     group: "peer",
@@ -473,11 +519,13 @@ const TABLE = {
   },
   config: {
     kind: anyText("FILE"),
+    route: "also",
     reload: "fixed",
     help: 'TOML file of flag names and values (poll-interval = "100ms"), below flags and variables; re-read on SIGHUP (default: none)',
   },
   "log-format": {
     kind: oneOf("FORMAT", ["text", "json"] as const),
+    route: "also",
     reload: "live",
     field: "logFormat",
     default: DEFAULT_LOG_FORMAT,
@@ -517,6 +565,16 @@ export const OPTIONS: readonly Option[] = Object.entries(TABLE).map(([name, spec
 }));
 
 export const BY_NAME: ReadonlyMap<string, Option> = new Map(OPTIONS.map((o) => [o.name, o]));
+
+/** Which command accepts an option: the server, `replstatus demo` or `replstatus route`. */
+export type Scope = "server" | "demo" | "route";
+
+export function inScope(option: Option, scope: Scope): boolean {
+  if (option.name === "help" || option.name === "version") return true;
+  if (scope === "demo") return option.demo === true;
+  if (scope === "route") return option.route !== undefined;
+  return option.demo !== true && option.route !== true;
+}
 
 /** Every server flag has a REPLSTATUS_* variable, but --help, --version and the demo's flags. */
 export function hasEnv(option: Option): boolean {

@@ -52,6 +52,20 @@ export interface AgentConfig {
   lagForMinWeightBytes: number;
 }
 
+/** `replstatus route` (src/route/, docs/routing.md). */
+export interface RouteConfig {
+  haproxySocket: string;
+  servers: { backend: string; server: string; url: string }[];
+  replicaBackends: string[];
+  shutdownSessions: boolean;
+  reconcileIntervalMs: number;
+  streamTimeoutMs: number;
+  peerTls: PeerTlsConfig;
+  /** Its own /status and /events; undefined: none. */
+  listen: { host: string; port: number } | undefined;
+  logFormat: "text" | "json";
+}
+
 export interface DemoConfig {
   /** Promote the standby this long after start; undefined: only on Enter. */
   promoteAfterMs: number | undefined;

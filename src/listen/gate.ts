@@ -72,23 +72,34 @@ export interface Listener {
   stop(): void;
 }
 
-/**
- * Serves `handler` (a mode's handler, guarded here by `gate`) on `address`.
- * `index` is the listener's place in the metrics; `backlog` the listen(2)
- * backlog to set after Bun's fixed 512. With `inheritedFd`, it accepts on that
- * listening socket, bound to `address` (listen/inherit.ts), instead of binding.
- * With `tls` (a tls+ listener, listen/tls.ts) it serves inside TLS.
- */
-export function listen<T>(
-  address: ListenAddress,
-  handler: SocketHandler<T>,
-  gate: Gate,
-  index: number,
-  backlog: number,
-  data: T,
-  inheritedFd?: number,
-  tls?: TLSOptions,
-): Listener {
+export interface ListenOptions<T> {
+  address: ListenAddress;
+  /** A mode's handler; guarded here by `gate`. */
+  handler: SocketHandler<T>;
+  gate: Gate;
+  /** The listener's place in the metrics. */
+  index: number;
+  /** The listen(2) backlog to set after Bun's fixed 512. */
+  backlog: number;
+  /** Each socket's initial data. */
+  data: T;
+  /** Accept on this listening socket, bound to `address` (listen/inherit.ts), instead of binding. */
+  inheritedFd?: number;
+  /** Serve inside TLS (a tls+ listener, listen/tls.ts). */
+  tls?: TLSOptions;
+}
+
+/** Serves a mode's handler on an address, behind the gate; throws LISTEN_FAILED. */
+export function listen<T>({
+  address,
+  handler,
+  gate,
+  index,
+  backlog,
+  data,
+  inheritedFd,
+  tls,
+}: ListenOptions<T>): Listener {
   // ipv6Only is honoured by Bun.listen but missing from its listen types.
   const options: TCPSocketListenOptions<T> & { ipv6Only: boolean } = {
     hostname: address.host,

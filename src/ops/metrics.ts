@@ -2,7 +2,7 @@
 // increments a slot of a Float64Array; every string is built here, per scrape.
 // Format: https://prometheus.io/docs/instrumenting/exposition_formats/
 import { PEER_RESULTS } from "../cluster/guard-rules.ts";
-import { REJECTED_PEER, RESULTS } from "../listen/gate.ts";
+import { listenError, REJECTED_PEER, RESULTS } from "../listen/gate.ts";
 import type { Guard } from "../cluster/guard.ts";
 import { TLS_FAILURES, type TlsHandshakes } from "../listen/tls.ts";
 import { classifyPollError, POLL_ERROR_REASONS, type PollFacts } from "../poll/facts.ts";
@@ -244,4 +244,20 @@ function number(value: number | null | undefined): string {
 
 function label(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** --metrics-listen: /metrics alone, on its own address; throws LISTEN_FAILED. */
+export function serveMetrics(address: { host: string; port: number }, metrics: Metrics) {
+  try {
+    return Bun.serve({
+      hostname: address.host,
+      port: address.port,
+      fetch: (req) =>
+        new URL(req.url).pathname === "/metrics"
+          ? new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } })
+          : new Response("not found\n", { status: 404 }),
+    });
+  } catch (err) {
+    throw listenError(address, err);
+  }
 }

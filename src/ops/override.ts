@@ -5,7 +5,9 @@
 // the first answer, and written at every `replstatus drain|maint|ready`.
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
-import { MAINT, OVERRIDE_NAMES, READY, type Override } from "../cell.ts";
+import { MAINT, OVERRIDE_NAMES, READY, type Cell, type Override } from "../cell.ts";
+import type { Logger } from "../log.ts";
+import { prepareDir } from "./control.ts";
 
 export function overridePath(dir: string, port: number): string {
   return `${dir}/replstatus-${port}.override`;
@@ -96,4 +98,27 @@ export function startingOverride(
     level: "info",
     line: `override ${word} kept from ${path} (replstatus ready clears it)`,
   };
+}
+
+/**
+ * Applies the override saved before a restart (in --state-dir, else beside the control socket, named
+ * by `port`); returns the file that keeps it. Throws CONTROL_FAILED for a state directory it cannot use.
+ */
+export function restoreOverride(
+  stateDir: string | undefined,
+  controlPath: string,
+  port: number,
+  cell: Cell,
+  log: Logger,
+): string {
+  if (stateDir !== undefined) {
+    prepareDir(stateDir, { what: "state directory", flag: "--state-dir", content: "the override file" });
+  }
+  const path = overridePath(stateDir ?? dirname(controlPath), port);
+  const saved = startingOverride(path);
+  if (saved) {
+    cell.setOverride(saved.override);
+    log[saved.level](saved.line);
+  }
+  return path;
 }

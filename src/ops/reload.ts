@@ -100,3 +100,32 @@ function restartOnly(old: Config, next: Config): string[] {
       .join("/");
   return [...changed].map(label);
 }
+
+/**
+ * SIGHUP's handler: reads the configuration with `load` and applies it over the running one; one
+ * reload at a time, a SIGHUP during one is taken after it.
+ */
+export function createReloader(
+  started: Config,
+  load: () => Promise<Config>,
+  env: Env,
+  live: Reloadable,
+): () => Promise<void> {
+  let current = started;
+  let reloading: Promise<void> = Promise.resolve();
+  return () => {
+    // Changes are told against the running settings; what waits for a restart, against the
+    // started ones, so it is told again at every reload until then. A reload that throws is one
+    // log line, and the next SIGHUP still reloads.
+    reloading = reloading
+      .then(async () => {
+        const next = await reloadConfig(load, env, live.log);
+        if (next) {
+          apply(current, next, live, started);
+          current = next;
+        }
+      })
+      .catch((err: unknown) => live.log.error(`SIGHUP: reload failed, keeping the running configuration: ${err}`));
+    return reloading;
+  };
+}

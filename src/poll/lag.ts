@@ -54,6 +54,8 @@ export interface LagJudge {
   reset(): void;
   /** New limits from the next poll on (a reload); where the standby stands is kept. */
   retune(limits: LagLimits): void;
+  /** While a lagging standby's hold runs (under the rejoin limits), how long it has left; else undefined. */
+  rejoinInMs(nowMs: number): number | undefined;
 }
 
 /**
@@ -148,6 +150,10 @@ export function createLagJudge(limits: LagLimits, log: Logger): LagJudge {
     },
     retune(next) {
       t = tuned(next);
+    },
+    rejoinInMs(nowMs) {
+      if (memory.phase !== "out" || memory.sinceMs === undefined) return undefined;
+      return Math.max(0, memory.sinceMs + t.rejoinAfterMs - nowMs);
     },
   };
 }

@@ -1,6 +1,6 @@
 // The agent mode and the operator override, end to end: real PostgreSQL pair, real haproxy
 // with agent-check in front, the real CLI for drain/maint/ready.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,13 +9,9 @@ import { startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { answer, probe, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
 import { runCliAsync } from "../kit/cli.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 
-/** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
-const HOOK_TIMEOUT_MS = 90_000;
-
-// bunfig.toml's [test] timeout is not applied by this Bun; failovers through haproxy need more than 5 s
-// on a busy machine.
-setDefaultTimeout(60_000);
+useTimeouts();
 
 let pg: PgPair;
 let dir: string;

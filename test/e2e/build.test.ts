@@ -7,9 +7,7 @@ import pkg from "../../package.json";
 import { waitFor } from "../../src/demo/pg.ts";
 import { answer } from "../../src/demo/probe.ts";
 import { cleanEnv, ROOT } from "../../src/demo/responder.ts";
-
-/** Compiling takes a few seconds on a busy machine. */
-const HOOK_TIMEOUT_MS = 90_000;
+import { HOOK_TIMEOUT_MS } from "../kit/timeouts.ts";
 
 let dir: string;
 let binary: string;

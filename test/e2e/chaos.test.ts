@@ -9,10 +9,10 @@ import postgres from "postgres";
 import { startPrimary, waitFor, type PgPrimary } from "../../src/demo/pg.ts";
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS } from "../kit/timeouts.ts";
+import { metric, metricsPort } from "../kit/http.ts";
 import { KILL_BOUND_MS, staleBoundMs, withSlack } from "../kit/bounds.ts";
 
-/** bun:test gives hooks and tests 5 s whatever bunfig.toml says; PostgreSQL on a busy machine needs more. */
-const HOOK_TIMEOUT_MS = 90_000;
 const POLL_INTERVAL_MS = 20;
 const STALE_AFTER_MS = 500;
 /** A kill -9 closes the poller's connection: the kernel tells at once. */
@@ -87,24 +87,20 @@ function prober(port: number) {
   };
 }
 
-async function metric(name: string): Promise<number> {
-  const port = Number(/metrics http [^ ]*:(\d+)\/metrics/.exec(r.log)![1]);
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(name + " "));
-  return Number(line!.split(" ")[1]);
-}
+/** A sample of the responder's /metrics (--metrics-listen). */
+const sample = (name: string) => metric(metricsPort(r), name);
 
 test("metrics of a working primary", async () => {
   await waitForAnswer(r.ports[0]!, "MASTER");
-  expect(await metric('replstatus_state{state="primary"}')).toBe(1);
-  expect(await metric('replstatus_state{state="unknown"}')).toBe(0);
-  expect(await metric("replstatus_poll_duration_seconds_count")).toBeGreaterThan(0);
-  expect(await metric('replstatus_poll_duration_seconds_bucket{le="+Inf"}')).toBe(
-    await metric("replstatus_poll_duration_seconds_count"),
+  expect(await sample('replstatus_state{state="primary"}')).toBe(1);
+  expect(await sample('replstatus_state{state="unknown"}')).toBe(0);
+  expect(await sample("replstatus_poll_duration_seconds_count")).toBeGreaterThan(0);
+  expect(await sample('replstatus_poll_duration_seconds_bucket{le="+Inf"}')).toBe(
+    await sample("replstatus_poll_duration_seconds_count"),
   );
-  expect(await metric("replstatus_last_poll_age_seconds")).toBeLessThan(STALE_AFTER_MS / 1000);
-  expect(await metric("replstatus_standby_lag_bytes")).toBeNaN();
-  expect(await metric("replstatus_state_changes_total")).toBeGreaterThanOrEqual(1);
+  expect(await sample("replstatus_last_poll_age_seconds")).toBeLessThan(STALE_AFTER_MS / 1000);
+  expect(await sample("replstatus_standby_lag_bytes")).toBeNaN();
+  expect(await sample("replstatus_state_changes_total")).toBeGreaterThanOrEqual(1);
 });
 
 describe("chaos", () => {
@@ -167,7 +163,7 @@ describe("chaos", () => {
     async () => {
       const port = r.ports[0]!;
       await waitForAnswer(port, "MASTER", 10_000);
-      const before = await metric('replstatus_poll_errors_total{reason="connection_lost"}');
+      const before = await sample('replstatus_poll_errors_total{reason="connection_lost"}');
       const logFrom = r.log.length;
       const p = prober(port);
       try {
@@ -189,7 +185,7 @@ describe("chaos", () => {
       );
       await waitFor(
         "the connection_lost counter",
-        async () => (await metric('replstatus_poll_errors_total{reason="connection_lost"}')) > before,
+        async () => (await sample('replstatus_poll_errors_total{reason="connection_lost"}')) > before,
       );
     },
     HOOK_TIMEOUT_MS,

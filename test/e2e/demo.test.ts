@@ -1,13 +1,14 @@
 // replstatus demo as a newcomer runs it, without a terminal: it must show the failover, end by
 // itself or on SIGTERM, and leave no process and no temp dir behind.
-import { expect, setDefaultTimeout, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { haproxyBinary } from "../../src/demo/haproxy.ts";
 import { waitFor } from "../../src/demo/pg.ts";
 import { cleanEnv, MAIN } from "../../src/demo/responder.ts";
+import { useTimeouts } from "../kit/timeouts.ts";
 
-// Set-up (initdb, pg_basebackup) and the demo's own duration; bunfig.toml's timeout is not applied.
-setDefaultTimeout(90_000);
+// Set-up (initdb, pg_basebackup) and the demo's own duration.
+useTimeouts(90_000);
 
 function spawnDemo(args: string[]) {
   const proc = Bun.spawn([process.execPath, MAIN, "demo", ...args], {

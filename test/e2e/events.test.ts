@@ -1,7 +1,7 @@
 // GET /events end to end: the real CLI beside a real primary and streaming
 // standby, read by raw clients (exact bytes), a client that stops reading, a
 // TLS client with a certificate, and across a stop and a promotion.
-import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
@@ -13,9 +13,10 @@ import { makeCerts } from "../kit/certs.ts";
 import { startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { probe, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { getStatus, metric, metricsPort } from "../kit/http.ts";
 
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(60_000);
+useTimeouts();
 
 let pg: PgPair;
 let dir: string;
@@ -101,14 +102,8 @@ function subscribe(port: number): Subscriber {
   };
 }
 
-function metricsPort(r: Responder): number {
-  return Number(/metrics http [^ ]*:(\d+)\/metrics/.exec(r.log)![1]);
-}
-
-async function metric(r: Responder, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort(r)}/metrics`)).text();
-  return Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
-}
+/** A sample of a responder's /metrics (--metrics-listen). */
+const sample = (r: Responder, name: string) => metric(metricsPort(r), name);
 
 test("the first event is the state now, in the /status body, after the head and retry", async () => {
   const s = subscribe(onPrimary.ports[0]!);
@@ -122,7 +117,7 @@ test("the first event is the state now, in the /status body, after the head and 
     expect(first.system_identifier).toMatch(/^\d+$/);
     expect(s.ids[0]).toBe(String(first.seq));
     expect(Date.parse(first.at)).toBeLessThanOrEqual(Date.now());
-    const status = (await (await fetch(`http://127.0.0.1:${onPrimary.ports[0]}/status`)).json()) as object;
+    const status = await getStatus(onPrimary.ports[0]!);
     expect(Object.keys(first).sort()).toEqual([...Object.keys(status), "seq", "answer", "reason", "at"].sort());
   } finally {
     s.close();
@@ -166,7 +161,7 @@ test("an override is an event, and the subscriber bound answers 503 until a stre
     expect(await sendControl(join(dir, "standby.sock"), "ready")).toBe("ready");
     await waitFor("the ready event", () => a.events.length === 3);
     a.close();
-    await waitFor("a free slot", async () => (await metric(onStandby, "replstatus_event_subscribers")) === 1);
+    await waitFor("a free slot", async () => (await sample(onStandby, "replstatus_event_subscribers")) === 1);
     const c = subscribe(onStandby.ports[0]!);
     await waitFor("a third stream once one ended", () => c.events.length === 1);
     expect(c.events[0]!.seq).toBe(a.events[2]!.seq);
@@ -178,7 +173,7 @@ test("an override is an event, and the subscriber bound answers 503 until a stre
 });
 
 test("a subscriber that stops reading is dropped; one that reads gets every event", async () => {
-  const dropped = await metric(onPrimary, "replstatus_event_subscribers_dropped_total");
+  const dropped = await sample(onPrimary, "replstatus_event_subscribers_dropped_total");
   const reading = subscribe(onPrimary.ports[0]!);
   const stalled = connect(onPrimary.ports[0]!, "127.0.0.1", () => {
     stalled.write("GET /events HTTP/1.1\r\nHost: test\r\n\r\n");
@@ -187,19 +182,19 @@ test("a subscriber that stops reading is dropped; one that reads gets every even
   stalled.on("error", () => {});
   const control = join(dir, "primary.sock");
   try {
-    await waitFor("two streams", async () => (await metric(onPrimary, "replstatus_event_subscribers")) === 2);
+    await waitFor("two streams", async () => (await sample(onPrimary, "replstatus_event_subscribers")) === 2);
     // Each override change is an event of about 500 bytes: the stalled one's buffers fill.
     let flips = 0;
     await waitFor(
       "the stalled subscriber dropped",
       async () => {
         for (let i = 0; i < 50; i++, flips++) await sendControl(control, flips % 2 === 0 ? "drain" : "ready");
-        return (await metric(onPrimary, "replstatus_event_subscribers_dropped_total")) > dropped;
+        return (await sample(onPrimary, "replstatus_event_subscribers_dropped_total")) > dropped;
       },
       30_000,
     );
     if (flips % 2 === 1) (await sendControl(control, "ready"), flips++);
-    expect(await metric(onPrimary, "replstatus_event_subscribers")).toBe(1);
+    expect(await sample(onPrimary, "replstatus_event_subscribers")).toBe(1);
     await waitFor(
       "every event read",
       () => reading.events.at(-1)?.reason === "override ready" && reading.events.length === flips + 1,

@@ -4,7 +4,7 @@
 // that cannot vouch for anything (down, slow, garbage, another cluster) are
 // small local servers started here: they stand in for the peer, not for
 // replstatus or PostgreSQL.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { landsOn, startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
 import {
   freePort,
@@ -17,11 +17,11 @@ import {
 } from "../../src/demo/pg.ts";
 import { answer, probe, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { getStatus, scrape } from "../kit/http.ts";
 import { withSlack } from "../kit/bounds.ts";
 
-/** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(60_000);
+useTimeouts();
 const PEER_INTERVAL_MS = 100;
 const PEER_TIMEOUT_MS = 300;
 const INTER_MS = 100;
@@ -37,10 +37,6 @@ const peerArgs = (...urls: string[]) => [
 ];
 
 const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-
-async function getStatus(port: number): Promise<Record<string, any>> {
-  return (await fetch(`http://127.0.0.1:${port}/status`)).json() as Promise<Record<string, any>>;
-}
 
 describe("failover with the old primary left running, then restarted as a primary, then rebuilt", () => {
   let pg: PgPair;
@@ -163,7 +159,7 @@ describe("failover with the old primary left running, then restarted as a primar
         fenced_by: null,
         peers: [{ role: "primary", state: "fenced", timeline: 1 }],
       });
-      const metrics = await (await fetch(`http://127.0.0.1:${http1}/metrics`)).text();
+      const metrics = (await scrape(http1)).text;
       expect(metrics).toContain('replstatus_state{state="fenced"} 1\n');
       expect(metrics).toContain("replstatus_guard_active 1\n");
 
@@ -351,7 +347,7 @@ describe("peers that cannot vouch: the node keeps its own view and says why", ()
         fenced_by: null,
         peers: [{ url: peerUrl, result }],
       });
-      const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+      const metrics = (await scrape(httpPort)).text;
       expect(metrics).toContain(`replstatus_guard_active ${guard === "active" ? 1 : 0}\n`);
       expect(metrics).toContain(`replstatus_peer_up{peer="${peerUrl}"} ${result === "ok" ? 1 : 0}\n`);
       expect(metrics).toMatch(
@@ -369,7 +365,7 @@ describe("peers that cannot vouch: the node keeps its own view and says why", ()
     await node.waitForLog(new RegExp(escape(warning)));
     const count = () => node.log.split(warning).length - 1;
     const requests = async () => {
-      const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+      const text = (await scrape(httpPort)).text;
       return Number(new RegExp(`result="other_cluster"\\} (\\d+)`).exec(text)![1]);
     };
     const before = await requests();

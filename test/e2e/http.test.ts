@@ -1,43 +1,26 @@
 // The http mode and lag limits, end to end: the real CLI against a real primary
 // and streaming standby, probed with raw TCP clients so every byte is checked.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { bytes, render } from "../../src/listen/http/answers.ts";
-import { startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
+import { waitFor } from "../../src/demo/pg.ts";
 import { answer, probe, waitForAnswer } from "../../src/demo/probe.ts";
-import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { useTimeouts } from "../kit/timeouts.ts";
+import { usePair } from "../kit/pair.ts";
+import { startResponder } from "../../src/demo/responder.ts";
 import { READ_DEADLINE_MS, SWEEP_MS } from "../../src/listen/http/handler.ts";
 import { withSlack } from "../kit/bounds.ts";
 
-/** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
-const HOOK_TIMEOUT_MS = 90_000;
-// Tests get 5 s as well (bunfig.toml's `timeout` is not read, and the default
-// resets for every file): some here wait for PostgreSQL restarts and deadlines
-// of seconds, each wait bounded on its own.
-setDefaultTimeout(60_000);
+useTimeouts();
 
-let pg: PgPair;
-let onPrimary: Responder;
-let onStandby: Responder;
+const pair = usePair({ args: ["--listen", "http:127.0.0.1:0", "--listen", "127.0.0.1:0"], raw: 1 });
 /** http ports */
 let primaryHttp: number;
 let standbyHttp: number;
-
-beforeAll(async () => {
-  pg = await startPair();
-  onPrimary = await startResponder(["--listen", "http:127.0.0.1:0", "--listen", "127.0.0.1:0"], pg.primary.env);
-  onStandby = await startResponder(["--listen", "http:127.0.0.1:0", "--listen", "127.0.0.1:0"], pg.standby.env);
-  primaryHttp = onPrimary.ports[0]!;
-  standbyHttp = onStandby.ports[0]!;
-  await waitForAnswer(onPrimary.ports[1]!, "MASTER");
-  await waitForAnswer(onStandby.ports[1]!, "STANDBY");
-}, HOOK_TIMEOUT_MS);
-
-afterAll(async () => {
-  await onPrimary?.[Symbol.asyncDispose]();
-  await onStandby?.[Symbol.asyncDispose]();
-  await pg?.stop();
-}, HOOK_TIMEOUT_MS);
+beforeAll(() => {
+  primaryHttp = pair.onPrimary.ports[0]!;
+  standbyHttp = pair.onStandby.ports[0]!;
+});
 
 /** Sends a request, reads until the server closes; the close must be a FIN. */
 async function request(port: number, send: string | Uint8Array): Promise<string> {
@@ -270,16 +253,16 @@ describe("slow clients", () => {
     // Every one of them is answered 408 and closed by the server.
     await waitFor("the slow sockets to be closed", () => sockets.every((s) => s.readableEnded || s.destroyed), 10_000);
     for (const s of sockets) s.destroy();
-    expect(onPrimary.proc.exitCode).toBeNull();
+    expect(pair.onPrimary.proc.exitCode).toBeNull();
   });
 });
 
 describe("lag limits", () => {
-  const pause = () => pg.standby.sql("select pg_wal_replay_pause()");
-  const resume = () => pg.standby.sql("select pg_wal_replay_resume()");
+  const pause = () => pair.pg.standby.sql("select pg_wal_replay_pause()");
+  const resume = () => pair.pg.standby.sql("select pg_wal_replay_resume()");
   // About 5 MB of WAL on the primary, which the standby receives but, paused, does not replay.
   const writeWal = () =>
-    pg.primary.sql(
+    pair.pg.primary.sql(
       "drop table if exists wal_filler; create table wal_filler as select repeat('x', 1000) as x from generate_series(1, 5000)",
     );
   const lagBytes = async (port: number) => JSON.parse(body(await request(port, get("/status")))).lag_bytes as number;
@@ -287,7 +270,7 @@ describe("lag limits", () => {
   test("over --max-lag-bytes: LAGGING, /replica 503; back to STANDBY once replayed", async () => {
     await using r = await startResponder(
       ["--listen", "127.0.0.1:0", "--listen", "http:127.0.0.1:0", "--max-lag-bytes", "1MB", "--lag-grace", "200ms"],
-      pg.standby.env,
+      pair.pg.standby.env,
     );
     const [raw, http] = [r.ports[0]!, r.ports[1]!];
     await waitForAnswer(raw, "STANDBY");
@@ -314,7 +297,7 @@ describe("lag limits", () => {
   test("--lag-grace: a standby over the limit for less than the grace stays STANDBY", async () => {
     await using r = await startResponder(
       ["--listen", "127.0.0.1:0", "--max-lag-bytes", "1MB", "--lag-grace", "60s", "--listen", "http:127.0.0.1:0"],
-      pg.standby.env,
+      pair.pg.standby.env,
     );
     await waitForAnswer(r.ports[0]!, "STANDBY");
     await pause();
@@ -331,14 +314,14 @@ describe("lag limits", () => {
   });
 
   test("without pg_read_all_stats: the role, and one warning", async () => {
-    await pg.primary.sql("drop role if exists lagless; create role lagless login");
+    await pair.pg.primary.sql("drop role if exists lagless; create role lagless login");
     await waitFor(
       "the role on the standby",
-      async () => (await pg.standby.sql("select count(*) from pg_roles where rolname = 'lagless'")) === "1",
+      async () => (await pair.pg.standby.sql("select count(*) from pg_roles where rolname = 'lagless'")) === "1",
     );
     await using r = await startResponder(
       ["--listen", "127.0.0.1:0", "--listen", "http:127.0.0.1:0", "--max-lag-bytes", "1MB", "--lag-grace", "0"],
-      { ...pg.standby.env, PGUSER: "lagless" },
+      { ...pair.pg.standby.env, PGUSER: "lagless" },
     );
     await waitForAnswer(r.ports[0]!, "STANDBY");
     await r.waitForLog(/warning: cannot read the standby's lag: .*GRANT pg_monitor/);
@@ -351,7 +334,7 @@ describe("lag limits", () => {
       // Many polls later: still the role, still one warning.
       await waitFor(
         "the write to reach the standby",
-        async () => (await pg.standby.sql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")) === "t",
+        async () => (await pair.pg.standby.sql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")) === "t",
       );
       expect(await answer(r.ports[0]!)).toBe("STANDBY");
     } finally {
@@ -363,15 +346,15 @@ describe("lag limits", () => {
   test("with a limit, a standby whose WAL receiver stops streaming is LAGGING", async () => {
     await using r = await startResponder(
       ["--listen", "127.0.0.1:0", "--max-lag-bytes", "16MB", "--lag-grace", "0"],
-      pg.standby.env,
+      pair.pg.standby.env,
     );
     await waitForAnswer(r.ports[0]!, "STANDBY");
-    await pg.primary.stop("fast");
+    await pair.pg.primary.stop("fast");
     try {
       await waitForAnswer(r.ports[0]!, "LAGGING", 10_000);
       await r.waitForLog(/standby -> lagging \((no WAL receiver running|WAL receiver \w+, not streaming)\)/);
     } finally {
-      await pg.primary.start();
+      await pair.pg.primary.start();
     }
     // The receiver retries every wal_retrieve_retry_interval (5 s).
     await waitForAnswer(r.ports[0]!, "STANDBY", 20_000);

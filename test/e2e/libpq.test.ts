@@ -9,9 +9,8 @@ import { join } from "node:path";
 import { startPrimary, type PgPrimary } from "../../src/demo/pg.ts";
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS } from "../kit/timeouts.ts";
 
-/** bun:test gives hooks 5 s whatever bunfig.toml says; PostgreSQL on a busy machine needs more. */
-const HOOK_TIMEOUT_MS = 90_000;
 const PASSWORD = String.raw`s3cr:et\pw`;
 
 let dir: string;

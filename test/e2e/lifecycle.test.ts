@@ -6,7 +6,7 @@
 // cannot read the data directory (as the package runs it), where only a
 // refused new connection tells a smart shutdown. Timing figures belong to
 // bench/lifecycle.ts; the bounds here are generous.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { appendFileSync, chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,11 +16,11 @@ import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { run } from "../../src/demo/proc.ts";
 import { throwawayUser, type OsUser } from "../kit/osuser.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { metric } from "../kit/http.ts";
 import { DOOR_BOUND_MS, READY_BOUND_MS, SHUTDOWN_BOUND_MS, withSlack } from "../kit/bounds.ts";
 
-/** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(90_000);
+useTimeouts(90_000);
 /** A role without pg_read_all_settings: its polls cannot learn where postmaster.pid is. */
 const PLAIN_ROLE = "plain";
 const verbose = (what: object) => process.env.REPLSTATUS_TEST_VERBOSE && console.log(what);
@@ -66,14 +66,9 @@ function responderOn(node: PgNode, role = node.user, args: string[] = []): Promi
   });
 }
 
-/** A metric's value from the responder's http listener. */
-async function metric(r: Responder, sample: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${r.ports[1]}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${sample} `));
-  return Number(line?.split(" ")[1] ?? Number.NaN);
-}
-
-const refusals = (r: Responder) => metric(r, 'replstatus_poll_errors_total{reason="starting_or_stopping"}');
+/** A sample of /metrics on the responder's http listener (its second). */
+const sample = (r: Responder, name: string) => metric(r.ports[1]!, name);
+const refusals = (r: Responder) => sample(r, 'replstatus_poll_errors_total{reason="starting_or_stopping"}');
 
 /** Whether the postmaster of `node` still runs. */
 function running(node: PgNode): boolean {
@@ -240,8 +235,8 @@ describe("a primary at max_connections", () => {
         (err: { code?: string }) => err.code,
       );
       expect(refused).toBe("53300");
-      const polls = await metric(r, "replstatus_poll_duration_seconds_count");
-      await waitFor("more polls", async () => (await metric(r, "replstatus_poll_duration_seconds_count")) > polls + 5);
+      const polls = await sample(r, "replstatus_poll_duration_seconds_count");
+      await waitFor("more polls", async () => (await sample(r, "replstatus_poll_duration_seconds_count")) > polls + 5);
       expect(await answer(r.ports[0]!)).toBe("MASTER");
     } finally {
       await hog.end({ timeout: 1 });

@@ -3,27 +3,22 @@
 // differs between majors underneath (the poll query's catalog columns and functions): the answers,
 // the http paths, lag, a promotion with its new timeline and the split-brain guard, a kill -9 and a
 // fast stop. REPLSTATUS_TEST_MAJORS=13,18 runs a subset.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MAJORS } from "../../src/demo/pgbin.ts";
 import { freePort, startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { probe, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { getJson } from "../kit/http.ts";
 
-/** bun:test gives hooks 5 s whatever bunfig.toml says; a pair on a busy machine needs more. */
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(60_000);
+useTimeouts();
 
 const only = process.env.REPLSTATUS_TEST_MAJORS?.split(",").map(Number);
 const majors = only ? MAJORS.filter((m) => only.includes(m)) : MAJORS;
 
 const peerArgs = (url: string) => ["--peer", url, "--peer-interval", "100ms", "--peer-timeout", "300ms"];
 
-async function get(port: number, path: string): Promise<{ status: number; json: Record<string, any> }> {
-  const res = await fetch(`http://127.0.0.1:${port}${path}`);
-  return { status: res.status, json: (await res.json()) as Record<string, any> };
-}
-
-const statusOf = async (port: number, path: string) => (await get(port, path)).status;
+const statusOf = async (port: number, path: string) => (await getJson(port, path)).status;
 
 for (const major of majors) {
   describe(`PostgreSQL ${major}`, () => {
@@ -75,8 +70,8 @@ for (const major of majors) {
         expect([path, await statusOf(http1, path), await statusOf(http2, path)]).toEqual([path, onPrimary, onStandby]);
       }
       const systemId = await pg.primary.sql("select system_identifier from pg_control_system()");
-      const primary = (await get(http1, "/status")).json;
-      const standby = (await get(http2, "/status")).json;
+      const primary = (await getJson(http1, "/status")).json;
+      const standby = (await getJson(http2, "/status")).json;
       expect(primary).toMatchObject({ role: "primary", state: "primary", timeline: 1, system_identifier: systemId });
       expect(standby).toMatchObject({ role: "standby", state: "standby", timeline: 1, system_identifier: systemId });
       expect(standby.lag_bytes).toBeGreaterThanOrEqual(0);
@@ -91,7 +86,7 @@ for (const major of majors) {
         );
         await waitForAnswer(raw2(), "LAGGING");
         expect(await statusOf(http2, "/replica")).toBe(503);
-        expect((await get(http2, "/status")).json.lag_bytes).toBeGreaterThan(1024 * 1024);
+        expect((await getJson(http2, "/status")).json.lag_bytes).toBeGreaterThan(1024 * 1024);
       } finally {
         await pg.standby.sql("select pg_wal_replay_resume()");
       }
@@ -113,26 +108,26 @@ for (const major of majors) {
       await waitForAnswer(plain.ports[0]!, "MASTER");
       await waitForAnswer(monitor.ports[0]!, "STANDBY");
       const systemId = await pg.primary.sql("select system_identifier from pg_control_system()");
-      expect((await get(httpPlain, "/status")).json).toMatchObject({
+      expect((await getJson(httpPlain, "/status")).json).toMatchObject({
         role: "primary",
         timeline: 1,
         system_identifier: systemId,
       });
-      const standby = (await get(httpMonitor, "/status")).json;
+      const standby = (await getJson(httpMonitor, "/status")).json;
       expect(standby).toMatchObject({ role: "standby", state: "standby", timeline: 1, system_identifier: systemId });
       expect(standby.lag_bytes).toBeGreaterThanOrEqual(0);
     });
 
     test("promotion: the standby answers MASTER on timeline 2, the old primary FENCED", async () => {
       await waitFor("both guards active", async () => {
-        const [a, b] = [(await get(http1, "/status")).json, (await get(http2, "/status")).json];
+        const [a, b] = [(await getJson(http1, "/status")).json, (await getJson(http2, "/status")).json];
         return a.guard === "active" && b.guard === "active";
       });
       await pg.standby.promote();
       await waitForAnswer(raw2(), "MASTER");
       await waitForAnswer(raw1(), "FENCED");
-      expect((await get(http2, "/status")).json).toMatchObject({ role: "primary", state: "primary", timeline: 2 });
-      expect((await get(http1, "/status")).json).toMatchObject({ role: "primary", state: "fenced", timeline: 1 });
+      expect((await getJson(http2, "/status")).json).toMatchObject({ role: "primary", state: "primary", timeline: 2 });
+      expect((await getJson(http1, "/status")).json).toMatchObject({ role: "primary", state: "fenced", timeline: 1 });
       expect(await statusOf(http1, "/primary")).toBe(503);
       expect(await statusOf(http2, "/primary")).toBe(200);
       expect(s1.log).toContain(

@@ -3,11 +3,9 @@
 // needed here: with none, every answer is UNKNOWN, which is enough to see who
 // gets an answer and who does not.
 import type { TCPSocketListenOptions } from "bun";
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
 import { admits, buildAllowList, type AllowList } from "../../src/listen/allow.ts";
 import { DEFAULT_TEXTS } from "../../src/config/options.ts";
@@ -16,46 +14,13 @@ import { rawHandler } from "../../src/listen/raw.ts";
 import { buildResponses } from "../../src/listen/answers.ts";
 import { waitFor } from "../../src/demo/pg.ts";
 import { answer, probe } from "../../src/demo/probe.ts";
-import { startResponder, type Responder } from "../../src/demo/responder.ts";
-import { runCli } from "../kit/cli.ts";
+import { startResponder } from "../../src/demo/responder.ts";
+import { noDb, runCli } from "../kit/cli.ts";
+import { answerFrom } from "../kit/client.ts";
+import { metricsPort, scrape } from "../kit/http.ts";
+import { tempDir } from "../kit/tmp.ts";
 
-let noPg: string;
-beforeAll(() => {
-  noPg = mkdtempSync(join(tmpdir(), "replstatus-nopg-"));
-});
-afterAll(() => rmSync(noPg, { recursive: true, force: true }));
-
-const noDb = () => ({ PGHOST: noPg, PGPORT: "5999" });
-
-/** The port of the metrics endpoint, from the start line. */
-function metricsPort(r: Responder): number {
-  return Number(/metrics http [^ ]*:(\d+)\/metrics/.exec(r.log)![1]);
-}
-
-/** Scrapes /metrics; returns the text and sample values by `name{labels}`. */
-async function scrape(port: number): Promise<{ text: string; values: Map<string, number> }> {
-  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-  expect(res.status).toBe(200);
-  expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4");
-  const text = await res.text();
-  const values = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    const m = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (m) values.set(m[1]!, m[2] === "+Inf" ? Infinity : Number(m[2]));
-  }
-  return { text, values };
-}
-
-/** The raw text a peer bound to `localAddress` gets ("" when closed unanswered). */
-function answerFrom(port: number, localAddress: string, host = "127.0.0.1"): Promise<string> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    const s = connect({ port, host, localAddress });
-    s.on("data", (d: Buffer) => chunks.push(d));
-    s.on("close", () => resolve(Buffer.concat(chunks).toString()));
-    s.on("error", () => {});
-  });
-}
+const noPg = tempDir("replstatus-nopg-");
 
 /** Sockets that connect and then hold the connection open, reading nothing. */
 async function holdOpen(port: number, count: number, host = "127.0.0.1"): Promise<Socket[]> {
@@ -86,7 +51,7 @@ function listenBacklog(port: number): number {
 
 describe("listen backlog", () => {
   test("the kernel reports the configured backlog, and a burst of 1,000 connects is answered whole", async () => {
-    await using r = await startResponder(["--listen", "127.0.0.1:0", "--backlog", "2048"], noDb());
+    await using r = await startResponder(["--listen", "127.0.0.1:0", "--backlog", "2048"], noDb(noPg));
     const port = r.ports[0]!;
     expect(listenBacklog(port)).toBe(2048);
     await r.waitForLog(/info: listen backlog 2048; /);
@@ -97,7 +62,7 @@ describe("listen backlog", () => {
   });
 
   test("the default is 4096, or net.core.somaxconn when that is lower", async () => {
-    await using r = await startResponder(["--listen", "127.0.0.1:0"], noDb());
+    await using r = await startResponder(["--listen", "127.0.0.1:0"], noDb(noPg));
     const somaxconn = Number(readFileSync("/proc/sys/net/core/somaxconn", "utf8"));
     expect(listenBacklog(r.ports[0]!)).toBe(Math.min(4096, somaxconn));
   });
@@ -107,7 +72,7 @@ describe("--allow", () => {
   test("peers outside the list are closed without a byte; the rest are answered", async () => {
     await using r = await startResponder(
       ["--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--allow", "127.0.0.1/32", "--metrics-listen", "127.0.0.1:0"],
-      noDb(),
+      noDb(noPg),
     );
     const [v4, v6] = r.ports as [number, number];
     expect(await answer(v4)).toBe("UNKNOWN");
@@ -128,7 +93,7 @@ describe("--allow", () => {
   test("an IPv6 CIDR admits ::1", async () => {
     await using r = await startResponder(
       ["--listen", "[::1]:0", "--allow", "::1/128", "--allow", "10.0.0.0/8"],
-      noDb(),
+      noDb(noPg),
     );
     expect(await answer(r.ports[0]!, "::1")).toBe("UNKNOWN");
   });
@@ -218,7 +183,7 @@ describe("limits", () => {
   test("connections over --max-connections are closed at once, counted and logged", async () => {
     await using r = await startResponder(
       ["--listen", "127.0.0.1:0", "--max-connections", "5", "--metrics-listen", "127.0.0.1:0"],
-      noDb(),
+      noDb(noPg),
     );
     const port = r.ports[0]!;
     // Held sockets stay open on the server until they close or its drain timeout (2 s) cuts them.
@@ -247,7 +212,7 @@ describe("limits", () => {
   // max-connections kept below the limit, the accept queue is always emptied.
   test("under a low open-file limit a flood neither spins the CPU nor stops the answers", async () => {
     const limit = 64;
-    await using r = await startResponder(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"], noDb(), [
+    await using r = await startResponder(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"], noDb(noPg), [
       "prlimit",
       `--nofile=${limit}:${limit}`,
     ]);
@@ -280,7 +245,7 @@ describe("metrics", () => {
     // With a peer that refuses, so the split-brain guard's families are there too.
     await using r = await startResponder(
       ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--peer", "http://127.0.0.1:1"],
-      noDb(),
+      noDb(noPg),
     );
     await answer(r.ports[0]!);
     await r.waitForLog(/poll failed/);
@@ -338,7 +303,7 @@ describe("metrics", () => {
   });
 
   test("an unknown path is a 404", async () => {
-    await using r = await startResponder(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"], noDb());
+    await using r = await startResponder(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"], noDb(noPg));
     expect((await fetch(`http://127.0.0.1:${metricsPort(r)}/`)).status).toBe(404);
   });
 });

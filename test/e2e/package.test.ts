@@ -26,10 +26,9 @@ import { freePort, startPair, type PgNode, type PgPair } from "../../src/demo/pg
 import { waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder } from "../../src/demo/responder.ts";
 import { asSystemd, serviceCommand } from "../kit/systemd.ts";
+import { PACKAGE_HOOK_TIMEOUT_MS } from "../kit/timeouts.ts";
 import { requireTool } from "../kit/tools.ts";
 
-/** Compiling, packing 100 MB and starting a primary and a standby, on a busy machine. */
-const HOOK_TIMEOUT_MS = 240_000;
 const UNITS = "/lib/systemd/system";
 const TAG = `rs${process.pid}`;
 /** Two Debian clusters: the fixture's primary and its standby. */
@@ -69,7 +68,7 @@ beforeAll(async () => {
   trackDir(work);
   deb = await buildPackage(work);
   pg = await startPair();
-}, HOOK_TIMEOUT_MS);
+}, PACKAGE_HOOK_TIMEOUT_MS);
 
 afterAll(async () => {
   cleanUp();
@@ -96,6 +95,7 @@ test("dpkg -i installs the executable, the units, the conffiles and a system use
     `${UNITS}/replstatus@.socket`,
     `${UNITS}/replstatus.service`,
     `${UNITS}/replstatus.socket`,
+    `${UNITS}/replstatus-route.service`,
     "/etc/replstatus/example.toml",
     "/etc/default/replstatus",
     "/usr/share/man/man1/replstatus.1.gz",

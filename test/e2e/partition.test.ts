@@ -9,7 +9,7 @@
 // The prober asks both nodes for their raw answer every few milliseconds for
 // the whole test and keeps every sample, so the assertions are about every
 // moment, not about a final state.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,15 +18,18 @@ import { startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
 import { startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { probe } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { LAB_HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { getStatus } from "../kit/http.ts";
 import { READY_BOUND_MS, withSlack } from "../kit/bounds.ts";
 
-const HOOK_TIMEOUT_MS = 120_000;
-setDefaultTimeout(90_000);
+useTimeouts(90_000);
 const RAW_PORT = 5400;
 const HTTP_PORT = 8008;
 const PEER_INTERVAL_MS = 100;
 const PEER_TIMEOUT_MS = 300;
 const ISOLATION_MS = 1000;
+/** The isolation rule's bound from the cut, with the default --poll-interval (50 ms). */
+const ISOLATION_BOUND_MS = PEER_INTERVAL_MS + ISOLATION_MS + 50;
 /** How long each phase is watched. */
 const WATCH_MS = withSlack(ISOLATION_MS + PEER_INTERVAL_MS + PEER_TIMEOUT_MS);
 
@@ -134,10 +137,8 @@ async function startNodes(isolation: boolean): Promise<Nodes> {
     await waitFor("n1 MASTER", async () => (await probe(RAW_PORT, h1.bAddress)).text === "MASTER");
     await waitFor("n2 STANDBY", async () => (await probe(RAW_PORT, h2.bAddress)).text === "STANDBY");
     const bothPeersOk = async (host: string) => {
-      const status = (await (await fetch(`http://${host}:${HTTP_PORT}/status`)).json()) as {
-        peers: { result: string }[];
-      };
-      return status.peers.every((p) => p.result === "ok");
+      const status = await getStatus(HTTP_PORT, { host });
+      return (status.peers as { result: string }[]).every((p) => p.result === "ok");
     };
     await waitFor("n1 to reach both peers", () => bothPeersOk(h1.bAddress));
     await waitFor("n2 to reach both peers", () => bothPeersOk(h2.bAddress));
@@ -185,19 +186,19 @@ describe("with --isolation-after: the old primary cut off from its peers", () =>
         ],
       },
     });
-  }, HOOK_TIMEOUT_MS);
+  }, LAB_HOOK_TIMEOUT_MS);
 
   afterAll(async () => {
     await hx?.stop();
     await nodes?.stop();
-  }, HOOK_TIMEOUT_MS);
+  }, LAB_HOOK_TIMEOUT_MS);
 
   test("stops saying MASTER within the rule's bound while the promoted node says it", async () => {
     await hx.waitForServer("pgcluster", "pg1", "UP");
     const cut = await cutAndPromote(nodes);
     cutAt = cut.cutAt;
     // n2 answers MASTER once its PostgreSQL is a primary; a loaded machine can take seconds to promote.
-    const n2MasterBy = Math.max(cutAt + withSlack(ISOLATION_MS), cut.promotedAt + withSlack(READY_BOUND_MS));
+    const n2MasterBy = Math.max(cutAt + withSlack(ISOLATION_BOUND_MS), cut.promotedAt + withSlack(READY_BOUND_MS));
     await watchUntil(nodes, Math.max(cutAt + WATCH_MS, n2MasterBy + PEER_INTERVAL_MS));
     const n1Masters = nodes.prober.after("n1", cutAt).filter((s) => s.text === "MASTER");
     const lastMs = n1Masters.length ? n1Masters.at(-1)!.to - cutAt : 0;
@@ -205,11 +206,13 @@ describe("with --isolation-after: the old primary cut off from its peers", () =>
     console.log(
       `isolation: n1's last MASTER ${Math.round(lastMs)} ms after the cut; both MASTER for ${Math.round(overlap)} ms`,
     );
-    expect(lastMs).toBeLessThan(withSlack(ISOLATION_MS));
-    expect(overlap).toBeLessThan(withSlack(ISOLATION_MS));
-    expect(nodes.prober.after("n1", cutAt + withSlack(ISOLATION_MS)).map((s) => s.text)).not.toContain("MASTER");
+    // docs/split-brain.md: --isolation-after after the last answer it had (up to a peer interval before the cut), plus
+    // one poll interval.
+    expect(lastMs).toBeLessThan(withSlack(ISOLATION_BOUND_MS));
+    expect(overlap).toBeLessThan(withSlack(ISOLATION_BOUND_MS));
+    expect(nodes.prober.after("n1", cutAt + withSlack(ISOLATION_BOUND_MS)).map((s) => s.text)).not.toContain("MASTER");
     expect(nodes.prober.after("n2", n2MasterBy).every((s) => s.text === "MASTER")).toBe(true);
-    expect(nodes.prober.after("n1", cutAt + withSlack(ISOLATION_MS)).at(-1)!.text).toBe("FENCED");
+    expect(nodes.prober.after("n1", cutAt + withSlack(ISOLATION_BOUND_MS)).at(-1)!.text).toBe("FENCED");
     await nodes.r1.waitForLog(/primary -> fenced \(isolated: no peer reached for [\d.]+s \(--isolation-after 1s\)\)/);
     await hx.waitForServer("pgcluster", "pg2", "UP");
     await hx.waitForServer("pgcluster", "pg1", "DOWN");
@@ -223,10 +226,7 @@ describe("with --isolation-after: the old primary cut off from its peers", () =>
     await watchUntil(nodes, healAt + WATCH_MS);
     expect(nodes.prober.after("n1", healAt).map((s) => s.text)).not.toContain("MASTER");
     expect(nodes.prober.after("n2", healAt).every((s) => s.text === "MASTER")).toBe(true);
-    const status = (await (await fetch(`http://${nodes.h1.bAddress}:${HTTP_PORT}/status`)).json()) as Record<
-      string,
-      any
-    >;
+    const status = await getStatus(HTTP_PORT, { host: nodes.h1.bAddress });
     expect(status).toMatchObject({ state: "fenced", fenced_by: { timeline: 2 }, isolation: { isolated: false } });
   });
 
@@ -253,11 +253,11 @@ describe("without --isolation-after: the documented availability over fencing", 
 
   beforeAll(async () => {
     nodes = await startNodes(false);
-  }, HOOK_TIMEOUT_MS);
+  }, LAB_HOOK_TIMEOUT_MS);
 
   afterAll(async () => {
     await nodes?.stop();
-  }, HOOK_TIMEOUT_MS);
+  }, LAB_HOOK_TIMEOUT_MS);
 
   test("the cut-off old primary keeps saying MASTER beside the promoted one, then is FENCED once the link heals", async () => {
     const { cutAt } = await cutAndPromote(nodes);

@@ -10,16 +10,16 @@
 // single snapshot right after a change would compare two different moments.
 //
 // Members: m0 (the first leader), m1 (tag dc=east), m2 (noloadbalance: true).
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { landsOn, startHaproxy } from "../../src/demo/haproxy.ts";
 import { answer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
 import { waitFor } from "../../src/demo/proc.ts";
 import { startEtcd, type Etcd } from "../kit/etcd.ts";
 import { httpGet, startPatroni, tails, type PatroniCluster } from "../kit/patroni.ts";
+import { LAB_HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 
-const HOOK_TIMEOUT_MS = 120_000;
-setDefaultTimeout(240_000);
+useTimeouts(240_000);
 /** How long Patroni and replstatus get to agree after a change. */
 const SETTLE_MS = 30_000;
 
@@ -66,13 +66,13 @@ beforeAll(async () => {
     // m2's finds its PostgreSQL from patroni.yml alone (socket dir and port); PGUSER, since the tests run as root.
     responders.set(m.name, await startResponder(args, m.name === "m2" ? { PGUSER: m.env.PGUSER! } : m.env));
   }
-}, HOOK_TIMEOUT_MS);
+}, LAB_HOOK_TIMEOUT_MS);
 
 afterAll(async () => {
   for (const r of responders.values()) await r[Symbol.asyncDispose]();
   await cluster?.stop();
   await etcd?.stop();
-}, HOOK_TIMEOUT_MS);
+}, LAB_HOOK_TIMEOUT_MS);
 
 const member = (name: string) => cluster.members.find((m) => m.name === name)!;
 const rs = (name: string) => responders.get(name)!;

@@ -2,14 +2,15 @@
 // tls+http listeners that require client certificates, certificates made here
 // by openssl. The impostor is a small https server started here: it stands in
 // for whoever grabs a peer's address, not for replstatus.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { makeCerts, type CertPair, type Certs } from "../kit/certs.ts";
 import { freePort, startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
-import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { startResponder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { getStatus } from "../kit/http.ts";
 
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(60_000);
+useTimeouts();
 const PEER_INTERVAL_MS = 100;
 const PEER_TIMEOUT_MS = 500;
 /** Peer answers take effect within an interval and a timeout; the rest is a busy machine's slack. */
@@ -31,12 +32,9 @@ const tlsListen = (httpPort: number) => [
   ...["--tls-client-cert", "required"],
 ];
 
-async function status(port: number): Promise<Record<string, any>> {
-  const res = await fetch(`https://127.0.0.1:${port}/status`, {
-    tls: { ca: Bun.file(certs.ca), cert: Bun.file(clientCert.cert), key: Bun.file(clientCert.key) },
-  });
-  return (await res.json()) as Record<string, any>;
-}
+/** A node's /status over https, read with the nodes' client certificate. */
+const status = (port: number) =>
+  getStatus(port, { tls: { ca: Bun.file(certs.ca), cert: Bun.file(clientCert.cert), key: Bun.file(clientCert.key) } });
 
 beforeAll(async () => {
   certs = makeCerts();
@@ -79,7 +77,7 @@ describe("two nodes with mutual TLS between them", () => {
       pg.primary.env,
     );
     await c.waitForLog(/peer https:\/\/127\.0\.0\.1:\d+ failed TLS verification: .*; it does not count/);
-    const s = (await (await fetch(`http://127.0.0.1:${c.ports[0]}/status`)).json()) as Record<string, any>;
+    const s = await getStatus(c.ports[0]!);
     expect(s.peers[0]).toMatchObject({ result: "bad_certificate", role: null, timeline: null });
     expect(s.guard).toBe("no peer reachable");
     expect(a.proc.exitCode).toBeNull();

@@ -1,14 +1,14 @@
 // The poll loop (src/poll/worker/loop.ts) on its own, against a real primary: an answer that arrives
 // as old as --stale-after is stale, never ok. The poll worker shows a promotion from an ok poll
 // at once (src/cell.ts, promote), so an over-age answer must not reach it as one.
-import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import { offersTls } from "../../src/poll/worker/connect.ts";
 import { pollLoop, type Loop } from "../../src/poll/worker/loop.ts";
 import { resolveTarget } from "../../src/poll/target.ts";
 import { startPrimary, waitFor, type PgPrimary } from "../../src/demo/pg.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(60_000);
+useTimeouts();
 
 let pg: PgPrimary;
 beforeAll(async () => {

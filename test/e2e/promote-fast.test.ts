@@ -4,16 +4,16 @@
 // and under a fence (the isolation rule, its only peer unreachable) no probe
 // may hear MASTER across the promotion; a plain responder says MASTER and
 // logs the promotion once. The word's writes one by one: test/unit/promote-cell.test.ts.
-import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { cleanEnv, MAIN, startResponder, type Responder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(60_000);
+useTimeouts();
 const PROBERS = 32;
 
 let pg: PgPair;

@@ -1,13 +1,14 @@
 // A promotion seen from the data directory's signal files (src/poll/worker/postmaster.ts), long
 // before the next poll would see it; a role that is not shown data_directory, which polls only;
 // and a primary, whose polls only keep its answer fresh (four per --stale-after).
-import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { probe, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { metric, metricsPort } from "../kit/http.ts";
 
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(60_000);
+useTimeouts();
 
 let pg: PgPair;
 let watching: Responder;
@@ -54,11 +55,7 @@ afterAll(async () => {
   await pg?.stop();
 }, HOOK_TIMEOUT_MS);
 
-async function polls(r: Responder): Promise<number> {
-  const port = Number(/metrics http [^ ]*:(\d+)\/metrics/.exec(r.log)![1]);
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  return Number(/^replstatus_poll_duration_seconds_count (\d+)$/m.exec(text)![1]);
-}
+const polls = (r: Responder) => metric(metricsPort(r), "replstatus_poll_duration_seconds_count");
 
 test("a primary polls every --stale-after / 4, not every --poll-interval (50 ms)", async () => {
   const before = await polls(onPrimary);

@@ -1,20 +1,15 @@
 // --config files, SIGHUP reloads and JSON logs, against the real CLI.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { answer, probe } from "../../src/demo/probe.ts";
 import { startResponder } from "../../src/demo/responder.ts";
-import { runCli } from "../kit/cli.ts";
+import { noDb, runCli } from "../kit/cli.ts";
+import { answerFrom } from "../kit/client.ts";
+import { tempDir } from "../kit/tmp.ts";
 
-let dir: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "replstatus-conf-"));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir("replstatus-conf-");
 
-const noDb = () => ({ PGHOST: dir, PGPORT: "5999" });
 let n = 0;
 function configFile(text: string): string {
   const path = join(dir, `c${n++}.toml`);
@@ -23,17 +18,6 @@ function configFile(text: string): string {
 }
 
 const run = runCli;
-
-/** The raw text a peer bound to `localAddress` gets ("" when closed unanswered). */
-function answerFrom(port: number, localAddress: string): Promise<string> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    const s = connect({ port, host: "127.0.0.1", localAddress });
-    s.on("data", (d: Buffer) => chunks.push(d));
-    s.on("close", () => resolve(Buffer.concat(chunks).toString()));
-    s.on("error", () => {});
-  });
-}
 
 describe("--config", () => {
   test("flags beat variables, variables beat the file, the file beats defaults", async () => {
@@ -44,7 +28,7 @@ describe("--config", () => {
       [["--text-unknown", "FLAG"], { REPLSTATUS_TEXT_UNKNOWN: "ENV" }, "FLAG"],
     ] as const) {
       await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path, ...args], {
-        ...noDb(),
+        ...noDb(dir),
         ...env,
       });
       expect(await answer(r.ports[0]!)).toBe(want);
@@ -91,7 +75,7 @@ describe("--config", () => {
 describe("SIGHUP", () => {
   test("applies texts, the allow list and timings in place, and says what changed", async () => {
     const path = configFile('text-unknown = "DOWN"\n');
-    await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path], noDb());
+    await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path], noDb(dir));
     const port = r.ports[0]!;
     expect(await answer(port)).toBe("DOWN");
 
@@ -106,7 +90,7 @@ describe("SIGHUP", () => {
 
   test("the lag limits and their hysteresis change in place, and it says so", async () => {
     const path = configFile('max-lag-bytes = "1MB"\n');
-    await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path], noDb());
+    await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path], noDb(dir));
     writeFileSync(path, 'max-lag-bytes = "2MB"\nrejoin-lag-bytes = "512kB"\nrejoin-after = "5s"\n');
     r.proc.kill("SIGHUP");
     await r.waitForLog(
@@ -122,7 +106,7 @@ describe("SIGHUP", () => {
 
   test("a bad file is rejected with one line and the running configuration stays", async () => {
     const path = configFile('text-unknown = "DOWN"\n');
-    await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path], noDb());
+    await using r = await startResponder(["--listen", "127.0.0.1:0", "--config", path], noDb(dir));
     writeFileSync(path, 'text-unknown = "GONE"\npoll-interval = "fast"\n');
     r.proc.kill("SIGHUP");
     await r.waitForLog(
@@ -136,7 +120,7 @@ describe("SIGHUP", () => {
 
   test("addresses, the channel and the backlog wait for a restart, and it says so", async () => {
     const path = configFile('listen = ["127.0.0.1:0"]\nbacklog = 1000\n');
-    await using r = await startResponder(["--config", path], noDb());
+    await using r = await startResponder(["--config", path], noDb(dir));
     writeFileSync(path, 'listen = ["127.0.0.1:0", "[::1]:0"]\nbacklog = 2000\nchannel = "other"\n');
     r.proc.kill("SIGHUP");
     await r.waitForLog(
@@ -148,7 +132,7 @@ describe("SIGHUP", () => {
 });
 
 test("--log-format json: every line is a JSON object with time, level and msg", async () => {
-  await using r = await startResponder(["--listen", "127.0.0.1:0", "--log-format", "json"], noDb());
+  await using r = await startResponder(["--listen", "127.0.0.1:0", "--log-format", "json"], noDb(dir));
   await r.waitForLog(/poll failed/);
   expect(await r.stop()).toBe(0);
   const lines = r.log

@@ -1,7 +1,7 @@
 // Restarts against a real primary and a real haproxy: the fast exit, a
 // listening socket held across restarts as a systemd .socket unit holds it
 // (LISTEN_FDS), and the operator override kept in a state file.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,10 +14,9 @@ import { answer, probe, waitForAnswer, type ProbeResult } from "../../src/demo/p
 import { cleanEnv, MAIN, ROOT, startResponder, type Responder } from "../../src/demo/responder.ts";
 import { EXIT_BOUND_MS, withSlack } from "../kit/bounds.ts";
 import { runCli } from "../kit/cli.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 
-/** bun:test gives hooks 5 s whatever bunfig.toml says; a primary on a busy machine needs more. */
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(120_000);
+useTimeouts(120_000);
 
 let pg: PgPrimary;
 let dir: string;

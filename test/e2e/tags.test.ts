@@ -1,14 +1,14 @@
 // --tag without Patroni: ?tag_KEY=VALUE, noloadbalance, ?replication_state=
 // and /readiness?lag= on the plain http listener, against a real primary and
 // streaming standby.
-import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startPair, type PgPair } from "../../src/demo/pg.ts";
 import { waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
 import { httpGet } from "../kit/patroni.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(60_000);
+useTimeouts();
 
 let pg: PgPair;
 let primary: Responder;

@@ -3,18 +3,20 @@
 // requiring client certificates, and real haproxy checking them with
 // check-ssl verify required + crt. Bad clients (plaintext, garbage, no
 // certificate, another CA's, an expired one) get nothing and change nothing.
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import { makeCerts, type CertPair, type Certs } from "../kit/certs.ts";
 import { landsOn, startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
-import { startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
+import { waitFor } from "../../src/demo/pg.ts";
 import { probe, tlsExchange } from "../../src/demo/probe.ts";
-import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { startResponder } from "../../src/demo/responder.ts";
 import { ACTIVATE, holdSocket } from "../kit/socket.ts";
+import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { scrape } from "../kit/http.ts";
+import { usePair } from "../kit/pair.ts";
 
-const HOOK_TIMEOUT_MS = 90_000;
-setDefaultTimeout(60_000);
+useTimeouts();
 const INTER_MS = 100;
 /** How long a healthy check-ssl backend is watched for flaps: about 40 checks per server. */
 const WATCH_MS = 4000;
@@ -27,9 +29,6 @@ let certs: Certs;
 let ca: string;
 let server: CertPair;
 let client: CertPair;
-let pg: PgPair;
-let onPrimary: Responder;
-let onStandby: Responder;
 let hx: Haproxy;
 /** The certificate files the responders read; a test renews them in place. */
 let liveCert: string;
@@ -42,7 +41,7 @@ const withCert = (pair: CertPair): ConnectionOptions => ({
   key: readFileSync(pair.key, "utf8"),
 });
 
-beforeAll(async () => {
+beforeAll(() => {
   certs = makeCerts();
   ca = certs.ca;
   server = certs.server("server", ["127.0.0.1"]);
@@ -51,24 +50,24 @@ beforeAll(async () => {
   liveKey = `${certs.dir}/live.key`;
   copyFileSync(server.cert, liveCert);
   copyFileSync(server.key, liveKey);
-  pg = await startPair();
-  const args = [
+});
+
+// Waited on through the plain listener (the fourth).
+const pair = usePair({
+  args: () => [
     ...["--listen", "tls:127.0.0.1:0", "--listen", "tls+agent:127.0.0.1:0", "--listen", "tls+http:127.0.0.1:0"],
     ...["--listen", "127.0.0.1:0", "--tls-cert", liveCert, "--tls-key", liveKey, "--tls-ca", ca],
     ...["--tls-client-cert", "required"],
-  ];
-  onPrimary = await startResponder(args, pg.primary.env);
-  onStandby = await startResponder(args, pg.standby.env);
-  await waitFor(
-    "MASTER on the primary's plain listener",
-    async () => (await probe(onPrimary.ports[3]!)).text === "MASTER",
-  );
-  await waitFor("STANDBY on the standby's", async () => (await probe(onStandby.ports[3]!)).text === "STANDBY");
+  ],
+  raw: 3,
+});
+
+beforeAll(async () => {
   const crt = certs.combined(client);
   const ssl = `check-ssl verify required ca-file ${ca} crt ${crt}`;
   const servers = (i: number) => [
-    `server pg1 127.0.0.1:${pg.primary.port} check port ${onPrimary.ports[i]} ${ssl}`,
-    `server pg2 127.0.0.1:${pg.standby.port} check port ${onStandby.ports[i]} ${ssl}`,
+    `server pg1 127.0.0.1:${pair.pg.primary.port} check port ${pair.onPrimary.ports[i]} ${ssl}`,
+    `server pg2 127.0.0.1:${pair.pg.standby.port} check port ${pair.onStandby.ports[i]} ${ssl}`,
   ];
   hx = await startHaproxy({
     defaults: [`default-server inter ${INTER_MS}ms fastinter ${INTER_MS}ms downinter ${INTER_MS}ms rise 2 fall 2`],
@@ -84,9 +83,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await hx?.stop();
-  await onPrimary?.[Symbol.asyncDispose]();
-  await onStandby?.[Symbol.asyncDispose]();
-  await pg?.stop();
   certs?.[Symbol.dispose]();
 }, HOOK_TIMEOUT_MS);
 
@@ -112,22 +108,22 @@ describe("haproxy check-ssl verify required with a client certificate", () => {
       expect(Number(after.pg1!.chkfail)).toBe(Number(before.pg1!.chkfail));
       // haproxy marks a check still under way with "* " before the last result.
       expect(after.pg1!.check_status!.replace(/^\* /, "")).toBe("L7OK");
-      expect(await landsOn(hx.ports[pool]!)).toEqual({ inRecovery: false, port: pg.primary.port });
+      expect(await landsOn(hx.ports[pool]!)).toEqual({ inRecovery: false, port: pair.pg.primary.port });
     },
   );
 });
 
 describe("clients that get nothing", () => {
+  /** The tls+raw listener's handshake failures for `reason`, from /metrics over https. */
   const metric = async (reason: string) => {
-    const r = await fetch(`https://127.0.0.1:${onPrimary.ports[2]}/metrics`, {
-      tls: { ca: Bun.file(ca), cert: Bun.file(client.cert), key: Bun.file(client.key) },
-    });
-    const line = (await r.text()).split("\n").find((l) => l.includes(`tls+raw`) && l.includes(`reason="${reason}"`));
-    return Number(line?.split(" ").pop());
+    const tls = { ca: Bun.file(ca), cert: Bun.file(client.cert), key: Bun.file(client.key) };
+    const { values } = await scrape(pair.onPrimary.ports[2]!, { tls });
+    const key = [...values.keys()].find((k) => k.includes(`tls+raw`) && k.includes(`reason="${reason}"`));
+    return Number(key === undefined ? Number.NaN : values.get(key));
   };
 
   test("a good client gets MASTER through TLS, and the server's certificate", async () => {
-    const r = await tlsProbe(onPrimary.ports[0]!, withCert(client));
+    const r = await tlsProbe(pair.onPrimary.ports[0]!, withCert(client));
     expect(r).toEqual({ text: "MASTER", close: "fin", serverCn: "server" });
   });
 
@@ -135,31 +131,32 @@ describe("clients that get nothing", () => {
     [
       "plaintext",
       "not_tls",
-      async () => (await probe(onPrimary.ports[0]!, "127.0.0.1", "GET / HTTP/1.1\r\n\r\n")).text,
+      async () => (await probe(pair.onPrimary.ports[0]!, "127.0.0.1", "GET / HTTP/1.1\r\n\r\n")).text,
       "",
     ],
     [
       "garbage",
       "not_tls",
-      async () => (await probe(onPrimary.ports[0]!, "127.0.0.1", "\x16\x03\x01\x00\x05garbage!")).text,
+      async () => (await probe(pair.onPrimary.ports[0]!, "127.0.0.1", "\x16\x03\x01\x00\x05garbage!")).text,
       ALERT_ILLEGAL_PARAMETER,
     ],
     [
       "no client certificate",
       "no_client_certificate",
-      async () => (await tlsProbe(onPrimary.ports[0]!, trustCa())).text,
+      async () => (await tlsProbe(pair.onPrimary.ports[0]!, trustCa())).text,
       "",
     ],
     [
       "another CA's certificate",
       "untrusted_client_certificate",
-      async () => (await tlsProbe(onPrimary.ports[0]!, withCert(certs.client("impostor", { fromOtherCa: true })))).text,
+      async () =>
+        (await tlsProbe(pair.onPrimary.ports[0]!, withCert(certs.client("impostor", { fromOtherCa: true })))).text,
       "",
     ],
     [
       "an expired certificate",
       "expired_client_certificate",
-      async () => (await tlsProbe(onPrimary.ports[0]!, withCert(certs.client("old", { expired: true })))).text,
+      async () => (await tlsProbe(pair.onPrimary.ports[0]!, withCert(certs.client("old", { expired: true })))).text,
       "",
     ],
   ])("%s: no answer byte, counted as %s, logged, and the node keeps serving", async (_, reason, attempt, bytes) => {
@@ -167,18 +164,20 @@ describe("clients that get nothing", () => {
     // Every byte the client read: nothing, or (raw garbage) TLS's own alert; decrypted, nothing.
     expect(await attempt()).toBe(bytes);
     await waitFor(`the ${reason} counter to rise`, async () => (await metric(reason)) > before, 5000);
-    await onPrimary.waitForLog(new RegExp(`tls handshake refused on tls\\+raw [^ ]+: ${reason.replaceAll("_", " ")}`));
-    expect((await tlsProbe(onPrimary.ports[0]!, withCert(client))).text).toBe("MASTER");
-    expect((await probe(onPrimary.ports[3]!)).text).toBe("MASTER");
+    await pair.onPrimary.waitForLog(
+      new RegExp(`tls handshake refused on tls\\+raw [^ ]+: ${reason.replaceAll("_", " ")}`),
+    );
+    expect((await tlsProbe(pair.onPrimary.ports[0]!, withCert(client))).text).toBe("MASTER");
+    expect((await probe(pair.onPrimary.ports[3]!)).text).toBe("MASTER");
   });
 
   test("one log line per reason, however many failures", async () => {
-    for (let i = 0; i < 20; i++) await probe(onPrimary.ports[0]!, "127.0.0.1", "GET / HTTP/1.1\r\n\r\n");
+    for (let i = 0; i < 20; i++) await probe(pair.onPrimary.ports[0]!, "127.0.0.1", "GET / HTTP/1.1\r\n\r\n");
     await waitFor("20 more not_tls failures", async () => (await metric("not_tls")) >= 20, 5000);
-    const lines = onPrimary.log.split("\n").filter((l) => l.includes("tls handshake refused"));
+    const lines = pair.onPrimary.log.split("\n").filter((l) => l.includes("tls handshake refused"));
     // Each reason above once; not_tls twice at most (plaintext, then garbage, are the same reason).
     expect(lines.length).toBeLessThanOrEqual(5);
-    expect(onPrimary.proc.exitCode).toBeNull();
+    expect(pair.onPrimary.proc.exitCode).toBeNull();
   });
 });
 
@@ -189,7 +188,7 @@ describe("--tls-client-cert optional", () => {
         "--tls-client-cert",
         "optional",
       ]),
-      pg.primary.env,
+      pair.pg.primary.env,
     );
     const port = node.ports[0]!;
     await waitFor(
@@ -210,7 +209,7 @@ describe("SIGHUP", () => {
         `tls-cert = "${server.cert}"\ntls-key = "${server.key}"\ntls-ca = "${ca}"\ntls-client-cert = "${rule}"\n`,
       );
     await write("optional");
-    await using node = await startResponder(["--listen", "tls:127.0.0.1:0", "--config", file], pg.primary.env);
+    await using node = await startResponder(["--listen", "tls:127.0.0.1:0", "--config", file], pair.pg.primary.env);
     const port = node.ports[0]!;
     await waitFor(
       "MASTER without a client certificate",
@@ -227,18 +226,18 @@ describe("SIGHUP", () => {
     const renewed = certs.server("renewed", ["127.0.0.1"]);
     copyFileSync(renewed.cert, liveCert);
     copyFileSync(renewed.key, liveKey);
-    onPrimary.proc.kill("SIGHUP");
-    await onPrimary.waitForLog(/SIGHUP: tls\+ listeners now use CN=renewed/);
-    const r = await tlsProbe(onPrimary.ports[0]!, withCert(client));
+    pair.onPrimary.proc.kill("SIGHUP");
+    await pair.onPrimary.waitForLog(/SIGHUP: tls\+ listeners now use CN=renewed/);
+    const r = await tlsProbe(pair.onPrimary.ports[0]!, withCert(client));
     expect(r).toEqual({ text: "MASTER", close: "fin", serverCn: "renewed" });
     for (const pool of POOLS) await hx.waitForServer(pool, "pg1", "UP");
   });
 
   test("a key that does not match the certificate is refused, and the running one kept", async () => {
     copyFileSync(client.key, liveKey);
-    onPrimary.proc.kill("SIGHUP");
-    await onPrimary.waitForLog(/SIGHUP: could not use key file .* it is not the key of .*; tls\+ listeners keep/);
-    expect((await tlsProbe(onPrimary.ports[0]!, withCert(client))).serverCn).toBe("renewed");
+    pair.onPrimary.proc.kill("SIGHUP");
+    await pair.onPrimary.waitForLog(/SIGHUP: could not use key file .* it is not the key of .*; tls\+ listeners keep/);
+    expect((await tlsProbe(pair.onPrimary.ports[0]!, withCert(client))).serverCn).toBe("renewed");
   });
 });
 
@@ -247,7 +246,7 @@ describe("socket activation", () => {
     using held = holdSocket();
     await using node = await startResponder(
       ["--listen", `tls:${held.listen}`, "--tls-cert", server.cert, "--tls-key", server.key],
-      pg.primary.env,
+      pair.pg.primary.env,
       ACTIVATE,
       { inheritFd: held.fd },
     );
@@ -259,12 +258,12 @@ describe("socket activation", () => {
 
 describe("failover through check-ssl", () => {
   test("haproxy follows a promotion on every pool", async () => {
-    await pg.primary.stop("fast");
-    await pg.standby.promote();
+    await pair.pg.primary.stop("fast");
+    await pair.pg.standby.promote();
     for (const pool of POOLS) {
       await hx.waitForServer(pool, "pg2", "UP", 20_000);
       await hx.waitForServer(pool, "pg1", "DOWN", 20_000);
     }
-    expect(await landsOn(hx.ports.raw!)).toEqual({ inRecovery: false, port: pg.standby.port });
+    expect(await landsOn(hx.ports.raw!)).toEqual({ inRecovery: false, port: pair.pg.standby.port });
   });
 });

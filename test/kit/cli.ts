@@ -50,3 +50,8 @@ export async function runCliAsync(args: string[], env: Record<string, string> = 
     clearTimeout(timer);
   }
 }
+
+/** The environment of a replstatus that finds no PostgreSQL: a socket dir with no server in it (answers UNKNOWN). */
+export function noDb(socketDir: string): Record<string, string> {
+  return { PGHOST: socketDir, PGPORT: "5999" };
+}

@@ -5,25 +5,10 @@ import { describe, expect, test } from "bun:test";
 import { createLagJudge, cutOff, type LagLimits } from "../../src/poll/lag.ts";
 import { hysteresisStep } from "../../src/hysteresis.ts";
 import { createLogger } from "../../src/log.ts";
-import type { PollFacts } from "../../src/poll/facts.ts";
+import type {} from "../../src/poll/facts.ts";
+import { standbyFacts as facts } from "../kit/facts.ts";
 
 const MB = 1024 * 1024;
-
-function facts(over: Partial<PollFacts>): PollFacts {
-  return {
-    inRecovery: true,
-    receiverPid: 4242,
-    receiverStatus: "streaming",
-    lagBytes: 0,
-    replayAgeSeconds: 0,
-    replayLsn: null,
-    systemId: "7712175825285183157",
-    timeline: 1,
-    startedAt: 0,
-    durationMs: 1,
-    ...over,
-  };
-}
 
 function judge(limits: Partial<LagLimits>) {
   const lines: string[] = [];
@@ -281,6 +266,17 @@ test("retune (a reload): new limits from the next poll on; a lagging standby sta
   expect(j.judge(facts({ lagBytes: 0 }), 200)).toMatchObject({ lagging: true, untilMs: 1200 });
   expect(j.judge(facts({ lagBytes: 0 }), 1200).lagging).toBe(false);
   expect(j.judge(facts({ lagBytes: 3 * MB }), 1300).lagging).toBe(false);
+});
+
+test("rejoinInMs: only while a lagging standby's hold runs", () => {
+  const { j } = healthy({ maxLagBytes: MB, rejoinAfterMs: 3000 });
+  expect(j.rejoinInMs(0)).toBeUndefined();
+  j.judge(facts({ lagBytes: 2 * MB }), 0);
+  expect(j.rejoinInMs(0)).toBeUndefined();
+  j.judge(facts({ lagBytes: 0 }), 1000);
+  expect([j.rejoinInMs(1000), j.rejoinInMs(2500), j.rejoinInMs(9000)]).toEqual([3000, 1500, 0]);
+  j.judge(facts({ lagBytes: 0 }), 4000);
+  expect(j.rejoinInMs(4000)).toBeUndefined();
 });
 
 test("cutOff: no receiver or one not streaming; not when the columns are hidden", () => {

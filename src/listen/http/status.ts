@@ -28,6 +28,8 @@ export interface HttpContext {
   tags?: NodeTags;
   /** The memory of ?lag= checks with rejoin_lag= or rejoin_after= (holds.ts). */
   holds?: Holds;
+  /** How long a lagging standby's hold before rejoining has left (poll/lag.ts), for /status. */
+  rejoinInMs?(): number | undefined;
   /** GET /events (events.ts); without it /events is 404. */
   events?: Events;
   /** The last changes of the answer and the override, for /status and the status page. */
@@ -57,6 +59,7 @@ export function statusBody(ctx: HttpContext): Record<string, unknown> {
     lag_bytes: standby ? facts.lagBytes : null,
     replay_age_seconds: standby ? facts.replayAgeSeconds : null,
     receiver: standby ? facts.receiverStatus : null,
+    rejoin_in_ms: standby ? (ctx.rejoinInMs?.() ?? null) : null,
     since_change_ms: Date.now() - cell.changedAt,
     changed_at: new Date(cell.changedAt).toISOString(),
     poll_age_ms: facts ? Math.round(performance.now() - facts.startedAt) : null,

@@ -1,0 +1,277 @@
+// `replstatus route` end to end: a real primary and standby with a replstatus
+// each, a real haproxy with a primary backend driven by the router, the same
+// servers left to checks, and a replica backend. The safety run samples
+// haproxy's `show servers state` every few ms and writes through haproxy
+// every 20 ms across switchovers, kill -9 failovers, a router killed
+// mid-failover and a flapping node.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { writeReturning } from "../../bench/pgwrite.ts";
+import { startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
+import { rebuildAsStandby, startPair, waitFor, type PgNode, type PgPair } from "../../src/demo/pg.ts";
+import { waitForAnswer } from "../../src/demo/probe.ts";
+import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { sendControl } from "../../src/ops/control.ts";
+import { haproxyRuntime } from "../../src/route/haproxy.ts";
+import { writable } from "../../src/route/rules.ts";
+import { openStream, type Stream } from "../../src/route/stream.ts";
+import { startRoute, type RouteProc } from "../kit/route.ts";
+import { LAB_HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+
+useTimeouts(240_000);
+
+/**
+ * The bound stated for writes: none is acknowledged by a node more than this
+ * after its replstatus stopped saying MASTER (the event's own time). What is
+ * in it: a commit in flight when the node stopped, haproxy, the client, and
+ * the load of the machine on all of them.
+ */
+const LATE_WRITE_BOUND_MS = 250;
+
+let pg: PgPair;
+let dir: string;
+let nodes: PgNode[];
+let responders: Responder[];
+let haproxy: Haproxy;
+let route: RouteProc | undefined;
+/** Per node: [raw port, http port]. */
+let ports: number[][];
+
+async function startRouter(): Promise<RouteProc> {
+  const servers = nodes.flatMap((_, i) => [
+    ...["--server", `push/p${i + 1}=http://127.0.0.1:${ports[i]![1]}`],
+    ...["--server", `replicas/r${i + 1}=http://127.0.0.1:${ports[i]![1]}`],
+  ]);
+  return await startRoute([
+    ...["--haproxy-socket", haproxy.statsSocket, ...servers, "--replica-backend", "replicas"],
+    ...["--listen", "http:127.0.0.1:0", "--reconcile-interval", "200ms", "--stream-timeout", "500ms"],
+  ]);
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), `rs-route-${process.pid}-`));
+  pg = await startPair();
+  nodes = [pg.primary, pg.standby];
+  await pg.primary.sql("CREATE TABLE w (id serial PRIMARY KEY, at timestamptz DEFAULT now())");
+  responders = await Promise.all(
+    nodes.map((node, i) =>
+      startResponder(
+        [
+          ...["--listen", "127.0.0.1:0", "--listen", "http:127.0.0.1:0"],
+          ...["--event-heartbeat", "100ms", "--control-socket", join(dir, `${i}.sock`)],
+        ],
+        node.env,
+      ),
+    ),
+  );
+  ports = responders.map((r) => r.ports);
+  await waitForAnswer(ports[0]![0]!, "MASTER");
+  await waitForAnswer(ports[1]![0]!, "STANDBY");
+  const server = (name: string, i: number) =>
+    `server ${name}${i + 1} 127.0.0.1:${nodes[i]!.port} check port ${ports[i]![0]} inter 1s rise 2 fall 2 on-marked-down shutdown-sessions`;
+  const checked = (expect: string, name: string) => [
+    "mode tcp",
+    "option tcp-check",
+    `tcp-check expect string ${expect}`,
+    ...nodes.map((_, i) => server(name, i)),
+  ];
+  haproxy = await startHaproxy({
+    proxies: { push: checked("MASTER", "p"), checks: checked("MASTER", "c") },
+    backends: { replicas: checked("STANDBY", "r") },
+  });
+  route = await startRouter();
+}, LAB_HOOK_TIMEOUT_MS);
+
+afterAll(async () => {
+  await route?.stop();
+  await haproxy?.[Symbol.asyncDispose]();
+  for (const r of responders ?? []) await r[Symbol.asyncDispose]();
+  await pg?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+}, LAB_HOOK_TIMEOUT_MS);
+
+async function writableIn(backend: string): Promise<string[]> {
+  const servers = await haproxyRuntime(haproxy.statsSocket).serversState(backend);
+  return [...servers].filter(([, s]) => writable(s)).map(([name]) => name);
+}
+
+test("the router puts the primary alone in the primary backend, the standby in the replica backend, and says so on /status", async () => {
+  await waitFor("push: p1 alone", async () => (await writableIn("push")).join() === "p1");
+  await waitFor("replicas: r2 alone", async () => (await writableIn("replicas")).join() === "r2");
+  type Status = { kind: string; servers: Record<string, unknown>[] };
+  const read = async () => (await (await fetch(`http://127.0.0.1:${route!.statusPort}/status`)).json()) as Status;
+  await waitFor("haproxy's view on /status", async () => (await read()).servers.every((s) => s.haproxy !== null));
+  const status = await read();
+  expect(status.kind).toBe("route");
+  expect(status.servers.map((s) => `${s.backend}/${s.server}`)).toEqual([
+    "push/p1",
+    "replicas/r1",
+    "push/p2",
+    "replicas/r2",
+  ]);
+  for (const s of status.servers) {
+    expect(Object.keys(s).sort()).toEqual(["backend", "haproxy", "last_push", "node", "server", "stream", "url"]);
+    expect(s.stream).toBe("connected");
+  }
+  expect(status.servers[0]!.node).toMatchObject({ state: "primary", answer: "MASTER" });
+  expect(status.servers[0]!.haproxy).toEqual({ op_state: 2, admin_state: 0 });
+});
+
+interface Sample {
+  at: number;
+  up: string[];
+}
+
+/** `show servers state push` as often as the socket answers, until stopped. */
+function sampler() {
+  const samples: Sample[] = [];
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      const up = await writableIn("push").catch(() => undefined);
+      if (up) samples.push({ at: Date.now(), up });
+      await Bun.sleep(2);
+    }
+  })();
+  return { samples, stop: async () => ((running = false), await done) };
+}
+
+interface Write {
+  sentAt: number;
+  ackAt: number;
+  port: number;
+}
+
+/** A write through haproxy's push frontend every 20 ms, each on a new connection; acknowledged ones recorded. */
+function writer(port: number, user: string) {
+  const acked: Write[] = [];
+  let running = true;
+  const target = {
+    port,
+    user,
+    database: "postgres",
+    sql: "INSERT INTO w DEFAULT VALUES RETURNING current_setting('port')",
+  };
+  const inFlight = new Set<Promise<void>>();
+  const done = (async () => {
+    while (running) {
+      const sentAt = Date.now();
+      const p = writeReturning(target, 500).then((value) => {
+        if (value !== undefined) acked.push({ sentAt, ackAt: Date.now(), port: Number(value) });
+      });
+      inFlight.add(p);
+      void p.then(() => inFlight.delete(p));
+      await Bun.sleep(20);
+    }
+    await Promise.all(inFlight);
+  })();
+  return { acked, stop: async () => ((running = false), await done) };
+}
+
+/** Each node's MASTER intervals as its own event stream tells them ([start, end), epoch ms). */
+function masterTimes() {
+  const intervals: [number, number][][] = nodes.map(() => []);
+  const streams: Stream[] = ports.map(([, http], i) =>
+    openStream({
+      url: `http://127.0.0.1:${http}`,
+      tls: undefined,
+      silenceMs: 2000,
+      onEvent: (e) => {
+        const list = intervals[i]!;
+        const open = list.at(-1)?.[1] === Infinity;
+        const at = Date.parse(e.at);
+        if (e.answer === "MASTER" && !open) list.push([at, Infinity]);
+        if (e.answer !== "MASTER" && open) list.at(-1)![1] = at;
+      },
+      onState: () => {},
+    }),
+  );
+  return { intervals, close: () => streams.forEach((s) => s.close()) };
+}
+
+test("no push makes two servers writable; no write is acknowledged long after its node stopped saying MASTER", async () => {
+  await waitFor("push: p1 alone", async () => (await writableIn("push")).join() === "p1");
+  const sampling = sampler();
+  const times = masterTimes();
+  const writes = writer(haproxy.ports.push!, nodes[0]!.user);
+  let current = 0;
+  const serverOf = (i: number) => `p${i + 1}`;
+
+  async function failover(how: "stop" | "kill", mid?: () => Promise<void>) {
+    const [old, next] = [nodes[current]!, nodes[1 - current]!];
+    if (how === "stop") await old.stop("fast");
+    else old.signalAll("SIGKILL");
+    await waitForAnswer(ports[current]![0]!, "UNKNOWN");
+    await mid?.();
+    await next.promote();
+    await waitFor(
+      `${serverOf(1 - current)} alone in push`,
+      async () => (await writableIn("push")).join() === serverOf(1 - current),
+      20_000,
+    );
+    await rebuildAsStandby(old, next);
+    await waitForAnswer(ports[current]![0]!, "STANDBY");
+    current = 1 - current;
+  }
+
+  try {
+    await failover("stop");
+    await failover("kill");
+    await failover("stop");
+    // The router dies while the primary is gone, and a new one starts after the promotion.
+    await failover("kill", async () => {
+      await route!.kill();
+      route = undefined;
+    });
+    route = await startRouter();
+    await waitFor(
+      "the new router settled",
+      async () => (await writableIn("push")).join() === serverOf(current),
+      20_000,
+    );
+    // A flapping node: the primary's answer goes UNKNOWN and back, 10 times, 50 ms apart.
+    const control = join(dir, `${current}.sock`);
+    for (let i = 0; i < 10; i++) {
+      await sendControl(control, "maint");
+      await Bun.sleep(50);
+      await sendControl(control, "ready");
+      await Bun.sleep(50);
+    }
+    await waitFor("the flapping node back alone", async () => (await writableIn("push")).join() === serverOf(current));
+  } finally {
+    await writes.stop();
+    await sampling.stop();
+    times.close();
+  }
+
+  // Two writable servers at once: none may begin right after a push that put a server in.
+  const { samples } = sampling;
+  const ups = route!.pushes().filter((p) => p.server.startsWith("push/") && p.command.endsWith("health up"));
+  const doubles: string[] = [];
+  for (let i = 1; i < samples.length; i++) {
+    if (samples[i]!.up.length < 2 || samples[i - 1]!.up.length >= 2) continue;
+    const cause = ups.find((p) => p.at >= samples[i - 1]!.at - 5 && p.at <= samples[i]!.at);
+    doubles.push(
+      `${new Date(samples[i]!.at).toISOString()} ${samples[i]!.up.join(",")}${cause ? ` after ${cause.command}` : ""}`,
+    );
+  }
+  console.log(
+    `${samples.length} samples of show servers state, ${doubles.length} with two writable servers: ${doubles.join("; ") || "none"}`,
+  );
+  expect(doubles.filter((d) => d.includes(" after "))).toEqual([]);
+  expect(samples.length).toBeGreaterThan(1000);
+
+  // Late writes: acknowledged by a node after its replstatus stopped saying MASTER.
+  const late = writes.acked.map((w) => {
+    const i = nodes.findIndex((n) => n.port === w.port);
+    const saying = times.intervals[i]!.some(([from, to]) => w.ackAt >= from && w.ackAt < to);
+    const ended = times.intervals[i]!.filter(([, to]) => to <= w.ackAt).at(-1)?.[1];
+    return saying || ended === undefined ? 0 : w.ackAt - ended;
+  });
+  const worst = Math.max(0, ...late);
+  console.log(`${writes.acked.length} writes acknowledged; latest after its node stopped saying MASTER: ${worst} ms`);
+  expect(writes.acked.length).toBeGreaterThan(50);
+  expect(worst).toBeLessThanOrEqual(LATE_WRITE_BOUND_MS);
+});

@@ -46,6 +46,8 @@ export interface NodeRow {
 /** haproxy's view of one server that stands for the node. */
 export interface HaproxyView {
   backend: string;
+  /** "primary" (routes writes to the node that answers MASTER) or "replica" (replstatus route's --replica-backend). */
+  kind: string;
   server: string;
   /** UP, DOWN, MAINT, DRAIN, ... (haproxy's words). */
   status: string;
@@ -229,9 +231,10 @@ export function haproxyStatus(h: Json): { status: string; routed: boolean } {
   const given = str(h.status);
   const op = num(h.op_state);
   const admin = num(h.admin_state);
-  // srv_admin_state bits: 0x01 forced maint, 0x08 forced drain (haproxy's SRV_ADMF_*).
-  const maint = admin !== null && (admin & 0x01) !== 0;
-  const drain = admin !== null && (admin & 0x08) !== 0;
+  // srv_admin_state bits (haproxy's SRV_ADMF_*): maint forced, inherited, from config, from resolution,
+  // from a failed check (0x01, 0x02, 0x04, 0x20, 0x40); drain forced or inherited (0x08, 0x10).
+  const maint = admin !== null && (admin & 0x67) !== 0;
+  const drain = admin !== null && (admin & 0x18) !== 0;
   const status =
     given ??
     (maint ? "MAINT" : drain ? "DRAIN" : op === 2 ? "UP" : op === 0 ? "DOWN" : op === 3 ? "STOPPING" : "STARTING");
@@ -266,7 +269,8 @@ export function fromRouteStatus(b: Json): Cluster {
       rows.push(row);
     }
     if (isObj(s.haproxy)) {
-      row.haproxy.push({ backend: str(s.backend) ?? "?", server: str(s.server) ?? "?", ...haproxyStatus(s.haproxy) });
+      const h = { backend: str(s.backend) ?? "?", server: str(s.server) ?? "?", kind: str(s.kind) ?? "primary" };
+      row.haproxy.push({ ...h, ...haproxyStatus(s.haproxy) });
     }
   }
   return {
@@ -377,7 +381,10 @@ function storeFindings(c: Cluster): Finding[] {
 /** haproxy (through route) against the answers: per backend, where it sends sessions. */
 function haproxyFindings(nodes: NodeRow[]): Finding[] {
   const out: Finding[] = [];
-  const backends = [...new Set(nodes.flatMap((n) => n.haproxy.map((h) => h.backend)))];
+  // A replica backend routes to standbys on purpose: only primary backends are judged.
+  const backends = [
+    ...new Set(nodes.flatMap((n) => n.haproxy.filter((h) => h.kind === "primary").map((h) => h.backend))),
+  ];
   for (const backend of backends) {
     const members = nodes.filter((n) => n.haproxy.some((h) => h.backend === backend));
     const routed = members.filter((n) => n.haproxy.some((h) => h.backend === backend && h.routed));

@@ -96,23 +96,46 @@ function html(script: string): string {
 `;
 }
 
-let built: { get: Uint8Array; head: Uint8Array } | undefined;
+interface Page {
+  html: string;
+  /** The answer's headers but Content-Length and Connection. */
+  headers: Record<string, string>;
+}
 
-function build(): { get: Uint8Array; head: Uint8Array } {
+let page: Page | undefined;
+
+/** The page and its headers, built on the first call (replstatus route serves it with Bun.serve). */
+export function uiPage(): Page {
+  if (page) return page;
   const script = `"use strict";(() => {\n${plain(modelSource)}\n${plain(scriptSource)}\n})();`;
-  const body = Buffer.from(html(script), "utf8");
-  // Same origin only, the inline script and style by hash or as inline, no framing.
+  // Same origin only, the inline script by its hash, the inline style, no framing.
   const csp =
     `default-src 'none'; script-src 'sha256-${sha256(script)}'; style-src 'unsafe-inline'; ` +
     "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+  page = {
+    html: html(script),
+    headers: {
+      "Content-Type": "text/html; charset=utf-8",
+      "Cache-Control": "no-store",
+      "Content-Security-Policy": csp,
+      "X-Content-Type-Options": "nosniff",
+      "Referrer-Policy": "no-referrer",
+    },
+  };
+  return page;
+}
+
+let built: { get: Uint8Array; head: Uint8Array } | undefined;
+
+function build(): { get: Uint8Array; head: Uint8Array } {
+  const { html: text, headers: h } = uiPage();
+  const body = Buffer.from(text, "utf8");
   const headers =
     "HTTP/1.1 200 OK\r\n" +
-    "Content-Type: text/html; charset=utf-8\r\n" +
+    Object.entries(h)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join("") +
     `Content-Length: ${body.byteLength}\r\n` +
-    "Cache-Control: no-store\r\n" +
-    `Content-Security-Policy: ${csp}\r\n` +
-    "X-Content-Type-Options: nosniff\r\n" +
-    "Referrer-Policy: no-referrer\r\n" +
     "Connection: close\r\n\r\n";
   const head = new Uint8Array(Buffer.from(headers, "latin1"));
   const get = new Uint8Array(head.byteLength + body.byteLength);

@@ -6,7 +6,7 @@
 // does nothing while the page is hidden. Text goes in through textContent only.
 import { answerWord, clusterOf, disagreements, shortId, type Cluster, type NodeRow } from "./model.ts";
 
-const POLL_MS = 500;
+const POLL_MS = 1000;
 /** With a live route stream, which carries every change, /status is only a check. */
 const POLL_STREAMING_MS = 5000;
 const STREAM_RETRY_MS = 10_000;

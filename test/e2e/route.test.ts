@@ -112,11 +112,25 @@ test("the router puts the primary alone in the primary backend, the standby in t
     "replicas/r2",
   ]);
   for (const s of status.servers) {
-    expect(Object.keys(s).sort()).toEqual(["backend", "haproxy", "last_push", "node", "server", "stream", "url"]);
+    expect(Object.keys(s).sort()).toEqual([
+      "backend",
+      "haproxy",
+      "kind",
+      "last_push",
+      "node",
+      "server",
+      "stream",
+      "url",
+    ]);
+    expect(s.kind).toBe(s.backend === "push" ? "primary" : "replica");
     expect(s.stream).toBe("connected");
   }
   expect(status.servers[0]!.node).toMatchObject({ state: "primary", answer: "MASTER" });
   expect(status.servers[0]!.haproxy).toEqual({ op_state: 2, admin_state: 0 });
+  // The status page is served there too, for the whole picture (docs/status-page.md).
+  const ui = await fetch(`http://127.0.0.1:${route!.statusPort}/ui`);
+  expect([ui.status, ui.headers.get("content-type")]).toEqual([200, "text/html; charset=utf-8"]);
+  expect(await ui.text()).toContain("<title>replstatus: the cluster at a glance</title>");
 });
 
 interface Sample {

@@ -144,7 +144,7 @@ describe("the status page in headless Chromium, on a pair with the split-brain g
     await waitFor("the page to show both nodes", async () => (await seen()).rows[node1]?.Answer === "MASTER");
     const sysid = await pg.primary.sql("select system_identifier from pg_control_system()");
     expect((await seen()).rows[node1]).toMatchObject({ "System id": `…${sysid.slice(-6)}`, Timeline: "1" });
-    expect((await seen()).live).toMatch(/^(○ polling \/status every 0\.5 s|● live: following \/events); updated \d\d:/);
+    expect((await seen()).live).toMatch(/^(○ polling \/status every 1 s|● live: following \/events); updated \d\d:/);
     expect((await runCliAsync(["maint", "--control-socket", sock(1)])).code).toBe(0);
     const s = (await waitFor("the maint disagreement on screen", async () => {
       const v = await seen();
@@ -160,8 +160,26 @@ describe("the status page in headless Chromium, on a pair with the split-brain g
     expect(s.transitions[0]).toMatch(
       new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3} ${node1} ready → maint replstatus maint$`),
     );
+    // replstatus status says the same in a terminal, and exits 1 on it.
+    const cli = await runCliAsync(["status", "--url", `http://${node2}`]);
+    expect(cli).toMatchObject({ code: 1, stderr: "" });
+    expect(cli.stdout).toContain(`| ${node1}   | UNKNOWN | primary |`);
+    expect(cli.stdout).toContain(
+      `2 disagreements:\n  ! no node answers MASTER\n  ! ${node1} is a primary by its own poll`,
+    );
+    const json = await runCliAsync(["status", "--url", `http://${node2}`, "--json"]);
+    expect(json.code).toBe(1);
+    expect(JSON.parse(json.stdout).disagreements.map((f: { code: string }) => f.code)).toEqual([
+      "no-master",
+      "primary-held-back",
+    ]);
     expect((await runCliAsync(["ready", "--control-socket", sock(1)])).code).toBe(0);
     await waitFor("the page to clear", async () => (await seen()).heading === "✓ No disagreement");
+    // Without --url: the first http --listen of the configuration given, as on the node itself.
+    const local = await runCliAsync(["status", "--listen", `http:127.0.0.1:${http2}`]);
+    expect(local).toMatchObject({ code: 0, stderr: "" });
+    expect(local.stdout).toContain(`| ${node2} * | STANDBY |`);
+    expect(local.stdout).toContain("No disagreement.");
   });
 
   test(`a failover on screen within ${FAILOVER_ON_SCREEN_MS} ms of the node answering MASTER`, async () => {

@@ -1,7 +1,9 @@
 // The status page's and `replstatus status`'s rules (src/ui/model.ts) as a
 // table: a /status body in, the rows and the disagreements in plain words out.
 import { describe, expect, test } from "bun:test";
+import type { ListenAddress } from "../../src/address.ts";
 import { answerWord, clusterOf, disagreements, haproxyStatus, shortId } from "../../src/ui/model.ts";
+import { localStatusUrl, report } from "../../src/ui/term.ts";
 
 const SYSID = "7312345678901234567";
 type Json = Record<string, unknown>;
@@ -237,5 +239,49 @@ describe("rows", () => {
 
   test("not a JSON object", () => {
     expect(() => clusterOf([], "x")).toThrow("not a JSON object");
+  });
+});
+
+describe("replstatus status's table (src/ui/term.ts)", () => {
+  const NOW = Date.parse("2026-12-06T07:00:10.000Z");
+  test("a pair: boxed rows, the columns somebody fills, the verdict", () => {
+    const c = clusterOf(withPeers(node("primary"), peer(5402, node("standby", { lag_bytes: 2048 }))), "127.0.0.1:5401");
+    expect(report({ cluster: c, findings: disagreements(c) }, "http://127.0.0.1:5401", NOW)).toBe(
+      [
+        "replstatus status of http://127.0.0.1:5401 (* is the node that answered)",
+        "+ split-brain guard ---------+---------+----+-----------+--------+-----------+----------+-------+",
+        "| Node             | Answer  | Poll    | TL | System id | Lag    | Receiver  | Override | Since |",
+        "+------------------+---------+---------+----+-----------+--------+-----------+----------+-------+",
+        "| 127.0.0.1:5401 * | MASTER  | primary | 1  | …234567   |        |           | ready    | 10 s  |",
+        "| 127.0.0.1:5402   | STANDBY | standby | 1  | …234567   | 2.0 kB | streaming | ready    | 10 s  |",
+        "+------------------+---------+---------+----+-----------+--------+-----------+----------+-------+",
+        "",
+        "No disagreement.",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("a disagreement is listed under the table; a node that cannot be reached says why", () => {
+    const c = clusterOf(withPeers(node("primary"), peer(5402, null, "refused", "connection refused")), "x");
+    const text = report({ cluster: c, findings: disagreements(c) }, "http://x", NOW);
+    expect(text).toContain("| 127.0.0.1:5402 | NO ANSWER |");
+    expect(text).toContain("connection refused |");
+    expect(text).toEndWith("One disagreement:\n  ! 127.0.0.1:5402 cannot be reached: connection refused\n");
+  });
+
+  test.each([
+    [[{ mode: "http", host: "0.0.0.0", port: 8008 }], "http://127.0.0.1:8008"],
+    [
+      [
+        { mode: "raw", host: "10.0.0.1", port: 5400 },
+        { mode: "http", host: "::", port: 8008, tls: true },
+      ],
+      "https://[::1]:8008",
+    ],
+    [[{ mode: "http", host: "10.0.0.1", port: 8008 }], "http://10.0.0.1:8008"],
+    [[{ mode: "raw", host: "0.0.0.0", port: 5400 }], undefined],
+  ] as [ListenAddress[], string | undefined][])("the local listener of %j is %s", (listen, url) => {
+    expect(localStatusUrl(listen)).toBe(url);
   });
 });

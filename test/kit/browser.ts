@@ -42,6 +42,8 @@ function removeProfile(dir: string): void {
   untrackDir(dir);
 }
 
+/** The most chromium may take to start and load a page: over 20 s was seen at a load average of 70. */
+const START_TIMEOUT_MS = 120_000;
 /** The most a --dump-dom run may take before it is killed. */
 export const DUMP_TIMEOUT_MS = 150_000;
 
@@ -99,7 +101,7 @@ export async function openPage(url: string, width = 1280, height = 800): Promise
     const port = await waitFor(
       "chromium's DevTools port",
       () => readFileSync(join(profile, "DevToolsActivePort"), "utf8").split("\n")[0],
-      20_000,
+      START_TIMEOUT_MS,
       50,
     );
     const target = await waitFor("a page target", async () => {
@@ -142,7 +144,7 @@ export async function openPage(url: string, width = 1280, height = 800): Promise
     await waitFor(
       "the page to load",
       async () => (await evaluate<string>("document.readyState")) === "complete",
-      20_000,
+      START_TIMEOUT_MS,
       50,
     );
     return {

@@ -7,7 +7,7 @@ import { waitFor } from "../../src/demo/pg.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
 import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 import { usePair } from "../kit/pair.ts";
-import { withSlack } from "../kit/bounds.ts";
+import { READY_BOUND_MS, SHUTDOWN_BOUND_MS, withSlack } from "../kit/bounds.ts";
 
 useTimeouts();
 // Short haproxy intervals keep the tests fast; the bounds below follow from them.
@@ -89,14 +89,14 @@ describe("failover", () => {
     try {
       await pair.pg.standby.promote();
       await pair.pg.standby.waitPrimary();
-      // haproxy's own bounds: RISE good checks one interval apart to come up, FALL
-      // bad ones to go down, after the responder's next poll (50 ms) sees the change.
+      // haproxy's own bounds: RISE good checks one interval apart to come up, FALL bad ones to go
+      // down, after the responder's answer follows PostgreSQL (a promotion, a shutdown).
       const newUpMs = await Promise.all(WRITE_POOLS.map((pool) => hx.waitForServer(pool, "pg2", "UP")));
-      expect(Math.max(...newUpMs)).toBeLessThan(withSlack(50 + RISE * INTER_MS));
+      expect(Math.max(...newUpMs)).toBeLessThan(withSlack(READY_BOUND_MS + RISE * INTER_MS));
       const stopping = pair.pg.primary.stop("fast");
       const oldDownMs = await Promise.all(WRITE_POOLS.map((pool) => hx.waitForServer(pool, "pg1", "DOWN")));
       await stopping;
-      expect(Math.max(...oldDownMs)).toBeLessThan(withSlack(FALL * INTER_MS));
+      expect(Math.max(...oldDownMs)).toBeLessThan(withSlack(SHUTDOWN_BOUND_MS + FALL * INTER_MS));
       if (process.env.REPLSTATUS_TEST_VERBOSE) console.log({ newUpMs, oldDownMs });
 
       for (const pool of WRITE_POOLS) {

@@ -8,11 +8,12 @@
 // contradicts. Then the negative control: replstatus in its plain mode (no
 // store, no peers) under the same seed's first faults must be caught by (a) or
 // (d). The full size is bench/nemesis.ts.
-import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { requireTool } from "../kit/tools.ts";
 import { removeLabs, runNemesis, type RunResult } from "../kit/nemesis/run.ts";
+import { useTimeouts } from "../kit/timeouts.ts";
 
-setDefaultTimeout(600_000);
+useTimeouts(600_000);
 /** Its first 10 faults: part-etcd, kill-postmaster, kill-patroni (11 s, past the ttl), switchover, failover, ... */
 const SEED = 35;
 

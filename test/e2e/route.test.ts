@@ -4,7 +4,7 @@
 // haproxy's `show servers state` every few ms and writes through haproxy
 // every 20 ms across switchovers, kill -9 failovers, a router killed
 // mid-failover and a flapping node.
-import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,9 +19,9 @@ import { writable } from "../../src/route/rules.ts";
 import { openStream, type Stream } from "../../src/route/stream.ts";
 import { startRoute, type RouteProc } from "../kit/route.ts";
 import { track, untrack } from "../../src/demo/cleanup.ts";
+import { LAB_HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 
-const HOOK_TIMEOUT_MS = 120_000;
-setDefaultTimeout(240_000);
+useTimeouts(240_000);
 
 /**
  * The bound stated for writes: none is acknowledged by a node more than this
@@ -86,7 +86,7 @@ beforeAll(async () => {
     backends: { replicas: checked("STANDBY", "r") },
   });
   route = await startRouter();
-}, HOOK_TIMEOUT_MS);
+}, LAB_HOOK_TIMEOUT_MS);
 
 afterAll(async () => {
   await route?.stop();
@@ -94,7 +94,7 @@ afterAll(async () => {
   for (const r of responders ?? []) await r[Symbol.asyncDispose]();
   await pg?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
-}, HOOK_TIMEOUT_MS);
+}, LAB_HOOK_TIMEOUT_MS);
 
 async function writableIn(backend: string): Promise<string[]> {
   const servers = await haproxyRuntime(haproxy.statsSocket).serversState(backend);

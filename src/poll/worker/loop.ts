@@ -1,8 +1,5 @@
-// The poll loop: one connection, one query per tick under a deadline, a retry
-// after a failure, LISTEN on a primary, and the stale timer. It runs on a
-// thread of its own (entry.ts), so a flood of connections on the listeners'
-// thread cannot hold its timers up (measured: a Bun.listen loop under 15k
-// connections/s ran 10 ms timers up to 3 s late; a worker's, 7 ms).
+// The poll loop: one connection, one query per tick under a deadline, a retry after a failure, LISTEN on a primary,
+// the stale timer, and how soon to try again by why the last attempt failed. ARCHITECTURE.md, "The poll".
 import { statSync } from "node:fs";
 import { formatDuration } from "../../units.ts";
 import { classifyPollError, describe, POLL_QUERY, type PollErrorReason } from "../facts.ts";

@@ -6,16 +6,11 @@ import { answer, probe } from "../../src/demo/probe.ts";
 import { startResponder } from "../../src/demo/responder.ts";
 import { noDb, runCli } from "../kit/cli.ts";
 import { answerFrom } from "../kit/client.ts";
-import { tempDir } from "../kit/tmp.ts";
+import { numberedFiles, tempDir } from "../kit/tmp.ts";
 
 const dir = tempDir("replstatus-conf-");
 
-let n = 0;
-function configFile(text: string): string {
-  const path = join(dir, `c${n++}.toml`);
-  writeFileSync(path, text);
-  return path;
-}
+const configFile = numberedFiles(dir, "c", ".toml");
 
 const run = runCli;
 

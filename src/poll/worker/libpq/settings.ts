@@ -1,9 +1,6 @@
-// One connection's settings, resolved as libpq resolves them (PostgreSQL
-// docs, "Connection Strings", "Environment Variables", "The Password File",
-// "The Connection Service File", "SSL Support"): the connection string first,
-// then the service it names (or PGSERVICE), then the PG* environment, then the
-// defaults. Files are read here, at every connection attempt, as libpq does:
-// a fixed .pgpass or service file is picked up without a restart.
+// One connection's settings, resolved as libpq resolves them (PostgreSQL docs, "Connection Strings", "Environment
+// Variables", "The Password File", "The Connection Service File", "SSL Support"): the connection string, the service,
+// PG*, the defaults. Files are read at every connection attempt, so a fixed one is picked up without a restart.
 import { type Conninfo, type Keyword } from "./conninfo.ts";
 import { lookupPassword, passFileProblem, type PassKey } from "./pgpass.ts";
 import { findService, serviceFiles } from "./service.ts";

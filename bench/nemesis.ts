@@ -4,8 +4,9 @@
 // checked at the end (test/kit/nemesis/: lab, schedule, client, observer,
 // checker). Prints the seed first: `--seed N` replays the same plan.
 //
-// Usage: bun bench/nemesis.ts [--seed N] [--faults 100] [--async] [--plain]
+// Usage: bun bench/nemesis.ts [--seed N] [--faults 100] [--async] [--plain] [--route]
 //                             [--json FILE] [--svg FILE]
+//   --route  also replstatus route beside haproxy (push routing); otherwise haproxy's checks alone
 //   --async  Patroni without synchronous_mode (acknowledged writes may be lost: reported)
 //   --plain  replstatus without --patroni: the negative control, which cannot know the leader key
 import { writeFileSync } from "node:fs";
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     faults: { type: "string", default: "100" },
     async: { type: "boolean", default: false },
     plain: { type: "boolean", default: false },
+    route: { type: "boolean", default: false },
     json: { type: "string" },
     svg: { type: "string" },
   },
@@ -31,15 +33,20 @@ const t0 = performance.now();
 const progress = (line: string) =>
   process.stderr.write(`nemesis [${((performance.now() - t0) / 1000).toFixed(0)}s]: ${line}\n`);
 console.log(
-  `seed ${seed} (replay: bun bench/nemesis.ts --seed ${seed}${values.async ? " --async" : ""}${values.plain ? " --plain" : ""})`,
+  `seed ${seed} (replay: bun bench/nemesis.ts --seed ${seed}${values.async ? " --async" : ""}${values.plain ? " --plain" : ""}${values.route ? " --route" : ""})`,
 );
 
 const fmt = (ms: number) =>
   Number.isFinite(ms) ? (ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`) : "-";
 
+function label(o: RunResult["options"]): string {
+  if (o.replstatus === "plain") return "replstatus plain (no store, no peers: the negative control)";
+  return o.route ? "replstatus --patroni + replstatus route" : "replstatus --patroni, haproxy's checks only";
+}
+
 function report(r: RunResult, minutes: number): string[] {
   const c: CheckResult = r.check;
-  const mode = `${r.options.replstatus === "plain" ? "replstatus plain (no store, no peers)" : "replstatus --patroni, checks only"}, ${r.options.strictSync ? "synchronous_mode_strict" : "asynchronous"}`;
+  const mode = `${label(r.options)}, ${r.options.strictSync ? "synchronous_mode_strict" : "asynchronous"}`;
   const lines = [
     `${r.faults.length} faults in ${minutes.toFixed(1)} min; ${mode}; stale-write bound ${fmt(r.boundMs)}, MASTER tolerance ${fmt(r.toleranceMs)}`,
     `writes: ${c.writes.sent} sent, ${c.writes.acked} acknowledged, ${c.writes.refused} refused, ${c.writes.unknown} unknown; leader changes: ${c.leaderChanges}`,
@@ -58,7 +65,7 @@ function report(r: RunResult, minutes: number): string[] {
   ];
   const stuck = r.faults.filter((f) => f.recoveredMs === null);
   if (stuck.length)
-    lines.push("", `not recovered within 45 s: ${stuck.map((f) => `${f.index + 1} ${f.kind}`).join(", ")}`);
+    lines.push("", `not recovered within 30 s: ${stuck.map((f) => `${f.index + 1} ${f.kind}`).join(", ")}`);
   return lines;
 }
 
@@ -67,6 +74,7 @@ const result = await runNemesis({
   faults: Number(values.faults),
   strictSync: !values.async,
   replstatus: values.plain ? "plain" : "patroni",
+  route: values.route,
   log: progress,
 });
 const minutes = (performance.now() - t0) / 60_000;
@@ -76,6 +84,6 @@ if (values.json) {
   writeFileSync(values.json, `${JSON.stringify(rest, null, 1)}\n`);
 }
 if (values.svg) {
-  const title = `nemesis seed ${seed}: ${result.faults.length} faults, ${values.plain ? "replstatus plain (negative control)" : "replstatus --patroni, checks only"}, ${values.async ? "async" : "strict sync"}`;
+  const title = `nemesis seed ${seed}: ${result.faults.length} faults, ${label(result.options)}, ${values.async ? "async" : "strict sync"}`;
   writeFileSync(values.svg, timelineSvg(result, title));
 }

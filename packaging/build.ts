@@ -20,6 +20,7 @@ const LAYOUT: [from: string, to: string, mode: number][] = [
   ["replstatus-route.service", "lib/systemd/system/replstatus-route.service", 0o644],
   ["replstatus.socket", "lib/systemd/system/replstatus.socket", 0o644],
   ["replstatus@.socket", "lib/systemd/system/replstatus@.socket", 0o644],
+  ["replstatus-patroni@.service", "lib/systemd/system/replstatus-patroni@.service", 0o644],
   ["replstatus.default", "etc/default/replstatus", 0o644],
   ["example.toml", "etc/replstatus/example.toml", 0o644],
   ["copyright", "usr/share/doc/replstatus/copyright", 0o644],
@@ -83,7 +84,8 @@ function manPage(binary: string, date: string): Uint8Array {
     ...help.trimEnd().split("\n").map(escape),
     ".fi",
     ".SH FILES",
-    "/etc/replstatus/VERSION-NAME.toml, read by the unit replstatus@VERSION-NAME;",
+    "/etc/replstatus/VERSION-NAME.toml, read by the units replstatus@VERSION-NAME and",
+    "replstatus-patroni@VERSION-NAME (which also reads /etc/patroni/VERSION-NAME.yml);",
     "/etc/default/replstatus, read by the unit replstatus.",
     "",
   ].join("\n");

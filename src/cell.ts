@@ -1,6 +1,6 @@
-// The states a node can be in, and the one cell that says which one it is now.
-// The poller writes the cell; listeners read it and pick a response that was
-// built when the configuration was loaded. Nothing else is shared.
+// The states, the operator override, and the cell: the word every listener reads, packed so that one atomic write
+// changes all of it, and all the two threads share. Who writes what, under which guard: ARCHITECTURE.md, "Two
+// threads and one word" (the invariants cited below by number).
 import type { AgentConfig } from "./config/types.ts";
 
 export const PRIMARY = 0;
@@ -41,14 +41,8 @@ export const WEIGHT_BUCKETS = 10;
  */
 export const CUT_OFF_BUCKET = 1;
 
-// Cell.slots, shared with the poll worker (poll/worker/entry.ts) and readable from
-// any thread. Slot 0 is what listeners read, packed into one word so that one
-// atomic write changes all of it: bits 0-7 the state raw and http show (the
-// state, unknown under maint), bits 8-15 the agent line's index (agentIndex(),
-// which also names the state behind it and the override), bits 16-30 a
-// generation, bit 31 the permit for the poll worker's promote(). Who may write
-// what, and why MASTER never shows where this thread would not show it:
-// ARCHITECTURE.md, "Two threads and one word".
+// Cell.slots. The word: bits 0-7 the state raw and http show (unknown under maint), bits 8-15 the agent line's
+// index (agentIndex()), bits 16-30 a generation, bit 31 the permit for promote().
 export const WORD_SLOT = 0;
 /** The override in force. */
 export const OVERRIDE_SLOT = 1;
@@ -79,9 +73,7 @@ export function permitted(word: number): boolean {
   return (word & PERMIT) !== 0;
 }
 
-// The listeners' reads of the word. The poll worker writes it from
-// another thread, hence Atomics.load (bench/micro.ts: a few ns against under
-// one for a plain read; the call itself is inlined).
+// The listeners' reads of the word (invariant 1): Atomics.load, since the poll worker writes it too.
 
 /** The state raw and http answer with now. */
 export function currentState(slots: Int32Array): State {
@@ -107,10 +99,7 @@ export function permitDeadline(slots: Int32Array): BigInt64Array {
   return new BigInt64Array(slots.buffer, DEADLINE_BYTE, 1);
 }
 
-/**
- * The poll worker's write: UNKNOWN in every protocol, whatever this thread
- * last published, and a new generation, which it returns. The permit is kept.
- */
+/** The poll worker's UNKNOWN, whatever this thread published (invariant 2); returns the new generation. */
 export function forceUnknown(slots: Int32Array): number {
   for (;;) {
     const old = Atomics.load(slots, WORD_SLOT);
@@ -122,13 +111,8 @@ export function forceUnknown(slots: Int32Array): number {
 }
 
 /**
- * The poll worker's write for a poll that saw pg_is_in_recovery() false: the
- * primary this thread would publish for that poll (unknown under maint,
- * weight bucket 0), with a new generation, which it returns. Only for a
- * promotion, and only with this thread's permit: when the word stands for a
- * standby (STANDBY or LAGGING, never UNKNOWN) and carries the permit, and
- * the permit's deadline (`deadline`, from permitDeadline()) is after
- * `nowEpochMs`. Otherwise it writes nothing and returns undefined.
+ * The poll worker's primary for a poll that saw pg_is_in_recovery() false, only over a standby's word that carries
+ * the permit before its `deadline` (invariant 3); returns the new generation, or undefined when it wrote nothing.
  */
 export function promote(slots: Int32Array, deadline: BigInt64Array, nowEpochMs: number): number | undefined {
   for (;;) {
@@ -142,13 +126,7 @@ export function promote(slots: Int32Array, deadline: BigInt64Array, nowEpochMs: 
   }
 }
 
-/**
- * This thread's write over a word of a generation it has not heard of yet
- * (a forced UNKNOWN, or promote()'s primary): the override and the permit
- * brought up to date, the state never raised, only lowered: a primary without
- * the permit (a fence was raised, or a guard's input changed) shows fenced
- * until the worker's message brings this thread up to date.
- */
+/** This thread's write over a word of a generation it has not heard of yet: never raises the state (invariant 4). */
 function lowered(old: number, override: Override, permit: boolean): number {
   const agent = shownAgent(old);
   const was = wordState(old);
@@ -212,25 +190,11 @@ export interface Cell {
   setOverride(override: Override): boolean;
   /** Sets the agent weight bucket (0..WEIGHT_BUCKETS-1), from the last poll's lag. */
   setWeightBucket(bucket: number): void;
-  /**
-   * Until when (performance.now() ms) a guard lets a promotion that only the
-   * poll worker has seen yet answer primary, besides the fence: 0 not now,
-   * Infinity (the default) until told otherwise. The permit is this and no
-   * fence (ARCHITECTURE.md, "Two threads and one word").
-   */
+  /** The permit's deadline (performance.now() ms; 0 not now, Infinity the default); invariant 5. */
   setPermit(untilMs: number): void;
-  /**
-   * A guard's verdict in one step: the fence (as setFence) and the permit's
-   * deadline (as setPermit), published once. Two calls would publish the
-   * permit of one verdict with the fence of the other in between, and a
-   * promotion the worker wrote then would show for a moment.
-   */
+  /** A guard's verdict, the fence (as setFence) and the permit's deadline (as setPermit), in one CAS (invariant 5). */
   setGuard(fence: string | undefined, reason: string, permitUntilMs: number): void;
-  /**
-   * The generation of the poll worker's write (a forced UNKNOWN or a
-   * promotion) that this thread has heard of, once its message is applied:
-   * publishes this thread's state under it.
-   */
+  /** Publishes this thread's state under the generation of a worker's write whose message it applied (invariant 4). */
   sync(gen: number): void;
 }
 
@@ -247,10 +211,7 @@ export function createCell(onChange: (from: State, to: State, reason: string) =>
   let gen = 0;
   let permitUntilMs = Infinity;
   const deadline = permitDeadline(slots);
-  // One CAS loop for every change of this thread's inputs, whatever the
-  // generation: a word of its own generation gets its state; one of another,
-  // which the worker wrote and whose message is on the way, only the
-  // override and the permit, and never a higher state (lowered()).
+  // One CAS loop for every change of this thread's inputs (invariant 4).
   const publish = () => {
     Atomics.store(slots, OVERRIDE_SLOT, override);
     const permit = fence === undefined && permitUntilMs > performance.now();

@@ -1,15 +1,6 @@
-// A mirror of one etcd v3 key prefix, kept by watching through etcd's v3 JSON
-// gateway with fetch (the gateway Patroni 3.0 itself talks to; etcd 3.4 serves
-// it under /v3/). Measured against the npm etcd3 client (gRPC over
-// @grpc/grpc-js) holding the same watch: see the commit that added this file.
-//
-// One loop: (authenticate,) range the prefix, then stream /v3/watch from the
-// next revision, while a heartbeat asks the leader key's lease for its time to
-// live every heartbeatMs under a deadline. A partitioned etcd never closes the
-// stream, so the heartbeat is what notices it. Any failure drops the stream,
-// moves on to the next URL after a capped backoff, and starts with a fresh
-// range: the mirror is never patched across a gap. Runs on the main thread as
-// plain async fetch: nothing here blocks a listener or the poll worker.
+// A mirror of one etcd v3 key prefix, kept through etcd's v3 JSON gateway with fetch (the gateway Patroni 3.0 talks
+// to): range, then the watch stream, with a lease heartbeat that notices a partitioned etcd. Never patched across a
+// gap: a failure starts over with a fresh range. ARCHITECTURE.md, "The cluster view".
 import type { Logger } from "../log.ts";
 import { ReplstatusError } from "../errors.ts";
 

@@ -1,37 +1,7 @@
-// The fencing rules on their own, as pure functions of what the peers last said
-// and what this node's last poll saw; guard.ts asks the peers and applies them.
-//
-// A promotion starts a new timeline, so a primary on a lower timeline than a
-// peer's is an old primary that came back. The rule only ever looks up: the
-// primary on the highest timeline is never fenced, so two old primaries cannot
-// fence each other into nothing, and a fenced node still reports its own role
-// and timeline truthfully (role primary, state fenced).
-//
-// A fence stays while its fencer proves nothing either way: when the fencer's
-// certificate now fails (an impostor on its address cannot unfence), and, with
-// the isolation rule on (fencing over availability), while it is silent: an
-// old primary's fence then ends on an answer, never on silence.
-//
-// The isolation rule (--isolation-after), below: what CloudNativePG calls an
-// isolation check. A primary cut off from every peer cannot learn that
-// another node was promoted, so after a set time without a word from any peer
-// it stops claiming to be the primary, and says so, until a peer answers again.
-//
-// "Reached" means a peer of the same cluster answered /status with a valid
-// answer (and, for https, a certificate that chains to --peer-ca); what that
-// peer's PostgreSQL says does not matter, only that the network carries it.
-// A node that has reached no peer since it started counts as isolated from
-// the start: a restarted old primary in a partition must not say MASTER for a
-// whole --isolation-after first.
-//
-// Leaving isolation waits for one full round: after the first peer answers
-// again, every peer is asked anew (and answers or fails) before the rule lets
-// go. Otherwise, when a partition heals, a peer that knows nothing of a
-// promotion (a witness) could answer a moment before the new primary does,
-// and the old primary would say MASTER in between.
-//
-// The trade-off: a lone primary whose peers are all down (or whose
-// replstatus processes are) fences itself too. Name enough peers.
+// The split-brain guard's rules as pure functions of what the peers last said and what this node's last poll saw:
+// the fence (a reachable peer of the same cluster is primary on a higher timeline), when it holds and lifts, and the
+// isolation rule (--isolation-after). guard.ts asks the peers and applies them. Invariants: ARCHITECTURE.md, "The
+// cluster view"; for users: docs/split-brain.md.
 import { formatDuration } from "../units.ts";
 import type { PollFacts } from "../poll/facts.ts";
 

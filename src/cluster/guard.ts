@@ -1,28 +1,6 @@
-// The split-brain guard: ask the other nodes' replstatus for their /status,
-// and fence this node while PostgreSQL says it is a primary but a reachable
-// peer of the same cluster is primary on a higher timeline (the rule:
-// guard-rules.ts).
-//
-// Timing. A peer is asked every --peer-interval, each request under a
-// --peer-timeout deadline. A peer's answer counts until its next request
-// fails: a peer that stops answering is unreachable one timeout after its next
-// request starts, and then it no longer counts. With no peer left to say
-// otherwise the node answers from its own view: availability over fencing.
-// A peer's answer is never older than one interval plus one timeout, and the
-// peer itself only says primary while its own last poll is fresh
-// (--stale-after). The first round of requests is awaited (at most one
-// timeout) before the node's own first poll, so a restarted old primary is
-// fenced from its first answer, not one interval later.
-//
-// XXX: no quorum, no consensus: a node that can reach no peer, or whose peers
-// cannot see the new primary, answers from its own view (docs/split-brain.md,
-// "Split-brain guard"), unless the isolation rule (guard-rules.ts) is on.
-//
-// https peers: a peer whose certificate does not chain to --peer-ca (or whose
-// TLS fails) is a bad_certificate result. It counts for nothing: it cannot
-// fence this node, it does not count as reached for the isolation rule, and
-// a fence it raised with an earlier good answer is not lifted because its
-// certificate now fails (guard-rules.ts, holdingPeer).
+// The split-brain guard: asks the peers' replstatus for /status every --peer-interval (each under --peer-timeout,
+// each peer on its own) and sets this node's fence and permit in one step from the rules of guard-rules.ts. A peer
+// whose certificate fails counts for nothing. ARCHITECTURE.md, "The cluster view".
 import { formatDuration, oneLine } from "../units.ts";
 import type { Logger } from "../log.ts";
 import type { PollFacts } from "../poll/facts.ts";

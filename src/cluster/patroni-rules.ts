@@ -1,20 +1,7 @@
-// The Patroni mode's rules as pure functions: the store's keys in, the view
-// of the cluster out; the view and this node's last poll in, the raw state's
-// fence and every Patroni REST path's status code out. The rules are Patroni
-// 3.0.2's (patroni/api.py RestApiHandler.do_GET, do_GET_readiness,
-// cluster_as_json in patroni/utils.py), with the local facts of a fresh poll
-// where Patroni has its own: "running" is a fresh poll, "is_leader" is holding
-// the leader key. Stricter than Patroni on purpose, and documented:
-// - /primary, /leader (and readiness's leader case) need the key AND a fresh
-//   poll that sees a primary: Patroni answers 200 from the key alone, for as
-//   long as its HA loop last held it, even with PostgreSQL dead or hung.
-// - ?lag= also counts the WAL receiver's view of the primary's end, not only
-//   the optime the leader wrote to the store up to loop_wait ago.
-// Ours, which Patroni ignores: rejoin_lag= and rejoin_after= next to ?lag=
-// (a replica out for lag is back only under rejoin_lag for rejoin_after),
-// with the memory of each question in `holds` (listen/http/holds.ts). Bad
-// values are ignored, as Patroni ignores a bad ?lag=; a rejoin_lag above lag
-// counts as lag.
+// The Patroni mode's rules as pure functions: the store's keys in, the view out; the view and this node's last poll
+// in, the fence and every Patroni REST path's status code out (Patroni 3.0.2's patroni/api.py do_GET, with a fresh
+// poll for "running" and the leader key for "is_leader"). Where it is stricter than Patroni, and the rejoin_lag= and
+// rejoin_after= it adds: docs/patroni.md.
 import type { PollFacts } from "../poll/facts.ts";
 import { parseDurationMs } from "../units.ts";
 import { LAGGING, PRIMARY, STANDBY, UNKNOWN, type State } from "../cell.ts";
@@ -300,13 +287,13 @@ export function checkStatus(
       else if (sync) status = code(replicaOk);
     }
   }
-  if (!ignoreTags && status === 200) {
-    for (const [k, v] of query) {
-      if (!k.startsWith("tag_")) continue;
-      if (local.tags.values[k.slice(4)] !== v) return 503;
-    }
-  }
-  return status;
+  return !ignoreTags && status === 200 && !tagsMatch(query, local) ? 503 : status;
+}
+
+/** ?tag_KEY=VALUE: every tag asked for is the node's. */
+function tagsMatch(query: Map<string, string>, local: LocalNode): boolean {
+  for (const [k, v] of query) if (k.startsWith("tag_") && local.tags.values[k.slice(4)] !== v) return false;
+  return true;
 }
 
 /**

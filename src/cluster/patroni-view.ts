@@ -1,12 +1,6 @@
-// The Patroni mode at run time: the etcd mirror of the scope's keys, the view
-// Patroni would hold now, and the fence it puts on the state (raw FENCED
-// instead of MASTER while this member does not hold the leader key). Loaded
-// with a dynamic import, only in this mode.
-//
-// The fence is re-applied after every change in etcd (the watch delivers it
-// within milliseconds), after every poll, and while etcd is out of reach on a
-// timer, since the view then expires with time alone (the leader key's lease,
-// then ttl), with no event to say so.
+// The Patroni mode at run time: the etcd mirror of the scope's keys, the view Patroni would hold now, and its fence
+// (FENCED instead of MASTER while this member does not hold the leader key), re-applied after every change in etcd,
+// every poll, and on a timer while etcd is out of reach. Loaded only in this mode. ARCHITECTURE.md, "The cluster view".
 import { readFileSync } from "node:fs";
 import type { PatroniSettings } from "../config/types.ts";
 import type { Logger } from "../log.ts";
@@ -26,7 +20,7 @@ export interface PatroniView {
   current(): { view: StoreView | undefined; why: string };
   /**
    * Resolves at the first answer from etcd or the first failure to get one:
-   * main.ts waits for it (bounded) before the first poll, so a restarted
+   * serve.ts waits for it (bounded) before the first poll, so a restarted
    * replstatus beside the primary says MASTER from its first answer.
    */
   readonly ready: Promise<void>;

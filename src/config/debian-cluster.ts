@@ -1,12 +1,7 @@
-// A Debian cluster (`15-main`) to its port and socket directory, found the way
-// postgresql-common's pg_lsclusters finds them: postgresql.conf under
-// /etc/postgresql/VERSION/NAME (or $PG_CLUSTER_CONF_ROOT), with its include,
-// include_if_exists and include_dir lines, then the data directory's
-// postgresql.auto.conf (ALTER SYSTEM) on top where it can be read. The last
-// setting of a name wins, as in PostgreSQL. Defaults: port 5432, socket
-// directory /var/run/postgresql.
-// XXX: pg_lsclusters falls back to /tmp for a cluster not owned by the owner
-// of /var/run/postgresql; this does not (no such clusters on Debian's layout).
+// A Debian cluster (`15-main`) to its port and socket directory, as postgresql-common's pg_lsclusters finds them:
+// postgresql.conf under /etc/postgresql/VERSION/NAME with its includes, then postgresql.auto.conf; the last setting
+// wins. XXX: pg_lsclusters falls back to /tmp for a cluster not owned by the owner of /var/run/postgresql; this does
+// not (no such clusters on Debian's layout).
 import { readdirSync, readFileSync } from "node:fs";
 import { ReplstatusError } from "../errors.ts";
 

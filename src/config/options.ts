@@ -70,7 +70,7 @@ export const DEFAULT_PROMOTE_AFTER = "10s";
 export const DEFAULT_PEER_INTERVAL = "500ms";
 export const DEFAULT_PEER_TIMEOUT = "300ms";
 export const DEFAULT_BACKLOG = 4096;
-// High on purpose: the open-file limit is the real bound (main.ts fits this
+// High on purpose: the open-file limit is the real bound (ops/limits.ts fits this
 // 32 below it), and answered sockets stay open until the peer closes (the
 // drain), so a slow or busy client fleet holds thousands at a time.
 export const DEFAULT_MAX_CONNECTIONS = 65_536;

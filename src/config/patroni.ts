@@ -1,9 +1,6 @@
-// The Patroni mode's settings: read from the node's own patroni.yml
-// (--patroni FILE), with --etcd, --scope, --member, --namespace and --tag on
-// top. The etcd3 section is read as Patroni 3.0.2 reads it
-// (patroni/dcs/etcd.py get_etcd_client): url (or proxy), else hosts (a list or
-// a comma-separated string, default port 2379, with protocol), else host;
-// username/password; cacert/cert/key. Only etcd v3 is supported.
+// The Patroni mode's settings: the node's own patroni.yml (--patroni FILE) with --etcd, --scope, --member,
+// --namespace and --tag on top; its etcd3 section read as Patroni 3.0.2 reads it (patroni/dcs/etcd.py
+// get_etcd_client: url or proxy, else hosts, else host). Only etcd v3. docs/patroni.md.
 import { readFileSync } from "node:fs";
 import { ReplstatusError } from "../errors.ts";
 

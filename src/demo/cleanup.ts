@@ -1,12 +1,6 @@
-// Everything a test, the bench or the demo starts is registered here while it
-// runs, so that an interrupted run (Ctrl-C, SIGTERM, an exception, a
-// process.exit in a test) leaves no process or temp dir behind. Nothing is
-// installed at import: the handlers come with the first registration and go
-// with the last, so importing a module of the lab changes nothing.
-//
-// Bun emits no 'exit' when a signal kills it, so while anything is registered
-// a signal becomes an exit; only synchronous work is possible in an 'exit'
-// handler.
+// Everything the demo, a test or the bench starts is registered here while it runs, so an interrupted run leaves no
+// process or temp dir behind. Nothing is installed at import: the handlers come with the first registration and go
+// with the last. Bun emits no 'exit' when a signal kills it, so while anything is registered a signal becomes an exit.
 import { rmSync } from "node:fs";
 import { constants } from "node:os";
 

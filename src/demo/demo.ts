@@ -21,6 +21,36 @@ interface Node {
   agentPort: number;
 }
 
+/** replstatus beside each PostgreSQL (raw and agent listeners), and haproxy in front when installed. */
+async function startLab(pair: PgPair, children: Child[], say: (line: string) => void) {
+  // Ours, not PostgreSQL's: the cluster dir belongs to the postgres OS user when run as root,
+  // and replstatus refuses a control socket dir that another user owns.
+  const runDir = join(pair.dir, "run");
+  mkdirSync(runDir, { mode: 0o700 });
+  const nodes: Node[] = [];
+  for (const [name, pg] of [
+    ["node1", pair.primary],
+    ["node2", pair.standby],
+  ] as const) {
+    const child = await startNode(name, pg, runDir, say);
+    children.push(child);
+    const ports = child.ports;
+    nodes.push({ pg, name, rawPort: ports[0]!, agentPort: ports[1]! });
+    say(`${name}: PostgreSQL on 127.0.0.1:${pg.port}, replstatus raw on :${ports[0]}, agent on :${ports[1]}`);
+  }
+
+  const haproxy = await startRouting(nodes);
+  if (haproxy) {
+    children.push(haproxy);
+    const port = haproxy.ports.pgcluster!;
+    say(`haproxy: clients connect to 127.0.0.1:${port}; it routes to the node that answers MASTER`);
+    say(`  try: psql -h 127.0.0.1 -p ${port} -U ${pair.primary.user} postgres -c 'select inet_server_port()'`);
+  } else {
+    say("haproxy is not installed: no routing to show (apt-get install haproxy)");
+  }
+  return { nodes, haproxy };
+}
+
 /** Runs the demo; resolves to the exit code. */
 export async function runDemo(config: DemoConfig): Promise<number> {
   const t0 = performance.now();
@@ -47,31 +77,7 @@ export async function runDemo(config: DemoConfig): Promise<number> {
   say(`everything lives in ${pair.dir}`);
 
   try {
-    // Ours, not PostgreSQL's: the cluster dir belongs to the postgres OS user when run as root,
-    // and replstatus refuses a control socket dir that another user owns.
-    const runDir = join(pair.dir, "run");
-    mkdirSync(runDir, { mode: 0o700 });
-    const nodes: Node[] = [];
-    for (const [name, pg] of [
-      ["node1", pair.primary],
-      ["node2", pair.standby],
-    ] as const) {
-      const child = await startNode(name, pg, runDir, say);
-      children.push(child);
-      const ports = child.ports;
-      nodes.push({ pg, name, rawPort: ports[0]!, agentPort: ports[1]! });
-      say(`${name}: PostgreSQL on 127.0.0.1:${pg.port}, replstatus raw on :${ports[0]}, agent on :${ports[1]}`);
-    }
-
-    const haproxy = await startRouting(nodes);
-    if (haproxy) {
-      children.push(haproxy);
-      const port = haproxy.ports.pgcluster!;
-      say(`haproxy: clients connect to 127.0.0.1:${port}; it routes to the node that answers MASTER`);
-      say(`  try: psql -h 127.0.0.1 -p ${port} -U ${pair.primary.user} postgres -c 'select inet_server_port()'`);
-    } else {
-      say("haproxy is not installed: no routing to show (apt-get install haproxy)");
-    }
+    const { nodes, haproxy } = await startLab(pair, children, say);
 
     const promoteAfter = config.promoteAfterMs;
     say(

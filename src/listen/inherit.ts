@@ -1,11 +1,6 @@
-// Listening sockets handed over by a service manager: systemd's socket
-// activation protocol (sd_listen_fds(3)): LISTEN_PID names this process,
-// LISTEN_FDS counts the sockets, which start at fd 3. The service manager
-// keeps the socket open while replstatus restarts, so a check that arrives
-// meanwhile waits in the kernel's accept queue instead of being refused.
-// Bun.listen({ fd }) accepts on such a socket (Bun 1.4.5; node:net's
-// listen({ fd }) does not); its address is read here through libc, before
-// anything accepts on it.
+// Listening sockets handed over by a service manager (systemd socket activation, sd_listen_fds(3): LISTEN_PID,
+// LISTEN_FDS, fds from 3), each matched to its --listen address through libc before anything accepts on it; Bun.listen
+// ({ fd }) serves it. ARCHITECTURE.md, "The listeners" (Restarts); docs/restarts.md.
 import { ptr } from "bun:ffi";
 import { libc } from "./libc.ts";
 import { ipVersion } from "../address.ts";

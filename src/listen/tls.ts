@@ -1,23 +1,7 @@
-// TLS on a listener (`--listen tls+MODE:HOST:PORT`): the mode's protocol,
-// unchanged, inside TLS. A plain listener is untouched by any of this: the
-// TLS listener gets its own handler object, built once, whose `open` does
-// nothing and whose `handshake` runs the mode's `open` once the handshake is
-// done and the client-certificate rule is met.
-//
-// Measured with Bun 1.4.5 (BoringSSL): Bun.listen's tls options accept
-// requestCert and rejectUnauthorized, but rejectUnauthorized only refuses a
-// client that shows no certificate at all; one whose certificate is expired or
-// from another CA completes the handshake with `authorized` false. So the rule
-// is enforced here, in `handshake`, for every client. A listener's own
-// `reload()` ignores `tls`; node:tls's Server.prototype.setSecureContext swaps
-// the context of the Bun listener it holds as `_handle`, so a renewed
-// certificate is taken by a SIGHUP without closing the port (swapContext).
-// haproxy resumes TLS sessions between checks, and an OpenSSL server without
-// a session id context that requires client certificates fails every resumed
-// one; Bun resumes them with the certificate's verdict kept, which
-// test/e2e/tls.test.ts watches over many haproxy checks. node:crypto and node:tls
-// are loaded (process.getBuiltinModule) only where TLS is configured: a plain
-// listener's thread does without them (ARCHITECTURE.md, "Memory").
+// TLS on a listener (`--listen tls+MODE:HOST:PORT`): the mode's protocol, unchanged, inside TLS, with the
+// client-certificate rule enforced in `handshake` for every client and the certificate swapped in on SIGHUP. A plain
+// listener is untouched, and node:crypto and node:tls load only where TLS is configured. ARCHITECTURE.md, "The
+// listeners" (tls+).
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import type { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";

@@ -1,21 +1,7 @@
-// Lag limits: when a standby stops being a good replica, and when it is one
-// again. The poll reads the facts (facts.ts, POLL_QUERY); this file only
-// judges them, so the rule can be read in one place.
-//
-// - Bytes: the primary's position as the WAL receiver last heard it
-//   (pg_stat_wal_receiver.latest_end_lsn) minus what this standby has replayed
-//   (pg_last_wal_replay_lsn()). Measured against the primary, not against the
-//   standby's own receive point, which would hide a receiver that fell behind.
-// - Seconds: age of the last replayed transaction. On an idle primary it grows
-//   for ever although nothing is missing, so it only counts while there is WAL
-//   left to replay (byte lag above 0).
-// - With any limit set, a standby whose WAL receiver is not streaming is lagging:
-//   it is not being fed, whatever its last numbers said (ARCHITECTURE.md).
-// - Without pg_read_all_stats the receiver's columns read as null: nothing can
-//   be judged, so the role is answered as it is and the log says so once.
-// - Hysteresis (src/hysteresis.ts): a standby leaves after --lag-grace over the leave
-//   limits and rejoins after --rejoin-after under the rejoin limits (at most
-//   the leave ones), so a lag that swings around one limit does not flap.
+// Lag limits: when a standby stops being a good replica (bytes behind the primary's end as its WAL receiver heard
+// it, seconds since the last replayed transaction while WAL is left to replay, a receiver that is not streaming) and
+// what cannot be judged (no pg_read_all_stats); the grace and the rejoin hold go through src/hysteresis.ts.
+// ARCHITECTURE.md, "Lag without flapping".
 import { formatBytes, formatDuration } from "../units.ts";
 import type { Logger } from "../log.ts";
 import type { PollFacts } from "./facts.ts";

@@ -1,11 +1,6 @@
-// Where the PostgreSQL to watch is, resolved the way libpq does it (see
-// poll/worker/libpq/): --db (a URL or keyword/value pairs) first, then the service
-// it names or PGSERVICE, then the PG* environment, then a --cluster's port and
-// socket directory, then the local socket directory. postgres.js alone would
-// default to TCP localhost. The files (.pgpass, service files, TLS files) are
-// read again at every connection attempt, in the poll worker, so a fixed file
-// is picked up without a restart. PGDATA, as pg_ctl reads it, says where
-// postmaster.pid is before a first connection has told it (worker/postmaster.ts).
+// Where the PostgreSQL to poll is, resolved as libpq does it (poll/worker/libpq/): --db, then the service, then PG*,
+// then a --cluster's port and socket directory, then the local socket directory; checked at start, read again by
+// the worker at every connection attempt. ARCHITECTURE.md, "The poll".
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
 import { clusterEnv, findDebianCluster } from "../config/debian-cluster.ts";

@@ -1,8 +1,7 @@
 // A Debian cluster's port and socket directory, as pg_lsclusters reads them:
 // tables against an in-memory /etc/postgresql, then the CLI's --cluster.
-import { afterAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   clusterEnv,
@@ -15,6 +14,7 @@ import { resolveTarget } from "../../src/poll/target.ts";
 import { startResponder } from "../../src/demo/responder.ts";
 import { runCli } from "../kit/cli.ts";
 import { ReplstatusError } from "../../src/errors.ts";
+import { tempDir } from "../kit/tmp.ts";
 
 function memory(files: Record<string, string>): ConfReader {
   return {
@@ -146,8 +146,7 @@ describe("findDebianCluster", () => {
 });
 
 describe("clusterEnv", () => {
-  const services = mkdtempSync(join(tmpdir(), "replstatus-services-"));
-  afterAll(() => rmSync(services, { recursive: true, force: true }));
+  const services = tempDir("replstatus-services-");
   writeFileSync(join(services, "pg_service.conf"), "[other]\nhost=/run/other\nport=7000\n");
 
   test.each<[string, string | undefined, Record<string, string>, string]>([
@@ -174,8 +173,7 @@ describe("clusterEnv", () => {
 });
 
 describe("--cluster", () => {
-  const root = mkdtempSync(join(tmpdir(), "replstatus-clusters-"));
-  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  const root = tempDir("replstatus-clusters-");
   mkdirSync(join(root, "15", "main"), { recursive: true });
   writeFileSync(join(root, "15", "main", "postgresql.conf"), `port = 5499\nunix_socket_directories = '${root}'\n`);
 

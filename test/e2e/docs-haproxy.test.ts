@@ -1,11 +1,11 @@
 // What the docs show must work with the real haproxy: every configuration block
 // of README.md, ARCHITECTURE.md, bench/README.md and docs/ passes `haproxy -c`.
-import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { haproxyBinary } from "../../src/demo/haproxy.ts";
 import { DOCS, text } from "../kit/docs.ts";
+import { tempDir } from "../kit/tmp.ts";
 
 // A block that starts with a section keyword is a whole configuration (or a
 // part that needs only global and defaults); haproxy -c checks it as it is. A
@@ -18,8 +18,7 @@ const blocks = DOCS.flatMap((path) =>
     .filter((block) => SECTION.test(block))
     .map((block, i) => [`${path} #${i + 1}`, block] as const),
 );
-const dir = mkdtempSync(join(tmpdir(), "rs-docs-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir("rs-docs-");
 
 test("the docs show haproxy configurations", () => {
   expect(blocks.length).toBeGreaterThan(3);

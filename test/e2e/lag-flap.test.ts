@@ -3,8 +3,9 @@
 // 1 MB limit about once a second; two replstatus on the standby, one with
 // today's settings and one with a hold (--rejoin-after), and a real haproxy
 // that checks both through tcp-check, agent-check and httpchk (/replica?lag=1MB
-// with and without rejoin_after=). Transitions are counted from replstatus's
-// log and from haproxy's. Then a long query through an agent-checked backend
+// with and without rejoin_after=), and replstatus route driving two replica
+// backends from the two responders' /events. Transitions are counted from
+// replstatus's log, from route's pushes and from haproxy's log. Then a long query through an agent-checked backend
 // survives the drain of the lagging standby, while a new connection goes to
 // the primary; the same query through a backend that httpchk marks down (with
 // on-marked-down shutdown-sessions) is cut. Last, with the primary stopped,
@@ -20,6 +21,7 @@ import { startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
 import { startPair, superuser, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { startRoute, type RouteProc } from "../kit/route.ts";
 import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
 
 useTimeouts(120_000);
@@ -38,6 +40,8 @@ let plain: Responder;
 /** The same, and a hold of 3 s under the limit before rejoining. */
 let held: Responder;
 let haproxy: Haproxy;
+/** replstatus route, driving two replica backends from the two responders' /events. */
+let route: RouteProc;
 let primarySql: postgres.Sql;
 let standbySql: postgres.Sql;
 
@@ -87,6 +91,8 @@ beforeAll(async () => {
     ...lines,
     `server p ${primary} backup`,
   ];
+  // The router's backends: a plain TCP check of PostgreSQL, and the drain pushed from each node's events.
+  const routed = [`server s ${standby} check inter 1s`];
   haproxy = await startHaproxy({
     backends: {
       raw_plain: tcpchk(plain),
@@ -95,9 +101,16 @@ beforeAll(async () => {
       agent_held: agentchk(held),
       http_plain: httpchk("lag=1MB"),
       http_held: httpchk("lag=1MB&rejoin_after=3s"),
+      route_plain: routed,
+      route_held: routed,
     },
     proxies: { ro_agent: pool(agentchk(held)), ro_http: pool(httpchk("lag=1MB")) },
   });
+  route = await startRoute([
+    ...["--haproxy-socket", haproxy.statsSocket, "--replica-backend", "route_plain", "--replica-backend", "route_held"],
+    ...["--server", `route_plain/s=http://127.0.0.1:${plain.ports[http]}`],
+    ...["--server", `route_held/s=http://127.0.0.1:${held.ports[http]}`],
+  ]);
   primarySql = client(pg.primary.port);
   standbySql = client(pg.standby.port);
   await waitForAnswer(plain.ports[raw]!, "STANDBY");
@@ -119,6 +132,7 @@ async function allUp(): Promise<void> {
 afterAll(async () => {
   await standbySql`select pg_wal_replay_resume()`.catch(() => {});
   await Promise.all([primarySql?.end({ timeout: 1 }), standbySql?.end({ timeout: 1 })]);
+  await route?.stop();
   await haproxy?.stop();
   await Promise.all([plain, held].map((r) => r?.[Symbol.asyncDispose]()));
   await pg?.stop();
@@ -186,6 +200,7 @@ function haproxyChanges(log: string): Record<string, { up: number; down: number;
 test(`a lag that crosses 1 MB about once a second for ${CYCLES} swings: flaps without the hold, leaves once with it`, async () => {
   await primarySql`create table if not exists filler (x text)`;
   const logFrom = haproxy.log.length;
+  const startedAt = Date.now();
   const t0 = performance.now();
   try {
     for (let i = 0; i < CYCLES; i++) {
@@ -203,10 +218,18 @@ test(`a lag that crosses 1 MB about once a second for ${CYCLES} swings: flaps wi
   await waitForAnswer(held.ports[0]!, "STANDBY", HOLD_MS + 10_000);
   await allUp();
   const periods = Math.ceil((swingMs + HOLD_MS) / HOLD_MS);
+  const pushes = (server: string, command: string) =>
+    route.pushes().filter((p) => p.at >= startedAt && p.server === server && p.command.endsWith(command)).length;
   const counts = {
     plain: transitions(plain),
     held: transitions(held),
     haproxy: haproxyChanges(haproxy.log.slice(logFrom)),
+    route: Object.fromEntries(
+      ["route_plain/s", "route_held/s"].map((s) => [
+        s,
+        { drain: pushes(s, "state drain"), ready: pushes(s, "state ready") },
+      ]),
+    ),
   };
   console.log(
     `lag-flap: ${CYCLES} swings in ${Math.round(swingMs)} ms, hold periods ${periods}: ${JSON.stringify(counts)}`,
@@ -234,6 +257,14 @@ test(`a lag that crosses 1 MB about once a second for ${CYCLES} swings: flaps wi
   expect(h.agent_plain?.drain).toBeGreaterThanOrEqual(Math.ceil(CYCLES / 2));
   expect(h.agent_held?.drain).toBeGreaterThanOrEqual(1);
   expect(h.agent_held!.drain).toBeLessThanOrEqual(periods);
+  // replstatus route drains what its events call lagging: as often as the node flaps, or once per hold.
+  const r = counts.route;
+  expect(r["route_plain/s"]!.drain).toBeGreaterThanOrEqual(Math.ceil(CYCLES / 2));
+  expect(r["route_held/s"]!.drain).toBeGreaterThanOrEqual(1);
+  expect(r["route_held/s"]!.drain).toBeLessThanOrEqual(periods);
+  expect(r["route_held/s"]!.ready).toBeLessThanOrEqual(periods);
+  expect(h.route_plain?.down ?? 0).toBe(0);
+  expect(h.route_held?.down ?? 0).toBe(0);
 });
 
 test("a long query on the lagging standby survives the drain; a new connection goes to the primary", async () => {

@@ -267,10 +267,11 @@ describe("a warm standby (hot_standby = off)", () => {
     expect(await answer(outside.ports[0]!)).toBe("UNKNOWN");
     // Without postmaster.pid: asked at the poll interval, so 40 refusals come in
     // about 2 s (on a growing backoff they would take over a minute).
-    const before = await refusals(watching);
+    const [before, since] = [await refusals(watching), performance.now()];
     await waitFor("40 refusals without postmaster.pid", async () => (await refusals(plain)) >= 40, 20_000);
-    // With it: asked again only when the file changes, or every 5 s.
-    expect((await refusals(watching)) - before).toBeLessThanOrEqual(1);
+    // With it: asked again only when the file changes, or every 5 s (on a loaded machine the 40 take longer than 5 s).
+    const fiveSeconds = Math.floor((performance.now() - since) / 5000);
+    expect((await refusals(watching)) - before).toBeLessThanOrEqual(1 + fiveSeconds);
     const t0 = performance.now();
     await node.promote();
     const [watchingMs, plainMs, outsideMs] = await Promise.all([

@@ -3,11 +3,9 @@
 // needed here: with none, every answer is UNKNOWN, which is enough to see who
 // gets an answer and who does not.
 import type { TCPSocketListenOptions } from "bun";
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
 import { admits, buildAllowList, type AllowList } from "../../src/listen/allow.ts";
 import { DEFAULT_TEXTS } from "../../src/config/options.ts";
@@ -20,12 +18,9 @@ import { startResponder } from "../../src/demo/responder.ts";
 import { noDb, runCli } from "../kit/cli.ts";
 import { answerFrom } from "../kit/client.ts";
 import { metricsPort, scrape } from "../kit/http.ts";
+import { tempDir } from "../kit/tmp.ts";
 
-let noPg: string;
-beforeAll(() => {
-  noPg = mkdtempSync(join(tmpdir(), "replstatus-nopg-"));
-});
-afterAll(() => rmSync(noPg, { recursive: true, force: true }));
+const noPg = tempDir("replstatus-nopg-");
 
 /** Sockets that connect and then hold the connection open, reading nothing. */
 async function holdOpen(port: number, count: number, host = "127.0.0.1"): Promise<Socket[]> {

@@ -93,6 +93,7 @@ test("dpkg -i installs the executable, the units, the conffiles and a system use
     "/usr/bin/replstatus",
     `${UNITS}/replstatus@.service`,
     `${UNITS}/replstatus@.socket`,
+    `${UNITS}/replstatus-patroni@.service`,
     `${UNITS}/replstatus.service`,
     `${UNITS}/replstatus.socket`,
     `${UNITS}/replstatus-route.service`,
@@ -132,6 +133,7 @@ test("systemd-analyze verify finds nothing to say about the units", () => {
       `${UNITS}/replstatus.service`,
       `${UNITS}/replstatus@${CLUSTERS[0]}.service`,
       `${UNITS}/replstatus@${CLUSTERS[0]}.socket`,
+      `${UNITS}/replstatus-patroni@${CLUSTERS[0]}.service`,
     ];
     for (const unit of units) {
       const r = sh([analyze, "verify", unit]);

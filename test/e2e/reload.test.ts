@@ -1,25 +1,16 @@
 // --config files, SIGHUP reloads and JSON logs, against the real CLI.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { answer, probe } from "../../src/demo/probe.ts";
 import { startResponder } from "../../src/demo/responder.ts";
 import { noDb, runCli } from "../kit/cli.ts";
 import { answerFrom } from "../kit/client.ts";
+import { numberedFiles, tempDir } from "../kit/tmp.ts";
 
-let dir: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "replstatus-conf-"));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir("replstatus-conf-");
 
-let n = 0;
-function configFile(text: string): string {
-  const path = join(dir, `c${n++}.toml`);
-  writeFileSync(path, text);
-  return path;
-}
+const configFile = numberedFiles(dir, "c", ".toml");
 
 const run = runCli;
 

@@ -7,28 +7,25 @@ import { waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
 import { httpGet } from "../kit/patroni.ts";
 import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { usePair } from "../kit/pair.ts";
 
 useTimeouts();
 
-let pg: PgPair;
-let primary: Responder;
-let standby: Responder;
+const ARGS = ["--listen", "http:127.0.0.1:0", "--listen", "127.0.0.1:0"];
+const pair = usePair({
+  args: (role) => [...ARGS, "--tag", "dc=east", ...(role === "standby" ? ["--tag", "rack=2"] : [])],
+  raw: 1,
+});
+/** A second replstatus on the standby, kept out of load balancing. */
 let hidden: Responder;
 
 beforeAll(async () => {
-  pg = await startPair();
-  const args = ["--listen", "http:127.0.0.1:0", "--listen", "127.0.0.1:0"];
-  primary = await startResponder([...args, "--tag", "dc=east"], pg.primary.env);
-  standby = await startResponder([...args, "--tag", "dc=east", "--tag", "rack=2"], pg.standby.env);
-  hidden = await startResponder([...args, "--tag", "noloadbalance=true"], pg.standby.env);
-  await waitForAnswer(primary.ports[1]!, "MASTER");
-  await waitForAnswer(standby.ports[1]!, "STANDBY");
+  hidden = await startResponder([...ARGS, "--tag", "noloadbalance=true"], pair.pg.standby.env);
   await waitForAnswer(hidden.ports[1]!, "STANDBY");
 }, HOOK_TIMEOUT_MS);
 
 afterAll(async () => {
-  for (const r of [primary, standby, hidden]) await r?.[Symbol.asyncDispose]();
-  await pg?.stop();
+  await hidden?.[Symbol.asyncDispose]();
 }, HOOK_TIMEOUT_MS);
 
 const code = async (r: Responder, path: string, method = "GET") => (await httpGet(r.ports[0]!, path, method)).status;
@@ -46,14 +43,14 @@ test.each([
   ["/readiness?lag=junk", 400],
   ["/replica", 200],
 ] as const)("standby tagged dc=east: %s is %d", async (path, want) => {
-  expect(await code(standby, path)).toBe(want);
+  expect(await code(pair.onStandby, path)).toBe(want);
 });
 
 test("tags never change the primary paths; they do apply to /read-only", async () => {
-  expect(await code(primary, "/primary?tag_dc=west")).toBe(200);
-  expect(await code(primary, "/read-only?tag_dc=east")).toBe(200);
-  expect(await code(primary, "/read-only?tag_dc=west")).toBe(503);
-  expect(await code(primary, "/readiness?lag=1")).toBe(200);
+  expect(await code(pair.onPrimary, "/primary?tag_dc=west")).toBe(200);
+  expect(await code(pair.onPrimary, "/read-only?tag_dc=east")).toBe(200);
+  expect(await code(pair.onPrimary, "/read-only?tag_dc=west")).toBe(503);
+  expect(await code(pair.onPrimary, "/readiness?lag=1")).toBe(200);
 });
 
 test("noloadbalance keeps a standby out of /replica and /read-only, not out of /health", async () => {

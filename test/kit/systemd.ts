@@ -7,6 +7,8 @@
 export interface ServiceCommand {
   user: string;
   group: string;
+  /** SupplementaryGroups=, added to the user's own groups. */
+  groups: string[];
   /** Environment= assignments, in order; later ones win. */
   env: Record<string, string>;
   argv: string[];
@@ -55,6 +57,7 @@ export function serviceCommand(unitText: string, instance = ""): ServiceCommand 
   const cmd: ServiceCommand = {
     user: "",
     group: "",
+    groups: [],
     env: {},
     argv: [],
     nofile: undefined,
@@ -65,6 +68,7 @@ export function serviceCommand(unitText: string, instance = ""): ServiceCommand 
     const value = expand(raw);
     if (key === "User") cmd.user = value;
     else if (key === "Group") cmd.group = value;
+    else if (key === "SupplementaryGroups") cmd.groups.push(...words(value));
     else if (key === "Environment") {
       for (const word of words(value)) {
         const eq = word.indexOf("=");
@@ -101,12 +105,17 @@ export function asSystemd(cmd: ServiceCommand, home: string, shell: string, maxN
     ...(cmd.stateDirs.length ? { STATE_DIRECTORY: cmd.stateDirs.join(":") } : {}),
     ...cmd.env,
   };
+  // The user's groups (initgroups), then the unit's SupplementaryGroups=.
+  const own = Bun.spawnSync(["id", "-Gn", cmd.user], { stderr: "ignore" }).stdout.toString().trim().split(/\s+/);
+  const groups = cmd.groups.length
+    ? [`--groups=${[...new Set([...own, ...cmd.groups])].join(",")}`]
+    : ["--init-groups"];
   return [
     ...(nofile ? ["prlimit", `--nofile=${nofile}:${nofile}`, "--"] : []),
     "setpriv",
     `--reuid=${cmd.user}`,
     `--regid=${cmd.group || cmd.user}`,
-    "--init-groups",
+    ...groups,
     "--",
     "env",
     "-i",

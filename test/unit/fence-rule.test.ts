@@ -19,25 +19,13 @@ import {
   type PeerView,
 } from "../../src/cluster/guard-rules.ts";
 import type { PollFacts } from "../../src/poll/facts.ts";
+import { primaryFacts } from "../kit/facts.ts";
 
 const CLUSTER = "7712175825285183157";
 const OTHER = "7712175825285183999";
 
-function own(over: Partial<PollFacts>): PollFacts {
-  return {
-    inRecovery: false,
-    receiverPid: null,
-    receiverStatus: null,
-    lagBytes: null,
-    replayAgeSeconds: null,
-    replayLsn: null,
-    systemId: CLUSTER,
-    timeline: 1,
-    startedAt: 0,
-    durationMs: 1,
-    ...over,
-  };
-}
+/** This node's own poll: a primary of CLUSTER on timeline 1 unless a case says otherwise. */
+const own = (over: Partial<PollFacts>) => primaryFacts({ systemId: CLUSTER, ...over });
 
 function peer(url: string, over: Partial<PeerView>): PeerView {
   return {

@@ -7,24 +7,11 @@ import { queryVerdict, type QueryNode } from "../../src/listen/http/query.ts";
 import { checkStatus, parseQuery, readinessStatus, viewOf, type LocalNode } from "../../src/cluster/patroni-rules.ts";
 import type { PollFacts } from "../../src/poll/facts.ts";
 import { PRIMARY, STANDBY, UNKNOWN } from "../../src/cell.ts";
+import { standbyFacts } from "../kit/facts.ts";
 
 const MB = 1024 * 1024;
 
-function facts(over: Partial<PollFacts> = {}): PollFacts {
-  return {
-    inRecovery: true,
-    receiverPid: 1,
-    receiverStatus: "streaming",
-    lagBytes: 0,
-    replayAgeSeconds: 0,
-    replayLsn: null,
-    systemId: "1",
-    timeline: 1,
-    startedAt: 0,
-    durationMs: 1,
-    ...over,
-  };
-}
+const facts = (over: Partial<PollFacts> = {}) => standbyFacts({ receiverPid: 1, systemId: "1", ...over });
 
 describe("the memory", () => {
   test("one entry per question, at most the bound, the least recently asked dropped first", () => {

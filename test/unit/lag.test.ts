@@ -5,25 +5,10 @@ import { describe, expect, test } from "bun:test";
 import { createLagJudge, cutOff, type LagLimits } from "../../src/poll/lag.ts";
 import { hysteresisStep } from "../../src/hysteresis.ts";
 import { createLogger } from "../../src/log.ts";
-import type { PollFacts } from "../../src/poll/facts.ts";
+import type {} from "../../src/poll/facts.ts";
+import { standbyFacts as facts } from "../kit/facts.ts";
 
 const MB = 1024 * 1024;
-
-function facts(over: Partial<PollFacts>): PollFacts {
-  return {
-    inRecovery: true,
-    receiverPid: 4242,
-    receiverStatus: "streaming",
-    lagBytes: 0,
-    replayAgeSeconds: 0,
-    replayLsn: null,
-    systemId: "7712175825285183157",
-    timeline: 1,
-    startedAt: 0,
-    durationMs: 1,
-    ...over,
-  };
-}
 
 function judge(limits: Partial<LagLimits>) {
   const lines: string[] = [];

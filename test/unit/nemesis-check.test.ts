@@ -160,6 +160,11 @@ describe("(d) MASTER where the store names another", () => {
     expect(d.contradictions).toBe(want);
     expect(d.masters).toBe(1);
   });
+  test("a sample from before the history starts is not judged", () => {
+    const late = [{ at: 100, holder: "db1" }];
+    const d = check(input({ keys: late, samples: [{ node: "db1", from: 90, to: 95, text: "MASTER" }] })).d;
+    expect([d.masters, d.contradictions]).toEqual([0, 0]);
+  });
   test("the lag is from the loss", () => {
     expect(check(input({ samples: [{ node: "db1", from: 1700, to: 1710, text: "MASTER" }] })).d.maxLagMs).toBe(700);
   });

@@ -1,22 +1,15 @@
 // --patroni FILE and its flags: what is read from patroni.yml, what the flags
 // override, and one clear line for what is not supported.
-import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { buildConfig, parseArgv } from "../../src/config/load.ts";
 import { ReplstatusError } from "../../src/errors.ts";
 import { configTarget } from "../../src/poll/target.ts";
 import { cleanEnv, MAIN } from "../../src/demo/responder.ts";
+import { numberedFiles, tempDir } from "../kit/tmp.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "rs-patroni-config-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-let n = 0;
-function yml(text: string): string {
-  const file = join(dir, `p${n++}.yml`);
-  writeFileSync(file, text);
-  return file;
-}
+const dir = tempDir("rs-patroni-config-");
+const yml = numberedFiles(dir, "p", ".yml");
 const build = (args: string[]) => buildConfig(parseArgv(args), {});
 
 test("patroni.yml: scope, namespace, name, etcd3 hosts and tags", () => {

@@ -15,6 +15,7 @@ import {
 } from "../../src/cluster/patroni-rules.ts";
 import type { PollFacts } from "../../src/poll/facts.ts";
 import { LAGGING, PRIMARY, STANDBY, STATE_NAMES, UNKNOWN, type State } from "../../src/cell.ts";
+import { standbyFacts } from "../kit/facts.ts";
 
 const MB = 1024 * 1024;
 const member = (name: string, data: object): [string, { value: string }] => [
@@ -54,21 +55,8 @@ function keys(over: Record<string, string | undefined> = {}): Map<string, { valu
   return map;
 }
 
-function facts(over: Partial<PollFacts> = {}): PollFacts {
-  return {
-    inRecovery: true,
-    receiverPid: 1,
-    receiverStatus: "streaming",
-    lagBytes: 0,
-    replayAgeSeconds: 0,
-    replayLsn: 100 * MB,
-    systemId: "1",
-    timeline: 2,
-    startedAt: 0,
-    durationMs: 1,
-    ...over,
-  };
-}
+const facts = (over: Partial<PollFacts> = {}) =>
+  standbyFacts({ receiverPid: 1, replayLsn: 100 * MB, systemId: "1", timeline: 2, ...over });
 
 function node(
   name: string,

@@ -1,15 +1,14 @@
 // postmaster.pid's status line and the refusal texts, on their own: a table of
 // files and errors in, statuses and log texts out. test/e2e/lifecycle.test.ts shows
 // them against real PostgreSQL servers.
-import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { classifyPollError, describe as describeError } from "../../src/poll/facts.ts";
 import { readPmStatus, watchPostmaster } from "../../src/poll/worker/postmaster.ts";
+import { tempDir } from "../kit/tmp.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "replstatus-pm-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir("replstatus-pm-");
 
 /** A postmaster.pid as PostgreSQL 15 writes it, with `status` on line 8 (absent: not written yet). */
 function pidFile(pid: number, status: string | undefined, port = 5432): string {

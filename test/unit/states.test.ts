@@ -20,6 +20,7 @@ import {
   type Override,
   type State,
 } from "../../src/cell.ts";
+import { standbyFacts } from "../kit/facts.ts";
 
 const TEXTS = { primary: "MASTER", standby: "STANDBY", unknown: "UNKNOWN", lagging: "LAGGING", fenced: "FENCED" };
 const MB = 1024 ** 2;
@@ -129,19 +130,7 @@ describe("answers per state and override", () => {
 });
 
 describe("weight bucket by replay lag", () => {
-  const facts = (over: Partial<PollFacts>): PollFacts => ({
-    inRecovery: true,
-    receiverPid: 4242,
-    receiverStatus: "streaming",
-    lagBytes: 0,
-    replayAgeSeconds: null,
-    replayLsn: null,
-    systemId: "7712175825285183157",
-    timeline: 1,
-    startedAt: 0,
-    durationMs: 0,
-    ...over,
-  });
+  const facts = (over: Partial<PollFacts>) => standbyFacts({ replayAgeSeconds: null, durationMs: 0, ...over });
   test.each([
     ["no lag", facts({ lagBytes: 0 }), 0],
     ["a little", facts({ lagBytes: 3 * MB }), 0],

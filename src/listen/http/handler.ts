@@ -1,17 +1,7 @@
-// The http mode, for haproxy's `option httpchk`: one request per connection,
-// read strictly and within bounds (parse.ts), answered with `Connection:
-// close`, then the write side is shut down and the rest of the input drained,
-// as in raw mode.
-//
-// Paths are Patroni's (REST API, "Health check endpoints"), so a haproxy
-// configuration written for Patroni works. Every check answer is prebuilt per
-// state (answers.ts); only checks with a query (`?lag=`, `?tag_KEY=VALUE`,
-// status.ts and query.ts), `/status` and `/metrics`, which carry live numbers,
-// are rendered per request. In the Patroni mode, patroni.ts answers the paths.
-// GET /events keeps the connection as a subscriber instead (events.ts).
-//
-// A whole head in one segment (what haproxy sends) is parsed in place without
-// copying; only a head that arrives in pieces gets a 4 KiB buffer.
+// The http mode, for haproxy's `option httpchk`: one request per connection, read strictly and within bounds
+// (parse.ts), answered with `Connection: close` from prebuilt answers per path and state (answers.ts; queries,
+// /status and /metrics rendered per request), then the write side shut down and the input drained as in raw mode.
+// Paths are Patroni's. ARCHITECTURE.md, "The listeners".
 import type { Socket, SocketHandler } from "bun";
 import { DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S } from "../raw.ts";
 import type { Responses } from "../answers.ts";

@@ -1,11 +1,6 @@
-// Patroni's REST paths on an http listener, in the Patroni mode: the status
-// code of each from the rules in src/cluster/patroni-rules.ts, the answers to the
-// check paths prebuilt per code and state, the JSON paths (/cluster,
-// /history, /config) rendered per request. GET, HEAD and OPTIONS get the same
-// code on every path. Patroni 3.0.2 answers OPTIONS and HEAD on /liveness,
-// /readiness, /cluster, /history and /config with 503 (only GET handlers
-// exist there, and its generic check then matches nothing); here they answer
-// as GET does, so a load balancer may use any of the three.
+// Patroni's REST paths on an http listener in the Patroni mode: each path's code from src/cluster/patroni-rules.ts,
+// check answers prebuilt per code and state, /cluster, /history and /config rendered per request. GET, HEAD and
+// OPTIONS get the same code on every path (where Patroni 3.0.2 answers 503: docs/patroni.md).
 import type { NodeTags } from "../../config/types.ts";
 import {
   checkStatus,

@@ -1,16 +1,6 @@
-// The query parameters of the http check paths, as Patroni has them, judged
-// apart from the socket code (src/listen/http/handler.ts renders the answer):
-// - `?lag=N` on /replica and /readiness: a standby's replay at most N bytes
-//   behind the primary; unknown lag (no grants, receiver not streaming) is not
-//   "at most N". A bad or repeated value is a 400.
-// - `&rejoin_lag=N` and `&rejoin_after=DURATION` next to `?lag=` (ours; Patroni
-//   has neither): once a check said 503 for lag, it says 200 again only after
-//   the lag has stayed at most rejoin_lag (default: lag) for rejoin_after
-//   (default: 0), as seen by the checks of the same question (holds.ts).
-// - `?replication_state=streaming` on /replica: the WAL receiver streams.
-// - `?tag_KEY=VALUE` on /replica, /read-only and /health: this node has that
-//   tag (--tag, or patroni.yml's tags).
-// - the noloadbalance tag keeps a standby out of /replica and /read-only.
+// The query parameters of the http check paths, judged apart from the socket code: ?lag=, &rejoin_lag= and
+// &rejoin_after= (holds.ts), ?replication_state=streaming, ?tag_KEY=VALUE, and the noloadbalance tag; a bad or
+// repeated ?lag= is a 400. What each means: docs/haproxy.md.
 import type { NodeTags } from "../../config/types.ts";
 import { parseDurationMs, parseSizeBytes } from "../../units.ts";
 import type { PollFacts } from "../../poll/facts.ts";

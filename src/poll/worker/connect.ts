@@ -1,9 +1,6 @@
-// One connection attempt's plan: the settings (files read afresh), and
-// whether the bytes go over Bun's native socket in the clear or over
-// node:tls. sslmode (PostgreSQL docs, "SSL Support"): disable never asks for
-// TLS; allow tries without, then with; prefer with when the server offers it;
-// require and the verify modes only with. Over a unix socket TLS is never
-// used, as in libpq.
+// One connection attempt's plan: the settings (files read afresh), and whether the bytes go over Bun's native socket
+// in the clear or over node:tls, by sslmode as libpq does (PostgreSQL docs, "SSL Support"); never TLS over a unix
+// socket.
 import type { ConnectionOptions } from "node:tls";
 import { connectSettings, nodeIo, type DbTarget } from "../target.ts";
 import type { Settings } from "./libpq/settings.ts";

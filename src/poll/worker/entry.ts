@@ -1,9 +1,6 @@
-// The poll loop's own thread. The listeners' thread can be kept busy by a
-// flood of connections, and Bun then runs its timers late (seconds, at 15k
-// connections/s); here the deadline, the backoff and the stale timer keep
-// time. A failure or a stale poll is written into the cell's word at
-// once (cell.ts, forceUnknown), before the main thread hears of it, and so is
-// a promotion the main thread has permitted in advance (cell.ts, promote).
+// The poll worker's entry: the poll loop on a thread of its own, whose timers the listeners' load cannot delay. It
+// writes a failure or a stale poll into the cell's word at once (forceUnknown), and a promotion the main thread
+// permitted (promote). ARCHITECTURE.md, "Two threads and one word", invariants 2, 3, 8 and 9.
 import { pollLoop, type Loop, type LoopConfig, type LoopTimings } from "./loop.ts";
 import { WORD_SLOT, forceUnknown, generation, permitDeadline, promote } from "../../cell.ts";
 
@@ -35,12 +32,7 @@ let slots: Int32Array;
 let deadline: BigInt64Array;
 /** Slot 0: the epoch ms (epochMs()) of the last good poll's start, for the main thread's ages. */
 let lastPoll: Float64Array;
-// Epoch ms in the main thread's terms. Each thread takes performance.timeOrigin
-// from the wall clock when it starts, so a clock step between the two starts
-// would set them apart; the start command carries the main thread's time of
-// sending, and a worker whose clock reads earlier at receipt is behind by at
-// least that. A worker clock ahead cannot be told, and only makes the permit's
-// deadline (cell.ts, promote) come sooner.
+// Epoch ms in the main thread's terms, corrected by the start command's time of sending (invariant 8).
 let clockBehindMs = 0;
 const epochMs = (t: number) => performance.timeOrigin + t + clockBehindMs;
 /** The connection's system identifier, which only its first poll reads; sent with every poll. */
@@ -66,7 +58,7 @@ const send = (m: WorkerMessage) => self.postMessage(m);
 
 function ok(row: Record<string, unknown>, startedAt: number, durationMs: number): void {
   const now = performance.now();
-  // Every message carries it: the main thread may drop the first one (cell.ts, generations).
+  // Every message carries it: the main thread may drop the first one (invariant 9).
   if (row.system_id != null) systemId = row.system_id;
   else row.system_id = systemId;
   lastPoll[0] = epochMs(startedAt);

@@ -1,8 +1,5 @@
-// The poll loop: one connection, one query per tick under a deadline, a retry
-// after a failure, LISTEN on a primary, and the stale timer. It runs on a
-// thread of its own (entry.ts), so a flood of connections on the listeners'
-// thread cannot hold its timers up (measured: a Bun.listen loop under 15k
-// connections/s ran 10 ms timers up to 3 s late; a worker's, 7 ms).
+// The poll loop: one connection, one query per tick under a deadline, a retry after a failure, LISTEN on a primary,
+// the stale timer, and how soon to try again by why the last attempt failed. ARCHITECTURE.md, "The poll".
 import { statSync } from "node:fs";
 import { formatDuration } from "../../units.ts";
 import { classifyPollError, describe, POLL_QUERY, type PollErrorReason } from "../facts.ts";
@@ -296,6 +293,8 @@ function createFreshness(config: LoopConfig, stale: () => void) {
 function createDoor(config: LoopConfig, session: Session, pm: Postmaster, shut: (reason: string) => void) {
   let lastAt = Number.NEGATIVE_INFINITY;
   let busy = false;
+  /** What the log last said (tell). */
+  let told = "";
   return {
     /** After a good poll. */
     polled(now: number): void {
@@ -309,10 +308,14 @@ function createDoor(config: LoopConfig, session: Session, pm: Postmaster, shut: 
           shut(`a new connection was refused: ${describe(err)}`);
       });
     },
-    /** One line for the log: how a shutdown is seen, by the watch or by this. */
-    describe(): string {
-      if (pm.watching || pm.status() !== "unreadable") return pm.describe();
-      return `${pm.describe()}; a shutdown is seen by a new connection every ${formatDuration(doorEveryMs(config))}`;
+    /** At a connection's first good poll: one line for the log, how a shutdown is seen, when it changed. */
+    tell(note: (line: string) => void): void {
+      const line =
+        pm.watching || pm.status() !== "unreadable"
+          ? pm.describe()
+          : `${pm.describe()}; a shutdown is seen by a new connection every ${formatDuration(doorEveryMs(config))}`;
+      if (line !== told) note(line);
+      told = line;
     },
   };
 }
@@ -353,8 +356,6 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
   });
   let stopped = false;
   let poked = false;
-  /** What the log last said of postmaster.pid (door.describe()). */
-  let told = "";
   const { nap, wake } = alarm();
 
   function fail(reason: string, code: string | undefined, doorShut = false): void {
@@ -363,11 +364,6 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     session.drop();
     freshness.disarm();
     hooks.fail(reason, code, retry.failed(code, lost, doorShut));
-  }
-
-  function tell(line: string): void {
-    if (line !== told) hooks.note(line);
-    told = line;
   }
 
   function poke(): void {
@@ -382,7 +378,7 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
 
   function succeed(row: Record<string, unknown>, startedAt: number): boolean {
     if (typeof row.data_directory === "string") pm.learn(row.data_directory);
-    if (session.fresh) tell(door.describe());
+    if (session.fresh) door.tell(hooks.note);
     if (shutdownSeen(session, pm)) return (fail(SHUTTING_DOWN, "57P03"), false);
     door.polled(startedAt);
     retry.succeeded();

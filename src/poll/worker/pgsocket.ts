@@ -1,10 +1,6 @@
-// The poller's transport: a Bun.connect socket dressed as the small part of
-// node:net's Socket that postgres.js uses (its `socket` option), so that the
-// driver does the protocol and Bun's native sockets carry the bytes. Through
-// node:net an idle 50 ms poll cost about 1.3% of a core, mostly in the
-// compatibility layer's events and streams; natively about half of that.
-// TLS still goes through node:net: postgres.js wraps the socket with
-// tls.connect(), which needs the real thing (see loop.ts).
+// The poller's transport: a Bun.connect socket dressed as the small part of node:net's Socket that postgres.js uses,
+// so the driver does the protocol and Bun's native sockets carry the bytes; TLS still goes through node:tls.
+// ARCHITECTURE.md, "The poll".
 import type { Socket } from "bun";
 
 /** An event callback; `listener` is the original of a once() wrapper, as in node:events. */

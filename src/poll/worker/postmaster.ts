@@ -1,25 +1,7 @@
-// What PostgreSQL says of itself in postmaster.pid, read from the data
-// directory when this process may (the postgres OS user, or a member of its
-// group with a group-readable data directory). The postmaster rewrites the
-// 8th line (LOCK_FILE_LINE_PM_STATUS, PostgreSQL's src/include/utils/pidfile.h) as its
-// state changes: "starting" from start-up through crash recovery and for a
-// warm standby, "ready" or "standby" once it accepts connections, "stopping"
-// from the moment any shutdown is asked for, smart ones included, while the
-// sessions already open still run. That last one is the only sign of a smart
-// shutdown: nothing changes inside an open session.
-//
-// Reading the file costs this process a few microseconds and the server
-// nothing; a refused connection attempt costs the server a fork and a FATAL
-// line in its log (docs/lifecycle.md has the numbers). A watch on the
-// directory (inotify) tells of every rewrite at once, so while PostgreSQL is
-// down or refusing, the poll loop sleeps until the file changes.
-//
-// The same watch sees a promotion start: `pg_ctl promote` (and pg_promote())
-// creates the file `promote`, the startup process deletes it when it takes the
-// request, and deletes `standby.signal` as recovery ends (PostgreSQL
-// documentation, "Failover" and "pg_ctl"). Each change of one of those wakes
-// the poll loop, which then polls every few ms until the server says it has
-// left recovery. Like a NOTIFY it is a hint: only a poll sets the state.
+// What PostgreSQL says of itself in postmaster.pid: its status line (starting, ready, standby, stopping; see
+// LOCK_FILE_LINE_PM_STATUS in PostgreSQL's src/include/utils/pidfile.h), read where this process may, and an inotify
+// watch on the data directory that wakes the poll loop when it changes or when a promotion's signal files do.
+// Hints only: a poll sets the state. ARCHITECTURE.md, "The poll"; docs/lifecycle.md.
 import { readFileSync, statSync, watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
 

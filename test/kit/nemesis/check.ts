@@ -130,6 +130,8 @@ export function keyTimeline(keys: KeyEvent[]) {
       return undefined;
     },
     changes: events.filter((e, i) => i > 0 && e.holder !== events[i - 1]!.holder && e.holder !== undefined).length,
+    /** When the history starts. */
+    since: events[0]?.at ?? Number.NEGATIVE_INFINITY,
   };
 }
 
@@ -160,7 +162,8 @@ function staleWrites(input: CheckInput, key: ReturnType<typeof keyTimeline>): Ch
   let pooled = 0;
   let beyondBound = 0;
   for (const w of input.writes) {
-    if (w.ok !== true || w.node === undefined || key.heldDuring(w.node, w.sent, w.done)) continue;
+    if (w.ok !== true || w.node === undefined || w.sent < key.since) continue;
+    if (key.heldDuring(w.node, w.sent, w.done)) continue;
     stale++;
     if (w.kind !== "new") pooled++;
     const lostAt = key.lostAt(w.node, w.sent);
@@ -212,9 +215,10 @@ export function gapsByKind(writes: Write[], faults: FaultRecord[], end: number):
 }
 
 function contradictions(input: CheckInput, key: ReturnType<typeof keyTimeline>): CheckResult["d"] {
-  const masters = input.samples.filter((s) => s.text === "MASTER");
+  // Before the history's first entry (the watch's first read) nothing is known of the key.
+  const masters = input.samples.filter((s) => s.text === "MASTER" && s.from >= key.since);
   const bad = masters.filter((s) => !key.heldDuring(s.node, s.from - input.toleranceMs, s.to));
-  const lag = (s: Sample) => s.from - (key.lostAt(s.node, s.from) ?? Number.NEGATIVE_INFINITY);
+  const lag = (s: Sample) => s.from - (key.lostAt(s.node, s.from) ?? key.since);
   return {
     samples: input.samples.length,
     masters: masters.length,

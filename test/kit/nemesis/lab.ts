@@ -27,7 +27,7 @@ import {
   superuser,
   waitFor,
 } from "../../../src/demo/proc.ts";
-import { startResponder, type Responder } from "../../../src/demo/responder.ts";
+import { cleanEnv, MAIN, startResponder, type Responder } from "../../../src/demo/responder.ts";
 import { statsCommand } from "../../../src/demo/haproxy.ts";
 import type { Direction } from "./schedule.ts";
 
@@ -44,6 +44,8 @@ export interface LabOptions {
   retryTimeoutS: number;
   /** haproxy's default-server check line. */
   checkLine: string;
+  /** Also `replstatus route` on the load balancer, pushing every node's changes into haproxy. */
+  route: boolean;
   log(line: string): void;
 }
 
@@ -271,6 +273,7 @@ export function createLab(opts: LabOptions): Lab {
   const etcds = new Map<string, Proc>();
   const patronis = new Map<string, Proc>();
   let haproxy: Proc | undefined;
+  let router: Bun.Subprocess<"ignore", "ignore", "pipe"> | undefined;
   let client: Bun.Subprocess<"ignore", "pipe", "ignore"> | undefined;
   let clientOut: Promise<void> | undefined;
   let removed = false;
@@ -328,6 +331,33 @@ export function createLab(opts: LabOptions): Lab {
     h.replstatus = await startResponder(replstatusArgs(h), replstatusEnv(h), h.exec);
   };
 
+  // replstatus route beside haproxy, subscribed to every node's /events (docs/routing.md).
+  const startRouter = async () => {
+    const servers = db.flatMap((d) => ["--server", `primary/${d.name}=http://${d.address}:${PORTS.http}`]);
+    const p = Bun.spawn(
+      [...lab.lb.exec, process.execPath, MAIN, "route", "--haproxy-socket", lab.statsSocket, ...servers],
+      { env: cleanEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" },
+    );
+    router = p;
+    let log = "";
+    void (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of p.stderr) log += decoder.decode(chunk, { stream: true });
+    })();
+    await waitFor(
+      "replstatus route to follow every node",
+      () => {
+        if (p.exitCode !== null) throw new Error(`replstatus route exited with ${p.exitCode}: ${log}`);
+        return (log.match(/stream connected/g) ?? []).length >= db.length;
+      },
+      30_000,
+      100,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\n${log}`);
+    });
+    opts.log("replstatus route: following every node");
+  };
+
   const network = () => {
     ip(["netns", "add", switchNs]);
     namespaces.push(switchNs);
@@ -374,7 +404,7 @@ export function createLab(opts: LabOptions): Lab {
     removed = true;
     live.delete(lab);
     forget();
-    for (const p of [...patronis.values(), ...etcds.values(), haproxy, client]) p?.kill("SIGKILL");
+    for (const p of [...patronis.values(), ...etcds.values(), haproxy, client, router]) p?.kill("SIGKILL");
     for (const h of db) h.replstatus?.proc.kill("SIGKILL");
     pgCtlStopAll();
     for (const ns of namespaces) {
@@ -465,6 +495,7 @@ export function createLab(opts: LabOptions): Lab {
         haproxy = spawnIn(lab.lb, ["haproxy", "-db", "-f", join(dir, "haproxy.cfg")], "haproxy", dir);
         await waitFor("haproxy to route to db1", async () => (await lab.haproxyView()).db1 === 2, 30_000, 200);
         opts.log(`haproxy: routing to db1 (${opts.checkLine})`);
+        if (opts.route) await startRouter();
       } catch (err) {
         await lab.remove();
         throw err;

@@ -2,6 +2,8 @@
 // answers sampled, the planned faults applied one after another (each held,
 // healed, and the cluster given time to recover), then everything healed, the
 // final primary's table read, and the checker run on it all.
+import { waitFor } from "../../../src/demo/proc.ts";
+import { withSlack } from "../bounds.ts";
 import { check, type CheckResult, type FaultRecord, type Write } from "./check.ts";
 import { createLab, PATRONI_CHECK_LINE, PORTS, type DbHost, type Lab, type LabOptions } from "./lab.ts";
 export { removeLabs } from "./lab.ts";
@@ -13,12 +15,12 @@ export interface RunOptions {
   faults: number;
   strictSync: boolean;
   replstatus: "patroni" | "plain";
+  /** Also replstatus route on the load balancer (push routing); otherwise haproxy's checks alone. */
+  route?: boolean;
   kinds?: readonly FaultKind[];
   checkLine?: string;
-  /** (d): how long a MASTER may outlive the key. */
+  /** (d): how long a MASTER may outlive the key; default the promised bound with the load slack. */
   toleranceMs?: number;
-  /** Slack on top of haproxy's fall x inter for (a)'s bound. */
-  boundSlackMs?: number;
   log(line: string): void;
 }
 
@@ -51,6 +53,8 @@ export interface RunResult {
 }
 
 const RECOVER_MS = 30_000;
+/** Leader key changed in etcd -> the raw answer changed: the Patroni mode's target (docs/patroni.md). */
+const KEY_BOUND_MS = 50;
 const SAMPLE_EVERY_MS = 100;
 
 /** haproxy's mark-down time by its check line: fall checks, inter apart (fastinter defaults to inter). */
@@ -71,17 +75,25 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
     loopWaitS: 1,
     retryTimeoutS: 3,
     checkLine,
+    route: opts.route ?? false,
     log: opts.log,
   };
-  const boundMs = markDownMs(checkLine) + (opts.boundSlackMs ?? 2000);
-  const toleranceMs = opts.toleranceMs ?? 1000;
+  // (a)'s bound: haproxy marks a server down at most fall x inter after its answer changed.
+  const boundMs = withSlack(markDownMs(checkLine));
+  const toleranceMs = opts.toleranceMs ?? withSlack(KEY_BOUND_MS);
   const faults = plan(opts.seed, opts.faults, opts.kinds);
   opts.log(
-    `seed ${opts.seed}: ${faults.length} faults, replstatus ${opts.replstatus}, ${opts.strictSync ? "strict sync" : "async"}`,
+    `seed ${opts.seed}: ${faults.length} faults, replstatus ${opts.replstatus}${opts.route ? " + route" : ""}, ${opts.strictSync ? "strict sync" : "async"}`,
   );
   const lab = createLab(labOpts);
   await lab.start();
   const store = watchStore(lab);
+  // The samples start once the history has its first entry, so that every one can be judged.
+  await waitFor("the first read of the store", () => store.keys.length > 0, 30_000, 50).catch(async (err) => {
+    await store.stop();
+    await lab.remove();
+    throw err;
+  });
   const answers = sampleAnswers(lab, SAMPLE_EVERY_MS);
   const runs: FaultRun[] = [];
   try {
@@ -109,7 +121,9 @@ export async function runNemesis(opts: RunOptions): Promise<RunResult> {
     const finalLeader = store.leader();
     opts.log(
       `${settled === null ? "NOT settled" : "settled"}: leader ${finalLeader}, haproxy up ${answers.up().join(",")}, ` +
-        `members ${JSON.stringify(store.members(), ["state", "role"])}`.replace(/"/g, ""),
+        `members ${Object.entries(store.members())
+          .map(([m, v]) => `${m} ${v.role}/${v.state}`)
+          .join(", ")}`,
     );
     const { finalIds, rowsPerNode } = await readTables(lab, finalLeader, opts.log);
     await answers.stop();

@@ -1,9 +1,6 @@
-// The connection service file (PostgreSQL docs, "The Connection Service
-// File"): INI-style sections of keyword=value lines, no quoting. The user's
-// file (PGSERVICEFILE, else ~/.pg_service.conf) is searched first, then the
-// system-wide PGSYSCONFDIR/pg_service.conf; the first file holding the
-// service wins, and its settings fill only what the connection string left
-// unset.
+// The connection service file (PostgreSQL docs, "The Connection Service File"): INI-style sections of keyword=value
+// lines; the user's file first, then PGSYSCONFDIR's; the first file holding the service wins, and fills only what the
+// connection string left unset.
 import { checkKeyword, type Conninfo } from "./conninfo.ts";
 import { ReplstatusError } from "../../../errors.ts";
 

@@ -1,11 +1,8 @@
-// One connection's settings, resolved as libpq resolves them (PostgreSQL
-// docs, "Connection Strings", "Environment Variables", "The Password File",
-// "The Connection Service File", "SSL Support"): the connection string first,
-// then the service it names (or PGSERVICE), then the PG* environment, then the
-// defaults. Files are read here, at every connection attempt, as libpq does:
-// a fixed .pgpass or service file is picked up without a restart.
+// One connection's settings, resolved as libpq resolves them (PostgreSQL docs, "Connection Strings", "Environment
+// Variables", "The Password File", "The Connection Service File", "SSL Support"): the connection string, the service,
+// PG*, the defaults. Files are read at every connection attempt, so a fixed one is picked up without a restart.
 import { type Conninfo, type Keyword } from "./conninfo.ts";
-import { lookupPassword, passFileProblem } from "./pgpass.ts";
+import { lookupPassword, passFileProblem, type PassKey } from "./pgpass.ts";
 import { findService, serviceFiles } from "./service.ts";
 import { ReplstatusError } from "../../../errors.ts";
 
@@ -85,21 +82,33 @@ export interface Settings {
   warnings: string[];
 }
 
-/** The connection's settings; throws CONNINFO_INVALID or CONNINFO_FILE naming the file or setting at fault. */
-export function resolveSettings(explicit: Conninfo, env: Record<string, string | undefined>, io: Io): Settings {
-  const warnings: string[] = [];
+/** Each keyword's value in libpq's order (--db, the service, PG*), where it came from, and its error. */
+interface Lookup {
+  from(k: Keyword): string | undefined;
+  source(k: Keyword): string;
+  bad(k: Keyword, message: string): ReplstatusError;
+  explicit: Conninfo;
+  serviceName: string | undefined;
+  service: Conninfo;
+}
+
+function lookup(explicit: Conninfo, env: Record<string, string | undefined>, io: Io): Lookup {
   const serviceName = explicit.service || env.PGSERVICE || undefined;
   const service = serviceName === undefined ? {} : readService(serviceName, env, io);
-  const from = (k: Keyword): string | undefined => {
-    const fromEnv = ENV_OF[k] && env[ENV_OF[k]!];
-    return explicit[k] || service[k] || fromEnv || undefined;
+  return {
+    from: (k) => explicit[k] || service[k] || (ENV_OF[k] && env[ENV_OF[k]!]) || undefined,
+    source: (k) => (explicit[k] ? `${k} in --db` : service[k] ? `${k} in service "${serviceName}"` : ENV_OF[k]!),
+    // A bad value in a service file is that file's fault, and can be fixed while running.
+    bad: (k, message) =>
+      new ReplstatusError(!explicit[k] && service[k] ? "CONNINFO_FILE" : "CONNINFO_INVALID", message),
+    explicit,
+    serviceName,
+    service,
   };
-  const source = (k: Keyword): string =>
-    explicit[k] ? `${k} in --db` : service[k] ? `${k} in service "${serviceName}"` : ENV_OF[k]!;
-  // A bad value in a service file is that file's fault, and can be fixed while running.
-  const bad = (k: Keyword, message: string) =>
-    new ReplstatusError(!explicit[k] && service[k] ? "CONNINFO_FILE" : "CONNINFO_INVALID", message);
+}
 
+/** Where to connect: host (or hostaddr, else the default socket directory) and port, one server only. */
+function serverOf({ from, source, bad }: Lookup, io: Io) {
   const tsa = from("target_session_attrs");
   if (tsa !== undefined && tsa !== "any") {
     throw bad(
@@ -125,7 +134,31 @@ export function resolveSettings(explicit: Conninfo, env: Record<string, string |
       `could not use ${source(k)} "${connectHost}": it names several hosts, and replstatus watches one server`,
     );
   }
-  const unixSocket = connectHost.startsWith("/");
+  return { connectHost, host: host || connectHost, port, unixSocket: connectHost.startsWith("/") };
+}
+
+/** The password and where it came from: --db, the service, PGPASSWORD, else the password file. */
+function passwordOf(l: Lookup, key: PassKey, io: Io, warnings: string[]) {
+  const password = l.from("password");
+  if (password !== undefined) {
+    const passwordFrom = l.explicit.password
+      ? "--db"
+      : l.service.password
+        ? `service "${l.serviceName}"`
+        : "PGPASSWORD";
+    return { password, passwordFrom };
+  }
+  const passfile = l.from("passfile") ?? `${io.home}/.pgpass`;
+  const fromFile = passwordFromFile(passfile, key, io, warnings);
+  return { password: fromFile, passwordFrom: fromFile === undefined ? undefined : `password file "${passfile}"` };
+}
+
+/** The connection's settings; throws CONNINFO_INVALID or CONNINFO_FILE naming the file or setting at fault. */
+export function resolveSettings(explicit: Conninfo, env: Record<string, string | undefined>, io: Io): Settings {
+  const warnings: string[] = [];
+  const l = lookup(explicit, env, io);
+  const { from, source, bad } = l;
+  const server = serverOf(l, io);
   const user = from("user") ?? io.osUser();
   const dbname = from("dbname") ?? user;
   const sslmode = sslMode(from("sslmode"), from("sslrootcert"), source, bad);
@@ -137,32 +170,14 @@ export function resolveSettings(explicit: Conninfo, env: Record<string, string |
       `invalid value for ${source("connect_timeout")}: ${JSON.stringify(timeoutText)} (expected whole seconds)`,
     );
   }
-  let password = from("password");
-  let passwordFrom =
-    password === undefined
-      ? undefined
-      : explicit.password
-        ? "--db"
-        : service.password
-          ? `service "${serviceName}"`
-          : "PGPASSWORD";
-  if (password === undefined) {
-    // .pgpass matches the host setting, else hostaddr, else localhost (host "" does).
-    const key = { host: from("host") ?? hostaddr ?? "", port: String(port), dbname, user };
-    const passfile = from("passfile") ?? `${io.home}/.pgpass`;
-    password = passwordFromFile(passfile, key, io, warnings);
-    if (password !== undefined) passwordFrom = `password file "${passfile}"`;
-  }
+  // .pgpass matches the host setting, else hostaddr, else localhost (host "" does).
+  const key = { host: from("host") ?? from("hostaddr") ?? "", port: String(server.port), dbname, user };
   const dir = `${io.home}/.postgresql`;
   return {
-    connectHost,
-    host: host || connectHost,
-    port,
-    unixSocket,
+    ...server,
     user,
     dbname,
-    password,
-    passwordFrom,
+    ...passwordOf(l, key, io, warnings),
     sslmode,
     sni: from("sslsni") !== "0",
     tls: {
@@ -174,7 +189,7 @@ export function resolveSettings(explicit: Conninfo, env: Record<string, string |
     },
     connectTimeoutMs,
     applicationName: from("application_name") ?? from("fallback_application_name") ?? "replstatus",
-    service: serviceName,
+    service: l.serviceName,
     warnings,
   };
 }

@@ -57,8 +57,9 @@ export interface GapOptions {
   settings: { name: string; line: string }[];
   /** Also a frontend per setting driven by `replstatus route` (key "route"), on replstatus's checks. */
   route: boolean;
-  /** A write attempt per client this often; default ATTEMPT_EVERY_MS. */
+  /** A write attempt per client this often, each given up after attemptTimeoutMs; defaults ATTEMPT_EVERY_MS, ATTEMPT_TIMEOUT_MS. */
   attemptEveryMs?: number;
+  attemptTimeoutMs?: number;
 }
 
 export interface DowntimeResult {
@@ -100,7 +101,7 @@ interface Frontend {
  * commit of a write begun before the event does not end the gap, nor does one of every other
  * write while haproxy still sends half of them to a dead server.
  */
-function writer(target: WriteTarget, everyMs: number) {
+function writer(target: WriteTarget, everyMs: number, timeoutMs: number) {
   /*
    * maxInFlight, in flight per client at most: a bound, not a pace, and one a steady pace never reaches (every
    * attempt ends within ATTEMPT_TIMEOUT_MS). While haproxy still routes to the dead old primary
@@ -110,7 +111,7 @@ function writer(target: WriteTarget, everyMs: number) {
    * after 200 ms). Six clients at this bound stay below the pair's max_connections
    * (DOWNTIME_MAX_CONNECTIONS, set by targets.ts).
    */
-  const maxInFlight = Math.ceil(ATTEMPT_TIMEOUT_MS / everyMs) + 1;
+  const maxInFlight = Math.ceil(timeoutMs / everyMs) + 1;
   const committed: number[] = [];
   let inFlight = 0;
   let failed = false;
@@ -119,7 +120,7 @@ function writer(target: WriteTarget, everyMs: number) {
   let stopped = false;
   const attempt = async () => {
     inFlight++;
-    const ok = await writeOnce(target, ATTEMPT_TIMEOUT_MS);
+    const ok = await writeOnce(target, timeoutMs);
     inFlight--;
     if (ok) {
       committed.push(performance.now());
@@ -236,11 +237,15 @@ async function peakSessions(haproxy: Haproxy): Promise<number> {
 async function trial(
   frontends: Frontend[],
   user: string,
-  everyMs: number,
+  pace: { everyMs: number; timeoutMs: number },
   act: () => Promise<void>,
 ): Promise<number[]> {
   const writers = frontends.map((f) =>
-    writer({ port: f.port, user, database: "postgres", sql: `insert into ${TABLE} values (now())` }, everyMs),
+    writer(
+      { port: f.port, user, database: "postgres", sql: `insert into ${TABLE} values (now())` },
+      pace.everyMs,
+      pace.timeoutMs,
+    ),
   );
   try {
     await waitFor(
@@ -329,7 +334,11 @@ export async function measureGaps(
         let actMs = Number.NaN;
         let ms: number[];
         try {
-          ms = await trial(frontends, primary.user, opts.attemptEveryMs ?? ATTEMPT_EVERY_MS, async () => {
+          const pace = {
+            everyMs: opts.attemptEveryMs ?? ATTEMPT_EVERY_MS,
+            timeoutMs: opts.attemptTimeoutMs ?? ATTEMPT_TIMEOUT_MS,
+          };
+          ms = await trial(frontends, primary.user, pace, async () => {
             const t = performance.now();
             await act(old, next);
             actMs = performance.now() - t;

@@ -67,7 +67,13 @@ try {
     const [out, err] = await Promise.all([new Response(test.stdout).text(), new Response(test.stderr).text()]);
     const code = await test.exited;
     const lines = `${out}\n${err}`.split("\n");
-    const fails = lines.filter((l) => l.startsWith("(fail)"));
+    // bun lists each failure twice (in place, and in the summary): once each here, with its first error line.
+    const fails = [...new Set(lines.filter((l) => l.startsWith("(fail)")))].map((f) => {
+      const at = lines.indexOf(f);
+      const from = lines.slice(0, at).findLastIndex((l) => /^\((pass|fail)\)/.test(l)) + 1;
+      const own = lines.slice(from, at).filter((l) => /^(error: |Expected|Received)/.test(l));
+      return [f, ...own].join("\n    ");
+    });
     const passes = lines.filter((l) => l.startsWith("(pass)")).length;
     // A renamed test would drop out of -t in silence: with every file run, each name must have run.
     const lost = values.only

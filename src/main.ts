@@ -1,12 +1,14 @@
 #!/usr/bin/env bun
-// argv -> help | version | demo | route | drain|maint|ready | serve. The only place that prints a
-// fatal error and exits, with its code's status (src/errors.ts); demo exits with its own.
+// argv -> help | version | demo | route | status | drain|maint|ready | serve. The only place that
+// prints a fatal error and exits, with its code's status (src/errors.ts); demo and status exit with
+// their own (status: 1 for a disagreement, 3 for a /status it could not read).
 import pkg from "../package.json";
 import { helpText } from "./config/help.ts";
-import { buildDemoConfig, loadConfig, loadRouteConfig, parseArgv } from "./config/load.ts";
+import { buildDemoConfig, buildStatusConfig, loadConfig, loadRouteConfig, parseArgv, type Raw } from "./config/load.ts";
 import { defaultControlSocket, SUBCOMMANDS, type Subcommand } from "./config/options.ts";
 import { type Config, type RouteConfig } from "./config/types.ts";
 import { sendControl } from "./ops/control.ts";
+import { loadPeerTls } from "./listen/tls.ts";
 import { start, type Server } from "./serve.ts";
 import { ReplstatusError } from "./errors.ts";
 
@@ -19,7 +21,8 @@ async function main(argv: string[]): Promise<void> {
   const env = process.env;
   // A sub-command is the first word; the flags after it use the same table.
   const command = (SUBCOMMANDS as readonly string[]).includes(argv[0] ?? "") ? (argv[0] as Subcommand) : undefined;
-  const raw = parseArgv(command ? argv.slice(1) : argv, command === "demo" || command === "route" ? command : "server");
+  const scope = command === "demo" || command === "route" || command === "status" ? command : "server";
+  const raw = parseArgv(command ? argv.slice(1) : argv, scope);
   if (raw.has("help")) {
     process.stdout.write(helpText(pkg.version));
     return;
@@ -36,6 +39,7 @@ async function main(argv: string[]): Promise<void> {
   }
   if (command === "route") return await route(await loadRouteConfig(raw, env));
   const config = await loadConfig(raw, env);
+  if (command === "status") return await status(raw, config);
   if (command) return await setOverride(command, config);
   await serve(config, () => loadConfig(raw, env), env, raw.has("db"));
 }
@@ -65,6 +69,19 @@ async function serve(
   process.on("SIGHUP", () => void server.reload());
   // Last, once every handler is in place: tests and scripts take this as "ready".
   server.announce();
+}
+
+/** `replstatus status`: the table (or JSON) of one /status, this host's first http listener's unless --url. */
+async function status(raw: Raw, config: Config): Promise<never> {
+  const opts = buildStatusConfig(raw);
+  // Loaded only here: the server does not carry it.
+  const { localStatusUrl, runStatus } = await import("./ui/term.ts");
+  const url = opts.url ?? localStatusUrl(config.listen);
+  if (url === undefined) {
+    fatal("no http listener in this host's configuration", "name one with --listen http:HOST:PORT, or pass --url", 2);
+  }
+  const tls = loadPeerTls(config.peerTls);
+  process.exit(await runStatus({ url, watch: opts.watch, json: opts.json, tls }));
 }
 
 /** `replstatus route`: runs until SIGTERM or SIGINT. Loaded only here. */

@@ -28,6 +28,7 @@ import {
   type TlsMaterial,
   type TlsHandshakes,
 } from "./listen/tls.ts";
+import { createHistory, type History } from "./history.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { startControl } from "./ops/control.ts";
 import { fitFdLimit, logOverLimit } from "./ops/limits.ts";
@@ -76,8 +77,9 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const target = configTarget(config, opts.env);
   const log = createLogger(undefined, config.logFormat);
   if (target.passwordInDb && opts.dbOnCommandLine) log.warning(PASSWORD_ON_COMMAND_LINE);
-  // Every change of the answer is logged and, once the listeners are open, streamed (GET /events).
-  const logged = logChange(log);
+  // Every change of the answer is logged, kept in the history and, once the listeners are open, streamed (GET /events).
+  const history = createHistory();
+  const logged = logChange(log, history);
   let announce = (_reason: string) => {};
   const cell = createCell((from, to, reason) => {
     logged(from, to, reason);
@@ -96,7 +98,7 @@ export async function start(config: Config, opts: StartOptions): Promise<Server>
   const fdLimit = raiseFdLimit();
   const gate = gateOf(config, metrics, fdLimit);
   const lag = createLagJudge(config, log);
-  const sources: Sources = { cell, responses, facts, lag, metrics, splitBrain, patroni };
+  const sources: Sources = { cell, responses, facts, lag, metrics, splitBrain, patroni, history };
   const endpoints = openListeners(config, sources, gate, { env: opts.env, log }, stack);
   const { events } = endpoints;
   announce = events.changed;
@@ -163,8 +165,13 @@ async function startOps(
 ) {
   const controlPath = config.controlSocket ?? defaultControlSocket(endpoints.firstPort, s.env);
   const stateFile = restoreOverride(config.stateDir, controlPath, endpoints.firstPort, s.cell, s.log);
+  // A change of the override goes to the history before its event, so the event carries it.
+  let last = s.cell.override;
   const control = await startControl(controlPath, s.cell, s.log, (override) => {
-    s.events.changed(`override ${OVERRIDE_NAMES[override]}`);
+    const [from, to] = [OVERRIDE_NAMES[last], OVERRIDE_NAMES[override]];
+    if (from !== to) s.history.push(from, to, `replstatus ${to}`);
+    last = override;
+    s.events.changed(`override ${to}`);
     return saveOverride(stateFile, override);
   });
   stack.defer(() => control.stop());
@@ -236,14 +243,16 @@ function attachMetrics(
   });
 }
 
-/** Every change of the answered state is one log line, with the reason. */
-function logChange(log: Logger) {
-  return (from: State, to: State, reason: string) =>
+/** Every change of the answered state is one log line, with the reason, and an entry of the history. */
+function logChange(log: Logger, history: History) {
+  return (from: State, to: State, reason: string) => {
+    history.push(STATE_NAMES[from], STATE_NAMES[to], reason);
     log.info(`${STATE_NAMES[from]} -> ${STATE_NAMES[to]} (${reason})`, {
       from: STATE_NAMES[from],
       to: STATE_NAMES[to],
       reason,
     });
+  };
 }
 
 function startSplitBrain(
@@ -322,6 +331,7 @@ interface Sources {
   metrics: Metrics;
   splitBrain: Guard | undefined;
   patroni: PatroniMode | undefined;
+  history: History;
 }
 
 interface Endpoints {
@@ -366,6 +376,7 @@ function openListeners(
     tags: config.tags,
     holds: createHolds(),
     rejoinInMs: () => s.lag.rejoinInMs(Date.now()),
+    history: s.history,
     ...(patroni && { patroni: patroni.answer, extraStatus: patroni.view.status }),
   };
   const raw = new TextDecoder("latin1");

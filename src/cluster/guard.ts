@@ -38,7 +38,34 @@ export interface GuardStatus {
     timeline: number | null;
     system_identifier: string | null;
     age_ms: number | null;
+    /** The rest of the peer's last good /status, for the status page (src/ui/). */
+    node: PeerNode | null;
   }[];
+}
+
+/** What the guard keeps of a peer's /status beyond its rule's inputs: the fields the status page shows. */
+export type PeerNode = Record<(typeof NODE_FIELDS)[number], unknown>;
+
+const NODE_FIELDS = [
+  "role",
+  "state",
+  "polled",
+  "override",
+  "timeline",
+  "system_identifier",
+  "lag_bytes",
+  "replay_age_seconds",
+  "receiver",
+  "changed_at",
+  "fence",
+  "guard",
+  "transitions",
+] as const;
+
+function nodeOf(body: Record<string, unknown>): PeerNode {
+  const node = {} as PeerNode;
+  for (const key of NODE_FIELDS) node[key] = body[key] ?? null;
+  return node;
 }
 
 export interface GuardOptions {
@@ -84,6 +111,7 @@ interface PeerAnswer {
   state: string;
   timeline: number | null;
   system_identifier: string | null;
+  node: PeerNode;
 }
 
 function parseAnswer(text: string): PeerAnswer | string {
@@ -104,7 +132,7 @@ function parseAnswer(text: string): PeerAnswer | string {
     (typeof b.system_identifier === "string" && /^-?\d+$/.test(b.system_identifier))
   ))
     return "no system_identifier";
-  return b as unknown as PeerAnswer;
+  return { ...(b as unknown as PeerAnswer), node: nodeOf(b) };
 }
 
 function failure(err: unknown, timeoutMs: number): [PeerResult, string] {
@@ -196,6 +224,7 @@ function guardLog(log: Logger, peers: readonly PeerView[], isolationAfterMs: num
 
 function guardStatus(
   peers: readonly PeerView[],
+  nodes: readonly (PeerNode | null)[],
   own: PollFacts | undefined,
   fencedBy: PeerView | undefined,
   isolationAfterMs: number | undefined,
@@ -214,7 +243,7 @@ function guardStatus(
             since_reached_ms: since === undefined ? null : Math.round(now - since),
             isolated: isolation.isolated,
           },
-    peers: peers.map((p) => ({
+    peers: peers.map((p, i) => ({
       url: p.url,
       result: standing(p, own)[0],
       detail: standing(p, own)[1],
@@ -223,6 +252,7 @@ function guardStatus(
       timeline: p.timeline,
       system_identifier: p.systemId,
       age_ms: p.answeredAt === undefined ? null : Math.round(now - p.answeredAt),
+      node: nodes[i] ?? null,
     })),
   };
 }
@@ -245,6 +275,7 @@ function newPeer(url: string): PeerView {
 export function startGuard(opts: GuardOptions): Guard {
   const { cell } = opts;
   const peers = opts.peers.map(newPeer);
+  const nodes: (PeerNode | null)[] = peers.map(() => null);
   const results = new Float64Array(peers.length * PEER_RESULTS.length);
   const controller = new AbortController();
   const logChanges = guardLog(opts.log, peers, opts.isolationAfterMs);
@@ -280,6 +311,7 @@ export function startGuard(opts: GuardOptions): Guard {
       p.timeline = answer.timeline;
       p.systemId = answer.system_identifier;
       p.answeredAt = startedAt;
+      nodes[i] = answer.node;
     }
     results[i * PEER_RESULTS.length + PEER_RESULTS.indexOf(standing(p, opts.facts())[0] as PeerResult)]!++;
   }
@@ -325,7 +357,14 @@ export function startGuard(opts: GuardOptions): Guard {
     evaluate,
     isolated: () => isolation.isolated,
     status: () =>
-      guardStatus(peers, opts.facts(), cell.state === FENCED ? fencer : undefined, opts.isolationAfterMs, isolation),
+      guardStatus(
+        peers,
+        nodes,
+        opts.facts(),
+        cell.state === FENCED ? fencer : undefined,
+        opts.isolationAfterMs,
+        isolation,
+      ),
     stop() {
       stopped = true;
       controller.abort();

@@ -60,6 +60,25 @@ function readTls(settings: PatroniSettings): EtcdTls | undefined {
   return { ca: read(cacert, "CA certificate"), cert: read(cert, "certificate"), key: read(key, "key") };
 }
 
+/**
+ * The members as their keys say, for /status and the status page (src/ui/);
+ * lag as `patronictl list` shows it: the leader's optime less the member's
+ * xlog_location (Patroni's cluster_as_json), null where either is missing.
+ */
+function membersOf(v: StoreView) {
+  return [...v.members].map(([name, m]) => ({
+    name,
+    role: m.role ?? null,
+    state: m.state ?? null,
+    timeline: m.timeline ?? null,
+    lag_bytes:
+      name !== v.leader && v.leaderOptime > 0 && typeof m.xlog_location === "number"
+        ? Math.max(0, v.leaderOptime - m.xlog_location)
+        : null,
+    api_url: m.api_url ?? null,
+  }));
+}
+
 export function startPatroniView(opts: PatroniViewOptions): PatroniView {
   const { settings, cell, log } = opts;
   let view: StoreView | undefined;
@@ -128,6 +147,7 @@ export function startPatroniView(opts: PatroniViewOptions): PatroniView {
           leader: v?.leader ?? null,
           leader_lease_ttl_s: mirror.leaseTtlS ?? null,
           fenced_by: cell.state === FENCED ? (cell.fence ?? null) : null,
+          members: v ? membersOf(v) : [],
         },
       };
     },

@@ -19,6 +19,7 @@ import {
 import {
   type Config,
   type DemoConfig,
+  type StatusConfig,
   type PeerTlsConfig,
   type RouteConfig,
   type Texts,
@@ -354,6 +355,12 @@ export function buildConfig(raw: Raw, env: Record<string, string | undefined>, f
 export function buildDemoConfig(raw: Raw): DemoConfig {
   const read = reader(raw, "demo", (name) => `--${name}`);
   return { promoteAfterMs: read("promote-after"), durationMs: read("duration") };
+}
+
+/** `replstatus status`'s own flags; the server's flags in `raw` say where this host's listener is. */
+export function buildStatusConfig(raw: Raw): StatusConfig {
+  const read = reader(raw, "status", (name) => `--${name}`);
+  return { url: read("url"), watch: read("watch") === true, json: read("json") === true };
 }
 
 /** Flags, then REPLSTATUS_* variables, then the --config file; throws CONFIG_INVALID. */

@@ -83,7 +83,7 @@ export const DEFAULT_STREAM_TIMEOUT = "1s";
 export const MAX_SOCKET_PATH_BYTES = 107;
 
 /** The first word of argv when it is one of these; flags follow it. */
-export const SUBCOMMANDS = ["drain", "maint", "ready", "demo", "route"] as const;
+export const SUBCOMMANDS = ["drain", "maint", "ready", "demo", "route", "status"] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number];
 
 /**
@@ -120,9 +120,10 @@ interface Common<T> {
  */
 type Spec<T> = Common<T> &
   (
-    | { demo: true; route?: never; reload?: never }
-    | { route: true; demo?: never; reload?: never }
-    | { demo?: never; route?: "also"; reload: Reload }
+    | { demo: true; route?: never; status?: never; reload?: never }
+    | { route: true; demo?: never; status?: never; reload?: never }
+    | { status: true; demo?: never; route?: never; reload?: never }
+    | { demo?: never; route?: "also"; status?: never; reload: Reload }
   );
 
 // In --help order.
@@ -257,6 +258,21 @@ const TABLE = {
     kind: durationMs(0, 86_400_000, "500ms or 10s"),
     demo: true,
     help: "demo: clean up and exit after this long (default: run until Ctrl-C)",
+  },
+  url: {
+    kind: { ...peerUrl, expected: "an http or https URL of a replstatus http listener, such as http://10.0.0.2:8008" },
+    status: true,
+    help: "status: read this replstatus's /status (a node's http listener, or replstatus route's --listen) instead of the first http --listen of this host's configuration",
+  },
+  watch: {
+    kind: switchKind,
+    status: true,
+    help: "status: draw the table again every second until Ctrl-C",
+  },
+  json: {
+    kind: switchKind,
+    status: true,
+    help: "status: print the nodes and the disagreements as one JSON object",
   },
   "text-lagging": {
     kind: answerText(MAX_TEXT_BYTES),
@@ -566,19 +582,23 @@ export const OPTIONS: readonly Option[] = Object.entries(TABLE).map(([name, spec
 
 export const BY_NAME: ReadonlyMap<string, Option> = new Map(OPTIONS.map((o) => [o.name, o]));
 
-/** Which command accepts an option: the server, `replstatus demo` or `replstatus route`. */
-export type Scope = "server" | "demo" | "route";
+/**
+ * Which command accepts an option: the server, `replstatus demo`, `replstatus route`, or
+ * `replstatus status` (its own, and the server's, which say where this host's http listener is).
+ */
+export type Scope = "server" | "demo" | "route" | "status";
 
 export function inScope(option: Option, scope: Scope): boolean {
   if (option.name === "help" || option.name === "version") return true;
   if (scope === "demo") return option.demo === true;
   if (scope === "route") return option.route !== undefined;
-  return option.demo !== true && option.route !== true;
+  const server = option.demo !== true && option.route !== true && option.status !== true;
+  return scope === "status" ? server || option.status === true : server;
 }
 
-/** Every server flag has a REPLSTATUS_* variable, but --help, --version and the demo's flags. */
+/** Every server flag has a REPLSTATUS_* variable, but --help, --version and the sub-commands' own flags. */
 export function hasEnv(option: Option): boolean {
-  return !option.demo && option.name !== "help" && option.name !== "version";
+  return !option.demo && !option.status && option.name !== "help" && option.name !== "version";
 }
 
 /** REPLSTATUS_POLL_INTERVAL for poll-interval. */

@@ -66,6 +66,16 @@ export interface RouteConfig {
   logFormat: "text" | "json";
 }
 
+/** `replstatus status`'s own flags. */
+export interface StatusConfig {
+  /** Whose /status to read; undefined: the first http listener of this host's configuration. */
+  url: string | undefined;
+  /** Draw again every second until interrupted. */
+  watch: boolean;
+  /** One JSON object instead of the table. */
+  json: boolean;
+}
+
 export interface DemoConfig {
   /** Promote the standby this long after start; undefined: only on Enter. */
   promoteAfterMs: number | undefined;

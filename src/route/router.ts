@@ -33,6 +33,8 @@ export interface RouteSettings {
 /** One server as the router sees it, for `GET /status` of its listener (contract in docs/routing.md). */
 export interface MemberStatus {
   backend: string;
+  /** "primary": the backend takes the node that answers MASTER; "replica": --replica-backend. */
+  kind: BackendKind;
   server: string;
   url: string;
   stream: StreamState;
@@ -74,6 +76,7 @@ export function startRouter(
   for (const target of settings.servers) {
     const member: Member = {
       ...target,
+      kind: kindOf(target.backend),
       stream: "connecting",
       node: null,
       haproxy: null,

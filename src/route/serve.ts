@@ -9,6 +9,7 @@ import { loadPeerTls } from "../listen/tls.ts";
 import { createLogger, type Logger } from "../log.ts";
 import type { RouteConfig } from "../config/types.ts";
 import { startRouter, type Router } from "./router.ts";
+import { uiPage } from "../ui/page.ts";
 
 /** Subscribers of the router's /events at most; more get 503. */
 export const MAX_ROUTE_SUBSCRIBERS = 16;
@@ -102,6 +103,7 @@ function listenStatus(
     fetch(req) {
       const path = new URL(req.url).pathname;
       if (path === "/status") return Response.json(router.status(), { headers: { "cache-control": "no-store" } });
+      if (path === "/ui") return new Response(uiPage().html, { headers: uiPage().headers });
       if (path !== "/events") return new Response('{"error":"not found"}\n', { status: 404 });
       if (subscribers.size >= MAX_ROUTE_SUBSCRIBERS) {
         return new Response('{"error":"too many event subscribers"}\n', { status: 503 });

@@ -23,6 +23,7 @@ import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
 import { startRoute, type RouteProc } from "../kit/route.ts";
 import { HOOK_TIMEOUT_MS, useTimeouts } from "../kit/timeouts.ts";
+import { getStatus } from "../kit/http.ts";
 
 useTimeouts(120_000);
 
@@ -164,7 +165,7 @@ async function catchUp(): Promise<void> {
 /** Caught up, within the hold: the held responder's /status says why it still says LAGGING. */
 async function holdShows(): Promise<void> {
   type Status = { state: string; rejoin_in_ms: number | null };
-  const status = async () => (await (await fetch(`http://127.0.0.1:${held.ports[2]}/status`)).json()) as Status;
+  const status = async () => (await getStatus(held.ports[2]!)) as Status;
   const seen = (await waitFor("a running hold in /status", async () => {
     const s = await status();
     return s.rejoin_in_ms !== null ? s : undefined;

@@ -19,9 +19,8 @@ import { startResponder, type Responder } from "../../src/demo/responder.ts";
 import { DOOR_BOUND_MS, READY_BOUND_MS, withSlack } from "../kit/bounds.ts";
 import { startEtcd, type Etcd } from "../kit/etcd.ts";
 import { asSystemd, serviceCommand } from "../kit/systemd.ts";
+import { PACKAGE_HOOK_TIMEOUT_MS } from "../kit/timeouts.ts";
 
-/** Compiling and packing 100 MB, then pg_createcluster, on a busy machine. */
-const HOOK_TIMEOUT_MS = 300_000;
 const UNITS = "/lib/systemd/system";
 const TAG = `rs${process.pid}`;
 const verbose = (what: object) => process.env.REPLSTATUS_TEST_VERBOSE && console.log(what);
@@ -73,7 +72,7 @@ beforeAll(async () => {
   const deb = await buildPackage(work);
   must(["dpkg", "-i", deb]);
   installed = true;
-}, HOOK_TIMEOUT_MS);
+}, PACKAGE_HOOK_TIMEOUT_MS);
 
 afterAll(() => {
   cleanUp();
@@ -166,7 +165,7 @@ describe("a pg_createcluster cluster, replstatus@ as the replstatus user", () =>
     psql(pgPort, "create role replstatus login; grant pg_monitor to replstatus");
     rsPort = await instanceFile(instance);
     r = await startInstance("replstatus@.service", instance);
-  }, HOOK_TIMEOUT_MS);
+  }, PACKAGE_HOOK_TIMEOUT_MS);
 
   afterAll(async () => {
     await r?.[Symbol.asyncDispose]();
@@ -390,7 +389,7 @@ describe("a Patroni member from pg_createconfig_patroni, replstatus-patroni@ as 
       async () => (await rest(b.apiPort, "/replica")) === 200,
       180_000,
     ).catch((err: Error) => Promise.reject(new Error(`${err.message}\n${tail(join(dir, "b.log"))}`)));
-  }, HOOK_TIMEOUT_MS);
+  }, PACKAGE_HOOK_TIMEOUT_MS);
 
   afterAll(async () => {
     for (const p of patronis.reverse()) await stopPatroni(p);
@@ -399,7 +398,7 @@ describe("a Patroni member from pg_createconfig_patroni, replstatus-patroni@ as 
     sh(asPostgres(["/usr/lib/postgresql/15/bin/pg_ctl", "-D", join(dir, "b"), "stop", "-m", "immediate"]));
     rmSync(dir, { recursive: true, force: true });
     untrackDir(dir);
-  }, HOOK_TIMEOUT_MS);
+  }, PACKAGE_HOOK_TIMEOUT_MS);
 
   test("pg_createconfig_patroni's file is 0660 postgres:postgres, and left so", () => {
     const st = statSync(yml);

@@ -9,8 +9,8 @@ import { setDefaultTimeout } from "bun:test";
 export const HOOK_TIMEOUT_MS = 90_000;
 /** A hook that starts a lab of many processes: Patroni members on etcd, nodes in network namespaces. */
 export const LAB_HOOK_TIMEOUT_MS = 120_000;
-/** A hook that compiles, packs the Debian package and starts a pair under it. */
-export const PACKAGE_HOOK_TIMEOUT_MS = 240_000;
+/** A hook that compiles and packs the Debian package, then starts clusters under it. */
+export const PACKAGE_HOOK_TIMEOUT_MS = 300_000;
 /** A test on running clusters: restarts and failovers. */
 export const TEST_TIMEOUT_MS = 60_000;
 

@@ -1,7 +1,7 @@
 // The http mode, for haproxy's `option httpchk`: one request per connection, read strictly and within bounds
 // (parse.ts), answered with `Connection: close` from prebuilt answers per path and state (answers.ts; queries,
-// /status and /metrics rendered per request), then the write side shut down and the input drained as in raw mode.
-// Paths are Patroni's. ARCHITECTURE.md, "The listeners".
+// /status and /metrics rendered per request; /ui built on its first request), then the write side shut down and
+// the input drained as in raw mode. Paths are Patroni's. ARCHITECTURE.md, "The listeners".
 import type { Socket, SocketHandler } from "bun";
 import { DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S } from "../raw.ts";
 import type { Responses } from "../answers.ts";
@@ -12,6 +12,7 @@ import {
   CHECK_EVENTS,
   CHECK_METRICS,
   CHECK_STATUS,
+  CHECK_UI,
   HEAD_LIMIT_BYTES,
   headEnd,
   NOT_FOUND,
@@ -20,6 +21,7 @@ import {
 } from "./parse.ts";
 import { asksQuery, queryAnswer, statusAnswer, type HttpContext } from "./status.ts";
 import { currentState } from "../../cell.ts";
+import { uiResponse } from "../../ui/page.ts";
 import { EVENTS_FULL, EVENTS_HEAD } from "./events.ts";
 
 /** A request head not complete this long after accept gets 408. */
@@ -73,6 +75,8 @@ function answerHead(ctx: HttpContext, r: HttpResponses, req: RequestHead, buf: U
     case CHECK_EVENTS:
       if (!ctx.events) return withBody ? r.notFound : r.notFoundHead;
       return withBody ? SUBSCRIBE : EVENTS_HEAD;
+    case CHECK_UI:
+      return uiResponse(withBody);
   }
   if (req.kind < 0) return r.badRequest;
   if (asksQuery(ctx, req.kind, req.queryFrom >= 0)) {

@@ -18,6 +18,8 @@ export const CHECK_READINESS = 5;
 export const CHECK_STATUS = 6;
 export const CHECK_METRICS = 7;
 export const CHECK_EVENTS = 8;
+/** The status page (src/ui/page.ts). */
+export const CHECK_UI = 9;
 // What a head that asks for no check gets.
 export const BAD_REQUEST = -1;
 export const BAD_VERSION = -2;
@@ -39,6 +41,7 @@ const ROUTES: Record<string, number> = {
   "/status": CHECK_STATUS,
   "/metrics": CHECK_METRICS,
   "/events": CHECK_EVENTS,
+  "/ui": CHECK_UI,
 };
 
 /** What a head asks; one per handler, rewritten by each parse. */

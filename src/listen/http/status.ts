@@ -1,6 +1,7 @@
 // The answers that carry live numbers: the /status body and checks with a
 // query, rendered per request.
 import type { GuardStatus } from "../../cluster/guard.ts";
+import type { History } from "../../history.ts";
 import type { NodeTags } from "../../config/types.ts";
 import type { PollFacts } from "../../poll/facts.ts";
 import type { Events } from "./events.ts";
@@ -8,7 +9,7 @@ import { bytes, OK, render, roleOf, type HttpResponses } from "./answers.ts";
 import { CHECK_HEALTH, CHECK_READ_ONLY, CHECK_READINESS, CHECK_REPLICA } from "./parse.ts";
 import { queryVerdict, type QueryPath } from "./query.ts";
 import type { Holds } from "./holds.ts";
-import { currentState, LAGGING, OVERRIDE_NAMES, STANDBY, STATE_NAMES, UNKNOWN, type Cell } from "../../cell.ts";
+import { currentState, FENCED, LAGGING, OVERRIDE_NAMES, STANDBY, STATE_NAMES, UNKNOWN, type Cell } from "../../cell.ts";
 
 /** The live part of the answer: lag facts and ages, for /status and `?lag=` checks. */
 export interface HttpContext {
@@ -31,6 +32,8 @@ export interface HttpContext {
   rejoinInMs?(): number | undefined;
   /** GET /events (events.ts); without it /events is 404. */
   events?: Events;
+  /** The last changes of the answer and the override, for /status and the status page. */
+  history?: History;
 }
 
 export function statusAnswer(ctx: HttpContext, code: number, withBody: boolean): Uint8Array {
@@ -48,6 +51,8 @@ export function statusBody(ctx: HttpContext): Record<string, unknown> {
   return {
     role: roleOf(state),
     state: STATE_NAMES[state],
+    // The poller's own state, before the fence and the override (the status page's "role by its own poll").
+    polled: STATE_NAMES[cell.polled],
     override: OVERRIDE_NAMES[cell.override],
     timeline: facts?.timeline ?? null,
     system_identifier: facts?.systemId ?? null,
@@ -58,8 +63,10 @@ export function statusBody(ctx: HttpContext): Record<string, unknown> {
     since_change_ms: Date.now() - cell.changedAt,
     changed_at: new Date(cell.changedAt).toISOString(),
     poll_age_ms: facts ? Math.round(performance.now() - facts.startedAt) : null,
+    fence: state === FENCED ? (cell.fence ?? null) : null,
     ...ctx.guard?.(),
     ...ctx.extraStatus?.(),
+    transitions: ctx.history?.list() ?? [],
   };
 }
 

@@ -88,3 +88,48 @@ test("the TLS question to a server that accepts but never answers ends its socke
     silent.stop(true);
   }
 });
+
+test("a connection's first poll that answers over age does not lose the system identifier", async () => {
+  // system_id is read by a connection's first poll only (src/poll/facts.ts). With the
+  // postmaster stopped the first poll waits for its backend, and its row arrives stale:
+  // it is not handed on, so the next poll must ask for system_id again.
+  const staleAfterMs = 300;
+  const events: string[] = [];
+  const systemIds: unknown[] = [];
+  const pid = pg.primary.pid();
+  process.kill(pid, "SIGSTOP");
+  const startedAt = performance.now();
+  const loop: Loop = pollLoop(
+    {
+      target: resolveTarget(pg.primary.url, {}),
+      connectTimeoutMs: 10_000,
+      channel: "replstatus_test",
+      pollIntervalMs: 50,
+      staleAfterMs,
+    },
+    {
+      ok: (row) => {
+        events.push("ok");
+        systemIds.push(row.system_id);
+      },
+      fail: (reason) => events.push(`fail ${reason}`),
+      stale: () => events.push("stale"),
+      warn: () => {},
+      note: () => {},
+    },
+  );
+  try {
+    await waitFor(
+      "the first poll to outlive --stale-after",
+      async () => performance.now() - startedAt > 3 * staleAfterMs,
+    );
+    process.kill(pid, "SIGCONT");
+    await waitFor("a good poll", async () => events.includes("ok"));
+    expect(events[0]).toBe("stale");
+    const systemId = await pg.primary.sql("select system_identifier from pg_control_system()");
+    expect(systemIds[0]).toBe(systemId);
+  } finally {
+    process.kill(pid, "SIGCONT");
+    await loop.stop();
+  }
+});

@@ -386,14 +386,16 @@ export function pollLoop(config: LoopConfig, hooks: LoopHooks): Loop {
     // An answer that arrives as old as staleAfterMs (read in the same turn as
     // its deadline, or after a reload shortened it) is stale, not ok: the
     // worker shows a promotion from an ok poll at once (cell.ts).
-    if (freshness.fresh(startedAt)) {
+    const fresh = freshness.fresh(startedAt);
+    if (fresh) {
       freshness.arm(startedAt);
       hooks.ok(row, startedAt, performance.now() - startedAt);
     } else {
       freshness.disarm();
       hooks.stale();
     }
-    session.polled(row.in_recovery !== false);
+    // A stale row is not handed on, nor its system_id: the next poll asks for it again.
+    session.polled(row.in_recovery !== false, fresh);
     return true;
   }
 

@@ -90,8 +90,8 @@ export interface Session {
   prepare(): Promise<Error | undefined>;
   /** The connection, opened (after prepare) if there is none. */
   conn(): postgres.Sql;
-  /** A poll succeeded on it. */
-  polled(inRecovery: boolean): void;
+  /** A poll succeeded on it; `toldSystemId`: its row (and so its system_id) was handed on. */
+  polled(inRecovery: boolean, toldSystemId: boolean): void;
   /**
    * A second connection with the same settings, closed as soon as the server
    * lets it in: the error it failed with (57P03 once a shutdown, a smart one
@@ -180,9 +180,9 @@ export function createSession(config: SessionConfig, pm: Pick<Postmaster, "aim">
         () => mine === id && events.lost(),
       ));
     },
-    polled(inRecovery) {
+    polled(inRecovery, toldSystemId) {
       fresh = false;
-      knowsSystemId = true;
+      if (toldSystemId) knowsSystemId = true;
       if (!inRecovery && !listening && sql) listen(sql);
     },
     async knock() {

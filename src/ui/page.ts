@@ -4,14 +4,10 @@
 // builds it. The script is model.ts and script.ts, type-stripped by Bun's
 // transpiler: the rules the page applies are the ones `replstatus status` does.
 // ARCHITECTURE.md, "The status page".
-// Text imports (Bun's import attribute; the compiled binary embeds the text):
-// TypeScript types them as the modules, hence the expect-errors.
-// @ts-expect-error: the file's text, a string
-import modelText from "./model.ts" with { type: "text" };
-// @ts-expect-error: the file's text, a string
+import { modelScript, plain } from "./rules.ts";
+// @ts-expect-error: the file's text, a string (Bun's import attribute)
 import scriptText from "./script.ts" with { type: "text" };
 
-const modelSource: string = modelText;
 const scriptSource: string = scriptText;
 
 const STYLE = `
@@ -72,12 +68,6 @@ const COLUMNS = [
   "Since",
 ];
 
-/** The browser's copy of a module: types stripped, imports and `export` dropped (the parts share one scope). */
-function plain(source: string): string {
-  const js = new Bun.Transpiler({ loader: "ts", target: "browser" }).transformSync(source);
-  return js.replace(/^import[^;]*;\s*$/gm, "").replace(/^export /gm, "");
-}
-
 function sha256(text: string): string {
   return new Bun.CryptoHasher("sha256").update(text).digest("base64");
 }
@@ -107,7 +97,7 @@ let page: Page | undefined;
 /** The page and its headers, built on the first call (replstatus route serves it with Bun.serve). */
 export function uiPage(): Page {
   if (page) return page;
-  const script = `"use strict";(() => {\n${plain(modelSource)}\n${plain(scriptSource)}\n})();`;
+  const script = `"use strict";(() => {\n${modelScript()}\n${plain(scriptSource)}\n})();`;
   // Same origin only, the inline script by its hash, the inline style, no framing.
   const csp =
     `default-src 'none'; script-src 'sha256-${sha256(script)}'; style-src 'unsafe-inline'; ` +

@@ -4,7 +4,10 @@
 // something does (so it serves as a check itself), 3 when the /status could
 // not be read. ARCHITECTURE.md, "The status page"; docs/status-page.md.
 import type { ListenAddress } from "../address.ts";
-import { answerWord, clusterOf, disagreements, hostOf, shortId, type Cluster, type Finding } from "./model.ts";
+import type { Cluster, Finding } from "./model.ts";
+import { statusRules } from "./rules.ts";
+
+const { answerWord, clusterOf, disagreements, hostOf, shortId } = statusRules();
 
 /** How often --watch draws again. */
 export const WATCH_MS = 1000;

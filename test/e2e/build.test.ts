@@ -67,3 +67,29 @@ test("the systemd unit restarts always, as an unprivileged user, with PG* from a
     expect(unit.split("\n")).toContain(line);
   }
 });
+
+test("serves the status page and runs `status` with the rules it embeds", async () => {
+  await using proc = Bun.spawn([binary, "--listen", "http:127.0.0.1:0"], {
+    env: bare(),
+    cwd: dir,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let log = "";
+  void (async () => {
+    for await (const chunk of proc.stderr) log += new TextDecoder().decode(chunk);
+  })();
+  await waitFor("the listen line", () => /serving http 127\.0\.0\.1:\d+;/.test(log));
+  const url = `http://127.0.0.1:${/serving http 127\.0\.0\.1:(\d+);/.exec(log)![1]}`;
+  const page = await fetch(`${url}/ui`);
+  expect(page.status).toBe(200);
+  expect(await page.text()).toContain("function disagreements(");
+  await waitFor("the poll worker's first failure", () => log.includes("warning: poll failed: "));
+  const status = Bun.spawnSync([binary, "status", "--url", url], { env: bare(), cwd: dir });
+  expect({ code: status.exitCode, stderr: status.stderr.toString() }).toEqual({ code: 1, stderr: "" });
+  expect(status.stdout.toString()).toContain("| UNKNOWN | unknown | ready");
+  expect(status.stdout.toString()).toContain("! no node answers MASTER");
+  proc.kill("SIGTERM");
+  expect(await proc.exited).toBe(0);
+});

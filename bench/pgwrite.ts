@@ -6,8 +6,9 @@
 
 const PROTOCOL_3 = 196608;
 
-function startup(user: string, database: string): Uint8Array {
-  const body = Buffer.from(`user\0${user}\0database\0${database}\0application_name\0downtime\0\0`);
+/** The StartupMessage of protocol 3.0. */
+export function startup(user: string, database: string, applicationName = "downtime"): Buffer {
+  const body = Buffer.from(`user\0${user}\0database\0${database}\0application_name\0${applicationName}\0\0`);
   const msg = Buffer.alloc(8 + body.length);
   msg.writeInt32BE(msg.length, 0);
   msg.writeInt32BE(PROTOCOL_3, 4);
@@ -15,7 +16,8 @@ function startup(user: string, database: string): Uint8Array {
   return msg;
 }
 
-function query(sql: string): Uint8Array {
+/** A simple Query message. */
+export function query(sql: string): Buffer {
   const body = Buffer.from(`${sql}\0`);
   const msg = Buffer.alloc(5 + body.length);
   msg.write("Q", 0);
@@ -24,7 +26,8 @@ function query(sql: string): Uint8Array {
   return msg;
 }
 
-const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
+/** The Terminate message. */
+export const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
 
 export interface WriteTarget {
   port: number;

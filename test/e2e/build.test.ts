@@ -24,6 +24,16 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 // No Bun, no node_modules: only the system's directories.
 const bare = () => ({ ...cleanEnv(), PATH: "/usr/bin:/bin", PGHOST: dir, PGPORT: "5999" });
 
+/** The executable serving with `args`, its stderr gathered as it comes. */
+function serve(...args: string[]) {
+  const proc = Bun.spawn([binary, ...args], { env: bare(), cwd: dir, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const served = { proc, log: "", [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose]() };
+  void (async () => {
+    for await (const chunk of proc.stderr) served.log += new TextDecoder().decode(chunk);
+  })();
+  return served;
+}
+
 test("--version", () => {
   const r = Bun.spawnSync([binary, "--version"], { env: bare(), cwd: dir });
   expect({ code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() }).toEqual({
@@ -34,22 +44,14 @@ test("--version", () => {
 });
 
 test("serves, sets the backlog through libc, and stops on SIGTERM", async () => {
-  await using proc = Bun.spawn([binary, "--listen", "127.0.0.1:0", "--backlog", "1234"], {
-    env: bare(),
-    cwd: dir,
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  let log = "";
-  void (async () => {
-    for await (const chunk of proc.stderr) log += new TextDecoder().decode(chunk);
-  })();
-  await waitFor("the backlog line", () => log.includes("info: listen backlog 1234;"));
-  expect(log).not.toContain("could not set the listen backlog");
+  await using served = serve("--listen", "127.0.0.1:0", "--backlog", "1234");
+  const { proc } = served;
+  const log = () => served.log;
+  await waitFor("the backlog line", () => log().includes("info: listen backlog 1234;"));
+  expect(log()).not.toContain("could not set the listen backlog");
   // The poll runs in a worker, which the executable must carry (the build's second entrypoint).
-  await waitFor("the poll worker's first failure", () => log.includes("warning: poll failed: no server socket at "));
-  const port = Number(/serving raw 127\.0\.0\.1:(\d+);/.exec(log)![1]);
+  await waitFor("the poll worker's first failure", () => log().includes("warning: poll failed: no server socket at "));
+  const port = Number(/serving raw 127\.0\.0\.1:(\d+);/.exec(log())![1]);
   expect(await answer(port)).toBe("UNKNOWN");
   proc.kill("SIGTERM");
   expect(await proc.exited).toBe(0);
@@ -69,23 +71,15 @@ test("the systemd unit restarts always, as an unprivileged user, with PG* from a
 });
 
 test("serves the status page and runs `status` with the rules it embeds", async () => {
-  await using proc = Bun.spawn([binary, "--listen", "http:127.0.0.1:0"], {
-    env: bare(),
-    cwd: dir,
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  let log = "";
-  void (async () => {
-    for await (const chunk of proc.stderr) log += new TextDecoder().decode(chunk);
-  })();
-  await waitFor("the listen line", () => /serving http 127\.0\.0\.1:\d+;/.test(log));
-  const url = `http://127.0.0.1:${/serving http 127\.0\.0\.1:(\d+);/.exec(log)![1]}`;
+  await using served = serve("--listen", "http:127.0.0.1:0");
+  const { proc } = served;
+  const log = () => served.log;
+  await waitFor("the listen line", () => /serving http 127\.0\.0\.1:\d+;/.test(log()));
+  const url = `http://127.0.0.1:${/serving http 127\.0\.0\.1:(\d+);/.exec(log())![1]}`;
   const page = await fetch(`${url}/ui`);
   expect(page.status).toBe(200);
   expect(await page.text()).toContain("function disagreements(");
-  await waitFor("the poll worker's first failure", () => log.includes("warning: poll failed: "));
+  await waitFor("the poll worker's first failure", () => log().includes("warning: poll failed: "));
   const status = Bun.spawnSync([binary, "status", "--url", url], { env: bare(), cwd: dir });
   expect({ code: status.exitCode, stderr: status.stderr.toString() }).toEqual({ code: 1, stderr: "" });
   expect(status.stdout.toString()).toContain("| UNKNOWN | unknown | ready");

@@ -6,27 +6,7 @@
 // sent, so it may have committed). A query is never cancelled: a cancel that
 // lands while a commit waits for a synchronous standby makes PostgreSQL report
 // success for a commit the standby never saw.
-
-const PROTOCOL_3 = 196608;
-const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
-
-function startup(user: string, database: string): Buffer {
-  const body = Buffer.from(`user\0${user}\0database\0${database}\0application_name\0nemesis\0\0`);
-  const msg = Buffer.alloc(8 + body.length);
-  msg.writeInt32BE(msg.length, 0);
-  msg.writeInt32BE(PROTOCOL_3, 4);
-  body.copy(msg, 8);
-  return msg;
-}
-
-function simpleQuery(sql: string): Buffer {
-  const body = Buffer.from(`${sql}\0`);
-  const msg = Buffer.alloc(5 + body.length);
-  msg.write("Q", 0);
-  msg.writeInt32BE(4 + body.length, 1);
-  body.copy(msg, 5);
-  return msg;
-}
+import { query, startup, TERMINATE } from "../../../bench/pgwrite.ts";
 
 /** The fields of a DataRow message, as text (null for SQL NULL). */
 function dataRow(body: Buffer): (string | null)[] {
@@ -117,7 +97,7 @@ export function connectSession(
       if (closed || pending) return Promise.resolve({ ok: false, error: closed ? "closed" : "busy" } as Outcome);
       const { promise: done, resolve: finish } = Promise.withResolvers<Outcome>();
       pending = { resolve: finish, row: undefined, error: undefined, timer: setTimeout(() => shut("deadline"), ms) };
-      socket!.write(simpleQuery(sql));
+      socket!.write(query(sql));
       return done;
     },
     close() {
@@ -153,7 +133,7 @@ export function connectSession(
     socket: {
       open(s) {
         socket = s;
-        s.write(startup(user, database));
+        s.write(startup(user, database, "nemesis"));
       },
       data(_, chunk) {
         buffered = buffered.length ? Buffer.concat([buffered, chunk]) : Buffer.from(chunk);

@@ -332,6 +332,9 @@ test("no push makes two servers writable; no write is acknowledged long after it
         ? ` (node ${worst.i + 1}: stopped ${at(worst.ended)}, write sent ${at(worst.w.sentAt)}, acknowledged ${at(worst.w.ackAt)}; pushes around: ${pushesNear.join(", ")})`
         : ""),
   );
-  expect(writes.acked.length).toBeGreaterThan(50);
+  // Evidence for the check above: writes taken by both nodes. How many depends on how long the failovers
+  // take (writes pause while a standby is rebuilt), so only a floor.
+  expect(writes.acked.length).toBeGreaterThanOrEqual(10);
+  expect(new Set(writes.acked.map((w) => w.port))).toEqual(new Set(nodes.map((n) => n.port)));
   expect(worst.ms).toBeLessThanOrEqual(LATE_WRITE_BOUND_MS);
 });

@@ -46,7 +46,7 @@ export async function startRoute(args: string[]): Promise<RouteProc> {
     await stop();
     throw err;
   });
-  const port = /status http [^ ]*:(\d+)/.exec(log)?.[1];
+  const port = /status http \S*:(\d+)/.exec(log)?.[1];
   return {
     get log() {
       return log;

@@ -199,12 +199,9 @@ export function statsCommand(socketPath: string, command: string, timeoutMs = 50
   return request({ path: socketPath }, `${command}\n`, timeoutMs);
 }
 
-/**
- * Connects through a haproxy frontend as a client would: which PostgreSQL
- * answers (its port), and is it in recovery?
- */
-export async function landsOn(port: number): Promise<{ inRecovery: boolean; port: number }> {
-  const sql = postgres({
+/** One connection as the superuser to 127.0.0.1:port (a node, or a haproxy frontend), opened on first use. */
+export function clientOn(port: number): postgres.Sql {
+  return postgres({
     host: "127.0.0.1",
     port,
     user: superuser,
@@ -215,6 +212,14 @@ export async function landsOn(port: number): Promise<{ inRecovery: boolean; port
     fetch_types: false,
     onnotice: () => {},
   });
+}
+
+/**
+ * Connects through a haproxy frontend as a client would: which PostgreSQL
+ * answers (its port), and is it in recovery?
+ */
+export async function landsOn(port: number): Promise<{ inRecovery: boolean; port: number }> {
+  const sql = clientOn(port);
   try {
     const [row] = await sql`select pg_is_in_recovery() as r, current_setting('port')::int as p`;
     return { inRecovery: row!.r as boolean, port: row!.p as number };

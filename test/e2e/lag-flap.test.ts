@@ -16,9 +16,9 @@
 // thirty would; the counts scale with the cycles (docs/haproxy.md has a
 // minute's run).
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import postgres from "postgres";
-import { startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
-import { startPair, superuser, waitFor, type PgPair } from "../../src/demo/pg.ts";
+import type postgres from "postgres";
+import { clientOn, startHaproxy, type Haproxy } from "../../src/demo/haproxy.ts";
+import { startPair, waitFor, type PgPair } from "../../src/demo/pg.ts";
 import { answer, waitForAnswer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
 import { startRoute, type RouteProc } from "../kit/route.ts";
@@ -48,19 +48,6 @@ let standbySql: postgres.Sql;
 
 const LIMITS = ["--max-lag-bytes", "1MB", "--lag-grace", "200ms"];
 const LISTENERS = ["--listen", "127.0.0.1:0", "--listen", "agent:127.0.0.1:0", "--listen", "http:127.0.0.1:0"];
-
-const client = (port: number) =>
-  postgres({
-    host: "127.0.0.1",
-    port,
-    user: superuser,
-    database: "postgres",
-    max: 1,
-    connect_timeout: 5,
-    idle_timeout: 0,
-    fetch_types: false,
-    onnotice: () => {},
-  });
 
 beforeAll(async () => {
   pg = await startPair();
@@ -112,8 +99,8 @@ beforeAll(async () => {
     ...["--server", `route_plain/s=http://127.0.0.1:${plain.ports[http]}`],
     ...["--server", `route_held/s=http://127.0.0.1:${held.ports[http]}`],
   ]);
-  primarySql = client(pg.primary.port);
-  standbySql = client(pg.standby.port);
+  primarySql = clientOn(pg.primary.port);
+  standbySql = clientOn(pg.standby.port);
   await waitForAnswer(plain.ports[raw]!, "STANDBY");
   await waitForAnswer(held.ports[raw]!, "STANDBY");
   await allUp();
@@ -269,9 +256,9 @@ test(`a lag that crosses 1 MB about once a second for ${CYCLES} swings: flaps wi
 });
 
 test("a long query on the lagging standby survives the drain; a new connection goes to the primary", async () => {
-  const viaAgent = client(haproxy.ports.ro_agent!);
-  const viaHttp = client(haproxy.ports.ro_http!);
-  const fresh = client(haproxy.ports.ro_agent!);
+  const viaAgent = clientOn(haproxy.ports.ro_agent!);
+  const viaHttp = clientOn(haproxy.ports.ro_http!);
+  const fresh = clientOn(haproxy.ports.ro_agent!);
   try {
     const where = async (sql: postgres.Sql) => (await sql`select pg_is_in_recovery() as r`)[0]!.r as boolean;
     expect([await where(viaAgent), await where(viaHttp)]).toEqual([true, true]);

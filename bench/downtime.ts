@@ -7,13 +7,14 @@
 // - stop-fast: `pg_ctl stop -m fast` of the primary, then `pg_ctl promote` of the standby, as a
 //   failover manager would;
 // - kill-9: SIGKILL to the primary's postmaster, then the promotion.
-// A client per frontend starts a new connection every few ms (not one sequential writer: a
-// client library's connect timeout and haproxy's queueing while no server is up would hide the
-// gap) and runs one insert; the gap is the longest time between two writes that committed, in a
-// window from just before the event until the writes have come back. After each trial the old
-// primary is rebuilt as a standby of the new one.
+// A client per frontend writes through it (one insert on a new connection each time, as a new
+// user would), gently until the event, then starting one every few ms (not one sequential writer:
+// a client library's connect timeout and haproxy's queueing while no server is up would hide the
+// gap). The gap is the time from the start of the event's commands until a write through that
+// frontend commits on the new primary. After each trial the old primary is rebuilt as a standby
+// of the new one.
 import { spread, type Spread } from "./stats.ts";
-import { writeOnce, type WriteTarget } from "./pgwrite.ts";
+import { writeOnce, writeReturning, type WriteTarget } from "./pgwrite.ts";
 import {
   rebuildAsStandby,
   startReplstatus,
@@ -47,7 +48,12 @@ export interface DowntimeCell {
   event: string;
   /** DOWNTIME_SETTINGS[].name */
   setting: string;
-  /** replstatus | bgw */
+  /**
+   * replstatus | bgw | route: a frontend's gap; commands: how long the event's commands took (pg_ctl
+   * stop and promote, which wait for PostgreSQL); direct: the gap of a client writing straight to the
+   * new primary, PostgreSQL's floor; pushed: from the event's start until the router pushed the new
+   * primary in.
+   */
   key: string;
   gapMs: Spread;
 }
@@ -57,7 +63,7 @@ export interface GapOptions {
   settings: { name: string; line: string }[];
   /** Also a frontend per setting driven by `replstatus route` (key "route"), on replstatus's checks. */
   route: boolean;
-  /** A write attempt per client this often, each given up after attemptTimeoutMs; defaults ATTEMPT_EVERY_MS, ATTEMPT_TIMEOUT_MS. */
+  /** After the event, a write attempt per client this often, each given up after attemptTimeoutMs; defaults ATTEMPT_EVERY_MS, ATTEMPT_TIMEOUT_MS. */
   attemptEveryMs?: number;
   attemptTimeoutMs?: number;
 }
@@ -82,9 +88,12 @@ const ATTEMPT_TIMEOUT_MS = 500;
  * primary was long up). The limit must stay out of reach; each trial checks that it did.
  */
 const HAPROXY_MAXCONN = 8192;
-/** Writes that must commit before the event, and in a row after it. */
-const WARM_WRITES = 5;
-const BACK_STREAK = 20;
+/** Writes that must commit through every frontend before the event. */
+const WARM_WRITES = 3;
+/** An attempt in flight this long no longer holds back the client's next (writer()). */
+const HELD_MS = 50;
+/** The share of a postmaster's forks a second that the clients' steady writes may take. */
+const WARM_LOAD = 0.3;
 const TRIAL_DEADLINE_MS = 20_000;
 const TABLE = "downtime_probe";
 
@@ -96,68 +105,98 @@ interface Frontend {
 }
 
 /**
- * A client that starts a write every `everyMs` and keeps the completion time of each
- * that committed. Once a write has failed after arm() it stops after BACK_STREAK commits in a row: a
- * commit of a write begun before the event does not end the gap, nor does one of every other
- * write while haproxy still sends half of them to a dead server.
+ * A client of one frontend. Before the event it writes at `warmMs`, a pace the pair's postmasters
+ * keep up with, to show the frontend routes; from arm() on it starts a write every `fastMs` and
+ * stops at the first one committed by the new primary (each write's RETURNING names the port of
+ * the node that took it): the gap is the time from the event's start to that commit. Commits on
+ * the old primary after the start (a fast stop takes a few ms to close its doors) do not end it.
+ *
+ * Not the longest time between two commits at a fast pace throughout: PostgreSQL forks a backend
+ * for every connection, and where a fork is slow (11-20 ms a connection, about 50 a second a node,
+ * on some virtual machines) six clients at that pace queue in the postmaster and no write commits
+ * at all. Only the first commit on the new primary is timed, so each client's burst ends there,
+ * and the next frontend's first write does not wait behind it for long. `oneAtATime`: never more than
+ * one attempt in flight, for the client that writes straight to a node.
  */
-function writer(target: WriteTarget, everyMs: number, timeoutMs: number) {
+function writer(target: WriteTarget, pace: { warmMs: number; fastMs: number; timeoutMs: number }, oneAtATime = false) {
   /*
-   * maxInFlight, in flight per client at most: a bound, not a pace, and one a steady pace never reaches (every
-   * attempt ends within ATTEMPT_TIMEOUT_MS). While haproxy still routes to the dead old primary
-   * it holds each attempt through its connect retries, so a lower bound fills with those and
-   * the client starts nothing until they time out: a real population of clients would not wait
-   * so (measured with 30: gaps of about ATTEMPT_TIMEOUT_MS where haproxy routed to the new primary
-   * after 200 ms). Six clients at this bound stay below the pair's max_connections
-   * (DOWNTIME_MAX_CONNECTIONS, set by targets.ts).
+   * A new attempt starts only when every attempt in flight is older than HELD_MS. One answered at once
+   * (haproxy with no server up closes at once) makes way for the next at the client's pace. One that is
+   * not has either reached a postmaster (a backend's start takes tens of ms where forks are slow) or is
+   * held by haproxy through its connect retries to a dead server (about 3 s): the first must not pile up
+   * in the postmaster, where every connection is forked even after its client gave up, until nothing
+   * commits at all; the second must not stop the client, as a real population of clients would not wait
+   * on it. maxInFlight bounds the held ones (every attempt ends within timeoutMs).
    */
-  const maxInFlight = Math.ceil(timeoutMs / everyMs) + 1;
-  const committed: number[] = [];
-  let inFlight = 0;
-  let failed = false;
-  let streak = 0;
-  let back = false;
+  const maxInFlight = oneAtATime ? 1 : Math.ceil(pace.timeoutMs / pace.fastMs) + 1;
+  const started = new Set<number>();
+  let committed = 0;
   let stopped = false;
+  let armed: { at: number; port: number } | undefined;
+  let firstAt: number | undefined;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  const stop = () => {
+    stopped = true;
+    clearInterval(timer);
+  };
+  const free = () => {
+    if (stopped || started.size >= maxInFlight) return false;
+    const now = performance.now();
+    for (const t of started) if (now - t < HELD_MS) return false;
+    return true;
+  };
   const attempt = async () => {
-    inFlight++;
-    const ok = await writeOnce(target, timeoutMs);
-    inFlight--;
-    if (ok) {
-      committed.push(performance.now());
-      if (failed && ++streak >= BACK_STREAK) back = stopped = true;
-    } else {
-      failed = true;
-      streak = 0;
+    const at = performance.now();
+    started.add(at);
+    const port = await writeReturning(target, pace.timeoutMs);
+    started.delete(at);
+    if (port === undefined) return;
+    committed++;
+    if (armed && firstAt === undefined && Number(port) === armed.port) {
+      firstAt = performance.now();
+      stop();
     }
   };
-  const timer = setInterval(() => {
-    if (!stopped && inFlight < maxInFlight) void attempt();
-  }, everyMs);
+  const every = (ms: number) => {
+    clearInterval(timer);
+    timer = setInterval(() => {
+      if (free()) void attempt();
+    }, ms);
+  };
+  every(pace.warmMs);
   return {
     get committed() {
-      return committed.length;
+      return committed;
     },
-    /** The event starts now: failures before it (a slow warm-up) do not count. */
-    arm() {
-      failed = false;
-      streak = 0;
+    /** The event starts now, and ends at the first write the node on `port` commits. */
+    arm(port: number) {
+      armed = { at: performance.now(), port };
+      every(pace.fastMs);
     },
     get done() {
-      return stopped && inFlight === 0;
+      return stopped && started.size === 0;
     },
-    /** The longest time between two commits from `from` on; NaN when the writes never came back. */
-    gap(from: number): number {
-      if (!back) return Number.NaN;
-      const times = committed.filter((t) => t >= from).sort((a, b) => a - b);
-      let gap = 0;
-      for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
-      return gap;
+    /** From arm() to the first commit on the new primary; NaN when none came. */
+    gap(): number {
+      return armed && firstAt !== undefined ? firstAt - armed.at : Number.NaN;
     },
-    stop() {
-      stopped = true;
-      clearInterval(timer);
-    },
+    stop,
   };
+}
+
+/**
+ * The time one new connection and insert takes on `node` (median of a few, one at a time): what a
+ * backend's fork and start cost on this machine, which sets the warm-up pace.
+ */
+async function connectionCost(node: PgNode): Promise<number> {
+  const target = { port: node.port, user: node.user, database: "postgres", sql: `insert into ${TABLE} values (now())` };
+  const ms: number[] = [];
+  for (let i = 0; i < 11; i++) {
+    const t = performance.now();
+    if (!(await writeOnce(target, 2000))) throw new Error(`a write directly to ${node.name} failed`);
+    ms.push(performance.now() - t);
+  }
+  return ms.sort((a, b) => a - b)[5]!;
 }
 
 function proxyLines(setting: string, servers: { name: string; pgPort: number; checkPort: number }[]): string[] {
@@ -233,32 +272,37 @@ async function peakSessions(haproxy: Haproxy): Promise<number> {
   return rows.filter((r) => r.svname === "FRONTEND").reduce((n, r) => n + Number(r.smax), 0);
 }
 
-/** One event seen by every frontend's client; resolves to each frontend's gap in ms. */
+/**
+ * One event seen by every frontend's client, ending at `next`; resolves to each frontend's gap in ms,
+ * then the gap of a client writing straight to `next`.
+ */
 async function trial(
+  haproxy: Haproxy,
+  log: (line: string) => void,
   frontends: Frontend[],
   user: string,
-  pace: { everyMs: number; timeoutMs: number },
+  next: PgNode,
+  pace: { warmMs: number; fastMs: number; timeoutMs: number },
   act: () => Promise<void>,
 ): Promise<number[]> {
-  const writers = frontends.map((f) =>
-    writer(
-      { port: f.port, user, database: "postgres", sql: `insert into ${TABLE} values (now())` },
-      pace.everyMs,
-      pace.timeoutMs,
-    ),
-  );
+  const sql = `insert into ${TABLE} values (now()) returning current_setting('port')`;
+  const writers = frontends.map((f) => writer({ port: f.port, user, database: "postgres", sql }, pace));
   try {
     await waitFor(
       "writes through every frontend",
       () => writers.every((w) => w.committed >= WARM_WRITES),
-      10_000,
+      5_000 + 3 * WARM_WRITES * pace.warmMs,
       5,
     ).catch((err: Error) => {
       const counts = frontends.map((f, i) => `${f.proxy} ${writers[i]!.committed}`).join(", ");
       throw new Error(`${err.message} (commits: ${counts})`);
     });
-    const t0 = performance.now();
-    for (const w of writers) w.arm();
+    for (const w of writers) w.arm(next.port);
+    // The floor: the same client straight to the new primary, refused until it is one; one attempt
+    // at a time, so as not to load the node whose promotion is measured.
+    const direct = writer({ port: next.port, user, database: "postgres", sql }, pace, true);
+    direct.arm(next.port);
+    writers.push(direct);
     await act();
     await waitFor(
       "writes to come back through every frontend",
@@ -266,8 +310,18 @@ async function trial(
       TRIAL_DEADLINE_MS,
       10,
     ).catch(() => {});
-    // From a little before the event: the last commit before it starts the gap.
-    return writers.map((w) => w.gap(t0 - 100));
+    const late = frontends.filter((_, i) => !writers[i]!.done).map((f) => f.proxy);
+    if (!direct.done) late.push(`straight to ${next.name}`);
+    if (late.length) {
+      const servers = await haproxy.servers();
+      const states = Object.entries(servers)
+        .filter(([k]) => late.some((p) => k.startsWith(`${p}/`)))
+        .map(([k, s]) => `${k} ${s.status} ${s.checkStatus}`);
+      log(
+        `downtime: no write came back through ${late.join(", ")} in ${TRIAL_DEADLINE_MS} ms; haproxy: ${states.join(", ")}`,
+      );
+    }
+    return writers.map((w) => w.gap());
   } finally {
     for (const w of writers) w.stop();
   }
@@ -309,6 +363,17 @@ export async function measureGaps(
   const { haproxy, frontends } = await startFrontends(pair, nodes, rs, opts);
   const router = opts.route ? await routeFor(haproxy, frontends, nodes, rs) : undefined;
   const gaps = new Map<string, number[]>();
+  const fastMs = opts.attemptEveryMs ?? ATTEMPT_EVERY_MS;
+  const cost = await connectionCost(primary);
+  const pace = {
+    fastMs,
+    // Every client's steady writes together at most WARM_LOAD of what one postmaster forks in a second.
+    warmMs: Math.max(fastMs, Math.ceil((frontends.length * cost) / WARM_LOAD)),
+    timeoutMs: opts.attemptTimeoutMs ?? ATTEMPT_TIMEOUT_MS,
+  };
+  log(
+    `downtime: a new connection and insert take ${cost.toFixed(1)} ms here; ${frontends.length} clients write every ${pace.warmMs} ms until the event, every ${fastMs} ms after it`,
+  );
   try {
     const events: [string, (old: PgNode, next: PgNode) => Promise<void>][] = [
       [
@@ -332,14 +397,12 @@ export async function measureGaps(
         const old = primary;
         const next = standby;
         let actMs = Number.NaN;
+        let startedAt = 0;
         let ms: number[];
         try {
-          const pace = {
-            everyMs: opts.attemptEveryMs ?? ATTEMPT_EVERY_MS,
-            timeoutMs: opts.attemptTimeoutMs ?? ATTEMPT_TIMEOUT_MS,
-          };
-          ms = await trial(frontends, primary.user, pace, async () => {
+          ms = await trial(haproxy, log, frontends, primary.user, next, pace, async () => {
             const t = performance.now();
+            startedAt = Date.now();
             await act(old, next);
             actMs = performance.now() - t;
           });
@@ -355,13 +418,23 @@ export async function measureGaps(
           }
           throw err;
         }
+        const add = (k: string, v: number) => gaps.set(k, [...(gaps.get(k) ?? []), v]);
+        const directMs = ms[frontends.length]!;
         frontends.forEach((f, j) => {
-          const k = `${event}/${f.setting}/${f.key}`;
-          gaps.set(k, [...(gaps.get(k) ?? []), ms[j]!]);
+          add(`${event}/${f.setting}/${f.key}`, ms[j]!);
+          if (f.key === "replstatus") add(`${event}/${f.setting}/commands`, actMs);
+          if (f.key === "replstatus") add(`${event}/${f.setting}/direct`, directMs);
+          // When the router pushed the new primary in, from its log (ms resolution).
+          const up = router
+            ?.pushes()
+            .find(
+              (p) => p.server === `${f.proxy}/${next.name}` && p.command.endsWith("health up") && p.at >= startedAt,
+            );
+          if (f.key === "route") add(`${event}/${f.setting}/pushed`, up ? up.at - startedAt : Number.NaN);
         });
         const held = await peakSessions(haproxy);
         log(
-          `downtime ${event} (its commands took ${actMs.toFixed(0)} ms): ${frontends.map((f, j) => `${f.setting} ${f.key} ${ms[j]!.toFixed(0)}ms`).join(", ")}; haproxy sessions at most ${held} of ${HAPROXY_MAXCONN}`,
+          `downtime ${event} (its commands took ${actMs.toFixed(0)} ms, a write straight to the new primary ${directMs.toFixed(0)} ms): ${frontends.map((f, j) => `${f.setting} ${f.key} ${ms[j]!.toFixed(0)}ms`).join(", ")}; haproxy sessions at most ${held} of ${HAPROXY_MAXCONN}`,
         );
         if (held >= HAPROXY_MAXCONN)
           throw new Error(`haproxy reached maxconn ${HAPROXY_MAXCONN}: the gaps are its queue's`);

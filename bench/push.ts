@@ -24,9 +24,8 @@ export function measurePush(pair: Pair, trials: number, log: (line: string) => v
   return measureGaps(pair, trials, (line) => log(line.replace(/^downtime/, "push")), {
     settings: PUSH_SETTINGS,
     route: true,
-    // Six frontends' clients at one attempt every 10 ms: half the downtime part's pace, since
-    // PostgreSQL forks a backend for each and two shared cores must also run three checkers and
-    // the router. On a machine too busy for even that, the warm-up fails and says so.
+    // After the event, one attempt every 10 ms a client: half the downtime part's pace, as two
+    // shared cores must also run three checkers and the router.
     attemptEveryMs: 10,
   });
 }

@@ -98,6 +98,32 @@ test("the write-gap rows pair per setting, and judge replstatus's median against
   ]);
 });
 
+test("a push row sets route's gap against the C worker's share, and says when PostgreSQL's own floor is above it", () => {
+  const setting = "inter 100ms rise 2";
+  const cell = (key: string, ms: number[]) => ({ event: "kill-9", setting, key, gapMs: spread(ms) });
+  const push = (direct: number[]): DowntimeResult => ({
+    trials: 2,
+    attemptEveryMs: 10,
+    settings: [{ name: setting, line: "" }],
+    cells: [
+      cell("route", [250, 260]),
+      cell("bgw", [400, 410]),
+      cell("replstatus", [410, 420]),
+      cell("commands", [70, 80]),
+      cell("pushed", [180, 190]),
+      cell("direct", direct),
+    ],
+  });
+  const [under] = reportRows({ ...base, push: push([200, 210]) });
+  expect([under!.target, under!.verdict]).toEqual(["<= C / 3", "NOT MET (under PostgreSQL's floor)"]);
+  expect(under!.floor).toBe(
+    "replstatus checks only: 415 ms (410 ms..420 ms); pg_ctl's commands: 75.0 ms; pushed in: 185 ms; straight to the new primary: 205 ms",
+  );
+  // With a floor under the target, the verdict is the plain one.
+  const [plain] = reportRows({ ...base, push: push([100, 110]) });
+  expect(plain!.verdict).toBe("NOT MET");
+});
+
 test("without the C extension the baseline is missing, the verdict says so, and no pair is made", () => {
   const rows = reportRows({
     ...base,

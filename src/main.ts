@@ -37,7 +37,7 @@ async function main(argv: string[]): Promise<void> {
     const { runDemo } = await import("./demo/demo.ts");
     process.exit(await runDemo(demo));
   }
-  if (command === "route") return await route(await loadRouteConfig(raw, env));
+  if (command === "route") return await route(await loadRouteConfig(raw, env), () => loadRouteConfig(raw, env));
   const config = await loadConfig(raw, env);
   if (command === "status") return await status(raw, config);
   if (command) return await setOverride(command, config);
@@ -84,8 +84,8 @@ async function status(raw: Raw, config: Config): Promise<never> {
   process.exit(await runStatus({ url, watch: opts.watch, json: opts.json, tls }));
 }
 
-/** `replstatus route`: runs until SIGTERM or SIGINT. Loaded only here. */
-async function route(config: RouteConfig): Promise<void> {
+/** `replstatus route`: runs until SIGTERM or SIGINT; SIGHUP reads the configuration again. Loaded only here. */
+async function route(config: RouteConfig, load: () => Promise<RouteConfig>): Promise<void> {
   const { startRoute } = await import("./route/serve.ts");
   const running = startRoute(config);
   const stop = async (signal: string) => {
@@ -93,8 +93,19 @@ async function route(config: RouteConfig): Promise<void> {
     await running.stop();
     process.exit(0);
   };
+  // One reload at a time; a bad configuration is one line, and the running one stays.
+  let reloading = Promise.resolve();
+  const reload = async () => {
+    try {
+      await running.reload(await load());
+    } catch (err) {
+      const hint = err instanceof ReplstatusError && err.hint ? ` (${err.hint})` : "";
+      running.log.error(`SIGHUP: reload rejected, keeping the running configuration: ${(err as Error).message}${hint}`);
+    }
+  };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGHUP", () => void (reloading = reloading.then(reload)));
 }
 
 /** `replstatus drain|maint|ready`: one line on stdout and exit 0, or one error line and exit 1. */

@@ -47,13 +47,22 @@ export interface Router {
   status(): { kind: "route"; servers: MemberStatus[]; updated_at: string };
   /** Called after every change of status(). */
   onChange(listener: () => void): void;
-  /** Ends the streams; a drain of ours is undone. */
-  stop(): Promise<void>;
+  /**
+   * Ends the streams; a drain of ours is undone. Servers `keep` names are left as they stand, pushing
+   * nothing for them: a reload hands them to the next router.
+   */
+  stop(keep?: (backend: string, server: string) => boolean): Promise<void>;
 }
 
 interface Member extends MemberStatus {
   view: NodeView;
   handle: Stream;
+  /**
+   * Its stream has delivered an event or failed once. Until then the router knows nothing of the node and
+   * pushes nothing for its server, which it leaves as it stands: a router started again, or reloaded,
+   * resyncs from the node's first event instead of undoing what the one before it did.
+   */
+  heard: boolean;
 }
 
 export function startRouter(
@@ -83,6 +92,7 @@ export function startRouter(
       last_push: null,
       view: { connected: false, state: "unknown", override: "ready", upPushes: 0 },
       handle: undefined as unknown as Stream,
+      heard: false,
     };
     member.handle = openStream({
       url: target.url,
@@ -92,12 +102,14 @@ export function startRouter(
         if (event.state !== member.view.state) member.view.upPushes = 0;
         member.view = { ...member.view, connected: true, state: event.state, override: String(event.override) };
         member.node = event;
+        member.heard = true;
         queue.kick(target.backend);
         changed();
       },
       onState: (state, why) => {
         member.stream = state;
         if (state !== "connected") member.view = { ...member.view, connected: false };
+        if (state === "lost") member.heard = true;
         if (state !== "connecting") log.info(`${target.backend}/${target.server}: stream ${state} (${why})`);
         if (state === "lost") queue.kick(target.backend);
         changed();
@@ -110,7 +122,7 @@ export function startRouter(
     try {
       const servers = await runtime.serversState(backend);
       const mine = members.filter((m) => m.backend === backend);
-      const nodes = new Map(mine.map((m) => [m.server, m.view]));
+      const nodes = new Map(mine.filter((m) => m.heard).map((m) => [m.server, m.view]));
       const commands = decide(backend, kindOf(backend), nodes, servers, settings.shutdownSessions);
       if (commands.length > 0) {
         const out = (await runtime.run(commands.map((c) => c.line))).trim();
@@ -154,17 +166,22 @@ export function startRouter(
   return {
     status: () => ({
       kind: "route",
-      servers: members.map(({ view: _v, handle: _h, ...status }) => status),
+      servers: members.map(({ view: _v, handle: _h, heard: _heard, ...status }) => status),
       updated_at: new Date(updatedAt).toISOString(),
     }),
     onChange: (listener) => void listeners.push(listener),
-    async stop() {
+    async stop(keep = () => false) {
       clearInterval(timer);
       for (const m of members) m.handle.close();
-      // Lost streams: the rules undo a drain of ours and push nothing else.
-      for (const m of members) m.view = { ...m.view, connected: false };
+      // A server no longer ours is not in any backend's view, so the rules leave it alone.
+      members.splice(0, members.length, ...members.filter((m) => !keep(m.backend, m.server)));
+      // Lost streams, heard or not: the rules undo a drain of a router's and push nothing else.
+      for (const m of members) {
+        m.view = { ...m.view, connected: false };
+        m.heard = true;
+      }
       await queue.idle();
-      for (const b of backends) queue.kick(b);
+      for (const b of new Set(members.map((m) => m.backend))) queue.kick(b);
       await queue.idle();
     },
   };

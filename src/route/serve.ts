@@ -8,7 +8,7 @@ import { listenError } from "../listen/gate.ts";
 import { loadPeerTls } from "../listen/tls.ts";
 import { createLogger, type Logger } from "../log.ts";
 import type { RouteConfig } from "../config/types.ts";
-import { startRouter, type Router } from "./router.ts";
+import { startRouter, type Router, type RouteSettings } from "./router.ts";
 import { uiPage } from "../ui/page.ts";
 
 /** Subscribers of the router's /events at most; more get 503. */
@@ -21,33 +21,62 @@ export interface RouteProcess {
   log: Logger;
   /** The port of --listen, when given. */
   port: number | undefined;
+  /**
+   * Applies a configuration read again (SIGHUP): a new router takes over; a server in both keeps its
+   * state in haproxy, one that went is handed back to haproxy's checks. --listen and --log-format stay
+   * as started. Throws TlsError for bad --peer-* files, with the running router untouched.
+   */
+  reload(config: RouteConfig): Promise<void>;
   stop(): Promise<void>;
 }
+
+function routerSettings(config: RouteConfig): RouteSettings {
+  return {
+    haproxySocket: config.haproxySocket,
+    servers: config.servers,
+    replicaBackends: config.replicaBackends,
+    shutdownSessions: config.shutdownSessions,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+    streamTimeoutMs: config.streamTimeoutMs,
+    tls: loadPeerTls(config.peerTls),
+  };
+}
+
+const serverNames = (config: RouteConfig) => config.servers.map((s) => `${s.backend}/${s.server}=${s.url}`).join(", ");
 
 /** Starts the router and its listener; throws TlsError for bad --peer-* files, a listen error as it comes. */
 export function startRoute(config: RouteConfig): RouteProcess {
   const log = createLogger(undefined, config.logFormat);
-  const router = startRouter(
-    {
-      haproxySocket: config.haproxySocket,
-      servers: config.servers,
-      replicaBackends: config.replicaBackends,
-      shutdownSessions: config.shutdownSessions,
-      reconcileIntervalMs: config.reconcileIntervalMs,
-      streamTimeoutMs: config.streamTimeoutMs,
-      tls: loadPeerTls(config.peerTls),
-    },
-    log,
-  );
-  const server = config.listen && serveStatus(config.listen, router);
-  const names = config.servers.map((s) => `${s.backend}/${s.server}=${s.url}`).join(", ");
+  let current = config;
+  let router = startRouter(routerSettings(config), log);
+  const server = config.listen && serveStatus(config.listen, () => router);
+  router.onChange(() => server?.changed());
   log.info(
-    `replstatus route driving haproxy on ${config.haproxySocket}: ${names}` +
+    `replstatus route driving haproxy on ${config.haproxySocket}: ${serverNames(config)}` +
       (server ? `; status http ${config.listen!.host}:${server.port}` : ""),
   );
   return {
     log,
     port: server ? server.port : undefined,
+    async reload(next) {
+      const settings = routerSettings(next);
+      const kindOf = (c: RouteConfig, backend: string) => c.replicaBackends.includes(backend);
+      const kept = (backend: string, name: string) =>
+        next.haproxySocket === current.haproxySocket &&
+        kindOf(next, backend) === kindOf(current, backend) &&
+        next.servers.some((t) => t.backend === backend && t.server === name);
+      const fixed = [
+        JSON.stringify(next.listen) !== JSON.stringify(current.listen) && "--listen",
+        next.logFormat !== current.logFormat && "--log-format",
+      ].filter(Boolean);
+      await router.stop(kept);
+      router = startRouter(settings, log);
+      router.onChange(() => server?.changed());
+      server?.changed();
+      current = { ...next, listen: current.listen, logFormat: current.logFormat };
+      log.info(`SIGHUP: reloaded; driving haproxy on ${next.haproxySocket}: ${serverNames(next)}`);
+      if (fixed.length > 0) log.warning(`SIGHUP: ${fixed.join(" and ")} changed, waiting for a restart`);
+    },
     async stop() {
       server?.stop(true);
       await router.stop();
@@ -55,7 +84,7 @@ export function startRoute(config: RouteConfig): RouteProcess {
   };
 }
 
-function serveStatus(address: { host: string; port: number }, router: Router) {
+function serveStatus(address: { host: string; port: number }, routerNow: () => Router) {
   const subscribers = new Set<ReadableStreamDefaultController<Uint8Array>>();
   const encoder = new TextEncoder();
   let seq = 0;
@@ -67,20 +96,21 @@ function serveStatus(address: { host: string; port: number }, router: Router) {
       } else c.enqueue(chunk);
     }
   };
-  const event = () => encoder.encode(`id: ${++seq}\nevent: route\ndata: ${JSON.stringify(router.status())}\n\n`);
-  router.onChange(() => {
-    if (subscribers.size > 0) send(event());
-  });
+  const event = () => encoder.encode(`id: ${++seq}\nevent: route\ndata: ${JSON.stringify(routerNow().status())}\n\n`);
   const beat = setInterval(() => send(encoder.encode(`: ${Date.now()}\n\n`)), ROUTE_HEARTBEAT_MS);
   let server: ReturnType<typeof Bun.serve>;
   try {
-    server = listenStatus(address, router, subscribers, event);
+    server = listenStatus(address, routerNow, subscribers, event);
   } catch (err) {
     clearInterval(beat);
     throw listenError(address, err);
   }
   return {
     port: server.port,
+    /** The router's status changed: an event to every subscriber. */
+    changed() {
+      if (subscribers.size > 0) send(event());
+    },
     stop(closeActive: boolean) {
       clearInterval(beat);
       for (const c of subscribers) c.close();
@@ -92,7 +122,7 @@ function serveStatus(address: { host: string; port: number }, router: Router) {
 
 function listenStatus(
   address: { host: string; port: number },
-  router: Router,
+  routerNow: () => Router,
   subscribers: Set<ReadableStreamDefaultController<Uint8Array>>,
   event: () => Uint8Array,
 ) {
@@ -102,7 +132,7 @@ function listenStatus(
     port: address.port,
     fetch(req) {
       const path = new URL(req.url).pathname;
-      if (path === "/status") return Response.json(router.status(), { headers: { "cache-control": "no-store" } });
+      if (path === "/status") return Response.json(routerNow().status(), { headers: { "cache-control": "no-store" } });
       if (path === "/ui") return new Response(uiPage().html, { headers: uiPage().headers });
       if (path !== "/events") return new Response('{"error":"not found"}\n', { status: 404 });
       if (subscribers.size >= MAX_ROUTE_SUBSCRIBERS) {

@@ -6,6 +6,7 @@ import { waitFor } from "../../src/demo/pg.ts";
 import { cleanEnv, MAIN } from "../../src/demo/responder.ts";
 
 export interface RouteProc extends AsyncDisposable {
+  pid: number;
   readonly log: string;
   /** The port of its --listen http listener, when it has one. */
   statusPort: number | undefined;
@@ -48,6 +49,7 @@ export async function startRoute(args: string[]): Promise<RouteProc> {
   });
   const port = /status http \S*:(\d+)/.exec(log)?.[1];
   return {
+    pid: proc.pid,
     get log() {
       return log;
     },

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { landsOn, startHaproxy } from "../../src/demo/haproxy.ts";
 import { answer } from "../../src/demo/probe.ts";
 import { startResponder, type Responder } from "../../src/demo/responder.ts";
+import { openStream } from "../../src/route/stream.ts";
 import { waitFor } from "../../src/demo/proc.ts";
 import { startEtcd, type Etcd } from "../kit/etcd.ts";
 import { httpGet, startPatroni, tails, type PatroniCluster } from "../kit/patroni.ts";
@@ -173,8 +174,24 @@ describe("differential: replstatus answers as Patroni's REST API does", () => {
   });
 
   test("after patronictl switchover to m1", async () => {
-    await cluster.ctl("switchover", "--leader", "m0", "--candidate", "m1", "--force");
-    await cluster.waitLeader("m1");
+    // GET /events on m2, a replica throughout: the leader key's change is an event of its own, the view beside it.
+    const leaders: unknown[] = [];
+    const stream = openStream({
+      url: `http://127.0.0.1:${rs("m2").ports[1]}`,
+      tls: undefined,
+      silenceMs: 5000,
+      onEvent: (e) => void leaders.push((e.patroni as { leader?: unknown } | undefined)?.leader),
+      onState: () => {},
+    });
+    try {
+      await waitFor("m2's first event", () => leaders.length > 0, SETTLE_MS);
+      expect(leaders[0]).toBe("m0");
+      await cluster.ctl("switchover", "--leader", "m0", "--candidate", "m1", "--force");
+      await cluster.waitLeader("m1");
+      await waitFor("an event on m2 naming m1 the leader", () => leaders.includes("m1"), SETTLE_MS);
+    } finally {
+      stream.close();
+    }
     await cluster.waitReplicas();
     await waitRaw("m1", "MASTER");
     await differential("after switchover");

@@ -133,6 +133,21 @@ test("the router puts the primary alone in the primary backend, the standby in t
   }
   expect(status.servers[0]!.node).toMatchObject({ state: "primary", answer: "MASTER" });
   expect(status.servers[0]!.haproxy).toEqual({ op_state: 2, admin_state: 0 });
+  // GET /events on the router: the same object as `event: route`, first the state now.
+  const events = await fetch(`http://127.0.0.1:${route!.statusPort}/events`);
+  expect([events.status, events.headers.get("content-type")]).toEqual([200, "text/event-stream"]);
+  const reader = events.body!.getReader();
+  let head = "";
+  await waitFor("the router's first event", async () => {
+    head += new TextDecoder().decode((await reader.read()).value);
+    return /^event: route\ndata: .*\n\n/m.test(head);
+  });
+  await reader.cancel();
+  const first = JSON.parse(/^data: (.*)$/m.exec(head)![1]!) as Status;
+  expect(first.kind).toBe("route");
+  expect(first.servers.map((s) => `${s.backend}/${s.server}`)).toEqual(
+    status.servers.map((s) => `${s.backend}/${s.server}`),
+  );
   // The status page is served there too, for the whole picture (docs/status-page.md).
   const ui = await fetch(`http://127.0.0.1:${route!.statusPort}/ui`);
   expect([ui.status, ui.headers.get("content-type")]).toEqual([200, "text/html; charset=utf-8"]);

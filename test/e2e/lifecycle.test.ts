@@ -274,12 +274,19 @@ describe("a warm standby (hot_standby = off)", () => {
     expect((await refusals(watching)) - before).toBeLessThanOrEqual(1 + fiveSeconds);
     const t0 = performance.now();
     await node.promote();
-    const [watchingMs, plainMs, outsideMs] = await Promise.all([
-      waitForAnswer(watching.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
-      waitForAnswer(plain.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
-      waitForAnswer(outside.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)),
-    ]);
-    verbose({ promoteMs: performance.now() - t0, watchingMs, plainMs, outsideMs });
+    // The bound starts where PostgreSQL takes connections as a primary: its own end of recovery, which
+    // beside a busy loop on every core took over 2 s once, is not replstatus's to shorten.
+    await node.waitPrimary();
+    const promoteMs = performance.now() - t0;
+    const named = { watching, plain, outside };
+    const [watchingMs, plainMs, outsideMs] = await Promise.all(
+      Object.entries(named).map(([name, r]) =>
+        waitForAnswer(r.ports[0]!, "MASTER", withSlack(READY_BOUND_MS)).catch((err: Error) => {
+          throw new Error(`${name}: ${err.message}`);
+        }),
+      ),
+    );
+    verbose({ promoteMs, watchingMs, plainMs, outsideMs });
     expect(watching.log).toContain("(retrying when postmaster.pid changes)");
   });
 });

@@ -18,7 +18,8 @@
 //   lines: option httpchk OPTIONS /primary, http-check expect status 200,
 //   inter 100ms fall 2 rise 2, on-marked-down shutdown-sessions) across a
 //   patronictl switchover, the longest gap between two successful writes;
-//   haproxy checking Patroni's REST API and checking replstatus take turns.
+//   haproxy checking Patroni's REST API, checking replstatus, and checking
+//   replstatus with `replstatus route` beside it take turns.
 //
 // Usage: bun bench/patroni.ts [--quick] [--json FILE]
 import { writeFileSync } from "node:fs";
@@ -30,6 +31,7 @@ import { startHaproxy } from "../src/demo/haproxy.ts";
 import { answer } from "../src/demo/probe.ts";
 import { startResponder, type Responder } from "../src/demo/responder.ts";
 import { fmtMs, fmtRate, fmtSpread, spread, type Spread } from "./stats.ts";
+import { startRoute } from "../test/kit/route.ts";
 
 const quick = process.argv.includes("--quick");
 const jsonAt = process.argv.indexOf("--json");
@@ -191,9 +193,16 @@ async function measureKill(cluster: Cluster, r0: Responder) {
   return { patroni: spread(killPatroni), replstatus: spread(killOurs) };
 }
 
-/** 4. write downtime through haproxy across a switchover, each checker in turn. */
+const CHECKERS = ["patroni", "replstatus", "route"] as const;
+type Checker = (typeof CHECKERS)[number];
+
+/**
+ * 4. write downtime through haproxy across a switchover, each checker in turn: Patroni's REST API,
+ * replstatus's http listener, and the latter with `replstatus route` driving the proxy from every
+ * member's GET /events (docs/routing.md).
+ */
 async function measureSwitchovers(cluster: Cluster, rs: Responder[]) {
-  const server = (check: "patroni" | "replstatus") =>
+  const server = (check: Checker) =>
     cluster.members.map(
       (m, i) =>
         `server ${m.name} 127.0.0.1:${m.pgPort} check port ${check === "patroni" ? m.restPort : rs[i]!.ports[1]}`,
@@ -201,18 +210,20 @@ async function measureSwitchovers(cluster: Cluster, rs: Responder[]) {
   const hx = await startHaproxy({
     defaults: ["default-server inter 100ms fall 2 rise 2 on-marked-down shutdown-sessions"],
     proxies: Object.fromEntries(
-      (["patroni", "replstatus"] as const).map((c) => [
-        c,
-        ["option httpchk OPTIONS /primary", "http-check expect status 200", ...server(c)],
-      ]),
+      CHECKERS.map((c) => [c, ["option httpchk OPTIONS /primary", "http-check expect status 200", ...server(c)]]),
     ),
   });
-  const gaps: Record<"patroni" | "replstatus", number[]> = { patroni: [], replstatus: [] };
+  const targets = cluster.members.flatMap((m, i) => [
+    "--server",
+    `route/${m.name}=http://127.0.0.1:${rs[i]!.ports[1]}`,
+  ]);
+  const router = await startRoute(["--haproxy-socket", hx.statsSocket, ...targets]);
+  const gaps: Record<Checker, number[]> = { patroni: [], replstatus: [], route: [] };
   try {
     const first = await cluster.waitLeader();
     await cluster.members.find((m) => m.name === first)!.sql("create table if not exists bench_writes (x int)");
     for (let i = 0; i < SWITCH_TRIALS; i++) {
-      for (const check of ["patroni", "replstatus"] as const) {
+      for (const check of CHECKERS) {
         const from = (await cluster.waitLeader())!;
         await cluster.waitReplicas();
         const to = cluster.members.find((m) => m.name !== from)!.name;
@@ -232,9 +243,10 @@ async function measureSwitchovers(cluster: Cluster, rs: Responder[]) {
       }
     }
   } finally {
+    await router.stop();
     await hx.stop();
   }
-  return { patroni: spread(gaps.patroni), replstatus: spread(gaps.replstatus) };
+  return { patroni: spread(gaps.patroni), replstatus: spread(gaps.replstatus), route: spread(gaps.route) };
 }
 
 async function main(): Promise<void> {
@@ -267,7 +279,7 @@ function report(r: {
   checksPerS: { patroni: Spread; replstatus: Spread };
   leaderKeyToAnswerMs: Spread;
   killToNot200Ms: { patroni: Spread; replstatus: Spread };
-  switchoverWriteGapMs: { patroni: Spread; replstatus: Spread };
+  switchoverWriteGapMs: { patroni: Spread; replstatus: Spread; route: Spread };
 }): void {
   const ratio = (a: Spread, b: Spread) => `${(a.median / b.median).toFixed(1)}x`;
   const rows = [
@@ -300,6 +312,13 @@ function report(r: {
       fmtSpread(r.switchoverWriteGapMs.replstatus, fmtMs),
       fmtSpread(r.switchoverWriteGapMs.patroni, fmtMs),
       ratio(r.switchoverWriteGapMs.replstatus, r.switchoverWriteGapMs.patroni),
+      "",
+    ],
+    [
+      "same, with replstatus route",
+      fmtSpread(r.switchoverWriteGapMs.route, fmtMs),
+      fmtSpread(r.switchoverWriteGapMs.patroni, fmtMs),
+      ratio(r.switchoverWriteGapMs.route, r.switchoverWriteGapMs.patroni),
       "",
     ],
   ];

@@ -25,6 +25,25 @@ test.each(OPTIONS.filter((o) => o.arg !== undefined).map((o) => [o.name, o.defau
   },
 );
 
+/** The flags a list item of docs/configuration.md's reload section names, by the item's first words. */
+function reloadList(lead: string): string[] {
+  const section = text("docs/configuration.md").split("## Configuration file and reload")[1]!;
+  const item = section.split("\n- ").find((i) => i.startsWith(lead));
+  return [...(item ?? "").matchAll(/`--([a-z-]+)`/g)].map((m) => m[1]!);
+}
+
+test.each([
+  ["applied in place", ["live"]],
+  ["read again from their files", ["reread"]],
+  ["reported as waiting for a restart", ["restart"]],
+] as const)(
+  "docs/configuration.md's reload list %j names exactly the table's %j options, in --help order",
+  (lead, kinds) => {
+    const want = OPTIONS.filter((o) => (kinds as readonly string[]).includes(String(o.reload))).map((o) => o.name);
+    expect(reloadList(lead)).toEqual(want);
+  },
+);
+
 // bench/README.md is left out: it documents the bench's own flags.
 test.each(DOCS.filter((path) => !path.startsWith("bench/")))("%s names no flag the program lacks", (path) => {
   const names = OPTIONS.map((o) => o.name);

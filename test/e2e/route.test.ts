@@ -196,6 +196,9 @@ interface Write {
   port: number;
 }
 
+/** Writes of the writer in flight at most. */
+const MAX_IN_FLIGHT = 4;
+
 /** A write through haproxy's push frontend every 20 ms, each on a new connection; acknowledged ones recorded. */
 function writer(port: number, user: string) {
   const acked: Write[] = [];
@@ -210,8 +213,12 @@ function writer(port: number, user: string) {
   const inFlight = new Set<Promise<void>>();
   const done = (async () => {
     while (running) {
-      if (paused) {
-        await Bun.sleep(20);
+      // At most MAX_IN_FLIGHT at once: where PostgreSQL forks a backend in ~20 ms, a write every 20 ms is all
+      // a postmaster takes, and a backlog once formed (it forks every connection, also one its client gave up
+      // on, and haproxy holds each given-up session for `timeout server`) would never drain: haproxy then sat
+      // at its maxconn and no write got through for 30 s.
+      if (paused || inFlight.size >= MAX_IN_FLIGHT) {
+        await Bun.sleep(paused ? 20 : 5);
         continue;
       }
       const sentAt = Date.now();
@@ -269,6 +276,7 @@ function masterTimes() {
 test("no push makes two servers writable; no write is acknowledged long after its node stopped saying MASTER", async () => {
   await waitFor("push: p1 alone", async () => (await writableIn("push")).join() === "p1");
   const sampling = sampler();
+  let sampled: Awaited<ReturnType<typeof sampling.stop>>;
   const times = masterTimes();
   const writes = writer(haproxy.ports.push!, nodes[0]!.user);
   let current = 0;
@@ -322,8 +330,10 @@ test("no push makes two servers writable; no write is acknowledged long after it
   } finally {
     await writes.stop();
     times.close();
+    // Also on a failure: a sampler left running would spin on haproxy's socket for the rest of the suite.
+    sampled = await sampling.stop();
   }
-  const { changes, count, endAt } = await sampling.stop();
+  const { changes, count, endAt } = sampled;
 
   // Two writable servers at once: none may begin right after a push that put a server in.
   const ups = route!.pushes().filter((p) => p.server.startsWith("push/") && p.command.endsWith("health up"));

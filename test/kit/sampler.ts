@@ -3,6 +3,7 @@
 // servers, `<epoch ms> <n samples so far> <names,comma-separated>`, and the
 // sample count on SIGTERM as `<epoch ms> <n> end`.
 //   bun test/kit/sampler.ts SOCKET BACKEND
+import { existsSync } from "node:fs";
 import { haproxyRuntime } from "../../src/route/haproxy.ts";
 import { writable } from "../../src/route/rules.ts";
 
@@ -12,9 +13,15 @@ let samples = 0;
 let last: string | undefined;
 let running = true;
 process.on("SIGTERM", () => (running = false));
+const parent = process.ppid;
 while (running) {
   const servers = await runtime.serversState(backend).catch(() => undefined);
-  if (!servers) continue;
+  if (!servers) {
+    // haproxy gone, or the test that started it: nothing more to sample.
+    if (!existsSync(socket) || process.ppid !== parent) break;
+    await Bun.sleep(1);
+    continue;
+  }
   samples++;
   const up = [...servers]
     .filter(([, s]) => writable(s))

@@ -60,7 +60,7 @@ beforeAll(async () => {
   cluster = await startPatroni({
     etcd,
     members: 3,
-    tags: { m1: { dc: "east" }, m2: { noloadbalance: true, dc: "west" } },
+    tags: { m1: { dc: "east" }, m2: { noloadbalance: true, nosync: true, dc: "west" } },
   });
   for (const m of cluster.members) {
     const args = ["--patroni", m.configFile, "--listen", "raw:127.0.0.1:0", "--listen", "http:127.0.0.1:0"];

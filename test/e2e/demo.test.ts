@@ -64,7 +64,9 @@ test("the demo shows a failover, ends by itself with 0 and leaves nothing behind
   expect(lines.slice(0, failover).some((l) => /node1 +raw MASTER +agent "up ready"/.test(l))).toBe(true);
   expect(lines.slice(0, failover).some((l) => /node2 +raw STANDBY +agent "down ready #standby"/.test(l))).toBe(true);
   const after = lines.slice(failover);
-  expect(after.some((l) => l.includes("node2 replstatus: info: standby -> primary (promoted)"))).toBe(true);
+  // Its log names the change; what it changed from depends on whether a poll of node2 failed meanwhile (a loaded
+  // CI run once saw it come from another state than standby).
+  expect(after.some((l) => /node2 replstatus: info: \S+ -> primary \(/.test(l))).toBe(true);
   expect(after.some((l) => /node2 +raw MASTER +agent "up ready"/.test(l))).toBe(true);
   expect(after.some((l) => /node1 +raw UNKNOWN/.test(l))).toBe(true);
   // haproxy routes to node1, then to node2 alone.
